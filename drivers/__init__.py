@@ -1,0 +1,1 @@
+"""NIC drivers: native user-space drivers and the ROM's own UNDI."""

@@ -1,0 +1,1 @@
+"""How bytes reach hardware: PCI via sysfs, VFIO, USB, serial."""

@@ -1,0 +1,5 @@
+import sys
+
+from romlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROM formats and flashing: schemas, walker, lint, patch, build, EFI compression, disassembly."""

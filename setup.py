@@ -1,0 +1,10 @@
+"""Build hooks that pyproject.toml cannot express: the cffi extension modules.
+
+Each entry in CFFI_MODULES names a ``module:ffibuilder`` whose C source is
+compiled into an extension when the package is installed (``pip install -e .``).
+"""
+from setuptools import setup
+
+CFFI_MODULES: list[str] = []
+
+setup(cffi_modules=CFFI_MODULES)
