@@ -1,0 +1,178 @@
+"""One rule set for option ROMs: what UEFI PciBusDxe, Linux and iPXE accept, plus consistency.
+
+The sources disagree on details (PciBusDxe insists on DWORD-aligned PCIRs and a
+valid EFI subsystem, Linux only on signatures and lengths, iPXE's undirom.c on a
+UNDI ROM ID with a loader, and none of them on checksums), so every rule here
+says whose acceptance it models. Each finding carries a rule ID, a severity,
+the absolute byte offset it concerns and one sentence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from romtools import schemas as S
+from romtools.walker import Finding, Image, Walk
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    source: str
+    summary: str
+
+
+RULES = {r.id: r for r in [
+    # Walk and structure (reported by the walker).
+    Rule("truncated", "error", "Linux pci_get_rom_size", "an image extends past the end of the input"),
+    Rule("image-length-zero", "error", "PciBusDxe, Linux", "PCIR ImageLength is 0"),
+    Rule("last-flag-missing", "error", "PciBusDxe", "the input ends but no image carries the last-image flag"),
+    Rule("last-flag-early", "error", "PCI firmware spec", "an image marked last is followed by another image"),
+    Rule("pcir-pointer", "error", "PciBusDxe, Linux", "the PCIR pointer is 0, out of bounds or finds no 'PCIR'"),
+    Rule("pcir-misaligned", "error", "PciBusDxe", "the PCIR pointer is not DWORD-aligned"),
+    Rule("device-list-bounds", "error", "PCI 3.0", "the device list lies outside its image"),
+    Rule("device-list-unterminated", "error", "PCI 3.0", "the device list has no 0 terminator inside its image"),
+    Rule("non-pci-rom", "info", "PC option ROM", "no PCIR: an ISA-style option ROM"),
+    Rule("pnp-signature", "warning", "PnP BIOS", "word 0x1A points to something that is not a $PnP header"),
+    Rule("trailing-fill", "info", "Linux pci_get_rom_size", "fill bytes follow the last image"),
+    Rule("trailing-bytes", "warning", "Linux pci_get_rom_size", "bytes that belong to no image follow the last one"),
+    Rule("init-size-zero", "warning", "PC option ROM", "header byte 2 (size) is 0"),
+    # Per-image rules.
+    Rule("pcir-length", "error", "iPXE ROM.pm, PCI 3.0", "PCIR Length does not match its revision"),
+    Rule("pcir-revision", "warning", "PCI 3.0", "PCIR revision is not 0 to 3"),
+    Rule("init-size-exceeds-image", "error", "PciBusDxe", "InitializationSize is larger than ImageLength"),
+    Rule("runtime-exceeds-image", "warning", "PCI 3.0", "MaxRuntimeImageLength is larger than ImageLength"),
+    Rule("code-type-unknown", "warning", "PCI 3.0", "CodeType is not one the PCI specification defines"),
+    Rule("indicator-reserved", "warning", "PCI 3.0", "Indicator bits other than bit 7 are set"),
+    Rule("device-list-missing-device", "warning", "PCI 3.0", "the PCIR device ID is not in its own device list"),
+    Rule("efi-signature", "error", "PciBusDxe", "an EFI image lacks the 0x0EF1 signature"),
+    Rule("efi-subsystem", "error", "PciBusDxe", "EFI subsystem is not a boot-service (0x0B) or runtime (0x0C) driver"),
+    Rule("efi-compression", "error", "PciBusDxe", "EFI CompressionType is above 1"),
+    Rule("efi-machine-unknown", "warning", "PE/COFF", "EFI machine type is not a known one"),
+    Rule("efi-offset", "error", "PciBusDxe", "EfiImageHeaderOffset is not inside InitializationSize"),
+    Rule("efi-pe-mismatch", "error", "UEFI LoadImage", "the PE driver's machine or subsystem differs from the ROM header"),
+    Rule("checksum-legacy", "error", "PC BIOS", "a legacy image's bytes do not sum to 0"),
+    Rule("checksum-pnp", "error", "PnP BIOS", "the $PnP header does not sum to 0"),
+    Rule("checksum-undi", "error", "PXE 2.1", "the UNDI ROM ID does not sum to 0"),
+    Rule("checksum-ipxe", "error", "iPXE", "the iPXE header does not sum to 0"),
+    Rule("checksum-efirom", "error", "iPXE efirom", "an iPXE-layout EFI image does not sum to 0"),
+    Rule("undi-loader-zero", "error", "iPXE undirom.c", "the UNDI ROM ID has no loader entry"),
+    Rule("undi-bounds", "error", "iPXE undirom.c", "the UNDI ROM ID pointer is past the image"),
+    # Cross-image rules.
+    Rule("ids-mismatch", "warning", "consistency", "images disagree on vendor or device ID"),
+    Rule("class-mismatch", "warning", "consistency", "images disagree on class code"),
+]}
+
+CHECKSUM_RULES = {
+    "legacy image": "checksum-legacy",
+    "$PnP header": "checksum-pnp",
+    "UNDI ROM ID": "checksum-undi",
+    "iPXE header": "checksum-ipxe",
+    "iPXE .efirom image": "checksum-efirom",
+}
+
+
+def _image_rules(img: Image) -> list[Finding]:
+    out: list[Finding] = []
+
+    def add(rule: str, offset: int, message: str) -> None:
+        out.append(Finding(rule, RULES[rule].severity, offset, f"image {img.index}: {message}", img.index))
+
+    for ck in img.checksums:
+        if ck.complete and ck.value:
+            where = f", checksum byte at 0x{ck.byte_offset:x}" if ck.byte_offset is not None else ""
+            add(CHECKSUM_RULES[ck.name], ck.byte_offset if ck.byte_offset is not None else ck.offset,
+                f"{ck.name} checksum is wrong: {ck.length} bytes from 0x{ck.offset:x} sum to 0x{ck.value:02x}, "
+                f"not 0{where}")
+    if not img.pci:
+        return out
+    p, po, off = img.pcir, img.pcir_offset, img.offset
+    want = S.PCIR_LENGTH_BY_REVISION.get(p.revision)
+    if want is None:
+        add("pcir-revision", po + 0x0C, f"PCIR revision {p.revision} is not 0 to 3")
+    elif p.length != want:
+        add("pcir-length", po + 0x0A, f"PCIR Length is 0x{p.length:x}, revision {p.revision} needs 0x{want:x}")
+    if p.code_type not in S.SPEC_CODE_TYPES:
+        add("code-type-unknown", po + 0x14, f"CodeType 0x{p.code_type:02x} ({S.code_type_name(p.code_type)}) "
+            "is not defined by the PCI specification")
+    if p.indicator & ~S.LAST_IMAGE & 0xFF:
+        add("indicator-reserved", po + 0x15, f"Indicator 0x{p.indicator:02x} sets reserved bits")
+    if img.length and img.init_size > img.length and img.header_kind in ("legacy", "efi"):
+        add("init-size-exceeds-image", off + 2, f"InitializationSize {img.init_size} bytes is larger than "
+            f"ImageLength {img.length} bytes")
+    if img.header_kind == "legacy" and img.header.init_size == 0:
+        add("init-size-zero", off + 2, "header byte 2 (size) is 0")
+    if p.revision >= 3 and img.length and p.max_runtime_length * S.BLOCK > img.length:
+        add("runtime-exceeds-image", po + 0x16, f"MaxRuntimeImageLength {p.max_runtime_length * S.BLOCK} bytes "
+            f"is larger than ImageLength {img.length}")
+    if img.device_list and p.device_id not in img.device_list:
+        add("device-list-missing-device", img.device_list_offset, f"PCIR device ID 0x{p.device_id:04x} is not "
+            f"in the image's own device list ({', '.join(f'0x{d:04x}' for d in img.device_list)})")
+    if img.header_kind == "efi":
+        h = img.header
+        if h.efi_signature != S.EFI_SIGNATURE:
+            add("efi-signature", off + 4, f"EFI signature is 0x{h.efi_signature:08x}, not 0x00000EF1")
+        if h.subsystem not in (0x0B, 0x0C):
+            add("efi-subsystem", off + 8, f"EFI subsystem 0x{h.subsystem:04x} "
+                f"({S.EFI_SUBSYSTEMS.get(h.subsystem, 'unknown')}) is not loaded from option ROMs")
+        if h.compression > 1:
+            add("efi-compression", off + 0x0C, f"CompressionType {h.compression} is not 0 or 1")
+        if h.machine not in S.EFI_MACHINES:
+            add("efi-machine-unknown", off + 0x0A, f"EFI machine type 0x{h.machine:04x} is unknown")
+        if h.efi_image_offset >= img.init_size:
+            add("efi-offset", off + 0x16, f"EfiImageHeaderOffset 0x{h.efi_image_offset:x} is not below "
+                f"InitializationSize {img.init_size}")
+        if img.pe is not None:
+            if img.pe["machine"] != h.machine or img.pe["subsystem"] != h.subsystem:
+                add("efi-pe-mismatch", img.pe["offset"], f"the PE driver says machine 0x{img.pe['machine']:04x} "
+                    f"subsystem 0x{img.pe['subsystem']:x}, the ROM header machine 0x{h.machine:04x} "
+                    f"subsystem 0x{h.subsystem:x}")
+    if img.header_kind == "legacy" and img.header.undi_rom_id_ptr and img.undi is None:
+        if img.header.undi_rom_id_ptr >= (img.length or img.available):
+            add("undi-bounds", off + 0x16, f"UNDI ROM ID pointer 0x{img.header.undi_rom_id_ptr:04x} is past "
+                "the image")
+    if img.undi is not None and img.undi.loader_offset == 0:
+        add("undi-loader-zero", img.undi_offset + 0x0A, "the UNDI ROM ID's loader offset is 0")
+    return out
+
+
+def _cross_rules(walk: Walk) -> list[Finding]:
+    out: list[Finding] = []
+    pci = [i for i in walk.images if i.pci]
+    if len(pci) < 2:
+        return out
+    first = pci[0]
+    for img in pci[1:]:
+        a, b = first.pcir, img.pcir
+        if (a.vendor_id, a.device_id) != (b.vendor_id, b.device_id):
+            out.append(Finding("ids-mismatch", "warning", img.pcir_offset + 4,
+                               f"image {img.index} is for {b.vendor_id:04x}:{b.device_id:04x}, image 0 for "
+                               f"{a.vendor_id:04x}:{a.device_id:04x}", img.index))
+        if a.class_code != b.class_code and b.code_type != 0xFF:
+            out.append(Finding("class-mismatch", "warning", img.pcir_offset + 0x0D,
+                               f"image {img.index} has class {b.class_code:06x}, image 0 {a.class_code:06x}",
+                               img.index))
+    return out
+
+
+def lint(walk: Walk) -> list[Finding]:
+    """Every finding for a walked ROM, walker's first, sorted by offset within each group."""
+    findings = list(walk.findings)
+    for img in walk.images:
+        findings.extend(_image_rules(img))
+    findings.extend(_cross_rules(walk))
+    seen = set()
+    unique = []
+    for f in findings:
+        key = (f.rule, f.offset)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return sorted(unique, key=lambda f: (f.offset, f.rule))
+
+
+def exit_status(findings: list[Finding], strict: bool = False) -> int:
+    bad = {"error", "warning"} if strict else {"error"}
+    return 1 if any(f.severity in bad for f in findings) else 0
