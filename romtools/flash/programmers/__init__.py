@@ -1,0 +1,45 @@
+"""Programmers: the ways romlab reaches a SPI NOR chip.
+
+``open_programmer`` turns a ``--programmer`` value into an open programmer:
+
+  serprog:tcp=HOST:PORT          serprog over TCP (a network bridge or ``romlab serprog-emu``)
+  serprog:dev=PATH[,baud=N]      serprog over a serial device (default 115200 baud)
+  file:PATH                      a flash image file, driven as a chip of its size
+"""
+from __future__ import annotations
+
+from romtools.errors import RomError
+
+SPECS = ("serprog:tcp=HOST:PORT", "serprog:dev=PATH[,baud=N]", "file:PATH")
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    kind, _, rest = spec.partition(":")
+    if kind == "file":
+        if not rest:
+            raise RomError("file: needs a path, e.g. file:flash.bin")
+        return kind, {"path": rest}
+    if kind == "serprog":
+        opts = {}
+        for part in filter(None, rest.split(",")):
+            key, eq, value = part.partition("=")
+            if not eq or key not in ("tcp", "dev", "baud"):
+                raise RomError(f"bad serprog option {part!r}; use {SPECS[0]} or {SPECS[1]}")
+            opts[key] = value
+        if ("tcp" in opts) == ("dev" in opts):
+            raise RomError(f"serprog needs exactly one of tcp= or dev=; use {SPECS[0]} or {SPECS[1]}")
+        if "baud" in opts:
+            if not opts["baud"].isdigit():
+                raise RomError(f"bad baud rate {opts['baud']!r}")
+            opts["baud"] = int(opts["baud"])
+        return kind, opts
+    raise RomError(f"unknown programmer {spec!r}; use one of: {', '.join(SPECS)}")
+
+
+def open_programmer(spec: str, chip: str | None = None):
+    kind, opts = parse_spec(spec)
+    if kind == "file":
+        from romtools.flash.programmers.file import FileProgrammer
+        return FileProgrammer(opts["path"], chip=chip)
+    from romtools.flash.programmers.serprog import SerprogProgrammer
+    return SerprogProgrammer(dev=opts.get("dev"), tcp=opts.get("tcp"), baud=opts.get("baud", 115200))

@@ -1,0 +1,89 @@
+"""The safe sequence around a write, shared by ``romlab flash`` and ``romlab restore``.
+
+identify -> refuse what cannot fit -> stable backup read -> save backup ->
+plan -> (dry run stops here) -> unprotect -> journal -> write blocks with
+verify and retry -> verify the whole chip -> re-protect -> close the journal.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+
+from romtools.errors import RomError
+from romtools.flash import backup as backupmod
+from romtools.flash import writer
+from romtools.flash.programmers import open_programmer
+from romtools.flash.spinor import SpiNor
+
+
+class Progress:
+    """One stderr line, redrawn at most ten times a second, only on a terminal."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.last = 0.0
+
+    def bar(self, label: str, total: int):
+        def update(done: int, total_=None):
+            if not self.enabled:
+                return
+            t = total_ or total
+            now = time.monotonic()
+            if done < t and now - self.last < 0.1:
+                return
+            self.last = now
+            width = 30
+            fill = int(width * done / t) if t else width
+            sys.stderr.write(f"\r{label:<10} [{'#' * fill}{'.' * (width - fill)}] {done // 1024}/{t // 1024} KiB")
+            if done >= t:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        return update
+
+
+def open_chip(spec: str, chip_name: str | None = None):
+    prog = open_programmer(spec, chip=chip_name)
+    try:
+        nor = SpiNor(prog)
+        nor.identify()
+    except BaseException:
+        prog.close()
+        raise
+    return prog, nor
+
+
+def read_stable(nor: SpiNor, progress: Progress, label: str = "reading") -> bytes:
+    size = nor.chip.size
+    return writer.stable_read(nor, 0, size, progress=progress.bar(label, size))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def apply(nor: SpiNor, current: bytes, target: bytes, journal: backupmod.Journal, header: dict,
+          progress: Progress, resume: bool = False) -> dict:
+    """Write ``target`` over ``current`` with unprotect, journal and verification."""
+    if resume:
+        journal.reopen()
+    else:
+        journal.start(header)
+    protected = nor.unprotect()
+    try:
+        stats = writer.write(nor, current, target, progress=progress.bar("writing", 1),
+                             on_step=lambda step: journal.done(step.start, step.size))
+        bad = writer.verify(nor, target, progress=progress.bar("verifying", len(target)))
+        if bad:
+            ranges = ", ".join("0x%06x-0x%06x" % (a, b - 1) for a, b in bad[:4])
+            raise writer.FlashError(f"verification failed at {ranges}", state="partial")
+    except writer.FlashError:
+        journal.close()
+        raise
+    except RomError as exc:
+        journal.close()
+        raise writer.FlashError(str(exc), state="partial") from None
+    nor.reprotect(protected)
+    journal.finish()
+    stats["protection_restored"] = bool(protected)
+    return stats
