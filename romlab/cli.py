@@ -18,6 +18,9 @@ COMMANDS = [
     "lint",
     "disasm",
     "scan",
+    "flash",
+    "restore",
+    "serprog_emu",
 ]
 
 
