@@ -85,6 +85,7 @@ class Emulator:
         st = self.sim.stats
         first, last = st["first_modify"], st["last_modify_end"]
         self.sessions.append({"spi_ops": dev.spi_ops, "bytes_in": nin, "bytes_out": nout,
+                              "commands": sorted(dev.seen),
                               "write_seconds": (last - first) if first is not None else None})
         st["first_modify"] = st["last_modify_end"] = None
         self.map.flush()

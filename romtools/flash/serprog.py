@@ -95,6 +95,7 @@ class SerprogDevice:
         self.freq = 8_000_000
         self.pins = 1
         self.spi_ops = 0
+        self.seen: set[int] = set()
 
     def feed(self, data: bytes) -> bytes:
         self.buf += data
@@ -104,6 +105,7 @@ class SerprogDevice:
         end = len(buf)
         while pos < end:
             cmd = buf[pos]
+            self.seen.add(cmd)
             plen = _PARAMS.get(cmd)
             if plen is None:
                 out.append(NAK)
