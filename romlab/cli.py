@@ -56,11 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"romlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"romlab {args.command}: error: out of memory", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # Output piped into `head` and friends: not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:  # last resort: a bug in romlab, still one line unless asked for more
+        if os.environ.get("ROMLAB_DEBUG"):
+            raise
+        print(f"romlab {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with ROMLAB_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -54,12 +54,12 @@ RULES = {r.id: r for r in [
     Rule("efi-offset", "error", "PciBusDxe", "EfiImageHeaderOffset is not inside InitializationSize"),
     Rule("efi-pe-mismatch", "error", "UEFI LoadImage", "the PE driver's machine or subsystem differs from the ROM header"),
     Rule("checksum-legacy", "error", "PC BIOS", "a legacy image's bytes do not sum to 0"),
-    Rule("checksum-pnp", "error", "PnP BIOS", "the $PnP header does not sum to 0"),
+    Rule("checksum-pnp", "warning", "PnP BIOS", "the $PnP header does not sum to 0 (SeaBIOS and UEFI CSMs do not check it)"),
     Rule("checksum-undi", "error", "PXE 2.1", "the UNDI ROM ID does not sum to 0"),
     Rule("checksum-ipxe", "error", "iPXE", "the iPXE header does not sum to 0"),
     Rule("checksum-efirom", "error", "iPXE efirom", "an iPXE-layout EFI image does not sum to 0"),
     Rule("undi-loader-zero", "error", "iPXE undirom.c", "the UNDI ROM ID has no loader entry"),
-    Rule("undi-bounds", "error", "iPXE undirom.c", "the UNDI ROM ID pointer is past the image"),
+    Rule("undi-pointer", "warning", "iPXE undirom.c", "word 0x16 is set but no UNDI ROM ID is there"),
     # Cross-image rules.
     Rule("ids-mismatch", "warning", "consistency", "images disagree on vendor or device ID"),
     Rule("class-mismatch", "warning", "consistency", "images disagree on class code"),
@@ -130,9 +130,10 @@ def _image_rules(img: Image) -> list[Finding]:
                     f"subsystem 0x{img.pe['subsystem']:x}, the ROM header machine 0x{h.machine:04x} "
                     f"subsystem 0x{h.subsystem:x}")
     if img.header_kind == "legacy" and img.header.undi_rom_id_ptr and img.undi is None:
-        if img.header.undi_rom_id_ptr >= (img.length or img.available):
-            add("undi-bounds", off + 0x16, f"UNDI ROM ID pointer 0x{img.header.undi_rom_id_ptr:04x} is past "
-                "the image")
+        ptr = img.header.undi_rom_id_ptr
+        where = "past the image" if ptr >= img.length else "at bytes that are not an 'UNDI' structure"
+        add("undi-pointer", off + 0x16, f"UNDI ROM ID pointer 0x{ptr:04x} points {where}; PXE stacks will not "
+            "find the UNDI driver")
     if img.undi is not None and img.undi.loader_offset == 0:
         add("undi-loader-zero", img.undi_offset + 0x0A, "the UNDI ROM ID's loader offset is 0")
     return out

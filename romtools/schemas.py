@@ -56,7 +56,8 @@ EfiRomHeader = Struct(
 #: The part every expansion ROM image shares: signature and the PCIR pointer at 0x18.
 GenericRomHeader = Struct(
     "signature" / Const(ROM_SIGNATURE),
-    "reserved" / Bytes(0x16),
+    "init_size" / Int8ul,  # by convention the size in 512-byte blocks, whatever the code type
+    "reserved" / Bytes(0x15),
     "pcir_ptr" / Int16ul,
 )
 

@@ -1,0 +1,86 @@
+"""Verdicts on the ROMs Debian ships: every file read where its package put it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import IPXE_QEMU, QEMU_SHARE, SEABIOS, corpus, run_romlab
+
+IPXE_ROMS = sorted(str(p) for p in IPXE_QEMU.glob("*.rom"))
+PCI_VGA = [str(SEABIOS / f"vgabios-{n}.bin") for n in ("ati", "bochs-display", "cirrus", "qxl", "stdvga",
+                                                        "virtio", "vmware")]
+NON_PCI = [str(SEABIOS / f) for f in ("vgabios.bin", "vgabios-isavga.bin", "vgabios-ramfb.bin")] + [
+    str(QEMU_SHARE / f"{n}.bin") for n in ("linuxboot", "linuxboot_dma", "multiboot", "multiboot_dma", "pvh",
+                                           "sgabios")]
+NOT_ROMS = [str(QEMU_SHARE / f) for f in ("QEMU,VGA.bin", "QEMU,cgthree.bin", "QEMU,tcx.bin", "qboot.rom",
+                                          "bios-microvm.bin")] + [
+    str(SEABIOS / f) for f in ("bios.bin", "bios-256k.bin", "bios-microvm.bin")] + [
+    "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.lkrn"]
+
+
+def test_ipxe_corpus_has_sixteen_roms():
+    assert len(IPXE_ROMS) == 16, IPXE_ROMS
+
+
+def _inspect(path):
+    r = run_romlab("inspect", "--json", corpus(path))
+    return r, (json.loads(r.stdout) if r.stdout else None)
+
+
+@pytest.mark.parametrize("path", IPXE_ROMS, ids=lambda p: Path(p).name)
+def test_ipxe_roms_inspect_and_lint_clean(path):
+    r, doc = _inspect(path)
+    assert r.returncode == 0, r.stderr
+    name = Path(path).name
+    kinds = [i["kind"] for i in doc["images"]]
+    assert kinds == (["x86 PC-AT", "EFI"] if name.startswith("efi-") else ["x86 PC-AT"])
+    assert doc["images"][-1]["last"] is True
+    lint = run_romlab("lint", path)
+    assert lint.returncode == 0, lint.stdout.decode() + lint.stderr.decode()
+
+
+@pytest.mark.parametrize("path", PCI_VGA, ids=lambda p: Path(p).name)
+def test_seabios_pci_vga_roms(path):
+    r, doc = _inspect(path)
+    assert r.returncode == 0, r.stderr
+    (img,) = doc["images"]
+    assert img["pci"] is True and img["pcir"]["code_type"] == 0
+    assert img["pcir"]["class_code"] >> 16 == 0x03  # display controller
+    assert run_romlab("lint", path).returncode == 0
+
+
+@pytest.mark.parametrize("path", NON_PCI, ids=lambda p: Path(p).name)
+def test_non_pci_option_roms(path):
+    r, doc = _inspect(path)
+    assert r.returncode == 0, r.stderr
+    (img,) = doc["images"]
+    assert img["pci"] is False and img["kind"] == "non-PCI option ROM"
+    lint = run_romlab("lint", "--json", path)
+    assert lint.returncode == 0
+    rules = {(f["rule"], f["severity"]) for f in json.loads(lint.stdout)["findings"]}
+    assert ("non-pci-rom", "info") in rules
+    assert not any(sev == "error" for _, sev in rules)
+
+
+def test_kvmvapic_bad_pointer_is_a_warning_not_a_crash():
+    path = corpus(QEMU_SHARE / "kvmvapic.bin")
+    data = path.read_bytes()
+    assert len(data) == 9216 and data[0x18:0x1A] == bytes.fromhex("cb8d")  # word 0x8dcb, from the hex dump
+    r, doc = _inspect(path)
+    assert r.returncode == 0
+    assert doc["images"][0]["pci"] is False
+    warn = [f for f in doc["findings"] if f["severity"] == "warning" and f["offset"] == 0x18]
+    assert warn and "0x8dcb" in warn[0]["message"]
+    assert run_romlab("lint", path).returncode == 0
+
+
+@pytest.mark.parametrize("path", NOT_ROMS, ids=lambda p: Path(p).name)
+def test_not_option_roms_exit_2(path):
+    for verb in ("inspect", "lint"):
+        r = run_romlab(verb, corpus(path))
+        assert r.returncode == 2
+        err = r.stderr.decode()
+        assert "not an option ROM" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
