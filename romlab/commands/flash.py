@@ -15,8 +15,9 @@ read back, then the whole chip is verified. The ROM goes where --layout says: ro
 cards), i210 (ROM at 0x2000 after the NVM) or a flashrom-style layout FILE with a region named rom;
 without --layout romlab decides only for a blank chip or one holding an option ROM at 0, and refuses
 when it finds an Intel NVM. An interrupted write is finished with --resume.
-Exit codes: 0 done (or nothing to change), 1 --verify-only found differences, 2 unusable input,
-3 the flash was left partly written (the message names the backup)."""
+Exit codes: 0 done (or nothing to change), 1 --verify-only found differences, 2 nothing was
+changed (unusable input, no chip, unreliable reads), 3 the flash was left partly written (the
+message names the backup)."""
 
 
 def add_arguments(p):

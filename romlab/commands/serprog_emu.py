@@ -28,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--status", type=lambda s: int(s, 0), metavar="SR",
                    help="initial status register (e.g. 0x1c to start block-protected)")
     p.add_argument("--stats", metavar="FILE", help="write counters as JSON after each host session")
+    p.add_argument("--absent", action="store_true",
+                   help="programmer with no chip attached (every read is 0xFF), to rehearse a bad clip")
     p.add_argument("--once", action="store_true", help="exit after the first TCP session")
 
 
@@ -40,7 +42,7 @@ def run(args) -> int:
 
     faults = parse_faults(args.fault, args.seed)
     emu = Emulator(args.image, args.chip, timing=args.timing, faults=faults, status=args.status,
-                   stats_path=args.stats)
+                   stats_path=args.stats, absent=args.absent)
 
     def ready(msg):
         print(msg, flush=True)

@@ -370,10 +370,11 @@ class SimChip:
         if self.sfdp is None or len(mosi) < 4:
             return b"\xff" * n
         addr = int.from_bytes(mosi[1:4], "big")
-        # The dummy byte may come in MOSI (len 5) or be clocked as the first read byte.
-        skip = 0 if len(mosi) >= 5 else 1
-        area = self.sfdp + b"\xff" * (addr + n + skip)
-        return area[addr + skip:addr + skip + n]
+        area = self.sfdp + b"\xff" * (addr + n)
+        if len(mosi) >= 5:
+            return area[addr:addr + n]
+        # The dummy byte was not sent: the first byte clocked out is during the dummy cycle.
+        return (b"\xff" + area[addr:addr + n])[:n]
 
     _ops = {
         0x9F: _rdid, 0x90: _rems, 0xAB: _res, 0x05: _rdsr, 0x06: _wren, 0x04: _wrdi,

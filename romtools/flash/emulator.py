@@ -47,7 +47,8 @@ def parse_faults(items: list[str], seed: int) -> Faults:
 
 class Emulator:
     def __init__(self, image: str, chip_name: str | None = None, timing: str = "fast",
-                 faults: Faults | None = None, status: int | None = None, stats_path: str | None = None):
+                 faults: Faults | None = None, status: int | None = None, stats_path: str | None = None,
+                 absent: bool = False):
         if timing not in TIMINGS:
             raise RomError(f"unknown timing {timing!r}; use one of {', '.join(TIMINGS)}")
         try:
@@ -76,6 +77,8 @@ class Emulator:
         self.faults = faults or Faults()
         self.sim = SimChip(chip, self.map, timing=timing, faults=self.faults, status=status)
         self.stats_path = stats_path
+        # No chip on the clip: MISO floats high, every byte read is 0xFF.
+        self.spi = (lambda mosi, nread: b"\xff" * nread) if absent else self.sim.transfer
         self.sessions: list[dict] = []
         self.disconnected = False
         self.wire_bytes = 0
@@ -135,7 +138,7 @@ class Emulator:
 
     def _session_tcp(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        dev = SerprogDevice(self.sim.transfer)
+        dev = SerprogDevice(self.spi)
         nin = nout = 0
         try:
             while True:
@@ -170,7 +173,7 @@ class Emulator:
         tty.setraw(slave)
         ready(f"serprog pty {os.ttyname(slave)} ({self.sim.chip.name}, {self.sim.chip.size // 1024} KiB)")
         self.write_stats()
-        dev = SerprogDevice(self.sim.transfer)
+        dev = SerprogDevice(self.spi)
         nin = nout = 0
         idle_since = time.monotonic()
         try:
@@ -180,7 +183,7 @@ class Emulator:
                     # A quiet line for a while ends a host's session for the stats.
                     if dev.spi_ops and time.monotonic() - idle_since > 1.0:
                         self._end_session(dev, nin, nout)
-                        dev = SerprogDevice(self.sim.transfer)
+                        dev = SerprogDevice(self.spi)
                         nin = nout = 0
                     continue
                 data = os.read(master, 1 << 16)

@@ -9,8 +9,8 @@ bounded number of times; the caller's journal hears about every finished block,
 so an interrupted write can resume without erasing those again.
 
 Reads go through ``stable_read``: every piece is read at least twice and only
-an answer seen twice (or a per-byte majority of three or more reads) is
-trusted, because a flaky clip returns plausible but wrong bytes.
+an answer seen identically two times (three once the link has shown a fault)
+is trusted, because a flaky clip returns plausible but wrong bytes.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class FlashError(RomError):
     """The chip does not hold what it should; ``state`` says how bad that is."""
 
     def __init__(self, message: str, state: str = "unchanged"):
-        super().__init__(message, exit_code=1 if state == "unchanged" else 3)
+        super().__init__(message, exit_code=2 if state == "unchanged" else 3)
         self.state = state
 
 
@@ -60,57 +60,61 @@ class Plan:
         return bool(self.steps)
 
 
-def _majority(reads: list[bytes]) -> bytes | None:
-    """Per-byte majority of several reads, or None if any byte has none."""
-    n = len(reads)
-    out = bytearray(reads[0])
-    for i in range(len(out)):
-        col = [r[i] for r in reads]
-        if col.count(col[0]) * 2 > n:
-            out[i] = col[0]
-            continue
-        value, count = Counter(col).most_common(1)[0]
-        if count * 2 <= n:
-            return None
-        out[i] = value
-    return bytes(out)
+class ReadCheck:
+    """How many identical reads a piece needs: two on a link that never
+    disagreed, three once any disagreement was seen (a flaky link can repeat a
+    wrong answer, e.g. two reads that each lost a byte at the same place)."""
+
+    def __init__(self):
+        self.flaky = False
+
+    @property
+    def need(self) -> int:
+        return 3 if self.flaky else 2
 
 
-def stable_read(nor: SpiNor, addr: int, length: int, piece: int = 4096, max_reads: int = 7,
-                progress=None, first: bytes | None = None) -> bytes:
-    """Read ``length`` bytes whose every piece was read identically at least twice."""
+def _agreed(nor: SpiNor, addr: int, length: int, reads: list[bytes], check: ReadCheck,
+            max_reads: int) -> bytes:
+    while True:
+        best, count = Counter(reads).most_common(1)[0] if reads else (b"", 0)
+        if count >= check.need:
+            return best
+        if len(reads) >= max_reads:
+            raise FlashError("reads of 0x%06x-0x%06x disagree after %d tries; the connection to the "
+                             "chip is unreliable (check the clip and wires)"
+                             % (addr, addr + length - 1, len(reads)))
+        reads.append(nor.read(addr, length))
+        if len(set(reads)) > 1:
+            check.flaky = True
+
+
+def stable_read(nor: SpiNor, addr: int, length: int, piece: int = 1024, max_reads: int = 9,
+                progress=None, check: ReadCheck | None = None) -> bytes:
+    """Read ``length`` bytes of which every piece was read identically two times or more.
+
+    The whole range is read twice in large transfers; where those agree on a
+    clean link that is the answer. Otherwise each small piece is read again on
+    its own until enough reads agree byte for byte; no per-byte voting, since a
+    lost byte shifts everything after it and can make wrong reads agree.
+    """
+    check = check or getattr(nor, "read_check", None) or ReadCheck()
+    nor.read_check = check
     big = 65536
     out = bytearray()
     pos = addr
     while pos < addr + length:
         n = min(big, addr + length - pos)
-        a = first[pos - addr:pos - addr + n] if first is not None else nor.read(pos, n)
-        b = nor.read(pos, n)
-        if a == b:
+        a = b = None
+        if not check.flaky:
+            a = nor.read(pos, n)
+            b = nor.read(pos, n)
+        if a is not None and a == b:
             out += a
         else:
+            check.flaky = True
             for sub in range(0, n, piece):
                 m = min(piece, n - sub)
-                reads = [a[sub:sub + m], b[sub:sub + m]]
-                while True:
-                    if len(reads) == 2 and reads[0] == reads[1]:
-                        out += reads[0]
-                        break
-                    if len(reads) > 2:
-                        seen = Counter(reads).most_common(1)[0]
-                        if seen[1] >= 2:
-                            out += seen[0]
-                            break
-                        if len(reads) % 2 == 1:
-                            vote = _majority(reads)
-                            if vote is not None:
-                                out += vote
-                                break
-                    if len(reads) >= max_reads:
-                        raise FlashError("reads of 0x%06x-0x%06x disagree after %d tries; the connection "
-                                         "to the chip is unreliable (check the clip and wires)"
-                                         % (pos + sub, pos + sub + m - 1, len(reads)))
-                    reads.append(nor.read(pos + sub, m))
+                out += _agreed(nor, pos + sub, m, [], check, max_reads)
         pos += n
         if progress:
             progress(pos - addr)
@@ -179,40 +183,47 @@ def run_step(nor: SpiNor, step: Step) -> None:
         nor.program(addr, data)
 
 
-def write(nor: SpiNor, current: bytes, target: bytes, on_step=None, retries: int = 3,
+def _check_block(nor: SpiNor, start: int, size: int, target: bytes) -> bool:
+    """True if the chip holds the target there: one read, or a second if the first differs."""
+    want = target[start:start + size]
+    if nor.read(start, size) == want:
+        return True
+    getattr(nor, "read_check", ReadCheck()).flaky = True
+    return nor.read(start, size) == want
+
+
+def write(nor: SpiNor, current: bytes, target: bytes, on_step=None, retries: int = 4,
           progress=None, only: set[int] | None = None) -> dict:
-    """Write ``target`` over ``current``; returns counters. Raises FlashError."""
+    """Write ``target`` over ``current``; returns counters. Raises FlashError.
+
+    A block that does not read back right is repaired sector by sector, each
+    sector at most ``retries`` more times, from a stable read of what it holds.
+    """
     pl = plan(nor, current, target, only)
     done_bytes = 0
     total = sum(s.size for s in pl.steps)
     stats = {"steps": len(pl.steps), "erased": pl.erase_bytes, "programmed": pl.program_bytes,
              "retries": 0, "unchanged_sectors": pl.unchanged_sectors}
-    changed = False
+    sector = nor.chip.sector_size
     for step in pl.steps:
-        for attempt in range(retries + 1):
-            changed = True
-            run_step(nor, step)
-            want = target[step.start:step.start + step.size]
-            got = nor.read(step.start, step.size)
-            if got != want:
-                got = nor.read(step.start, step.size)
-            if got == want:
-                break
-            if attempt == retries:
-                raise FlashError("block 0x%06x-0x%06x still differs after %d attempts"
-                                 % (step.start, step.start + step.size - 1, retries + 1),
-                                 state="partial")
-            stats["retries"] += 1
-            # Re-plan just this block from what the chip now holds.
-            now = stable_read(nor, step.start, step.size)
-            sub = plan_block(nor, step, now, target)
-            step = sub
+        run_step(nor, step)
+        if not _check_block(nor, step.start, step.size, target):
+            for sec in range(step.start, step.start + step.size, sector):
+                attempt = 0
+                while not _check_block(nor, sec, sector, target):
+                    if attempt == retries:
+                        raise FlashError("sector 0x%06x-0x%06x still differs after %d repairs"
+                                         % (sec, sec + sector - 1, retries), state="partial")
+                    attempt += 1
+                    stats["retries"] += 1
+                    now = stable_read(nor, sec, sector)
+                    run_step(nor, plan_block(nor, Step(sec, sector, None), now, target))
         done_bytes += step.size
         if on_step:
             on_step(step)
         if progress:
             progress(done_bytes, total)
-    stats["changed"] = changed
+    stats["changed"] = bool(pl.steps)
     return stats
 
 

@@ -58,13 +58,13 @@ class SerprogProgrammer(Programmer):
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as exc:
-            raise SerprogError(f"serprog {self.target}: write failed: {exc}") from None
+            raise SerprogError(f"serprog {self.target}: connection lost ({exc})") from None
 
     def _read(self, n: int) -> bytes:
         try:
             data = self.port.read(n)
         except (serial.SerialException, OSError) as exc:
-            raise SerprogError(f"serprog {self.target}: read failed: {exc}") from None
+            raise SerprogError(f"serprog {self.target}: connection lost ({exc})") from None
         if len(data) != n:
             raise SerprogError(f"serprog {self.target}: the programmer stopped answering "
                                f"({len(data)} of {n} bytes in {self.timeout:.0f} s)")
@@ -76,7 +76,7 @@ class SerprogProgrammer(Programmer):
         try:
             return self.port.read(1)
         except (serial.SerialException, OSError) as exc:
-            raise SerprogError(f"serprog {self.target}: read failed: {exc}") from None
+            raise SerprogError(f"serprog {self.target}: connection lost ({exc})") from None
         finally:
             self.port.timeout = old
 
