@@ -125,3 +125,24 @@ def test_protocol_bytes_by_hand(tmp_path):
         assert ask(b"\x13\x04\x00\x00\x04\x00\x00\x03\x00\x01\x00", 5) == b"\x06\xa5\xa5\xa5\xa5"
         assert ask(b"\x0b", 1) == b"\x15"                      # opbuf commands are not offered
         s.close()
+
+
+def test_romlab_writes_through_a_serial_device(tmp_path, monkeypatch):
+    """romlab's serprog host over a tty (pyserial), the path a USB serial programmer takes."""
+    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(tmp_path / "backups"))
+    import os
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * 131072)
+    rom = Path("/usr/lib/ipxe/qemu/pxe-e1000.rom").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "romlab", "serprog-emu", "--image", str(chip), "--pty"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"pty (/dev/pts/\d+)", proc.stdout.readline())
+        r = subprocess.run([sys.executable, "-m", "romlab", "flash", "/usr/lib/ipxe/qemu/pxe-e1000.rom",
+                            "--programmer", f"serprog:dev={m.group(1)},baud=115200"],
+                           capture_output=True, env=dict(os.environ), timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert chip.read_bytes() == rom + b"\xff" * (131072 - len(rom))
