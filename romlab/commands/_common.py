@@ -33,3 +33,61 @@ def load_source(args) -> tuple[bytes, str]:
 def print_json(doc) -> None:
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def hex_id(bits: int = 16):
+    """argparse type: a PCI ID or class code in hex, with or without 0x."""
+    import argparse
+
+    def parse(text: str) -> int:
+        t = text.lower()
+        t = t[2:] if t.startswith("0x") else t
+        try:
+            v = int(t, 16)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a hex number") from None
+        if not 0 <= v < (1 << bits):
+            raise argparse.ArgumentTypeError(f"{text!r} does not fit in {bits} bits")
+        return v
+
+    return parse
+
+
+def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False) -> str | None:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename).
+
+    Refuses to overwrite one of ``inputs`` unless ``in_place``; with ``in_place`` the
+    old file is first kept as PATH.bak (PATH.bak.1, .2, ... when that exists).
+    Returns the backup's path, if one was made.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from romtools.errors import RomError
+
+    real = os.path.realpath(path)
+    if not in_place and any(os.path.exists(i) and os.path.realpath(i) == real for i in inputs):
+        raise RomError(f"{path} is the input file; write elsewhere with -o, or use --in-place (keeps a backup)")
+    if os.path.isdir(path):
+        raise RomError(f"{path} is a directory; give a file name for the output")
+    backup = None
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if in_place and os.path.exists(path):
+            backup = path + ".bak"
+            n = 1
+            while os.path.exists(backup):
+                backup, n = f"{path}.bak.{n}", n + 1
+            shutil.copy2(path, backup)
+        fd, tmp = tempfile.mkstemp(prefix=".romlab-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise RomError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return backup
