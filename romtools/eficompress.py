@@ -83,10 +83,10 @@ _TABLES = {0: "", 1: "extra-length table", 2: "char/length table", 3: "position 
 
 
 def _fault_message(lib, rc: int, f) -> str:
-    where = f"block {f.block}, byte {HEADER_SIZE + f.bit // 8:#x}"
-    table = _TABLES.get(f.table, "")
-    in_table = f"the {table} of " if table else ""
     a, b = int(f.a), int(f.b)
+    table = _TABLES.get(f.table, "")
+    where = f"block {f.block} at byte {HEADER_SIZE + f.bit // 8:#x}"
+    at = f"EFI-compressed data, {table} in {where}" if table else f"EFI-compressed data, {where}"
     if rc == lib.EFIC_ESHORT:
         return (f"EFI-compressed data needs an 8-byte header, got {a} bytes; "
                 "this is not EFI-compressed data")
@@ -97,38 +97,30 @@ def _fault_message(lib, rc: int, f) -> str:
         return (f"EFI-compressed header says the data expands to {a} bytes, above the "
                 f"{b}-byte limit; pass a larger max_size if that size is real")
     if rc == lib.EFIC_EBITS:
-        return (f"EFI-compressed stream ends early ({where}); "
-                "the data is truncated or its header's sizes are wrong")
+        return f"{at}: the stream ends early; the data is truncated or its header's sizes are wrong"
     if rc == lib.EFIC_EBLOCK:
-        return f"EFI-compressed stream has a block of zero symbols ({where}); the data is corrupt"
+        return f"{at}: a block of zero symbols; the data is corrupt"
     if rc == lib.EFIC_ECOUNT:
-        return (f"{in_table}EFI-compressed {where} lists {a} code lengths for {b} symbols; "
-                "the data is corrupt")
+        return f"{at}: lists {a} code lengths for {b} symbols; the data is corrupt"
     if rc == lib.EFIC_ESYMBOL:
-        return (f"{in_table}EFI-compressed {where} names symbol {a} of only {b}; "
-                "the data is corrupt")
+        return f"{at}: names symbol {a} of only {b}; the data is corrupt"
     if rc == lib.EFIC_ELENGTH:
-        return (f"{in_table}EFI-compressed {where} has a code length above 16; "
-                "the data is corrupt")
+        return f"{at}: a code length above 16; the data is corrupt"
     if rc == lib.EFIC_ERUN:
-        return (f"{in_table}EFI-compressed {where} runs zero lengths to {a}, past its "
-                f"{b} entries; the data is corrupt")
+        return f"{at}: runs zero lengths to {a}, past its {b} entries; the data is corrupt"
     if rc == lib.EFIC_EINCOMPLETE:
-        return (f"{in_table}EFI-compressed {where} leaves part of the code space unused; "
-                "the data is corrupt")
+        return f"{at}: code lengths leave part of the code space unused; the data is corrupt"
     if rc == lib.EFIC_EOVERFULL:
-        return (f"{in_table}EFI-compressed {where} has more codes than its lengths allow; "
-                "the data is corrupt")
+        return f"{at}: more codes than its lengths allow; the data is corrupt"
     if rc == lib.EFIC_EDISTANCE:
-        return (f"EFI-compressed stream copies from {a} bytes back with only {b} written "
-                f"({where}); the data is corrupt")
+        return f"{at}: copies from {a} bytes back with only {b} written; the data is corrupt"
     if rc == lib.EFIC_EOVERRUN:
-        return (f"EFI-compressed stream copies {a} bytes with {b} left before the size in "
-                f"its header ({where}); the data is corrupt or the header is wrong")
+        return (f"{at}: copies {a} bytes with {b} left before the size in the header; "
+                "the data is corrupt or the header is wrong")
     if rc == lib.EFIC_ELEFTOVER:
-        return (f"EFI-compressed stream holds {a} more symbols than the size in its header "
-                "needs; the data is corrupt or the header is wrong")
-    return f"EFI decompression failed (code {rc}); the data is corrupt"
+        return (f"{at}: {a} more symbols than the size in the header needs; "
+                "the data is corrupt or the header is wrong")
+    return f"{at}: decoding failed (code {rc}); the data is corrupt"
 
 
 def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:

@@ -289,7 +289,7 @@ def test_refuses_copy_past_the_original_size():
 
 
 def test_refuses_symbols_beyond_the_original_size():
-    assert "holds 2 more symbols" in refused(single_block(5, 65).stream(3))
+    assert "2 more symbols than the size in the header needs" in refused(single_block(5, 65).stream(3))
 
 
 def test_refuses_empty_block():
