@@ -18,13 +18,14 @@
  * in the same number of bits, and costs no bits per symbol.
  *
  * The encoder makes the decisions EDK2's EfiCompress makes, so that images rebuilt by
- * romlab match images built by EfiRom or iPXE byte for byte: a match finder that returns
- * the longest match of up to 256 bytes within 8 KiB, and the most recent such position
- * as a Patricia trie with lazily propagated positions records it; a one-step lookahead
- * that drops a match when the next position has a longer one; blocks closed when a 16 KiB
- * staging budget (one flag byte per eight symbols, one byte per literal, three per copy)
- * is nearly full; Huffman codes from a binary heap, cut to 16 bits by moving leaves down
- * from the deepest levels that still have them.
+ * romlab match images built by EfiRom or iPXE byte for byte:
+ *   - matches of up to 256 bytes within the last 8 KiB, the longest one, at the position
+ *     a Patricia trie with lazily propagated positions offers for it;
+ *   - a one-step lookahead that drops a match when the next position has a longer one;
+ *   - blocks closed when a 16 KiB staging budget (one flag byte per eight symbols, one
+ *     byte per literal, three per copy) is nearly spent;
+ *   - Huffman codes from a binary heap, cut to 16 bits by moving leaves down from the
+ *     deepest levels shorter than 16 that still have them.
  *
  * The decoder trusts nothing: every size, table and copy is checked before use, and
  * output grows only as symbols produce it, up to the size the caller allows.
@@ -314,13 +315,7 @@ static void trie_drop_oldest(struct trie *t)
         return;
     }
     chain_unlink(t, only);
-    {
-        unsigned b = t->home[r];
-        chain_unlink(t, r);
-        chain_link(t, only, b);
-    }
-    t->up[only] = t->up[r];
-    t->up[r] = NONE;
+    substitute(t, r, only);
     t->spare[t->nspare++] = r;
 }
 
