@@ -12,7 +12,6 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest -q tests
-	@$(PY) scripts/check_no_skips.py
 
 test-fast: setup
 	@$(PY) -m pytest -q -m "not vm" tests

@@ -125,7 +125,8 @@ def combine(images: list[bytes], checksum_byte: str = "header") -> tuple[bytes, 
     parts: list[bytearray] = []
     for n, data in enumerate(images):
         w = walk(data)
-        if w.stop.problem:
+        # A split-out image that is not marked last is fine: combine sets the flags anyway.
+        if w.stop.problem and w.stop.reason != "no-last-image":
             raise RomError(f"input {n + 1} is not a clean ROM: {w.stop.message}; fix it first (romlab lint)")
         for img in w.images:
             if not img.pci:

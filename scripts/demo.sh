@@ -38,12 +38,16 @@ open(sys.argv[1], "wb").write(blob)
 PY
 $R scan "$out/dump.bin"
 
-for verb in patch; do
-  if $R "$verb" --help > /dev/null 2>&1; then
-    step "romlab patch: retarget pxe-e1000.rom to the 82574L (8086:10d3) and fix every checksum"
-    $R patch "$IPXE/pxe-e1000.rom" --device 0x10d3 --fix-checksums -o "$out/e1000e.rom"
-    $R lint "$out/e1000e.rom"
-  fi
-done
+step "romlab patch: retarget pxe-e1000.rom to the 82574L (8086:10d3) and fix every checksum"
+$R patch "$IPXE/pxe-e1000.rom" --device 0x10d3 --fix-checksums -o "$out/e1000e.rom"
+$R lint "$out/e1000e.rom"
+
+step "split efi-e1000.rom, pull out its EFI driver, rebuild it EFI-compressed in EDK2's layout, stack it again"
+$R split "$IPXE/efi-e1000.rom" -o "$out/parts"
+$R extract "$IPXE/efi-e1000.rom" --image 1 --efi-driver -o "$out/e1000.efi"
+$R efi-rom "$out/e1000.efi" --vendor 8086 --device 100e --device 100f --compress -o "$out/e1000-efi.rom"
+$R combine "$out/parts/image-0-legacy.rom" "$out/e1000-efi.rom" -o "$out/e1000-both.rom"
+$R pad "$out/e1000-both.rom" --to flash -o "$out/e1000-flash.rom"
+$R inspect "$out/e1000-flash.rom" | grep -E "^image|walk|after the last|compressed|device list"
 echo
 echo "demo done."
