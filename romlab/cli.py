@@ -24,9 +24,11 @@ COMMANDS = [
     "combine",
     "efi_rom",
     "pad",
+    "nic",
     "flash",
     "restore",
     "serprog_emu",
+    "list", "dump", "vfio", "vm",
 ]
 
 

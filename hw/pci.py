@@ -1,0 +1,405 @@
+"""PCI devices as Linux shows them in sysfs: addresses, config space, BARs and the ROM.
+
+Everything here goes through ``/sys/bus/pci/devices/<BDF>``, so it needs no driver of
+its own and works whatever driver owns the device. The one write it makes is to the
+``rom`` attribute, and it always puts that back the way it found it.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hw import sysfs
+from romtools.errors import RomError
+
+ROM_SIGNATURE = b"\x55\xaa"
+PCIR_SIGNATURE = b"PCIR"
+ROM_RESOURCE = 6
+CONFIG_ROM_ADDRESS = 0x30  # type 0 header; bit 0 is the ROM BAR's enable bit
+CONFIG_ROM_ADDRESS_BRIDGE = 0x38
+
+# struct resource flags, as the sysfs "resource" file prints them
+IORESOURCE_IO = 0x100
+IORESOURCE_MEM = 0x200
+IORESOURCE_PREFETCH = 0x2000
+IORESOURCE_MEM_64 = 0x00100000
+
+CAP_NAMES = {
+    0x01: "Power Management", 0x02: "AGP", 0x03: "VPD", 0x04: "Slot ID", 0x05: "MSI",
+    0x06: "CompactPCI Hot Swap", 0x07: "PCI-X", 0x08: "HyperTransport", 0x09: "Vendor Specific",
+    0x0A: "Debug port", 0x0B: "CompactPCI CRC", 0x0C: "Hot-Plug", 0x0D: "Bridge Subsystem Vendor",
+    0x0E: "AGP 8x", 0x0F: "Secure Device", 0x10: "PCI Express", 0x11: "MSI-X", 0x12: "SATA",
+    0x13: "Advanced Features", 0x14: "Enhanced Allocation", 0x15: "Flattening Portal Bridge",
+}
+EXT_CAP_NAMES = {
+    0x0001: "Advanced Error Reporting", 0x0002: "Virtual Channel", 0x0003: "Device Serial Number",
+    0x0004: "Power Budgeting", 0x000B: "Vendor Specific", 0x000D: "Access Control Services",
+    0x000E: "Alternative Routing-ID", 0x000F: "Address Translation Services", 0x0010: "SR-IOV",
+    0x0013: "Page Request", 0x0015: "Resizable BAR", 0x0017: "TPH Requester", 0x0018: "LTR",
+    0x0019: "Secondary PCI Express", 0x001E: "L1 PM Substates", 0x0023: "Designated Vendor-Specific",
+    0x0025: "Data Link Feature", 0x0026: "Physical Layer 16 GT/s",
+}
+
+_BDF_RE = re.compile(
+    r"^(?:(?P<domain>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$")
+
+
+@dataclass(frozen=True, order=True)
+class Bdf:
+    """A PCI address; ``str()`` gives the full sysfs form ``0000:03:00.0``."""
+
+    domain: int
+    bus: int
+    device: int
+    function: int
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.device:02x}.{self.function:x}"
+
+
+def parse_bdf(text: str) -> Bdf:
+    """``03:00.0`` or ``0000:03:00.0`` (domain defaults to 0)."""
+    m = _BDF_RE.match(text.strip())
+    if not m:
+        raise RomError(f"{text!r} is not a PCI address; write it as 03:00.0 or 0000:03:00.0")
+    dev = int(m["dev"], 16)
+    if dev > 31:
+        raise RomError(f"{text!r} is not a PCI address: device number {dev:#x} is above 0x1f")
+    return Bdf(int(m["domain"] or "0", 16), int(m["bus"], 16), dev, int(m["fn"]))
+
+
+def kernel_rom_size(data: bytes | bytearray | memoryview) -> int:
+    """How many bytes of a ROM BAR the kernel counts as ROM (its ``pci_get_rom_size`` rule).
+
+    Images are followed while each starts with 55AA and its PCI data structure says
+    "PCIR"; each adds ImageLength x 512 bytes, and the walk stops after the image
+    whose indicator has bit 7 (last image) set, at a zero length, or at the end of
+    the window. Anything after that (the BAR's fill) is not ROM. Returns 0 when the
+    first image is not valid.
+    """
+    size = len(data)
+    off = 0
+    while off + 0x1A <= size:
+        if bytes(data[off:off + 2]) != ROM_SIGNATURE:
+            break
+        pcir = off + struct.unpack_from("<H", data, off + 0x18)[0]
+        if pcir + 0x18 > size or bytes(data[pcir:pcir + 4]) != PCIR_SIGNATURE:
+            break
+        length = struct.unpack_from("<H", data, pcir + 0x10)[0] * 512
+        last = data[pcir + 0x15] & 0x80
+        off += length
+        if off >= size or not length or last:
+            break
+    return min(off, size)
+
+
+@dataclass
+class Resource:
+    """One line of sysfs ``resource``: a BAR (index 0-5) or the ROM BAR (index 6)."""
+
+    index: int
+    start: int
+    end: int
+    flags: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1 if self.end > self.start else 0
+
+    @property
+    def kind(self) -> str:
+        if self.index == ROM_RESOURCE:
+            return "rom"
+        if self.flags & IORESOURCE_IO:
+            return "io"
+        if self.flags & IORESOURCE_MEM:
+            return "mem64" if self.flags & IORESOURCE_MEM_64 else "mem32"
+        return "unused"
+
+    @property
+    def prefetchable(self) -> bool:
+        return bool(self.flags & IORESOURCE_PREFETCH)
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "kind": self.kind, "start": self.start, "size": self.size,
+                "prefetchable": self.prefetchable}
+
+
+@dataclass
+class Capability:
+    id: int
+    offset: int
+    extended: bool = False
+    version: int | None = None
+
+    @property
+    def name(self) -> str:
+        table = EXT_CAP_NAMES if self.extended else CAP_NAMES
+        return table.get(self.id, f"unknown {self.id:#x}")
+
+    def to_json(self) -> dict:
+        d = {"id": self.id, "offset": self.offset, "name": self.name, "extended": self.extended}
+        if self.version is not None:
+            d["version"] = self.version
+        return d
+
+
+def parse_capabilities(config: bytes) -> list[Capability]:
+    """The standard capability list (from 0x34) and, with 4 KiB of config, the extended one."""
+    caps: list[Capability] = []
+    if len(config) < 0x40 or not (struct.unpack_from("<H", config, 0x06)[0] & 0x10):
+        return caps
+    header_type = config[0x0E] & 0x7F
+    ptr = config[0x14 if header_type == 2 else 0x34] & 0xFC
+    seen: set[int] = set()
+    while ptr >= 0x40 and ptr + 2 <= len(config) and ptr not in seen:
+        seen.add(ptr)
+        caps.append(Capability(config[ptr], ptr))
+        ptr = config[ptr + 1] & 0xFC
+    if len(config) >= 0x104 and any(c.id == 0x10 for c in caps):
+        off = 0x100
+        seen = set()
+        while 0x100 <= off <= len(config) - 4 and off not in seen:
+            seen.add(off)
+            head = struct.unpack_from("<I", config, off)[0]
+            if head in (0, 0xFFFFFFFF):
+                break
+            caps.append(Capability(head & 0xFFFF, off, extended=True, version=(head >> 16) & 0xF))
+            off = (head >> 20) & 0xFFC
+            if not off:
+                break
+    return caps
+
+
+@dataclass
+class PciDevice:
+    """A device under ``/sys/bus/pci/devices``; attributes are read when asked for."""
+
+    bdf: Bdf
+    path: Path = field(repr=False)
+
+    @classmethod
+    def open(cls, bdf: str | Bdf) -> "PciDevice":
+        b = bdf if isinstance(bdf, Bdf) else parse_bdf(bdf)
+        path = sysfs.pci_devices_dir() / str(b)
+        if not path.exists():
+            raise RomError(f"no PCI device {b}; `romlab list` shows the devices present")
+        return cls(b, path)
+
+    # identity -----------------------------------------------------------
+    def _hex(self, name: str, default: int | None = None) -> int:
+        return sysfs.read_int(self.path / name, default)
+
+    @property
+    def vendor_id(self) -> int:
+        return self._hex("vendor")
+
+    @property
+    def device_id(self) -> int:
+        return self._hex("device")
+
+    @property
+    def subsystem_vendor_id(self) -> int:
+        return self._hex("subsystem_vendor", 0)
+
+    @property
+    def subsystem_device_id(self) -> int:
+        return self._hex("subsystem_device", 0)
+
+    @property
+    def class_code(self) -> int:
+        return self._hex("class", 0)
+
+    @property
+    def driver(self) -> str | None:
+        return sysfs.link_name(self.path / "driver")
+
+    @property
+    def driver_override(self) -> str | None:
+        text = sysfs.read_text(self.path / "driver_override", "(null)")
+        return None if text in ("(null)", "") else text
+
+    @property
+    def iommu_group(self) -> int | None:
+        name = sysfs.link_name(self.path / "iommu_group")
+        return int(name) if name is not None else None
+
+    def group_members(self) -> list[Bdf]:
+        """Every device in this device's IOMMU group, itself included."""
+        group = self.iommu_group
+        if group is None:
+            return []
+        gdir = sysfs.root() / "kernel" / "iommu_groups" / str(group) / "devices"
+        try:
+            return sorted(parse_bdf(n) for n in os.listdir(gdir))
+        except FileNotFoundError:
+            return [self.bdf]
+
+    # config space and resources ------------------------------------------
+    def config(self) -> bytes:
+        """Config space as far as the kernel lets us read it (64 bytes unless root)."""
+        try:
+            with open(self.path / "config", "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise RomError(f"cannot read config space of {self.bdf}: {exc.strerror}") from None
+
+    def capabilities(self) -> list[Capability]:
+        return parse_capabilities(self.config())
+
+    def resources(self) -> list[Resource]:
+        text = sysfs.read_text(self.path / "resource", "")
+        out = []
+        for i, line in enumerate(text.splitlines()):
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            out.append(Resource(i, int(parts[0], 16), int(parts[1], 16), int(parts[2], 16)))
+        return out
+
+    def bars(self) -> list[Resource]:
+        return [r for r in self.resources()[:6] if r.size]
+
+    @property
+    def rom_resource(self) -> Resource | None:
+        res = self.resources()
+        if len(res) > ROM_RESOURCE and res[ROM_RESOURCE].size:
+            return res[ROM_RESOURCE]
+        return None
+
+    @property
+    def rom_bar_size(self) -> int:
+        r = self.rom_resource
+        return r.size if r else 0
+
+    def rom_bar_enabled(self) -> bool | None:
+        """The enable bit of the ROM BAR in config space (None if config is too short)."""
+        cfg = self.config()
+        reg = CONFIG_ROM_ADDRESS_BRIDGE if (len(cfg) > 0x0E and cfg[0x0E] & 0x7F == 1) else CONFIG_ROM_ADDRESS
+        if len(cfg) < reg + 4:
+            return None
+        return bool(struct.unpack_from("<I", cfg, reg)[0] & 1)
+
+    # ROM through sysfs ------------------------------------------------------
+    def read_rom_sysfs(self) -> bytes:
+        """The ROM as the kernel hands it out: enable, read, disable.
+
+        The ``rom`` attribute refuses reads (EINVAL) until "1" is written to it; it
+        is put back to disabled afterwards unless it was already enabled, on every
+        path including errors and Ctrl-C. The kernel stops at the last image, so
+        this never includes the BAR's fill.
+        """
+        rom_path = self.path / "rom"
+        if not rom_path.exists():
+            raise RomError(f"{self.bdf} has no expansion ROM (no ROM BAR)")
+        try:
+            fd = os.open(rom_path, os.O_RDWR)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise RomError(f"permission denied opening {rom_path}; reading a ROM needs root") from None
+            raise RomError(f"cannot open {rom_path}: {exc.strerror}") from None
+        try:
+            was_enabled = _rom_attr_enabled(fd)
+            if not was_enabled:
+                os.pwrite(fd, b"1", 0)
+            try:
+                chunks = []
+                off = 0
+                while True:
+                    try:
+                        chunk = os.pread(fd, 1 << 16, off)
+                    except OSError as exc:
+                        if exc.errno == errno.EIO:
+                            raise RomError(
+                                f"{self.bdf}'s ROM BAR holds no valid image (the kernel found no 55AA/PCIR "
+                                "at its start); `romlab dump --via vfio --raw` shows what is there") from None
+                        raise RomError(f"reading {rom_path} failed: {exc.strerror}") from None
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    off += len(chunk)
+                return b"".join(chunks)
+            finally:
+                if not was_enabled:
+                    os.pwrite(fd, b"0", 0)
+        finally:
+            os.close(fd)
+
+    def rom_attr_enabled(self) -> bool:
+        """Whether sysfs ``rom`` currently allows reads (someone wrote "1" to it)."""
+        fd = os.open(self.path / "rom", os.O_RDONLY)
+        try:
+            return _rom_attr_enabled(fd)
+        finally:
+            os.close(fd)
+
+    def to_json(self) -> dict:
+        return {
+            "bdf": str(self.bdf), "vendor": self.vendor_id, "device": self.device_id,
+            "subsystem_vendor": self.subsystem_vendor_id, "subsystem_device": self.subsystem_device_id,
+            "class": self.class_code, "driver": self.driver, "iommu_group": self.iommu_group,
+            "bars": [r.to_json() for r in self.bars()], "rom_bar_size": self.rom_bar_size,
+        }
+
+
+def _rom_attr_enabled(fd: int) -> bool:
+    try:
+        os.pread(fd, 1, 0)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        if exc.errno == errno.EIO:  # enabled, but no valid image behind it
+            return True
+        raise
+    return True
+
+
+def list_devices() -> list[PciDevice]:
+    d = sysfs.pci_devices_dir()
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    devs = []
+    for n in names:
+        try:
+            b = parse_bdf(n)
+        except RomError:
+            continue
+        devs.append(PciDevice(b, d / n))
+    return sorted(devs, key=lambda x: x.bdf)
+
+
+def read_rom(bdf: str, via: str = "sysfs", raw: bool = False) -> bytes:
+    """A device's ROM, for ``dump``/``inspect``/``lint --pci``; RomError on every failure.
+
+    ``via="sysfs"`` reads the kernel's ``rom`` attribute (trimmed by the kernel to its
+    images); ``via="vfio"`` reads the VFIO ROM region (index 6), binding the device to
+    vfio-pci for the read if needed and giving it back to its driver after. Without
+    ``raw`` the bytes are trimmed like the kernel's ``pci_get_rom_size``; ``raw`` returns
+    the whole ROM BAR, fill included, and needs VFIO.
+    """
+    dev = PciDevice.open(bdf)
+    if via not in ("sysfs", "vfio"):
+        raise RomError(f"unknown ROM access method {via!r}; use sysfs or vfio")
+    if not dev.rom_bar_size:
+        raise RomError(f"{dev.bdf} has no expansion ROM (no ROM BAR)")
+    if via == "sysfs":
+        if raw:
+            raise RomError("--raw needs --via vfio: the kernel's sysfs rom file stops after the last image")
+        data = dev.read_rom_sysfs()
+    else:
+        from hw import vfio
+
+        data = vfio.read_rom(dev)
+    if raw:
+        return data
+    size = kernel_rom_size(data)
+    if not size:
+        raise RomError(f"{dev.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start); "
+                       "--raw --via vfio shows what is there")
+    return data[:size]

@@ -1,0 +1,82 @@
+"""Reading and writing sysfs attributes with errors a user can act on.
+
+Every PCI and VFIO operation starts from ``/sys``; keeping the root in one place lets
+the tests point romlab at a crafted tree (``ROMLAB_SYSFS``) for the cases a virtual
+machine cannot stage, such as a host with no IOMMU at all.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from romtools.errors import RomError
+
+
+def root() -> Path:
+    """The sysfs mount romlab reads; ``ROMLAB_SYSFS`` overrides ``/sys``."""
+    return Path(os.environ.get("ROMLAB_SYSFS") or "/sys")
+
+
+def pci_devices_dir() -> Path:
+    return root() / "bus" / "pci" / "devices"
+
+
+def pci_drivers_dir() -> Path:
+    return root() / "bus" / "pci" / "drivers"
+
+
+def _explain(exc: OSError, what: str, path: Path) -> RomError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return RomError(f"permission denied {what} {path}; run romlab as root")
+    if exc.errno == errno.ENOENT:
+        return RomError(f"{path} does not exist")
+    return RomError(f"cannot {what.replace('ing', '').strip()} {path}: {exc.strerror or exc}")
+
+
+def read_text(path: Path, default: str | None = None) -> str:
+    """One attribute, stripped; ``default`` when it is absent (not when unreadable)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if default is not None:
+            return default
+        raise RomError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise _explain(exc, "reading", path) from None
+
+
+def read_int(path: Path, default: int | None = None) -> int:
+    text = read_text(path, None if default is None else "")
+    if text == "" and default is not None:
+        return default
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise RomError(f"{path} holds {text!r}, not a number") from None
+
+
+def write_text(path: Path, value: str) -> None:
+    """Write one attribute in a single write(2), as sysfs expects."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        raise _explain(exc, "writing", path) from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise RomError(f"writing {value.strip()!r} to {path} failed: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def link_name(path: Path) -> str | None:
+    """Last component of a symlink's target (a driver's or a group's name), or None."""
+    try:
+        return os.path.basename(os.readlink(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return None
+        raise _explain(exc, "reading", path) from None

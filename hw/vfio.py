@@ -1,0 +1,573 @@
+"""User-space access to a PCI device through VFIO: regions, DMA, interrupts, reset.
+
+Two kernel interfaces lead to a device fd. The container/group one
+(``/dev/vfio/vfio`` + ``/dev/vfio/<group>``) is the only one in Debian 12's 6.1
+kernel and is used whenever it is there; the iommufd/cdev one (``/dev/iommu`` +
+``/dev/vfio/devices/vfioN``, Linux 6.6 on) is used where the legacy container is
+absent. Everything above the fd (regions, IRQs, reset) is the same for both.
+
+DMA addresses come from romlab's own IOVA allocator over the ranges the IOMMU
+reports, never from the buffer's virtual address, so a 39-bit IOMMU works too.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import resource
+import select
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw import _vfio_cdef as C
+from hw import sysfs
+from hw.pci import PciDevice
+from romtools.errors import RomError
+
+ffi = C.ffi
+PAGE = mmap.PAGESIZE
+
+
+def _ioctl(fd: int, request: int, cobj=None, what: str = "") -> int:
+    """ioctl with a cffi struct as the argument buffer (filled in place by the kernel)."""
+    try:
+        if cobj is None:
+            return fcntl.ioctl(fd, request, 0)
+        return fcntl.ioctl(fd, request, ffi.buffer(cobj), True)
+    except OSError as exc:
+        exc.vfio_call = what  # type: ignore[attr-defined]
+        raise
+
+
+def _ioctl_int(fd: int, request: int, arg: int) -> int:
+    return fcntl.ioctl(fd, request, arg)
+
+
+# --------------------------------------------------------------------------- IOVA allocator
+class IovaAllocator:
+    """First-fit allocator over the IOVA ranges the IOMMU accepts.
+
+    Ranges are inclusive ``(start, end)`` pairs as VFIO reports them; allocations are
+    aligned to ``align`` (at least the IOMMU page) and freed blocks merge with their
+    neighbours so long runs do not fragment the space.
+    """
+
+    def __init__(self, ranges: list[tuple[int, int]], page: int = PAGE, floor: int = 0x100000):
+        self.page = page
+        free = []
+        for start, end in sorted(ranges):
+            start = max(start, floor)
+            start = (start + page - 1) & ~(page - 1)
+            stop = (end + 1) & ~(page - 1)
+            if stop > start:
+                free.append([start, stop])  # half-open
+        if not free:
+            raise RomError("the IOMMU offers no usable IOVA range")
+        self.free = free
+        self.used: dict[int, int] = {}
+
+    def alloc(self, size: int, align: int | None = None) -> int:
+        align = max(align or self.page, self.page)
+        size = (size + self.page - 1) & ~(self.page - 1)
+        for i, (start, stop) in enumerate(self.free):
+            base = (start + align - 1) & ~(align - 1)
+            if base + size <= stop:
+                pieces = []
+                if base > start:
+                    pieces.append([start, base])
+                if base + size < stop:
+                    pieces.append([base + size, stop])
+                self.free[i:i + 1] = pieces
+                self.used[base] = size
+                return base
+        raise RomError(f"no free IOVA space for {size} bytes")
+
+    def free_iova(self, iova: int) -> None:
+        size = self.used.pop(iova)
+        self.free.append([iova, iova + size])
+        self.free.sort()
+        merged: list[list[int]] = []
+        for start, stop in self.free:
+            if merged and merged[-1][1] == start:
+                merged[-1][1] = stop
+            else:
+                merged.append([start, stop])
+        self.free = merged
+
+
+# --------------------------------------------------------------------------- data classes
+@dataclass
+class RegionInfo:
+    index: int
+    flags: int
+    size: int
+    offset: int
+
+    @property
+    def name(self) -> str:
+        return C.REGION_NAMES.get(self.index, f"region{self.index}")
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.flags & C.VFIO_REGION_INFO_FLAG_READ)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.flags & C.VFIO_REGION_INFO_FLAG_WRITE)
+
+    @property
+    def mmappable(self) -> bool:
+        return bool(self.flags & C.VFIO_REGION_INFO_FLAG_MMAP)
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "size": self.size, "offset": self.offset,
+                "read": self.readable, "write": self.writable, "mmap": self.mmappable}
+
+
+@dataclass
+class IrqInfo:
+    index: int
+    flags: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        return C.IRQ_NAMES.get(self.index, f"irq{self.index}")
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "name": self.name, "count": self.count,
+                "eventfd": bool(self.flags & C.VFIO_IRQ_INFO_EVENTFD),
+                "maskable": bool(self.flags & C.VFIO_IRQ_INFO_MASKABLE),
+                "automasked": bool(self.flags & C.VFIO_IRQ_INFO_AUTOMASKED)}
+
+
+class Mmio:
+    """A mmap'ed BAR accessed in whole 32-bit words, as device registers require."""
+
+    def __init__(self, mm: mmap.mmap, size: int):
+        self.mm = mm
+        self.size = size
+        self._u32 = memoryview(mm).cast("I")
+
+    def read32(self, offset: int) -> int:
+        return self._u32[offset >> 2]
+
+    def write32(self, offset: int, value: int) -> None:
+        self._u32[offset >> 2] = value & 0xFFFFFFFF
+
+    def close(self) -> None:
+        self._u32.release()
+        self.mm.close()
+
+
+class DmaBuffer:
+    """Page-aligned anonymous memory mapped for device DMA at an IOVA of our choosing."""
+
+    def __init__(self, mem: mmap.mmap, iova: int, size: int):
+        self.mem = mem
+        self.iova = iova
+        self.size = size
+        self.vaddr = int(ffi.cast("uintptr_t", ffi.from_buffer(mem)))
+
+    @property
+    def view(self) -> memoryview:
+        return memoryview(self.mem)
+
+
+# --------------------------------------------------------------------------- device
+class VfioDevice:
+    """An open VFIO device (and the container or iommufd behind it).
+
+    Use as a context manager: leaving it unmaps all DMA, disables interrupts and
+    closes every fd, whatever raised.
+    """
+
+    def __init__(self, dev: PciDevice):
+        self.pci = dev
+        self.container_fd = -1
+        self.group_fd = -1
+        self.iommufd = -1
+        self.ioas_id = 0
+        self.device_fd = -1
+        self.backend = ""
+        self.dma: dict[int, DmaBuffer] = {}
+        self.irq_fds: dict[int, list[int]] = {}
+        self._maps: list[Mmio] = []
+        self.iova: IovaAllocator | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening
+    def _open(self) -> None:
+        dev = self.pci
+        if dev.driver != "vfio-pci":
+            raise RomError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'}); "
+                           f"run `romlab vfio bind {dev.bdf}` first")
+        group = dev.iommu_group
+        if group is None:
+            raise RomError(f"{dev.bdf} has no IOMMU group: this kernel runs without an IOMMU")
+        if os.path.exists("/dev/vfio/vfio"):
+            self._open_container(group)
+        else:
+            self._open_cdev()
+
+    def _open_path(self, path: str) -> int:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise RomError(f"permission denied opening {path}; VFIO needs root") from None
+            if exc.errno == errno.EBUSY:
+                raise RomError(f"{path} is busy: another process (QEMU, another romlab) holds the device") from None
+            if exc.errno == errno.ENOENT:
+                raise RomError(f"{path} does not exist; is vfio-pci loaded and the device bound to it?") from None
+            raise RomError(f"cannot open {path}: {exc.strerror}") from None
+
+    def _open_container(self, group: int) -> None:
+        self.backend = "container"
+        self.container_fd = self._open_path("/dev/vfio/vfio")
+        if _ioctl(self.container_fd, C.VFIO_GET_API_VERSION) != C.VFIO_API_VERSION:
+            raise RomError("unknown VFIO API version")
+        iommu_type = None
+        for t in (C.VFIO_TYPE1v2_IOMMU, C.VFIO_TYPE1_IOMMU):
+            if _ioctl_int(self.container_fd, C.VFIO_CHECK_EXTENSION, t):
+                iommu_type = t
+                break
+        if iommu_type is None:
+            raise RomError("this kernel's VFIO has no type1 IOMMU driver (vfio_iommu_type1 not loaded?)")
+        self.group_fd = self._open_path(f"/dev/vfio/{group}")
+        st = ffi.new("struct vfio_group_status *", {"argsz": ffi.sizeof("struct vfio_group_status")})
+        _ioctl(self.group_fd, C.VFIO_GROUP_GET_STATUS, st)
+        if not st.flags & C.VFIO_GROUP_FLAGS_VIABLE:
+            others = [f"{m}" for m in self.pci.group_members() if m != self.pci.bdf]
+            raise RomError(f"IOMMU group {group} is not viable: {', '.join(others) or 'other devices'} "
+                           "must be bound to vfio-pci or unbound too")
+        cfd = ffi.new("int32_t *", self.container_fd)
+        _ioctl(self.group_fd, C.VFIO_GROUP_SET_CONTAINER, cfd)
+        _ioctl_int(self.container_fd, C.VFIO_SET_IOMMU, iommu_type)
+        name = str(self.pci.bdf).encode() + b"\0"
+        try:
+            self.device_fd = fcntl.ioctl(self.group_fd, C.VFIO_GROUP_GET_DEVICE_FD, name)
+        except OSError as exc:
+            raise RomError(f"VFIO refused {self.pci.bdf}: {exc.strerror}") from None
+        self.iova = IovaAllocator(self._type1_iova_ranges())
+
+    def _open_cdev(self) -> None:
+        self.backend = "iommufd"
+        vdir = self.pci.path / "vfio-dev"
+        try:
+            node = next(iter(os.listdir(vdir)))
+        except (FileNotFoundError, StopIteration):
+            raise RomError("neither /dev/vfio/vfio nor a VFIO device node exists; load vfio-pci") from None
+        self.device_fd = self._open_path(f"/dev/vfio/devices/{node}")
+        self.iommufd = self._open_path("/dev/iommu")
+        bind = ffi.new("struct vfio_device_bind_iommufd *",
+                       {"argsz": ffi.sizeof("struct vfio_device_bind_iommufd"), "iommufd": self.iommufd})
+        _ioctl(self.device_fd, C.VFIO_DEVICE_BIND_IOMMUFD, bind)
+        alloc = ffi.new("struct iommu_ioas_alloc *", {"size": ffi.sizeof("struct iommu_ioas_alloc")})
+        _ioctl(self.iommufd, C.IOMMU_IOAS_ALLOC, alloc)
+        self.ioas_id = alloc.out_ioas_id
+        att = ffi.new("struct vfio_device_attach_iommufd_pt *",
+                      {"argsz": ffi.sizeof("struct vfio_device_attach_iommufd_pt"), "pt_id": self.ioas_id})
+        _ioctl(self.device_fd, C.VFIO_DEVICE_ATTACH_IOMMUFD_PT, att)
+        self.iova = IovaAllocator(_ranges_excluding_reserved(self.pci))
+
+    def _type1_iova_ranges(self) -> list[tuple[int, int]]:
+        size = ffi.sizeof("struct vfio_iommu_type1_info")
+        info = ffi.new("struct vfio_iommu_type1_info *", {"argsz": size})
+        _ioctl(self.container_fd, C.VFIO_IOMMU_GET_INFO, info)
+        self.iova_pgsizes = info.iova_pgsizes
+        if info.argsz > size:
+            buf = ffi.new("char[]", info.argsz)
+            hdr = ffi.cast("struct vfio_iommu_type1_info *", buf)
+            hdr.argsz = info.argsz
+            _ioctl(self.container_fd, C.VFIO_IOMMU_GET_INFO, buf)
+            off = hdr.cap_offset if hdr.flags & C.VFIO_IOMMU_INFO_CAPS else 0
+            seen = set()
+            while off and off not in seen:
+                seen.add(off)
+                cap = ffi.cast("struct vfio_info_cap_header *", buf + off)
+                if cap.id == C.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE:
+                    rng = ffi.cast("struct vfio_iommu_type1_info_cap_iova_range *", buf + off)
+                    return [(rng.iova_ranges[i].start, rng.iova_ranges[i].end) for i in range(rng.nr_iovas)]
+                off = cap.next
+        return _ranges_excluding_reserved(self.pci)
+
+    # -- info
+    def info(self) -> dict:
+        di = ffi.new("struct vfio_device_info *", {"argsz": ffi.sizeof("struct vfio_device_info")})
+        _ioctl(self.device_fd, C.VFIO_DEVICE_GET_INFO, di)
+        return {"flags": di.flags, "num_regions": di.num_regions, "num_irqs": di.num_irqs,
+                "reset": bool(di.flags & C.VFIO_DEVICE_FLAGS_RESET),
+                "pci": bool(di.flags & C.VFIO_DEVICE_FLAGS_PCI)}
+
+    def region_info(self, index: int) -> RegionInfo:
+        ri = ffi.new("struct vfio_region_info *", {"argsz": ffi.sizeof("struct vfio_region_info"), "index": index})
+        try:
+            _ioctl(self.device_fd, C.VFIO_DEVICE_GET_REGION_INFO, ri)
+        except OSError as exc:
+            raise RomError(f"{self.pci.bdf} has no VFIO region {index}: {exc.strerror}") from None
+        return RegionInfo(index, ri.flags, ri.size, ri.offset)
+
+    def regions(self) -> list[RegionInfo]:
+        return [self.region_info(i) for i in range(self.info()["num_regions"])]
+
+    def irq_info(self, index: int) -> IrqInfo:
+        ii = ffi.new("struct vfio_irq_info *", {"argsz": ffi.sizeof("struct vfio_irq_info"), "index": index})
+        _ioctl(self.device_fd, C.VFIO_DEVICE_GET_IRQ_INFO, ii)
+        return IrqInfo(index, ii.flags, ii.count)
+
+    def irqs(self) -> list[IrqInfo]:
+        return [self.irq_info(i) for i in range(self.info()["num_irqs"])]
+
+    # -- region access
+    def read(self, index: int, offset: int, size: int) -> bytes:
+        """pread from a region, in a loop: the ROM region answers in pieces."""
+        reg = self.region_info(index)
+        if offset + size > reg.size:
+            raise RomError(f"{reg.name} is {reg.size} bytes; cannot read {size} at {offset:#x}")
+        out = bytearray()
+        while len(out) < size:
+            try:
+                chunk = os.pread(self.device_fd, min(size - len(out), 1 << 16), reg.offset + offset + len(out))
+            except OSError as exc:
+                raise RomError(f"reading {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+    def write(self, index: int, offset: int, data: bytes) -> None:
+        reg = self.region_info(index)
+        if offset + len(data) > reg.size:
+            raise RomError(f"{reg.name} is {reg.size} bytes; cannot write {len(data)} at {offset:#x}")
+        done = 0
+        while done < len(data):
+            try:
+                done += os.pwrite(self.device_fd, data[done:], reg.offset + offset + done)
+            except OSError as exc:
+                raise RomError(f"writing {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+
+    def read_config(self, offset: int, size: int) -> bytes:
+        return self.read(C.VFIO_PCI_CONFIG_REGION_INDEX, offset, size)
+
+    def write_config(self, offset: int, data: bytes) -> None:
+        self.write(C.VFIO_PCI_CONFIG_REGION_INDEX, offset, data)
+
+    def read_rom(self) -> bytes:
+        """The whole ROM region (index 6): the ROM BAR as vfio-pci presents it, fill included."""
+        reg = self.region_info(C.VFIO_PCI_ROM_REGION_INDEX)
+        if not reg.size:
+            raise RomError(f"{self.pci.bdf} has no expansion ROM (VFIO ROM region is empty)")
+        try:
+            return self.read(C.VFIO_PCI_ROM_REGION_INDEX, 0, reg.size)
+        except RomError as exc:
+            if "Cannot allocate memory" in str(exc):
+                raise RomError(f"{self.pci.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start)") from None
+            raise
+
+    def map_bar(self, index: int) -> Mmio:
+        reg = self.region_info(index)
+        if not reg.mmappable:
+            raise RomError(f"{reg.name} of {self.pci.bdf} cannot be mmap'ed (flags {reg.flags:#x})")
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if reg.writable else 0)
+        try:
+            mm = mmap.mmap(self.device_fd, reg.size, mmap.MAP_SHARED, prot, offset=reg.offset)
+        except OSError as exc:
+            raise RomError(f"mmap of {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+        m = Mmio(mm, reg.size)
+        self._maps.append(m)
+        return m
+
+    # -- DMA
+    def dma_alloc(self, size: int, align: int | None = None) -> DmaBuffer:
+        """Allocate zeroed memory, pin it and map it at a fresh IOVA (read and write)."""
+        assert self.iova is not None
+        size = (size + PAGE - 1) & ~(PAGE - 1)
+        mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
+        iova = self.iova.alloc(size, align)
+        buf = DmaBuffer(mem, iova, size)
+        try:
+            self._map_dma(buf)
+        except BaseException:
+            self.iova.free_iova(iova)
+            mem.close()
+            raise
+        self.dma[iova] = buf
+        return buf
+
+    def _map_dma(self, buf: DmaBuffer) -> None:
+        try:
+            if self.backend == "container":
+                m = ffi.new("struct vfio_iommu_type1_dma_map *", {
+                    "argsz": ffi.sizeof("struct vfio_iommu_type1_dma_map"),
+                    "flags": C.VFIO_DMA_MAP_FLAG_READ | C.VFIO_DMA_MAP_FLAG_WRITE,
+                    "vaddr": buf.vaddr, "iova": buf.iova, "size": buf.size})
+                _ioctl(self.container_fd, C.VFIO_IOMMU_MAP_DMA, m)
+            else:
+                m = ffi.new("struct iommu_ioas_map *", {
+                    "size": ffi.sizeof("struct iommu_ioas_map"),
+                    "flags": C.IOMMU_IOAS_MAP_FIXED_IOVA | C.IOMMU_IOAS_MAP_READABLE | C.IOMMU_IOAS_MAP_WRITEABLE,
+                    "ioas_id": self.ioas_id, "user_va": buf.vaddr, "length": buf.size, "iova": buf.iova})
+                _ioctl(self.iommufd, C.IOMMU_IOAS_MAP, m)
+        except OSError as exc:
+            if exc.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN):
+                soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+                lim = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
+                raise RomError(
+                    f"pinning {buf.size // 1024} KiB for DMA failed: the locked-memory limit is {lim} "
+                    "and romlab lacks CAP_IPC_LOCK; raise it (ulimit -l, LimitMEMLOCK=) or run as full root"
+                ) from None
+            raise RomError(f"mapping DMA memory at IOVA {buf.iova:#x} failed: {exc.strerror}") from None
+
+    def dma_free(self, buf: DmaBuffer) -> None:
+        if buf.iova not in self.dma:
+            return
+        try:
+            if self.backend == "container":
+                u = ffi.new("struct vfio_iommu_type1_dma_unmap *", {
+                    "argsz": ffi.sizeof("struct vfio_iommu_type1_dma_unmap"), "iova": buf.iova, "size": buf.size})
+                _ioctl(self.container_fd, C.VFIO_IOMMU_UNMAP_DMA, u)
+            else:
+                u = ffi.new("struct iommu_ioas_unmap *", {
+                    "size": ffi.sizeof("struct iommu_ioas_unmap"), "ioas_id": self.ioas_id,
+                    "iova": buf.iova, "length": buf.size})
+                _ioctl(self.iommufd, C.IOMMU_IOAS_UNMAP, u)
+        finally:
+            del self.dma[buf.iova]
+            assert self.iova is not None
+            self.iova.free_iova(buf.iova)
+            buf.mem.close()
+
+    # -- interrupts
+    def irq_enable(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX, count: int = 1) -> list[int]:
+        """Route ``count`` vectors of interrupt ``index`` to new eventfds and return them."""
+        info = self.irq_info(index)
+        if info.count < count:
+            raise RomError(f"{self.pci.bdf} offers {info.count} {info.name} vectors, not {count}")
+        self.irq_disable(index)
+        fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(count)]
+        s = ffi.new("struct vfio_irq_set *", {
+            "argsz": ffi.sizeof("struct vfio_irq_set") + 4 * count,
+            "flags": C.VFIO_IRQ_SET_DATA_EVENTFD | C.VFIO_IRQ_SET_ACTION_TRIGGER,
+            "index": index, "start": 0, "count": count, "data": fds})
+        try:
+            _ioctl(self.device_fd, C.VFIO_DEVICE_SET_IRQS, s)
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise RomError(f"enabling {info.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+        self.irq_fds[index] = fds
+        return fds
+
+    def irq_unmask(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX) -> None:
+        """INTx is masked by vfio-pci when it fires; unmask it once the device is serviced."""
+        s = ffi.new("struct vfio_irq_set *", {
+            "argsz": ffi.sizeof("struct vfio_irq_set"),
+            "flags": C.VFIO_IRQ_SET_DATA_NONE | C.VFIO_IRQ_SET_ACTION_UNMASK,
+            "index": index, "start": 0, "count": 1})
+        _ioctl(self.device_fd, C.VFIO_DEVICE_SET_IRQS, s)
+
+    def irq_disable(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX) -> None:
+        fds = self.irq_fds.pop(index, None)
+        if fds is None:
+            return
+        s = ffi.new("struct vfio_irq_set *", {
+            "argsz": ffi.sizeof("struct vfio_irq_set"),
+            "flags": C.VFIO_IRQ_SET_DATA_NONE | C.VFIO_IRQ_SET_ACTION_TRIGGER,
+            "index": index, "start": 0, "count": 0})
+        try:
+            _ioctl(self.device_fd, C.VFIO_DEVICE_SET_IRQS, s)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def irq_wait(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX, timeout: float = 5.0, vector: int = 0) -> int:
+        """Block until the vector's eventfd fires; returns the count, 0 on timeout."""
+        fd = self.irq_fds[index][vector]
+        r, _, _ = select.select([fd], [], [], timeout)
+        if not r:
+            return 0
+        return struct.unpack("<Q", os.read(fd, 8))[0]
+
+    # -- reset
+    def reset(self) -> None:
+        if not self.info()["reset"]:
+            raise RomError(f"{self.pci.bdf} offers no reset to VFIO (no FLR, PM or bus reset)")
+        try:
+            _ioctl(self.device_fd, C.VFIO_DEVICE_RESET)
+        except OSError as exc:
+            raise RomError(f"resetting {self.pci.bdf} failed: {exc.strerror}") from None
+
+    # -- teardown
+    def close(self) -> None:
+        for index in list(self.irq_fds):
+            try:
+                self.irq_disable(index)
+            except OSError:
+                pass
+        for buf in list(self.dma.values()):
+            try:
+                self.dma_free(buf)
+            except OSError:
+                pass
+        for m in self._maps:
+            try:
+                m.close()
+            except (BufferError, ValueError):
+                pass
+        self._maps.clear()
+        for name in ("device_fd", "group_fd", "iommufd", "container_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    def __enter__(self) -> "VfioDevice":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _ranges_excluding_reserved(dev: PciDevice) -> list[tuple[int, int]]:
+    """48-bit IOVA space minus the group's reserved regions (the MSI window and such)."""
+    ranges = [(0, (1 << 48) - 1)]
+    group = dev.iommu_group
+    path = sysfs.root() / "kernel" / "iommu_groups" / str(group) / "reserved_regions"
+    text = sysfs.read_text(Path(path), "")
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        rs, re_ = int(parts[0], 16), int(parts[1], 16)
+        out = []
+        for s, e in ranges:
+            if re_ < s or rs > e:
+                out.append((s, e))
+                continue
+            if s < rs:
+                out.append((s, rs - 1))
+            if re_ < e:
+                out.append((re_ + 1, e))
+        ranges = out
+    return ranges
+
+
+def open_device(bdf) -> VfioDevice:
+    dev = bdf if isinstance(bdf, PciDevice) else PciDevice.open(bdf)
+    return VfioDevice(dev)
+
+
+def read_rom(dev: PciDevice) -> bytes:
+    """The ROM region of a device, binding it to vfio-pci for the read if it is not already."""
+    from hw import vfio_bind
+
+    with vfio_bind.bound(dev):
+        with VfioDevice(dev) as v:
+            return v.read_rom()

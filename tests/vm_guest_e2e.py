@@ -1,0 +1,271 @@
+"""Runs inside the `romlab vm` guest of tests/test_vm.py: one boot, many checks.
+
+Each check records what it saw (exit codes, messages, bytes written to files, device
+state before and after) in ``OUT/results.json``; the host-side test asserts on it.
+Nothing here decides pass or fail, so a crash in one check cannot hide another.
+
+Usage: python vm_guest_e2e.py OUT CONFIG_JSON
+CONFIG: {"nics": {role: mac}, "tx_payload_hex": ...}
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+OUT = sys.argv[1]
+CONFIG = json.loads(sys.argv[2])
+PY = sys.executable
+RESULTS: dict = {}
+
+# 8254x registers (Intel 8254x Software Developer's Manual, section 13)
+CTRL, STATUS, EERD, ICR, ICS, IMS, IMC = 0x0000, 0x0008, 0x0014, 0x00C0, 0x00C8, 0x00D0, 0x00D8
+TCTL, TIPG = 0x0400, 0x0410
+TDBAL, TDBAH, TDLEN, TDH, TDT = 0x3800, 0x3804, 0x3808, 0x3810, 0x3818
+RAL0, RAH0 = 0x5400, 0x5404
+EERD_START, EERD_DONE = 1 << 0, 1 << 4
+ICR_LSC = 1 << 2
+TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS = 0x01, 0x02, 0x08
+TXD_STAT_DD = 0x01
+
+
+def romlab(*args, user=None, prefix=(), timeout=300):
+    cmd = [*prefix, PY, "-m", "romlab", *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return {"cmd": cmd, "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+
+
+def record(name):
+    def deco(fn):
+        try:
+            RESULTS[name] = fn()
+        except Exception:
+            RESULTS[name] = {"exception": traceback.format_exc()}
+        return fn
+    return deco
+
+
+def bdf_by_mac() -> dict:
+    found = {}
+    base = "/sys/bus/pci/devices"
+    for d in sorted(os.listdir(base)):
+        net = os.path.join(base, d, "net")
+        if not os.path.isdir(net):
+            continue
+        for iface in os.listdir(net):
+            with open(os.path.join(net, iface, "address")) as f:
+                found[f.read().strip()] = d
+    return found
+
+
+def driver(bdf):
+    link = f"/sys/bus/pci/devices/{bdf}/driver"
+    return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+
+
+def rom_state(bdf):
+    from hw.pci import PciDevice
+
+    dev = PciDevice.open(bdf)
+    return {"driver": dev.driver, "rom_bar_enabled": dev.rom_bar_enabled(),
+            "rom_attr_enabled": dev.rom_attr_enabled() if (dev.path / "rom").exists() else None}
+
+
+macs = bdf_by_mac()
+BDF = {role: macs.get(mac) for role, mac in CONFIG["nics"].items()}
+RESULTS["bdf"] = BDF
+RESULTS["drivers_at_start"] = {role: driver(b) for role, b in BDF.items() if b}
+
+
+@record("list")
+def _():
+    return {"json": romlab("list", "--json"), "text": romlab("list"),
+            "nonroot": romlab("list", "--json", prefix=("setpriv", "--reuid=65534", "--regid=65534",
+                                                        "--clear-groups"))}
+
+
+@record("lspci")
+def _():
+    out = {}
+    for role, bdf in BDF.items():
+        r = subprocess.run(["lspci", "-vvv", "-s", bdf], capture_output=True, text=True)
+        from hw.pci import PciDevice
+
+        dev = PciDevice.open(bdf)
+        out[role] = {"lspci": r.stdout, "caps": [c.to_json() for c in dev.capabilities()],
+                     "bars": [b.to_json() for b in dev.bars()], "rom": dev.rom_bar_size}
+    return out
+
+
+@record("dumps")
+def _():
+    out = {}
+    for role in ("e1000", "e1000e", "own"):
+        bdf = BDF[role]
+        before = rom_state(bdf)
+        runs = {}
+        for via in ("sysfs", "vfio"):
+            runs[via] = romlab("dump", "--pci", bdf, "--via", via, "-o", f"{OUT}/{role}-{via}.rom")
+            runs[via]["after"] = rom_state(bdf)
+        runs["raw"] = romlab("dump", "--pci", bdf, "--raw", "-o", f"{OUT}/{role}-raw.rom")
+        runs["raw"]["after"] = rom_state(bdf)
+        runs["short_bdf"] = romlab("dump", "--pci", bdf[5:], "-o", f"{OUT}/{role}-short.rom")
+        out[role] = {"before": before, "runs": runs}
+    return out
+
+
+@record("bad")
+def _():
+    e1000, norom = BDF["e1000"], BDF["norom"]
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    ich9 = "0000:00:1f.2"
+    out = {
+        "missing_bdf": romlab("dump", "--pci", "0000:3f:1f.7", "-o", f"{OUT}/missing.rom"),
+        "no_rom_sysfs": romlab("dump", "--pci", norom, "-o", f"{OUT}/norom.rom"),
+        "no_rom_vfio": romlab("dump", "--pci", norom, "--via", "vfio", "-o", f"{OUT}/norom.rom"),
+        "no_rom_driver_after": driver(norom),
+        "not_root_dump": romlab("dump", "--pci", e1000, "-o", f"{OUT}/nonroot.rom", prefix=nobody),
+        "not_root_bind": romlab("vfio", "bind", e1000, prefix=nobody),
+        "not_root_driver_after": driver(e1000),
+        "group_driver_before": driver(ich9),
+        "group_bind": romlab("vfio", "bind", ich9),
+        "group_driver_after": driver(ich9),
+        "group_members": sorted(os.listdir(f"/sys/bus/pci/devices/{ich9}/iommu_group/devices")),
+        "raw_sysfs": romlab("dump", "--pci", e1000, "--via", "sysfs", "--raw", "-o", f"{OUT}/rawsysfs.rom"),
+    }
+    out["memlock_bind"] = romlab("vfio", "bind", e1000)
+    out["memlock_ok"] = romlab("vfio", "info", e1000, "--dma", "64K", "--json")
+    r = subprocess.run(["capsh", "--drop=cap_ipc_lock", "--", "-c",
+                        f"ulimit -l 0; exec {PY} -m romlab vfio info {e1000} --dma 64K"],
+                       capture_output=True, text=True, timeout=300)
+    out["memlock_low"] = {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+    out["memlock_driver_during"] = driver(e1000)
+    out["memlock_unbind"] = romlab("vfio", "unbind", e1000)
+    out["memlock_driver_after"] = driver(e1000)
+    return out
+
+
+@record("ctrl_c")
+def _():
+    """SIGINT while `dump --via vfio` holds the device on vfio-pci; the e1000 driver must come back."""
+    e1000 = BDF["e1000"]
+    runs = []
+    for delay in (0.0, 0.05, 0.2, 0.5):
+        p = subprocess.Popen([PY, "-m", "romlab", "dump", "--pci", e1000, "--via", "vfio", "--raw",
+                              "-o", f"{OUT}/ctrlc.rom"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen_vfio = False
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            if driver(e1000) == "vfio-pci":
+                seen_vfio = True
+                break
+            time.sleep(0.005)
+        if seen_vfio:
+            time.sleep(delay)
+            p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+        runs.append({"delay": delay, "signalled": seen_vfio, "rc": p.returncode, "stderr": err,
+                     "driver_after": driver(e1000), "override_after":
+                         open(f"/sys/bus/pci/devices/{e1000}/driver_override").read().strip()})
+    return runs
+
+
+@record("vfio_e2e")
+def _():
+    from hw import vfio, vfio_bind
+    from hw.pci import PciDevice
+
+    res: dict = {}
+    dev = PciDevice.open(BDF["e1000"])
+    res["driver_before"] = dev.driver
+    vfio_bind.bind(dev)
+    res["driver_bound"] = dev.driver
+    try:
+        with vfio.VfioDevice(dev) as v:
+            res["backend"] = v.backend
+            res["info"] = v.info()
+            res["regions"] = [r.to_json() for r in v.regions()]
+            res["irqs"] = [i.to_json() for i in v.irqs()]
+            res["iova_ranges"] = [[s, e] for s, e in v.iova.free]
+            cfg = v.read_config(0, 4)
+            res["config_ids"] = list(struct.unpack("<HH", cfg))
+            bar = v.map_bar(0)
+
+            # MAC from the EEPROM through EERD, one 16-bit word at a time
+            words = []
+            for addr in range(3):
+                bar.write32(EERD, (addr << 8) | EERD_START)
+                for _ in range(10000):
+                    val = bar.read32(EERD)
+                    if val & EERD_DONE:
+                        break
+                words.append((val >> 16) & 0xFFFF)
+            mac = b"".join(struct.pack("<H", w) for w in words)
+            res["eeprom_mac"] = ":".join(f"{b:02x}" for b in mac)
+
+            # One frame from a DMA buffer through a legacy TX ring (128 bytes, the minimum TDLEN)
+            buf = v.dma_alloc(8192)
+            res["dma_iova"] = buf.iova
+            frame = bytes.fromhex(CONFIG["tx_frame_hex"])
+            buf.view[4096:4096 + len(frame)] = frame
+            desc = struct.pack("<QHBBBBH", buf.iova + 4096, len(frame), 0,
+                               TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS, 0, 0, 0)
+            buf.view[0:16] = desc
+            bar.write32(TCTL, 0)
+            bar.write32(TDBAL, buf.iova & 0xFFFFFFFF)
+            bar.write32(TDBAH, buf.iova >> 32)
+            bar.write32(TDLEN, 128)
+            bar.write32(TDH, 0)
+            bar.write32(TDT, 0)
+            bar.write32(TIPG, 10 | (8 << 10) | (6 << 20))
+            bar.write32(TCTL, (1 << 1) | (1 << 3) | (0x0F << 4) | (0x40 << 12))
+            bar.write32(TDT, 1)
+            status = 0
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = buf.view[12]
+                if status & TXD_STAT_DD:
+                    break
+                time.sleep(0.001)
+            res["tx_status"] = status
+            res["tx_tdh"] = bar.read32(TDH)
+
+            # An interrupt forced through ICS, delivered on the INTx eventfd
+            bar.write32(IMC, 0xFFFFFFFF)
+            bar.read32(ICR)
+            v.irq_enable(vfio.C.VFIO_PCI_INTX_IRQ_INDEX)
+            res["irq_before"] = v.irq_wait(timeout=0.2)
+            bar.write32(IMS, ICR_LSC)
+            bar.write32(ICS, ICR_LSC)
+            res["irq_count"] = v.irq_wait(timeout=10)
+            res["icr_after_irq"] = bar.read32(ICR)
+            bar.write32(IMC, 0xFFFFFFFF)
+            v.irq_unmask()
+            v.irq_disable()
+
+            # Reset: the registers set above go back to their power-on values
+            res["before_reset"] = {n: bar.read32(r) for n, r in
+                                   (("TDLEN", TDLEN), ("TDBAL", TDBAL), ("TCTL", TCTL), ("TDT", TDT))}
+            bar.write32(IMS, ICR_LSC)
+            res["reset_supported"] = res["info"]["reset"]
+            v.reset()
+            res["after_reset"] = {n: bar.read32(r) for n, r in
+                                  (("TDLEN", TDLEN), ("TDBAL", TDBAL), ("TCTL", TCTL), ("TDT", TDT),
+                                   ("IMS", IMS), ("RAL0", RAL0), ("RAH0", RAH0))}
+            v.dma_free(buf)
+            res["dma_left"] = len(v.dma)
+    finally:
+        vfio_bind.unbind(dev)
+    res["driver_after"] = dev.driver
+    return res
+
+
+RESULTS["drivers_at_end"] = {role: driver(b) for role, b in BDF.items() if b}
+with open(os.path.join(OUT, "results.json"), "w") as f:
+    json.dump(RESULTS, f, indent=1)
+print("guest checks done")
