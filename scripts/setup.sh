@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEBS=(
   python3 python3-venv python3-dev gcc make
   qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios qemu-system-data ovmf
-  flashrom pci.ids binutils libcap2-bin kmod
+  flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
   linux-image-amd64
 )
 
