@@ -29,6 +29,7 @@ COMMANDS = [
     "restore",
     "serprog_emu",
     "list", "dump", "vfio", "vm",
+    "boot", "bench",
 ]
 
 
