@@ -34,12 +34,12 @@ def one_line_error(r, verb="flash"):
     return err
 
 
-def synthetic_rom(size: int, seed: int = 0) -> bytes:
+def synthetic_rom(size: int, seed: int = 0, vendor: int = 0x8086, device: int = 0x10D3) -> bytes:
     """A valid one-image option ROM of ``size`` bytes (PCIR at 0x40, checksum fixed)."""
     rom = bytearray(random.Random(seed).randbytes(size))
     rom[0:3] = b"\x55\xaa" + bytes([min(size // 512, 255)])
     rom[0x18:0x1A] = struct.pack("<H", 0x40)
-    rom[0x40:0x58] = (b"PCIR" + struct.pack("<HHHHB", 0x8086, 0x10D3, 0, 0x18, 0) + b"\x00\x00\x02"
+    rom[0x40:0x58] = (b"PCIR" + struct.pack("<HHHHB", vendor, device, 0, 0x18, 0) + b"\x00\x00\x02"
                       + struct.pack("<HHBBH", size // 512, 1, 0, 0x80, 0))
     rom[-1] = 0
     rom[-1] = -sum(rom) & 0xFF

@@ -1,13 +1,18 @@
-"""``romlab flash``: write an option ROM to a NIC's SPI flash through a programmer."""
+"""``romlab flash``: write an option ROM to a NIC's SPI flash, in-system or through a programmer."""
 from __future__ import annotations
 
 NAME = "flash"
-HELP = "write an option ROM to SPI flash through a programmer (backup, minimal erase, verify)"
+HELP = "write an option ROM to a NIC's SPI flash, in-system or through a programmer (backup, minimal erase, verify)"
 DESCRIPTION = """\
-Write ROM into the SPI NOR flash reached through --programmer:
+Write ROM into the SPI NOR flash of an Intel NIC in this machine (--pci BDF, as root) or of a chip
+reached through --programmer:
   serprog:tcp=HOST:PORT      a serprog programmer over TCP (or `romlab serprog-emu`)
   serprog:dev=PATH[,baud=N]  a serprog programmer on a serial port
   file:PATH                  a flash image file, handled as a chip of its size
+In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's nicintel_spi:
+8254x, 8257x/82583, 82599, I210), knows where the ROM goes (I210: from 0x2000, after the NVM, which
+it never writes), and refuses a ROM whose PCIR vendor/device IDs are not the card's (--force-ids).
+For other NICs it says which programmer to use instead. See docs/flashing.md.
 Before anything is erased the whole chip is read (every piece twice, compared) and saved as a
 backup in $ROMLAB_BACKUP_DIR (default ~/.local/share/romlab/backups) with a JSON record;
 `romlab restore BACKUP` writes one back. Only blocks that differ are erased and programmed, each is
@@ -22,8 +27,14 @@ message names the backup)."""
 
 def add_arguments(p):
     p.add_argument("rom", nargs="?", help="option ROM file to write (not needed with --read)")
-    p.add_argument("--programmer", "-p", required=True, metavar="SPEC",
-                   help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
+    target.add_argument("--programmer", "-p", metavar="SPEC",
+                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+    p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
+                   help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
+    p.add_argument("--force-ids", action="store_true",
+                   help="with --pci: write a ROM whose PCIR IDs are not the card's")
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
     p.add_argument("--layout", metavar="rom-at-0|i210|FILE", help="where the ROM goes on the flash")
     mode = p.add_mutually_exclusive_group()
@@ -55,11 +66,25 @@ def run(args) -> int:
     from romtools.flash import image, session, writer
 
     progress = session.Progress(False if args.no_progress or args.json else None)
+    if args.force_ids and not args.pci:
+        raise RomError("--force-ids goes with --pci (only an in-system target has PCI IDs to compare)")
+
+    def warn(msg: str) -> None:
+        import sys
+        print(f"romlab flash: warning: {msg}", file=sys.stderr)
+
+    def open_target():
+        """(programmer, SPI NOR, PciSession or None)."""
+        if args.pci:
+            pci = session.PciSession(args.pci, via=args.via, warn=None if args.json else warn)
+            return pci.prog, pci.nor, pci
+        prog, nor = session.open_chip(args.programmer, args.chip)
+        return prog, nor, None
 
     if args.read:
         if args.rom:
             raise RomError("--read takes no ROM argument")
-        prog, nor = session.open_chip(args.programmer, args.chip)
+        prog, nor, _ = open_target()
         with prog:
             data = session.read_stable(nor, progress)
         Path(args.read).write_bytes(data)
@@ -80,14 +105,26 @@ def run(args) -> int:
         raise RomError(f"{args.rom}: the ROM's 8-bit checksum is not 0, so a BIOS would skip it "
                        "(fix it, or --force)")
 
-    journal = backupmod.Journal(args.programmer)
+    key = args.programmer
+    if args.pci:
+        from romtools.flash.bar import PciTarget
+        from romtools.flash.nicfamily import require_family
+        card = PciTarget.open(args.pci)
+        fam = require_family(card.vendor, card.device, f"{card.bdf} is")
+        if fam.flash is None:
+            raise RomError(f"{card.bdf} ({card.ids}, {fam.name}): {fam.note}")
+        key = f"pci:{card.bdf}"
+        if not args.force_ids:
+            # Checked before the card is touched: the IDs are those sysfs shows.
+            image.check_target_ids(rom[:info.length], card.vendor, card.device, args.rom)
+    journal = backupmod.Journal(key)
     if args.resume:
         header, done = journal.read()
     elif journal.exists() and not (args.dry_run or args.verify_only):
-        raise RomError(f"an interrupted write to {args.programmer} is pending ({journal.path}); finish it "
+        raise RomError(f"an interrupted write to {key} is pending ({journal.path}); finish it "
                        "with --resume, or restore its backup and delete the journal")
 
-    prog, nor = session.open_chip(args.programmer, args.chip)
+    prog, nor, pci = open_target()
     with prog:
         chip = nor.chip
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
@@ -109,20 +146,26 @@ def run(args) -> int:
             backup_path = header["backup"]
         else:
             current = session.read_stable(nor, progress)
-            layout = image.choose_layout(args.layout, current, force=args.force)
+            if pci is not None:
+                layout = pci.layout(args.layout, current, force=args.force)
+            else:
+                layout = image.choose_layout(args.layout, current, force=args.force)
             target = image.build_target(current, layout, rom)
             backup_path = None
 
         pl = writer.plan(nor, current, target)
         result = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
                   "programmer": prog.describe(), "rom": args.rom, "rom_pci_ids": info.pci_ids,
+                  **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids, "family": pci.family.key}
+                     if pci else {}),
                   "rom_bytes": len(rom), "layout": {"name": layout.name, "start": layout.start,
                                                     "end": layout.end},
                   "erase_blocks": [{"start": s.start, "size": s.size, "opcode": s.erase_op}
                                    for s in pl.steps if s.erase_op is not None],
                   "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes,
                   "unchanged_sectors": pl.unchanged_sectors}
-        lines = [chip_line,
+        lines = ([f"card: {pci.target.bdf} {pci.target.ids} ({pci.family.name}), ROM region from "
+                  f"0x{pci.family.rom_start:x}"] if pci else []) + [chip_line,
                  f"rom: {args.rom} ({len(rom)} bytes, PCI {info.pci_ids}, {info.images} image(s))",
                  f"layout: {layout.name}, ROM region 0x{layout.start:06x}-0x{layout.end - 1:06x}, "
                  f"{layout.size - len(rom)} bytes of 0xFF padding"]
@@ -158,7 +201,8 @@ def run(args) -> int:
             except RomError:
                 pass
             backup_path = str(backupmod.save(current, {
-                "target": prog.describe(), "programmer": args.programmer, "chip": chip.name,
+                "target": prog.describe(), "programmer": key, "chip": chip.name,
+                **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids} if pci else {}),
                 "jedec": chip.jedec_hex, "pci_ids_in_backup": found,
                 "writing": {"rom": str(Path(args.rom).resolve()), "rom_sha256": session.sha256(rom),
                             "pci_ids": info.pci_ids}}))
@@ -178,9 +222,9 @@ def run(args) -> int:
         try:
             stats = session.apply(nor, current, target, journal, header, progress, resume=args.resume)
         except writer.FlashError as exc:
+            how = f"--pci {pci.target.bdf}" if pci else f"--programmer {args.programmer}"
             raise writer.FlashError(f"{exc}; the flash is now partly written: run the same command with "
-                                    f"--resume, or `romlab restore {backup_path} --programmer "
-                                    f"{args.programmer}`", state="partial") from None
+                                    f"--resume, or `romlab restore {backup_path} {how}`", state="partial") from None
         if args.resume:
             result["blocks_done_before_resume"] = resumed_blocks
         result.update(changed=True, verified=True, retries=stats["retries"],

@@ -4,7 +4,8 @@ from __future__ import annotations
 NAME = "restore"
 HELP = "write a flash backup back, after checking it belongs to the chip"
 DESCRIPTION = """\
-Write BACKUP (a .bin with its .json record from `romlab flash`) back through --programmer.
+Write BACKUP (a .bin with its .json record from `romlab flash`) back through --programmer, or
+in-system to the Intel NIC at --pci BDF (as root).
 The backup's sha256 must match its record, and the chip found must have the record's JEDEC ID and
 size. What the chip holds now is saved as a new backup first; then only differing blocks are
 erased and programmed, and the whole chip is verified."""
@@ -12,8 +13,12 @@ erased and programmed, and the whole chip is verified."""
 
 def add_arguments(p):
     p.add_argument("backup", help="backup file (.bin or .json)")
-    p.add_argument("--programmer", "-p", required=True, metavar="SPEC",
-                   help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
+    target.add_argument("--programmer", "-p", metavar="SPEC",
+                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+    p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
+                   help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -29,10 +34,19 @@ def run(args) -> int:
 
     data, record = backupmod.load(args.backup)
     progress = session.Progress(False if args.no_progress or args.json else None)
-    journal = backupmod.Journal(args.programmer)
+    if args.pci:
+        pci = session.PciSession(args.pci, via=args.via)
+        prog, nor, key = pci.prog, pci.nor, pci.spec
+        if record.get("card_pci_ids") not in (None, pci.target.ids):
+            prog.close()
+            raise RomError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.target.bdf} is "
+                           f"a {pci.target.ids}")
+    else:
+        prog, nor = session.open_chip(args.programmer, args.chip)
+        key = args.programmer
+    journal = backupmod.Journal(key)
     if journal.exists() and not args.dry_run:
         journal.path.unlink()       # a restore supersedes an unfinished write
-    prog, nor = session.open_chip(args.programmer, args.chip)
     with prog:
         chip = nor.chip
         if record.get("jedec") != chip.jedec_hex or record.get("size") != chip.size:
@@ -49,7 +63,7 @@ def run(args) -> int:
                    f"would erase {pl.erase_bytes} bytes and program {pl.program_bytes} bytes")
             print(json.dumps(result, indent=2) if args.json else msg)
             return 0
-        before = backupmod.save(current, {"target": prog.describe(), "programmer": args.programmer,
+        before = backupmod.save(current, {"target": prog.describe(), "programmer": key,
                                           "chip": chip.name, "jedec": chip.jedec_hex,
                                           "before_restoring": record.get("file")})
         header = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,

@@ -185,9 +185,17 @@ class PciTarget:
             driver = os.path.basename(os.readlink(path / "driver"))
         except OSError:
             pass
+        # Memory decoding is bit 1 of the command register; sysfs "enable" only
+        # counts pci_enable_device() calls, so it is the fallback.
+        try:
+            with open(path / "config", "rb") as fh:
+                head = fh.read(6)
+        except OSError:
+            head = b""
+        enabled = bool(head[4] & 0x2) if len(head) == 6 else num("enable", 1) != 0
         return cls(bdf=bdf, path=path, vendor=num("vendor"), device=num("device"),
                    subsystem=(num("subsystem_vendor", 0), num("subsystem_device", 0)),
-                   enabled=num("enable", 1) != 0, driver=driver)
+                   enabled=enabled, driver=driver)
 
     @property
     def ids(self) -> str:
@@ -196,8 +204,8 @@ class PciTarget:
     def open_bar0(self, via: str = "sysfs") -> Bar:
         """BAR0 mapped for register access; refuses when memory decoding is off."""
         if not self.enabled:
-            raise RomError(f"{self.bdf} has memory decoding turned off (no driver enabled it); run "
-                           f"`echo 1 > {self.path}/enable` first")
+            raise RomError(f"{self.bdf} has memory decoding turned off (the command register's memory "
+                           f"bit is 0); run `echo 1 > {self.path}/enable` first")
         if via == "vfio":
             return VfioBar(self.bdf)
         if via != "sysfs":

@@ -63,6 +63,64 @@ def check_option_rom(data: bytes, what: str = "ROM") -> RomInfo:
     return RomInfo(length=pos, vendor=first[0], device=first[1], images=count)
 
 
+@dataclass
+class ImageIds:
+    """The PCI IDs one image of an option ROM claims."""
+
+    offset: int
+    vendor: int
+    device: int
+    code_type: int
+    device_list: tuple[int, ...]   # PCI 3.0 "device list" (PCIR revision 3+), extra device IDs
+
+    def matches(self, vendor: int, device: int) -> bool:
+        return self.vendor == vendor and (self.device == device or device in self.device_list)
+
+    @property
+    def text(self) -> str:
+        extra = "" if not self.device_list else " (+ " + ", ".join("%04x" % d for d in self.device_list) + ")"
+        return "%04x:%04x%s" % (self.vendor, self.device, extra)
+
+
+def image_ids(data: bytes) -> list[ImageIds]:
+    """PCI IDs of every image in a ROM that ``check_option_rom`` accepted."""
+    out = []
+    pos = 0
+    while pos + 0x1A <= len(data) and data[pos:pos + 2] == b"\x55\xaa":
+        pcir = pos + struct.unpack_from("<H", data, pos + 0x18)[0]
+        if data[pcir:pcir + 4] != b"PCIR" or pcir + 0x18 > len(data):
+            break
+        vendor, device, dlist_ptr = struct.unpack_from("<HHH", data, pcir + 4)
+        revision = data[pcir + 0x0C]
+        devices = []
+        if revision >= 3 and dlist_ptr:
+            p = pcir + dlist_ptr
+            while p + 2 <= len(data) and len(devices) < 256:
+                d = struct.unpack_from("<H", data, p)[0]
+                if d == 0:
+                    break
+                devices.append(d)
+                p += 2
+        out.append(ImageIds(pos, vendor, device, data[pcir + 0x14], tuple(devices)))
+        length = struct.unpack_from("<H", data, pcir + 0x10)[0] * 512
+        if data[pcir + 0x15] & 0x80 or not length:
+            break
+        pos += length
+    return out
+
+
+def check_target_ids(rom: bytes, vendor: int, device: int, what: str = "the ROM") -> list[ImageIds]:
+    """Refuse a ROM any image of which is not for this card (firmware skips such an image)."""
+    images = image_ids(rom)
+    wrong = [im for im in images if not im.matches(vendor, device)]
+    if wrong or not images:
+        found = ", ".join(f"image {images.index(im)}: {im.text}" for im in (wrong or images))
+        raise RomError(f"{what} is for PCI {found} but the card is {vendor:04x}:{device:04x}; firmware does "
+                       "not run a ROM whose PCIR IDs differ from the card's (rebuild it for this card, or "
+                       "--force-ids)")
+    return images
+
+
 def nvm_checksum_at(data: bytes, offset: int = 0) -> bool:
     if offset + 0x80 > len(data):
         return False

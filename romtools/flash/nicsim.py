@@ -74,20 +74,20 @@ class SpiBitSlave:
         self.nbits = 0          # rising edges since CS# fell
         self.out_pos = 0        # bit position SO presents (moves on falling edges)
         self.answer = bytearray()
-        self.answer_cmd = b""
+        self._cached_pos = -1
+        self._cached = None
 
     def pins(self, cs_n: int, sck: int, mosi: int) -> None:
-        if not self.selected and not cs_n:
-            self._select()
-        elif self.selected and cs_n:
-            self._deselect()
-            self.sck, self.mosi = sck, mosi
-            return
         if self.selected:
-            if sck and not self.sck:
-                self._rise(mosi)
-            elif self.sck and not sck:
+            if cs_n:
+                self._deselect()
+            elif sck:
+                if not self.sck:
+                    self._rise(mosi)
+            elif self.sck:
                 self.out_pos = self.nbits
+        elif not cs_n:
+            self._select()
         self.sck, self.mosi = sck, mosi
 
     def _select(self) -> None:
@@ -95,21 +95,22 @@ class SpiBitSlave:
         self.cmd = bytearray()
         self.inbits = self.nbits = self.out_pos = 0
         self.answer = bytearray()
-        self.answer_cmd = b""
+        self._cached_pos = -1
+        self._cached = None
 
     def _rise(self, mosi: int) -> None:
         self.inbits = (self.inbits << 1) | (1 if mosi else 0)
         self.nbits += 1
-        if self.nbits % 8 == 0:
+        if not self.nbits & 7:
             self.cmd.append(self.inbits & 0xFF)
             self.inbits = 0
+            self._cached_pos = -1
 
     def _deselect(self) -> None:
         self.selected = False
         if not self.cmd:
             return
-        need = self.reads.get(self.cmd[0])
-        if need is not None:
+        if self.cmd[0] in self.reads:
             return                               # a read: nothing happens at CS# rise
         if self.gate is not None and not self.gate(bytes(self.cmd)):
             return
@@ -117,21 +118,31 @@ class SpiBitSlave:
 
     def so(self) -> int:
         """The level of SO now."""
-        if not self.selected or not self.cmd:
+        if not self.selected:
             return 1
+        pos = self.out_pos
+        byte_pos = pos >> 3
+        if byte_pos != self._cached_pos:
+            self._cached_pos = byte_pos
+            self._cached = self._answer_byte(byte_pos)
+        value = self._cached
+        if value is None:
+            return 1
+        return (value >> (7 - (pos & 7))) & 1
+
+    def _answer_byte(self, byte_pos: int) -> int | None:
+        if not self.cmd:
+            return None
         need = self.reads.get(self.cmd[0])
-        byte_pos = self.out_pos >> 3
-        if need is None or byte_pos < need:
-            return 1
+        if need is None or byte_pos < need or len(self.cmd) < need:
+            return None
         index = byte_pos - need
-        if self.cmd[0] == 0x05 and self.chip is not None:
+        if self.cmd[0] == 0x05:
             # The status register is live: each byte shows its value at that moment.
-            value = self.chip.transfer(bytes([0x05]), 1)[0]
-        else:
-            while len(self.answer) <= index:
-                self._fetch(need)
-            value = self.answer[index]
-        return (value >> (7 - self.out_pos % 8)) & 1
+            return self.chip.transfer(bytes([0x05]), 1)[0]
+        while len(self.answer) <= index:
+            self._fetch(need)
+        return self.answer[index]
 
     def _fetch(self, need: int) -> None:
         cmd = bytes(self.cmd[:need])

@@ -53,6 +53,59 @@ def open_chip(spec: str, chip_name: str | None = None):
     return prog, nor
 
 
+class PciSession:
+    """An Intel NIC's own flash, in-system: the sysfs target, its family, the open programmer."""
+
+    def __init__(self, bdf: str, via: str = "sysfs", chip_name: str | None = None, warn=None):
+        from romtools.flash import nicfamily
+        from romtools.flash.bar import PciTarget, Window
+        from romtools.flash.programmers.nicintel_spi import NicIntelSpi
+
+        self.target = PciTarget.open(bdf)
+        t = self.target
+        self.family = nicfamily.require_family(t.vendor, t.device, f"{t.bdf} is")
+        if self.family.flash is None:
+            raise RomError(f"{t.bdf} ({t.ids}, {self.family.name}): {self.family.note}")
+        if t.driver and warn:
+            warn(f"{t.bdf} is bound to the {t.driver} driver, which may use the flash too; unbinding it "
+                 f"first is safer (echo {t.bdf} > /sys/bus/pci/drivers/{t.driver}/unbind)")
+        self.spec = f"pci:{t.bdf}"
+        bar = t.open_bar0(via)
+        try:
+            self.prog = NicIntelSpi(Window(bar, self.family.base), self.family, where=f"{t.bdf} ({t.ids})")
+        except BaseException:
+            bar.close()
+            raise
+        try:
+            self.nor = SpiNor(self.prog)
+            self.nor.identify()
+        except BaseException:
+            self.prog.close()
+            raise
+
+    def layout(self, spec: str | None, current: bytes, force: bool = False):
+        """Where the ROM goes on this NIC's flash: the family knows; a layout may only narrow it."""
+        from romtools.flash import image
+        fam = self.family
+        size = len(current)
+        if fam.rom_start:
+            if spec in (None, "i210"):
+                return image.Layout(fam.key, fam.rom_start, size)
+            lay = image.choose_layout(spec, current, force=False) if spec != "rom-at-0" else \
+                image.Layout("rom-at-0", 0, size)
+            if lay.start < fam.rom_start:
+                raise RomError(f"the {fam.name}'s flash holds its NVM below 0x{fam.rom_start:x}; romlab never "
+                               f"writes there (the '{lay.name}' region starts at 0x{lay.start:x})")
+            return lay
+        if spec is None:
+            if image.nvm_checksum_at(current, 0) or image.nvm_checksum_at(current, 0x1000):
+                raise RomError(f"this {fam.name}'s flash holds an Intel NVM image (word checksum 0xBABA), so "
+                               "its NVM lives in the flash; romlab will not guess where the ROM goes: pass "
+                               "--layout FILE")
+            return image.Layout("rom-at-0", 0, size)
+        return image.choose_layout(spec, current, force=force)
+
+
 def read_stable(nor: SpiNor, progress: Progress, label: str = "reading") -> bytes:
     size = nor.chip.size
     return writer.stable_read(nor, 0, size, progress=progress.bar(label, size))
