@@ -28,6 +28,7 @@ COMMANDS = [
     "flash",
     "restore",
     "serprog_emu",
+    "nvm",
     "list", "dump", "vfio", "vm",
     "boot", "bench",
 ]
