@@ -145,8 +145,9 @@ def bench_script(base: str, path: str, tag: str, runs: int, size: int) -> str:
 class PhasePlan:
     """Per-boot planner: which script a client gets, decided by the driver it reports."""
 
-    def __init__(self, path: str, tag: str, runs: int, size: int):
+    def __init__(self, path: str, tag: str, runs: int, size: int, undionly_url: str | None = None):
         self.path, self.tag, self.runs, self.size = path, tag, runs, size
+        self.undionly_url = undionly_url  # None: from this HTTP server
         self.lock = threading.Lock()
         self.chips: list[str] = []
         self.chip: str | None = None
@@ -164,7 +165,7 @@ class PhasePlan:
                                   f"driver {chip}")
                     return "#!ipxe\necho romlab bench: chainload loop\nexit 1\n"
                 return ("#!ipxe\necho romlab bench: chaining undionly.kpxe to drive the NIC through the ROM's UNDI\n"
-                        f"chain {req.base}/file/undionly.kpxe\n")
+                        f"chain {self.undionly_url or req.base + '/file/undionly.kpxe'}\n")
             if self.path == "native" and chip == "undionly":
                 self.error = "the native run came up on undionly, not on a native driver"
                 return "#!ipxe\nexit 1\n"
@@ -207,6 +208,9 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
                        files={"undionly.kpxe": UNDIONLY, "ipxe.pxe": IPXE_PXE})
         stack.enter_context(http)
         url = f"http://{net.guest_host}:{http.address[1]}/boot.ipxe"
+        if net.kind == "dnsmasq":
+            # With a real TFTP server, undionly.kpxe comes the way a PXE ROM would fetch it.
+            plan.undionly_url = f"tftp://{net.guest_host}/undionly.kpxe"
         nbp = "undionly.kpxe" if path == "undi" else "ipxe.pxe"
         net.configure(ipxe_url=url, nbp=None if ipxe_rom else nbp, tftp_dir=tftp, ipxe_rom=ipxe_rom)
         qemu = Qemu(Machine(nic=nic, rom=rom, firmware=firmware, netdev=net.netdev(), accel=accel,

@@ -212,7 +212,7 @@ def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | Non
 
     if nbp and script:
         raise RomError("give --nbp or --script, not both")
-    if rom is not None and not os.path.isfile(rom):
+    if rom and not os.path.isfile(rom):
         raise RomError(f"{rom}: no such ROM file")
     if nbp and not os.path.isfile(nbp):
         raise RomError(f"{nbp}: no such NBP file (the file to hand out over TFTP)")
@@ -245,10 +245,13 @@ def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | Non
         if script:
             files = {"user.ipxe": script}
             if not ipxe_rom:
+                # A PXE client that is not iPXE first gets iPXE that uses the firmware's own
+                # network interface (UNDI under BIOS, SNP under UEFI), then the script.
                 tftp_dir = os.path.join(work, "tftp")
                 os.mkdir(tftp_dir)
-                nbp_name = "undionly.kpxe"
-                shutil.copyfile(UNDIONLY, os.path.join(tftp_dir, nbp_name))
+                chain = UNDIONLY if firmware == "seabios" else SNPONLY
+                nbp_name = os.path.basename(chain)
+                shutil.copyfile(chain, os.path.join(tftp_dir, nbp_name))
             http = LabHttp(net.http_socket(), files=files, planner=script_wrapper)
             stack.enter_context(http)
             ipxe_url = f"http://{net.guest_host}:{http.address[1]}/boot.ipxe"
@@ -337,3 +340,4 @@ def _stage(c: Console) -> str:
 
 
 UNDIONLY = "/usr/lib/ipxe/undionly.kpxe"
+SNPONLY = "/usr/lib/ipxe/snponly.efi"

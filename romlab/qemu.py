@@ -219,7 +219,7 @@ class Qemu:
     # -- life cycle -----------------------------------------------------
     def start(self) -> "Qemu":
         cmd = self.command_line()
-        if self.machine.rom is not None and not os.path.isfile(self.machine.rom):
+        if self.machine.rom and not os.path.isfile(self.machine.rom):
             raise RomError(f"{self.machine.rom}: no such ROM file")
         err = open(self.stderr_path, "wb")
         try:

@@ -1,42 +1,61 @@
-"""Run QEMU (TCG) with one NIC carrying a ROM and watch its serial console for a line."""
+"""Test helpers over romlab's QEMU runner: boot until a console pattern, and look for leftovers."""
 from __future__ import annotations
 
+import glob
 import os
-import selectors
-import shutil
 import subprocess
-import time
 
-OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd"
+from romlab.qemu import Machine, Netdev, Qemu, find_qemu
+
+# Markers romlab puts in the command lines and temporary paths of what it starts.
+ROMLAB_MARKERS = ("romlab-qemu-", "romlab-boot-", "romlab-bench-", "romlab-dnsmasq-", "romlab-serve-")
 
 
 def boot_until(nic: str, romfile: str, pattern: bytes, *, firmware: str = "seabios", timeout: float = 180) -> tuple[bool, bytes]:
-    """Boot QEMU and return (pattern seen, console bytes). QEMU is killed either way."""
-    qemu = shutil.which("qemu-system-x86_64")
-    assert qemu, "qemu-system-x86_64 is missing: run scripts/setup.sh"
-    cmd = [qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
-           "-device", f"{nic},romfile={romfile},netdev=n", "-netdev", "user,id=n", "-boot", "n"]
-    if firmware == "ovmf":
-        cmd[1:1] = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
-    else:
-        cmd[1:1] = ["-vga", "none"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = b""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and pattern not in out:
-            if not sel.select(timeout=1):
-                if proc.poll() is not None:
-                    break
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    """Boot QEMU and return (pattern seen, console bytes). QEMU is stopped either way."""
+    assert find_qemu()
+    machine = Machine(nic=nic, rom=romfile, firmware=firmware, netdev=Netdev("user"),
+                      memory=512 if firmware == "ovmf" else 256)
+    with Qemu(machine) as q:
+        q.console.wait(lambda c: pattern in c.raw, timeout)
+        out = bytes(q.console.raw)
     return pattern in out, out
+
+
+def romlab_processes() -> list[str]:
+    """Command lines of running processes romlab started (QEMU, dnsmasq) for a boot, bench or serve."""
+    found = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if ("qemu-system" in cmd or "dnsmasq" in cmd) and any(m in cmd for m in ROMLAB_MARKERS):
+            found.append(cmd.strip())
+    return found
+
+
+def romlab_netns() -> list[str]:
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return [ln.split()[0] for ln in r.stdout.splitlines() if ln.startswith("romlab-")]
+
+
+def romlab_taps() -> list[str]:
+    """Tap devices named the way romlab names them, in the host's namespace."""
+    return [n for n in os.listdir("/sys/class/net") if n.startswith("rl") and "t" in n[2:]]
+
+
+def romlab_tempdirs() -> list[str]:
+    tmp = os.environ.get("TMPDIR", "/tmp")
+    return [p for m in ROMLAB_MARKERS for p in glob.glob(os.path.join(tmp, m + "*"))]
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Everything romlab should have removed; empty lists when it cleaned up."""
+    return {"processes": romlab_processes(), "netns": romlab_netns(), "taps": romlab_taps(),
+            "tempdirs": romlab_tempdirs()}
+
+
+def no_leftovers() -> bool:
+    return not any(leftovers().values())

@@ -20,7 +20,8 @@ printed), 2 unusable input (no such ROM, no QEMU, bad NIC model)."""
 def add_arguments(p) -> None:
     p.add_argument("--nic", required=True, metavar="MODEL[,PROP=V...]",
                    help="QEMU NIC model, e.g. e1000, e1000e, rtl8139, virtio-net")
-    p.add_argument("--rom", metavar="PATH", help="option ROM the NIC carries (default: QEMU's own ROM for the model)")
+    p.add_argument("--rom", metavar="PATH|none", help="option ROM the NIC carries (default: QEMU's own ROM for "
+                   "the model; none: no ROM, the firmware's own driver if it has one, such as OVMF's virtio-net)")
     p.add_argument("--firmware", choices=("seabios", "ovmf"), default="seabios",
                    help="SeaBIOS runs legacy images, OVMF EFI images (default: seabios)")
     goal = p.add_mutually_exclusive_group()
@@ -62,9 +63,9 @@ def run(args) -> int:
         if e.kind in EVENT_NAMES:
             print(f"  {e.t:7.2f}s  {EVENT_NAMES[e.kind]:<12} {e.line.strip()}", flush=True)
 
-    rom = args.rom
+    rom = "" if args.rom == "none" else args.rom
     if not args.json:
-        print(f"romlab boot: {args.nic} with {rom or 'QEMU default ROM'} under "
+        print(f"romlab boot: {args.nic} with {rom or ('no ROM' if rom == '' else 'QEMU default ROM')} under "
               f"{'SeaBIOS' if args.firmware == 'seabios' else 'OVMF'} ({args.accel.upper()})", flush=True)
     res = boot(nic=args.nic, rom=rom, firmware=args.firmware, nbp=args.nbp, script=args.script,
                timeout=args.timeout, accel=args.accel, dhcp=args.dhcp, expect=args.expect,
