@@ -5,6 +5,9 @@ compiled into an extension when the package is installed (``pip install -e .``).
 """
 from setuptools import setup
 
-CFFI_MODULES: list[str] = ["romtools/_eficompress_build.py:ffibuilder"]
+CFFI_MODULES: list[str] = [
+    "romtools/_eficompress_build.py:ffibuilder",
+    "drivers/_ring_build.py:ffibuilder",
+]
 
 setup(cffi_modules=CFFI_MODULES)

@@ -252,7 +252,7 @@ class VfioDevice:
         _ioctl_int(self.container_fd, C.VFIO_SET_IOMMU, iommu_type)
         name = str(self.pci.bdf).encode() + b"\0"
         try:
-            self.device_fd = fcntl.ioctl(self.group_fd, C.VFIO_GROUP_GET_DEVICE_FD, name)
+            self.device_fd = fcntl.ioctl(self.group_fd, C.VFIO_GROUP_GET_DEVICE_FD, bytearray(name), True)
         except OSError as exc:
             raise RomError(f"VFIO refused {self.pci.bdf}: {exc.strerror}") from None
         self.iova = IovaAllocator(self._type1_iova_ranges())

@@ -1,0 +1,143 @@
+"""``romlab nic``: drive a NIC from user space through VFIO with romlab's own drivers."""
+from __future__ import annotations
+
+from romlab.commands._common import print_json
+
+NAME = "nic"
+HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="nic_cmd", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="part, MAC, link, EEPROM words")
+    send = sub.add_parser("send", help="transmit test frames")
+    recv = sub.add_parser("recv", help="receive frames")
+    for s in (info, send, recv):
+        s.add_argument("--pci", required=True, metavar="BDF", help="the NIC, bound to vfio-pci")
+        s.add_argument("--json", action="store_true", help="report as JSON")
+        s.add_argument("--impl", choices=("c", "python"), default="c", help="ring code: C batch path or pure Python")
+    send.add_argument("--count", type=int, default=1000, help="frames to send (default 1000)")
+    send.add_argument("--size", type=int, default=64, help="frame size without FCS, 60..1514 (default 64)")
+    send.add_argument("--batch", type=int, default=32, help="frames per batch (default 32)")
+    send.add_argument("--dst", default="ff:ff:ff:ff:ff:ff", help="destination MAC (default broadcast)")
+    send.add_argument("--seed", type=int, default=1, help="payload seed (receivers check with the same seed)")
+    recv.add_argument("--count", type=int, default=1, help="stop after this many frames")
+    recv.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds")
+    recv.add_argument("--seed", type=int, default=1, help="payload seed of romlab test frames to verify")
+    recv.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcap file")
+
+
+def _open(args):
+    from drivers.intel import IntelNic
+
+    return IntelNic(args.pci, impl=args.impl)
+
+
+def run(args) -> int:
+    from romtools.errors import RomError
+
+    if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 256):
+        raise RomError("--count must be positive and --batch between 1 and 256")
+    return {"info": _info, "send": _send, "recv": _recv}[args.nic_cmd](args)
+
+
+def _info(args) -> int:
+    from drivers.frames import fmt_mac
+
+    with _open(args) as nic:
+        words = [nic.eeprom_word(i) for i in range(0x40)]
+        doc = {"schema": "romlab.nic-info/1", "bdf": nic.bdf, "part": nic.part.name, "mac": fmt_mac(nic.mac),
+               "link_up": nic.link_up, "eeprom_mac": fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
+               "eeprom_checksum": sum(words) & 0xFFFF}
+    if args.json:
+        print_json(doc)
+    else:
+        for k, v in doc.items():
+            if k != "schema":
+                print(f"{k:16} {v:#06x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:16} {v}")
+    return 0
+
+
+def _send(args) -> int:
+    import time
+
+    from drivers import frames
+    from romtools.errors import RomError
+
+    try:
+        dst = frames.parse_mac(args.dst)
+        frames.frame(b"\0" * 6, dst, 0, 0, args.size)
+    except ValueError as exc:
+        raise RomError(str(exc)) from None
+    with _open(args) as nic:
+        src = nic.mac
+        sent, t0 = 0, time.perf_counter()
+        while sent < args.count:
+            n = min(args.batch, args.count - sent)
+            data, lens = frames.batch(src, dst, args.seed, sent, n, args.size)
+            done = 0
+            deadline = time.monotonic() + 5
+            while done < n:
+                k = nic.tx_batch(data[done * args.size:], lens[done:])
+                done += k
+                if not k:
+                    if time.monotonic() > deadline:
+                        raise RomError(f"{nic.bdf}: the transmit ring did not drain for 5 s (link down?)")
+                    time.sleep(0.0002)
+            sent += n
+        flushed = nic.tx_flush()
+        dt = time.perf_counter() - t0
+        stats = nic.stats()
+    doc = {"schema": "romlab.nic-send/1", "sent": sent, "size": args.size, "seconds": dt, "flushed": flushed,
+           "pps": sent / dt, "mbps": sent * args.size * 8 / dt / 1e6, "stats": stats}
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"sent {sent} frames of {args.size} bytes in {dt:.3f} s: {doc['pps']:.0f} pkt/s, "
+              f"{doc['mbps']:.1f} Mbit/s (hardware counted {stats['tx_good']})")
+    return 0 if flushed else 1
+
+
+def _pcap_writer(path):
+    import struct
+
+    f = open(path, "wb")
+    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return f
+
+
+def _recv(args) -> int:
+    import struct
+    import time
+
+    from drivers import frames
+
+    pcap = _pcap_writer(args.pcap) if args.pcap else None
+    got, good, seqs = 0, 0, []
+    out = bytearray(256 * 2048)
+    try:
+        with _open(args) as nic:
+            deadline = time.monotonic() + args.timeout
+            while got < args.count and time.monotonic() < deadline:
+                n, lens = nic.rx_batch(out, min(256, args.count - got))
+                if not n:
+                    time.sleep(0.0005)
+                    continue
+                for f in frames.split(out, lens, n):
+                    got += 1
+                    seq = frames.check(f, args.seed)
+                    if seq is not None:
+                        good += 1
+                        seqs.append(seq)
+                    if pcap:
+                        now = time.time()
+                        pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(f), len(f)) + f)
+    finally:
+        if pcap:
+            pcap.close()
+    doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs}
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"received {got} frames, {good} intact romlab test frames")
+    return 0 if got >= args.count else 1
