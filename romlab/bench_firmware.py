@@ -76,6 +76,7 @@ class Run:
 class PathResult:
     path: str
     chip: str | None = None
+    driver_reports: list[str] = field(default_factory=list)  # ${netX/chip} at each script request
     runs: list[Run] = field(default_factory=list)
     boot_seconds: float | None = None
     error: str | None = None
@@ -97,7 +98,7 @@ class PathResult:
         return {"median": med, "min": min(s), "max": max(s), "spread_pct": (max(s) - min(s)) / med * 100}
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "chip": self.chip, "ok": self.ok, "error": self.error,
+        return {"path": self.path, "chip": self.chip, "driver_reports": self.driver_reports, "ok": self.ok, "error": self.error,
                 "boot_seconds": self.boot_seconds, "runs": [r.as_dict() for r in self.runs],
                 "stats": self.stats(), "dhcp_log": self.dhcp, "console_tail": self.console_tail}
 
@@ -245,6 +246,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
         c = qemu.console
         qemu.stop()
         res.chip = plan.chip
+        res.driver_reports = list(plan.chips)
         res.dhcp = net.dhcp_log()
         res.console_tail = c.tail(10)
         for k in range(1, runs + 1):

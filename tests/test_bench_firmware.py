@@ -1,0 +1,282 @@
+"""`romlab bench firmware`: the short CI variant (one NIC, 2 MiB) end to end, the dnsmasq path,
+a failing NIC, and the parts underneath (server-side timing and byte counts, the chainload
+planner, the console reader) against real HTTP clients and hand-written console bytes.
+No speed is asserted: only facts from the server, the console and the files written."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import time
+import urllib.request
+import zlib
+
+import pytest
+
+from conftest import IPXE_QEMU, corpus, run_romlab
+from qemu_console import leftovers
+
+SIZE_2M = 2 * 1024 * 1024
+
+
+def png_text(path) -> dict[str, str]:
+    """tEXt/zTXt/iTXt chunks of a PNG, read by hand from the chunk layout (PNG spec, section 11.3.4)."""
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    out, pos = {}, 8
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if ctype == b"tEXt":
+            k, v = body.split(b"\0", 1)
+            out[k.decode("latin-1")] = v.decode("latin-1")
+        elif ctype == b"zTXt":
+            k, rest = body.split(b"\0", 1)
+            out[k.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+        elif ctype == b"iTXt":
+            k, rest = body.split(b"\0", 1)
+            flag, _method = rest[0], rest[1]
+            _lang, _tk, text = rest[2:].split(b"\0", 2)
+            out[k.decode("latin-1")] = (zlib.decompress(text) if flag else text).decode()
+        pos += 12 + length
+    return out
+
+
+def assert_clean():
+    left = leftovers()
+    assert not any(left.values()), left
+
+
+# -- QEMU runs ---------------------------------------------------------------------------------
+
+@pytest.mark.qemu
+def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_path):
+    out, png, page = tmp_path / "b.json", tmp_path / "b.png", tmp_path / "b.html"
+    r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "2M", "--runs", "2", "--json", out,
+                   "--plot", png, "--html", page, timeout=900)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "romlab.bench-firmware/1" and doc["size"] == SIZE_2M and doc["runs"] == 2
+    (nic,) = doc["nics"]
+    assert nic["nic"] == "e1000" and nic["device_ids"] == "8086:100e"
+    assert nic["rom"] == str(IPXE_QEMU / "pxe-e1000.rom") and nic["rom_is_ipxe"]
+    # The driver each boot reported to the server: iPXE's native e1000 driver, then undionly.
+    assert nic["native"]["chip"] == "82540em"
+    assert nic["undi"]["chip"] == "undionly"
+    for path in ("native", "undi"):
+        runs = nic[path]["runs"]
+        assert [x["run"] for x in runs] == [1, 2]
+        for x in runs:
+            assert x["complete"] and x["error"] is None
+            assert x["bytes_sent"] == x["size"] == SIZE_2M
+            assert x["seconds"] > 0 and x["mbit_s"] == pytest.approx(SIZE_2M * 8 / x["seconds"] / 1e6)
+            assert x["socket_seconds"] is not None  # the server finished writing
+        speeds = [x["mbit_s"] for x in runs]
+        st = nic[path]["stats"]
+        assert st["min"] == min(speeds) and st["max"] == max(speeds)
+        assert st["spread_pct"] == pytest.approx((max(speeds) - min(speeds)) / st["median"] * 100)
+    assert nic["ratio_native_over_undi"] == pytest.approx(nic["native"]["stats"]["median"]
+                                                          / nic["undi"]["stats"]["median"])
+    # What each boot's iPXE said when it asked for its script: the UNDI boot first came up on the
+    # ROM's native driver, was chained to undionly.kpxe, and asked again from undionly.
+    assert nic["native"]["driver_reports"] == ["82540em"]
+    assert nic["undi"]["driver_reports"] == ["82540em", "undionly"]
+    # Table on stdout: the same numbers as the JSON, rounded as printed.
+    table = r.stdout.decode()
+    row = [ln for ln in table.splitlines() if ln.startswith("e1000 ")][0]
+    cols = row.split()
+    assert float(cols[1]) == round(nic["native"]["stats"]["median"], 1)
+    assert cols[2] == f"{nic['native']['stats']['spread_pct']:.0f}%"
+    assert float(cols[3]) == round(nic["undi"]["stats"]["median"], 1)
+    assert cols[4] == f"{nic['undi']['stats']['spread_pct']:.0f}%"
+    assert f"{nic['ratio_native_over_undi']:.1f}x" in row and "82540em / undionly" in row
+    # The PNG carries the figures: same as the JSON.
+    meta = json.loads(png_text(png)["romlab.bench-firmware"])
+    assert meta["size"] == SIZE_2M and meta["runs"] == 2
+    (fig,) = meta["figures"]
+    assert fig["nic"] == "e1000" and fig["native_chip"] == "82540em" and fig["undi_chip"] == "undionly"
+    for path in ("native", "undi"):
+        for k in ("median", "min", "max", "spread_pct"):
+            assert fig[path][k] == round(nic[path]["stats"][k], 2)
+    assert fig["ratio"] == round(nic["ratio_native_over_undi"], 2)
+    html = page.read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+    assert f"<td>{nic['native']['stats']['median']:.1f}</td>" in html
+    assert_clean()
+
+
+@pytest.mark.qemu
+@pytest.mark.root
+def test_bench_through_dnsmasq_in_a_namespace(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    out = tmp_path / "d.json"
+    r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "1M", "--runs", "1", "--dhcp", "dnsmasq",
+                   "--json", out, timeout=900)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    (nic,) = json.loads(out.read_text())["nics"]
+    assert nic["native"]["chip"] == "82540em" and nic["undi"]["chip"] == "undionly"
+    assert all(x["complete"] and x["bytes_sent"] == 1 << 20 for p in ("native", "undi") for x in nic[p]["runs"])
+    undi_log = nic["undi"]["dhcp_log"]
+    # dnsmasq saw the iPXE user class and handed out romlab's script URL on the namespace's address...
+    assert any(ln.endswith("user class: iPXE") for ln in undi_log)
+    assert any(re.search(r"bootfile-name\s+http://192\.168\.240\.1:\d+/boot\.ipxe$", ln) for ln in undi_log)
+    # ...and served undionly.kpxe over its own TFTP when the script chained it.
+    assert any(re.search(r"^dnsmasq-tftp\[\d+\]: sent \S+/undionly\.kpxe to 192\.168\.240\.\d+$", ln)
+               for ln in undi_log), undi_log[-20:]
+    assert_clean()
+
+
+@pytest.mark.qemu
+def test_a_nic_whose_rom_is_skipped_fails_with_the_reason_and_exit_1(tmp_path):
+    rom = corpus(IPXE_QEMU / "pxe-e1000.rom")
+    out = tmp_path / "f.json"
+    r = run_romlab("bench", "firmware", "--nic", "e1000e", "--rom", rom, "--size", "1M", "--runs", "1",
+                   "--json", out, timeout=600)
+    assert r.returncode == 1
+    (nic,) = json.loads(out.read_text())["nics"]
+    for p in ("native", "undi"):
+        assert not nic[p]["ok"]
+        assert "PCIR says 8086:100e but the device is 8086:10d3" in nic[p]["error"]
+    assert "e1000e" in r.stdout.decode() and "failed" in r.stdout.decode()
+    assert_clean()
+
+
+def test_bench_refuses_unusable_input(tmp_path):
+    r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "lots")
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == ("romlab bench: error: 'lots' is not a size; write it like 16M, 512K "
+                                         "or 2097152")
+    r = run_romlab("bench", "firmware", "--nic", "pcnet-no-such", "--size", "1M")
+    assert r.returncode == 2
+    assert "no Debian ROM /usr/lib/ipxe/qemu/pxe-pcnet-no-such.rom" in r.stderr.decode()
+    r = run_romlab("bench")
+    assert r.returncode == 2 and "romlab bench firmware --help" in r.stderr.decode()
+
+
+# -- the parts, without QEMU -------------------------------------------------------------------
+
+def test_server_times_from_payload_request_to_confirmation_and_counts_bytes():
+    from romlab.labhttp import LabHttp, payload_bytes
+
+    payload = payload_bytes(300_000)
+    with LabHttp(payload=payload) as lab:
+        base = lab.url()
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"{base}/payload/x1") as resp:
+            assert resp.headers["Content-Length"] == "300000"
+            got = resp.read()
+        time.sleep(0.2)  # the client "thinks" before confirming; the server's clock keeps running
+        urllib.request.urlopen(f"{base}/done/x1").read()
+        t1 = time.monotonic()
+        tr = lab.transfers["x1"]
+        assert got == payload and tr.sent == 300_000 and tr.complete
+        assert 0.2 <= tr.seconds <= t1 - t0
+        # A transfer nobody confirms is not complete, even with every byte sent.
+        urllib.request.urlopen(f"{base}/payload/x2").read()
+        assert lab.transfers["x2"].sent == 300_000 and not lab.transfers["x2"].complete
+        assert [h.path for h in lab.hits] == ["/payload/x1", "/done/x1", "/payload/x2"]
+
+
+def test_server_notices_a_client_that_hangs_up_early():
+    import socket
+
+    from romlab.labhttp import LabHttp, payload_bytes
+
+    with LabHttp(payload=payload_bytes(64 << 20)) as lab:
+        s = socket.create_connection(lab.address)
+        s.sendall(b"GET /payload/cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(100_000)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        deadline = time.monotonic() + 10
+        while lab.transfers["cut"].error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tr = lab.transfers["cut"]
+        assert tr.error and tr.error.startswith("connection lost after ") and tr.sent < 64 << 20
+        assert not tr.complete
+
+
+def test_planner_chains_undionly_once_then_benches_and_refuses_a_loop():
+    from romlab.bench_firmware import PhasePlan
+    from romlab.labhttp import ScriptRequest
+
+    def req(chip):
+        return ScriptRequest("next", "10.0.2.15", "http://10.0.2.2:8080", {"mac": "52:54:00:12:34:56", "chip": chip})
+
+    plan = PhasePlan("undi", "e1000_undi", 2, SIZE_2M)
+    first = plan(ScriptRequest("boot.ipxe", "10.0.2.15", "http://10.0.2.2:8080", {}))
+    assert first.startswith("#!ipxe\nchain http://10.0.2.2:8080/next?mac=${netX/mac}&chip=${netX/chip}")
+    assert plan(req("82540em")).splitlines()[-1] == "chain http://10.0.2.2:8080/file/undionly.kpxe"
+    script = plan(req("undionly"))
+    assert plan.chip == "undionly" and plan.error is None
+    lines = script.splitlines()
+    assert "imgfetch --name romlab_p http://10.0.2.2:8080/payload/e1000_undi-1 || goto romlab_fail" in lines
+    # The confirmation comes only after the payload line succeeded, on the next line.
+    i = lines.index("imgfetch --name romlab_p http://10.0.2.2:8080/payload/e1000_undi-2 || goto romlab_fail")
+    assert lines[i + 1] == "imgfetch --name romlab_d http://10.0.2.2:8080/done/e1000_undi-2 || goto romlab_fail"
+    loop = PhasePlan("undi", "t", 1, 1)
+    loop(req("82540em"))
+    assert "exit 1" in loop(req("82540em")) and "did not take" in loop.error
+    native = PhasePlan("native", "t", 1, 1)
+    native(req("undionly"))
+    assert native.error == "the native run came up on undionly, not on a native driver"
+    tftp = PhasePlan("undi", "t", 1, 1, undionly_url="tftp://192.168.240.1/undionly.kpxe")
+    assert tftp(req("rtl8139")).splitlines()[-1] == "chain tftp://192.168.240.1/undionly.kpxe"
+
+
+def test_console_undoes_escapes_backspaces_and_column_80_wraps():
+    from romlab.console import Console
+
+    c = Console()
+    text = ("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\n\r\n"
+            "iPXE (http://ipxe.org) 00:03.0 CA00 PCI2.10 PnP PMM+0EFCF1B0+0EF0F1B0 CA00\r\n"
+            "Press Ctrl-B to configure iPXE (PCI 00:03.0)...\r" + " " * 79 + "\r\n"
+            "Booting from ROM...\r\n"
+            "Press Ctrl-B for the iPXE command line..." + "\b \b" * 41 + "net0: 52:54:00:12:34:56 using "
+            "rtl8139 on 0000:00:03.0 (open)\r\n"
+            "\x1b[0;1miPXE 1.0.0+git\x1b[0m -- Open Source Network Boot Firmware -- \x1b[0;36mhttp\r\n://ipxe.org\r\n")
+    # Split anywhere: feeding byte by byte must give the same screen.
+    for ch in text.encode("latin-1"):
+        c.feed(bytes([ch]))
+    c.feed(b"echo " + b"x" * 75 + b"\r\nyz\r\n")  # 80 columns, then its continuation
+    assert [t for _, t in c.lines] == [
+        "SeaBIOS (version 1.16.2-debian-1.16.2-1)",
+        "iPXE (http://ipxe.org) 00:03.0 CA00 PCI2.10 PnP PMM+0EFCF1B0+0EF0F1B0 CA00",
+        # (the Ctrl-B prompt was overwritten with spaces, as on screen)
+        "Booting from ROM...",
+        "net0: 52:54:00:12:34:56 using rtl8139 on 0000:00:03.0 (open)",
+        "iPXE 1.0.0+git -- Open Source Network Boot Firmware -- http",
+        "://ipxe.org",
+        "echo " + "x" * 75 + "yz",
+    ]
+    assert [(e.kind, e.facts) for e in c.events][:4] == [
+        ("firmware", {"version": "1.16.2-debian-1.16.2-1"}),
+        ("rom_banner", {"maker": "iPXE", "bdf": "00:03.0", "segment": "CA00"}),
+        ("boot_entry", {"what": "ROM"}),
+        ("netdev", {"ifname": "net0", "mac": "52:54:00:12:34:56", "chip": "rtl8139", "bus": "0000:00:03.0"}),
+    ]
+
+
+def test_console_names_a_banner_it_does_not_know():
+    from romlab.console import Console
+
+    c = Console()
+    c.feed(b"SeaBIOS (version 1.16.2)\r\nPress ESC for boot menu.\r\n"
+           b"Intel(R) Boot Agent GE v1.5.88\r\nCopyright (C) 1997-2018, Intel Corporation\r\n"
+           b"Booting from ROM...\r\nCLIENT MAC ADDR: 52 54 00 12 34 56  GUID: 00000000\r\n"
+           b"PXE-E51: No DHCP or proxyDHCP offers were received.\r\n")
+    ev = [(e.kind, e.line) for e in c.events]
+    assert ("rom_banner", "Intel(R) Boot Agent GE v1.5.88") in ev
+    assert ("pxe_error", "PXE-E51: No DHCP or proxyDHCP offers were received.") in ev
+    assert c.first("pxe_error").facts["code"] == "PXE-E51"
+
+
+def test_sizes_parse_in_binary_units():
+    from romlab.labhttp import parse_size
+
+    assert parse_size("16M") == 16 * 1024 * 1024
+    assert parse_size("2MiB") == 2 * 1024 * 1024
+    assert parse_size("512k") == 512 * 1024
+    assert parse_size("1000") == 1000
