@@ -125,8 +125,9 @@ class NicResult:
                 "ratio_native_over_undi": self.ratio}
 
 
-def bench_script(base: str, path: str, tag: str, runs: int, size: int) -> str:
-    """The script a client runs once it is on the right driver: N timed downloads."""
+def bench_script(base: str, path: str, tag: str, runs: int, size: int, then: list[str] | None = None) -> str:
+    """The script a client runs once it is on the right driver: N timed downloads, then ``then``
+    (default: end the script)."""
     lines = ["#!ipxe",
              f"echo romlab bench: {path} path, driver ${{netX/chip}}, {runs} x {human_size(size)}"]
     for k in range(1, runs + 1):
@@ -136,7 +137,8 @@ def bench_script(base: str, path: str, tag: str, runs: int, size: int) -> str:
                   f"imgfetch --name romlab_d {base}/done/{ident} || goto romlab_fail",
                   "imgfree romlab_p", "imgfree romlab_d",
                   f"echo romlab bench: run {k} of {runs} received"]
-    lines += [f"imgfetch {base}/status/finished?tag={tag} ||", "echo romlab bench: finished", "exit 0",
+    lines += [f"imgfetch {base}/status/finished?tag={tag} ||", "echo romlab bench: finished",
+              *(then or ["exit 0"]),
               ":romlab_fail",
               f"imgfetch {base}/fail/${{romlab_run}}?errno=${{errno}} ||",
               "echo romlab bench: failed", "exit 1", ""]

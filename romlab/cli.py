@@ -30,7 +30,7 @@ COMMANDS = [
     "serprog_emu",
     "nvm",
     "list", "dump", "vfio", "vm",
-    "boot", "bench",
+    "boot", "bench", "serve",
 ]
 
 

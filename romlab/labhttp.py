@@ -242,6 +242,10 @@ class LabHttp:
         with self.lock:
             return [h for h in self.hits if h.path == path]
 
+    def requested_with(self, path: str, **query: str) -> list[Hit]:
+        """Requests for ``path`` whose query carried all of ``query``."""
+        return [h for h in self.requested(path) if all(h.query.get(k) == v for k, v in query.items())]
+
 
 def payload_bytes(size: int, seed: int = 0x524F4D) -> bytes:
     """``size`` pseudo-random bytes: nothing on the way can shrink them, and a run can repeat them."""
