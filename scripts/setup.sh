@@ -11,6 +11,7 @@ DEBS=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios qemu-system-data ovmf
   flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
   linux-image-amd64
+  dnsmasq-base iproute2
 )
 
 SUDO=""
