@@ -56,6 +56,8 @@ def card(tmp_path, vendor, device, command=0x0006, driver=None, bdf=BDF, bar_siz
     if driver:
         drv = tmp_path / "sys" / "bus" / "pci" / "drivers" / driver
         drv.mkdir(parents=True)
+        (drv / "bind").write_text("")
+        (drv / "unbind").write_text("")
         (d / "driver").symlink_to(drv)
     return d
 
@@ -170,6 +172,23 @@ def test_read_then_restore_in_system(tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, dbl, "restore", backup, "--pci", BDF)
     assert code == 0, err
     assert bytes(sim.mem) == original and dbl.eecd & 0x30 == 0x10
+
+
+def test_unbind_detaches_the_driver_and_binds_it_back(tmp_path, monkeypatch, capsys):
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    drv = tmp_path / "sys" / "bus" / "pci" / "drivers" / "e1000e"
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536)
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
+    assert code == 0, err
+    assert err == ""                                   # no "bound to a driver" warning: it was unbound
+    assert (drv / "unbind").read_text() == BDF and (drv / "bind").read_text() == BDF
+    # A failure after the unbind still binds the driver back.
+    (drv / "unbind").write_text("")
+    (drv / "bind").write_text("")
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, grant_after=None)
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
+    assert code == 2 and "FLA.GNT" in one_line(err)
+    assert (drv / "unbind").read_text() == BDF and (drv / "bind").read_text() == BDF
 
 
 @pytest.mark.parametrize("vendor,device,words", [

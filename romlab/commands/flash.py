@@ -33,6 +33,8 @@ def add_arguments(p):
                         help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
     p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
+    p.add_argument("--unbind", action="store_true",
+                   help="with --pci: detach the kernel driver for the run and bind it again after")
     p.add_argument("--force-ids", action="store_true",
                    help="with --pci: write a ROM whose PCIR IDs are not the card's")
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
@@ -76,7 +78,7 @@ def run(args) -> int:
     def open_target():
         """(programmer, SPI NOR, PciSession or None)."""
         if args.pci:
-            pci = session.PciSession(args.pci, via=args.via, warn=None if args.json else warn)
+            pci = session.PciSession(args.pci, via=args.via, warn=None if args.json else warn, unbind=args.unbind)
             return pci.prog, pci.nor, pci
         prog, nor = session.open_chip(args.programmer, args.chip)
         return prog, nor, None

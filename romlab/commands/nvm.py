@@ -5,7 +5,7 @@ NAME = "nvm"
 HELP = "show or edit an Intel NIC's NVM words (MAC, PXE words, 0xBABA checksum)"
 DESCRIPTION = """\
 Read the NVM words of an Intel NIC through its EERD register: in this machine (--pci BDF, as
-root) or on a NIC that QEMU emulates (--qemu DEVICE, e.g. e1000,mac=52:54:00:12:34:56; no guest
+root; a driver such as e1000e holds BAR 0, so add --unbind or use --via vfio) or on a NIC that QEMU emulates (--qemu DEVICE, e.g. e1000,mac=52:54:00:12:34:56; no guest
 OS is booted, a small relay program reaches the registers).
   show                     MAC, checksum, device IDs, the boot-agent words 0x30-0x33, words 0x00-0x3f
   fix-checksum             rewrite word 0x3f so words 0x00-0x3f sum to 0xBABA
@@ -23,6 +23,8 @@ def add_arguments(p):
     where.add_argument("--qemu", metavar="DEVICE", help="a NIC QEMU emulates, as a -device value")
     p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
+    p.add_argument("--unbind", action="store_true",
+                   help="with --pci: detach the kernel driver for the run and bind it again after")
     p.add_argument("action", choices=("show", "fix-checksum", "set"))
     p.add_argument("words", nargs="*", metavar="WORD=VALUE", help="with set: the words to change")
     p.add_argument("--dry-run", action="store_true", help="show the words that would change; write nothing")
@@ -45,8 +47,21 @@ def _open(args):
         return Window(nic, fam.base), fam, nic.vendor, nic.device, f"qemu {args.qemu} ({nic.ids})", nic.close
     target = PciTarget.open(args.pci)
     fam = require_family(target.vendor, target.device, f"{target.bdf} is")
-    bar = target.open_bar0(args.via)
-    return Window(bar, fam.base), fam, target.vendor, target.device, f"{target.bdf} ({target.ids})", bar.close
+    unbound = target.unbind_driver() if args.unbind and args.via == "sysfs" else None
+    try:
+        bar = target.open_bar0(args.via)
+    except BaseException:
+        if unbound:
+            target.bind_driver(unbound)
+        raise
+
+    def close():
+        try:
+            bar.close()
+        finally:
+            if unbound:
+                target.bind_driver(unbound)
+    return Window(bar, fam.base), fam, target.vendor, target.device, f"{target.bdf} ({target.ids})", close
 
 
 def run(args) -> int:

@@ -19,6 +19,8 @@ def add_arguments(p):
                         help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
     p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
+    p.add_argument("--unbind", action="store_true",
+                   help="with --pci: detach the kernel driver for the run and bind it again after")
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -35,7 +37,7 @@ def run(args) -> int:
     data, record = backupmod.load(args.backup)
     progress = session.Progress(False if args.no_progress or args.json else None)
     if args.pci:
-        pci = session.PciSession(args.pci, via=args.via)
+        pci = session.PciSession(args.pci, via=args.via, unbind=args.unbind)
         prog, nor, key = pci.prog, pci.nor, pci.spec
         if record.get("card_pci_ids") not in (None, pci.target.ids):
             prog.close()

@@ -65,6 +65,10 @@ class Window(Bar):
         self.bar.close()
 
 
+class BarBusy(RomError):
+    """The kernel refused to map the BAR because a driver holds it exclusively."""
+
+
 class ResourceBar(Bar):
     """BAR0 of a device mapped from ``/sys/bus/pci/devices/<BDF>/resource0``.
 
@@ -91,6 +95,10 @@ class ResourceBar(Bar):
             try:
                 self.map = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    # pci_mmap_resource() says EINVAL when the region is claimed exclusively
+                    # (e1000 and e1000e do that, and every driver under CONFIG_IO_STRICT_DEVMEM).
+                    raise BarBusy(f"the kernel will not map {path} while a driver holds it") from None
                 hint = " (on a locked-down kernel, boot with iomem=relaxed)" if exc.errno == errno.EPERM else ""
                 raise RomError(f"cannot map {path}: {exc.strerror}{hint}") from None
         finally:
@@ -210,4 +218,38 @@ class PciTarget:
             return VfioBar(self.bdf)
         if via != "sysfs":
             raise RomError(f"unknown access method {via!r}; use sysfs or vfio")
-        return ResourceBar(self.path / "resource0")
+        try:
+            return ResourceBar(self.path / "resource0")
+        except BarBusy:
+            holder = f"the {self.driver} driver" if self.driver else "a driver"
+            raise RomError(f"{self.bdf}: {holder} holds BAR 0, so the kernel will not map it for romlab; "
+                           "add --unbind (the driver is unbound for the run and bound again after; the link "
+                           "goes down meanwhile), or use --via vfio") from None
+
+    def unbind_driver(self) -> str | None:
+        """Detach the kernel driver; returns its name for ``bind_driver`` (None if there was none)."""
+        name = self.driver
+        if name is None:
+            return None
+        _write_attr(self.path / "driver" / "unbind", self.bdf)
+        self.driver = None
+        return name
+
+    def bind_driver(self, name: str) -> None:
+        _write_attr(sysfs_root() / "bus" / "pci" / "drivers" / name / "bind", self.bdf)
+        self.driver = name
+
+
+def _write_attr(path: Path, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise RomError(f"permission denied writing {path}: needs root (run romlab with sudo)") from None
+        raise RomError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise RomError(f"writing {value!r} to {path} failed: {exc.strerror}") from None
+    finally:
+        os.close(fd)

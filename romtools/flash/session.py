@@ -56,7 +56,8 @@ def open_chip(spec: str, chip_name: str | None = None):
 class PciSession:
     """An Intel NIC's own flash, in-system: the sysfs target, its family, the open programmer."""
 
-    def __init__(self, bdf: str, via: str = "sysfs", chip_name: str | None = None, warn=None):
+    def __init__(self, bdf: str, via: str = "sysfs", chip_name: str | None = None, warn=None,
+                 unbind: bool = False):
         from romtools.flash import nicfamily
         from romtools.flash.bar import PciTarget, Window
         from romtools.flash.programmers.nicintel_spi import NicIntelSpi
@@ -66,22 +67,33 @@ class PciSession:
         self.family = nicfamily.require_family(t.vendor, t.device, f"{t.bdf} is")
         if self.family.flash is None:
             raise RomError(f"{t.bdf} ({t.ids}, {self.family.name}): {self.family.note}")
-        if t.driver and warn:
-            warn(f"{t.bdf} is bound to the {t.driver} driver, which may use the flash too; unbinding it "
-                 f"first is safer (echo {t.bdf} > /sys/bus/pci/drivers/{t.driver}/unbind)")
         self.spec = f"pci:{t.bdf}"
-        bar = t.open_bar0(via)
+        self.unbound = t.unbind_driver() if unbind and via == "sysfs" else None
         try:
-            self.prog = NicIntelSpi(Window(bar, self.family.base), self.family, where=f"{t.bdf} ({t.ids})")
+            bar = t.open_bar0(via)
+            if t.driver and warn and via == "sysfs":
+                warn(f"{t.bdf} is bound to the {t.driver} driver, which may use the flash too; --unbind "
+                     "detaches it for the run")
+            try:
+                self.prog = NicIntelSpi(Window(bar, self.family.base), self.family, where=f"{t.bdf} ({t.ids})")
+            except BaseException:
+                bar.close()
+                raise
         except BaseException:
-            bar.close()
+            self.rebind()
             raise
+        self.prog.on_close += [bar.close, self.rebind]
         try:
             self.nor = SpiNor(self.prog)
             self.nor.identify()
         except BaseException:
             self.prog.close()
             raise
+
+    def rebind(self) -> None:
+        if self.unbound:
+            name, self.unbound = self.unbound, None
+            self.target.bind_driver(name)
 
     def layout(self, spec: str | None, current: bytes, force: bool = False):
         """Where the ROM goes on this NIC's flash: the family knows; a layout may only narrow it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 class Programmer:
     name = "programmer"
+    on_close: list = []         # callbacks run after the programmer closes (set per instance)
     # Largest MOSI / MISO byte counts one transaction may carry.
     max_write = 1 << 24
     max_read = 1 << 24

@@ -74,6 +74,7 @@ class NicIntelSpi(Programmer):
         self.where = where or family.name
         self.grant_timeout = grant_timeout
         self.fwe_set = False
+        self.on_close = []          # e.g. unmapping the BAR, giving the device back to its driver
         self.signals = HeldSignals()
         try:
             self._check_fla()
@@ -120,6 +121,9 @@ class NicIntelSpi(Programmer):
         finally:
             self.signals.release()
             self.regs = None
+            callbacks, self.on_close = self.on_close, []
+            for cb in callbacks:
+                cb()
 
     def describe(self) -> str:
         return f"nicintel_spi {self.where}"
