@@ -75,6 +75,18 @@ def netns_list() -> list[str]:
     return [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
 
 
+def remove_stale_netns() -> list[str]:
+    """Delete namespaces an earlier romlab made and could not remove (it was SIGKILLed):
+    ``romlab-PID-N`` whose PID is no longer running. Returns their names."""
+    gone = []
+    for ns in netns_list():
+        m = re.fullmatch(rf"{NETNS_PREFIX}(\d+)-\d+", ns)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            if _ip("netns", "del", ns, check=False).returncode == 0:
+                gone.append(ns)
+    return gone
+
+
 class SlirpNet:
     """QEMU's user-mode network: the guest reaches this host's 127.0.0.1 as 10.0.2.2."""
 
@@ -178,6 +190,7 @@ class DnsmasqNet:
         self._made = False
 
     def __enter__(self) -> "DnsmasqNet":
+        remove_stale_netns()
         try:
             _ip("netns", "add", self.netns)
             self._made = True

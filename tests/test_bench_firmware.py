@@ -36,7 +36,7 @@ def png_text(path) -> dict[str, str]:
             out[k.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
         elif ctype == b"iTXt":
             k, rest = body.split(b"\0", 1)
-            flag, _method = rest[0], rest[1]
+            flag = rest[0]
             _lang, _tk, text = rest[2:].split(b"\0", 2)
             out[k.decode("latin-1")] = (zlib.decompress(text) if flag else text).decode()
         pos += 12 + length

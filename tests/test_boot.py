@@ -205,3 +205,61 @@ def test_non_ipxe_pxe_client_gets_the_nbp_then_the_script_from_dnsmasq(tmp_path)
     assert kinds(doc, "pxe_nbp")[0]["name"] == "snponly.efi"
     assert kinds(doc, "netdev")[0]["chip"] == "SNP"
     assert_clean()
+
+
+@pytest.mark.root
+def test_dnsmasq_path_cleans_up_after_a_hang_a_sigterm_and_a_sigkill(tmp_path):
+    """The namespace, its tap and dnsmasq exist while the boot runs, and are gone after it, however
+    it ends: the time limit, SIGTERM, or SIGKILL (then the next dnsmasq run sweeps the namespace)."""
+    import signal
+
+    from qemu_console import romlab_netns, romlab_processes
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    rom = tmp_path / "hang.rom"
+    rom.write_bytes(hanging_rom())
+    cmd = [sys.executable, "-m", "romlab", "boot", "--nic", "e1000", "--rom", str(rom), "--dhcp", "dnsmasq"]
+
+    def started(p):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and p.poll() is None:
+            procs = romlab_processes()
+            if romlab_netns() and any("dnsmasq" in c for c in procs) and any("qemu-system" in c for c in procs):
+                return True
+            time.sleep(0.2)
+        return False
+
+    p = subprocess.Popen(cmd + ["--timeout", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert started(p)
+    _, err = p.communicate(timeout=90)
+    assert p.returncode == 1 and err.decode().strip().splitlines()[-1].startswith("romlab boot: error: hung:")
+    assert_clean()
+
+    p = subprocess.Popen(cmd + ["--timeout", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert started(p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and err.decode().strip().splitlines()[-1] == "romlab boot: interrupted"
+    assert_clean()
+
+    from qemu_console import romlab_tempdirs
+
+    before = set(romlab_tempdirs())
+    p = subprocess.Popen(cmd + ["--timeout", "100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert started(p)
+    stale = romlab_netns()
+    p.kill()
+    p.communicate()
+    deadline = time.monotonic() + 10
+    while romlab_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not romlab_processes()  # QEMU and dnsmasq died with their parent
+    assert romlab_netns() == stale  # nothing could remove the namespace...
+    from romlab.netlab import remove_stale_netns
+
+    assert remove_stale_netns() == stale  # ...until the next run sweeps it
+    import shutil
+    for d in set(romlab_tempdirs()) - before:  # SIGKILL left romlab no chance to remove them
+        shutil.rmtree(d, ignore_errors=True)
+    assert_clean()
