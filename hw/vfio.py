@@ -149,7 +149,8 @@ class Mmio:
     def __init__(self, mm: mmap.mmap, size: int):
         self.mm = mm
         self.size = size
-        self._u32 = memoryview(mm).cast("I")
+        self._bytes = memoryview(mm)
+        self._u32 = self._bytes.cast("I")
 
     def read32(self, offset: int) -> int:
         return self._u32[offset >> 2]
@@ -159,6 +160,7 @@ class Mmio:
 
     def close(self) -> None:
         self._u32.release()
+        self._bytes.release()
         self.mm.close()
 
 
@@ -315,7 +317,15 @@ class VfioDevice:
         return RegionInfo(index, ri.flags, ri.size, ri.offset)
 
     def regions(self) -> list[RegionInfo]:
-        return [self.region_info(i) for i in range(self.info()["num_regions"])]
+        """Every region the device has; vfio-pci counts VGA (8) even where it refuses it."""
+        out = []
+        for i in range(self.info()["num_regions"]):
+            try:
+                out.append(self.region_info(i))
+            except RomError:
+                if i < C.VFIO_PCI_VGA_REGION_INDEX:
+                    raise
+        return out
 
     def irq_info(self, index: int) -> IrqInfo:
         ii = ffi.new("struct vfio_irq_info *", {"argsz": ffi.sizeof("struct vfio_irq_info"), "index": index})
@@ -358,6 +368,12 @@ class VfioDevice:
 
     def write_config(self, offset: int, data: bytes) -> None:
         self.write(C.VFIO_PCI_CONFIG_REGION_INDEX, offset, data)
+
+    def set_bus_master(self, on: bool = True) -> None:
+        """Let the device start DMA (command register bit 2); vfio-pci leaves that to its user."""
+        cmd = struct.unpack("<H", self.read_config(0x04, 2))[0]
+        cmd = (cmd | 0x4) if on else (cmd & ~0x4)
+        self.write_config(0x04, struct.pack("<H", cmd))
 
     def read_rom(self) -> bytes:
         """The whole ROM region (index 6): the ROM BAR as vfio-pci presents it, fill included."""

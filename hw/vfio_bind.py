@@ -22,7 +22,9 @@ from hw.pci import Bdf, PciDevice
 from romtools.errors import RomError
 
 VFIO_DRIVER = "vfio-pci"
-PCI_CLASS_BRIDGE = 0x06
+# Drivers that may own other devices of a group without making it unusable for VFIO
+# (the kernel's own list: bridges' port driver, pci-stub and vfio-pci itself).
+GROUP_SAFE_DRIVERS = {None, "vfio-pci", "pci-stub", "pcieport"}
 
 
 def state_dir() -> Path:
@@ -58,8 +60,8 @@ def check_bindable(dev: PciDevice) -> None:
         if m == dev.bdf:
             continue
         other = PciDevice(m, sysfs.pci_devices_dir() / str(m))
-        if (other.class_code >> 16) == PCI_CLASS_BRIDGE:
-            continue  # bridges may share a group; vfio-pci leaves them alone
+        if other.driver in GROUP_SAFE_DRIVERS:
+            continue
         others.append(f"{m} ({other.driver or 'no driver'})")
     if others:
         raise RomError(
@@ -168,16 +170,23 @@ def _restore(dev: PciDevice, state: dict) -> None:
 
 @contextlib.contextmanager
 def bound(dev: PciDevice):
-    """vfio-pci for the duration of a ``with`` block; the original driver afterwards."""
+    """vfio-pci for the duration of a ``with`` block; the original driver afterwards.
+
+    The original state is taken before binding and put back in ``finally``, so a
+    Ctrl-C that lands just as the bind completes (it is held until then) still
+    finds the device restored.
+    """
     if dev.driver == VFIO_DRIVER:
         yield
         return
-    state = bind(dev, persist=False)
+    state = {"bdf": str(dev.bdf), "driver": dev.driver, "driver_override": dev.driver_override}
     try:
+        bind(dev, persist=False)
         yield
     finally:
         with _signals_held():
-            _restore(dev, state)
+            if dev.driver != state["driver"] or dev.driver_override != state["driver_override"]:
+                _restore(dev, state)
 
 
 def _save_state(dev: PciDevice, state: dict) -> None:

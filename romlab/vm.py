@@ -30,7 +30,7 @@ from romtools.errors import RomError
 NIC_MODELS = ("e1000", "e1000-82544gc", "e1000-82545em", "e1000e", "rtl8139", "pcnet", "ne2k_pci",
               "i82550", "i82551", "i82557b", "i82557c", "i82558a", "i82558b", "i82559a", "i82559b",
               "i82559c", "i82559er", "i82562", "i82801", "vmxnet3", "virtio-net-pci", "tulip")
-NIC_KEYS = ("romfile", "mac", "capture", "romsize", "rombar")
+NIC_KEYS = ("romfile", "mac", "capture", "romsize", "rombar", "link")
 GUEST_CMDLINE = ("intel_iommu=on",)
 DEFAULT_TIMEOUT = 600.0
 KVM_PROBE_TIMEOUT = 15.0
@@ -47,6 +47,7 @@ class Nic:
     romfile: str | None = None
     mac: str | None = None
     capture: str | None = None
+    link: str | None = None  # NICs with the same link name share a QEMU hub instead of user networking
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -72,6 +73,10 @@ class Nic:
                                               for x in parts):
                     raise RomError(f"bad MAC address {value!r}; write it as 52:54:00:12:34:56")
                 nic.mac = value.lower()
+            elif key == "link":
+                if not value.isalnum():
+                    raise RomError(f"bad link name {value!r}; use letters and digits")
+                nic.link = value
             elif key == "capture":
                 p = Path(value).resolve()
                 if not p.parent.is_dir():
@@ -90,11 +95,16 @@ class Nic:
             dev.append(f"romfile={self.romfile}")
         dev += [f"{k}={v}" for k, v in self.extra.items()]
         args = ["-device", f"pcie-root-port,id={port},chassis={n + 1},slot={n + 1}",
-                "-netdev", f"user,id={netdev},restrict=on",
+                "-netdev", f"hubport,id={netdev},hubid={_hub_id(self.link) if self.link else n}",
                 "-device", ",".join(dev)]
         if self.capture:
             args += ["-object", f"filter-dump,id=romlab_dump{n},netdev={netdev},file={self.capture}"]
         return args
+
+
+def _hub_id(link: str) -> int:
+    """A stable QEMU hub number for a link name, clear of the per-NIC hubs 0..99."""
+    return 100 + int.from_bytes(link.encode()[:3].ljust(3, b"\0"), "big") % 100000
 
 
 def find_kernel() -> str:

@@ -34,18 +34,52 @@ TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS = 0x01, 0x02, 0x08
 TXD_STAT_DD = 0x01
 
 
-def romlab(*args, user=None, prefix=(), timeout=300):
+def progress(msg: str) -> None:
+    """A line in OUT/progress.log, readable on the host while the guest runs."""
+    with open(os.path.join(OUT, "progress.log"), "a") as f:
+        f.write(f"{time.monotonic():9.1f} {msg}\n")
+
+
+def _stacks() -> str:
+    """Kernel stacks of every python process and the end of dmesg: what a hang was waiting on."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            if "romlab" in cmd:
+                out.append(f"== {pid} {cmd}\n" + open(f"/proc/{pid}/stack").read())
+        except OSError:
+            pass
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()[-40:]
+    return "\n".join(out) + "\n-- dmesg\n" + "\n".join(dmesg)
+
+
+def romlab(*args, prefix=(), timeout=240):
     cmd = [*prefix, PY, "-m", "romlab", *map(str, args)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return {"cmd": cmd, "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+    progress("run " + " ".join(cmd))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stacks = _stacks()
+        progress("TIMEOUT\n" + stacks)
+        p.kill()
+        out, err = p.communicate()
+        return {"cmd": cmd, "rc": "timeout", "stdout": out, "stderr": err, "stacks": stacks}
+    progress(f"  rc={p.returncode} {err.strip()[:200]}")
+    return {"cmd": cmd, "rc": p.returncode, "stdout": out, "stderr": err}
 
 
 def record(name):
     def deco(fn):
+        progress(f"check {name}")
         try:
             RESULTS[name] = fn()
         except Exception:
             RESULTS[name] = {"exception": traceback.format_exc()}
+            progress(RESULTS[name]["exception"])
         return fn
     return deco
 
@@ -64,8 +98,10 @@ def bdf_by_mac() -> dict:
 
 
 def driver(bdf):
-    link = f"/sys/bus/pci/devices/{bdf}/driver"
-    return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+    try:
+        return os.path.basename(os.readlink(f"/sys/bus/pci/devices/{bdf}/driver"))
+    except FileNotFoundError:  # none, or between two drivers
+        return None
 
 
 def rom_state(bdf):
@@ -76,6 +112,10 @@ def rom_state(bdf):
             "rom_attr_enabled": dev.rom_attr_enabled() if (dev.path / "rom").exists() else None}
 
 
+import faulthandler  # noqa: E402
+
+_fh = open(os.path.join(OUT, "stacks.log"), "w")
+faulthandler.dump_traceback_later(600, repeat=True, file=_fh)
 macs = bdf_by_mac()
 BDF = {role: macs.get(mac) for role, mac in CONFIG["nics"].items()}
 RESULTS["bdf"] = BDF
@@ -114,7 +154,8 @@ def _():
             runs[via]["after"] = rom_state(bdf)
         runs["raw"] = romlab("dump", "--pci", bdf, "--raw", "-o", f"{OUT}/{role}-raw.rom")
         runs["raw"]["after"] = rom_state(bdf)
-        runs["short_bdf"] = romlab("dump", "--pci", bdf[5:], "-o", f"{OUT}/{role}-short.rom")
+        if role == "e1000":
+            runs["short_bdf"] = romlab("dump", "--pci", bdf[5:], "-o", f"{OUT}/{role}-short.rom")
         out[role] = {"before": before, "runs": runs}
     return out
 
@@ -129,7 +170,7 @@ def _():
         "no_rom_sysfs": romlab("dump", "--pci", norom, "-o", f"{OUT}/norom.rom"),
         "no_rom_vfio": romlab("dump", "--pci", norom, "--via", "vfio", "-o", f"{OUT}/norom.rom"),
         "no_rom_driver_after": driver(norom),
-        "not_root_dump": romlab("dump", "--pci", e1000, "-o", f"{OUT}/nonroot.rom", prefix=nobody),
+        "not_root_dump": romlab("dump", "--pci", e1000, "-o", "/dev/shm/nonroot.rom", prefix=nobody),
         "not_root_bind": romlab("vfio", "bind", e1000, prefix=nobody),
         "not_root_driver_after": driver(e1000),
         "group_driver_before": driver(ich9),
@@ -209,6 +250,8 @@ def _():
             res["eeprom_mac"] = ":".join(f"{b:02x}" for b in mac)
 
             # One frame from a DMA buffer through a legacy TX ring (128 bytes, the minimum TDLEN)
+            v.set_bus_master(True)
+            res["command_reg"] = struct.unpack("<H", v.read_config(4, 2))[0]
             buf = v.dma_alloc(8192)
             res["dma_iova"] = buf.iova
             frame = bytes.fromhex(CONFIG["tx_frame_hex"])
