@@ -333,7 +333,16 @@ class VfioDevice:
         return IrqInfo(index, ii.flags, ii.count)
 
     def irqs(self) -> list[IrqInfo]:
-        return [self.irq_info(i) for i in range(self.info()["num_irqs"])]
+        """Every interrupt index the device has; vfio-pci counts ERR (3) even on conventional PCI,
+        where asking about it gives EINVAL."""
+        out = []
+        for i in range(self.info()["num_irqs"]):
+            try:
+                out.append(self.irq_info(i))
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or i <= C.VFIO_PCI_MSIX_IRQ_INDEX:
+                    raise RomError(f"VFIO_DEVICE_GET_IRQ_INFO({i}) on {self.pci.bdf} failed: {exc.strerror}") from None
+        return out
 
     # -- region access
     def read(self, index: int, offset: int, size: int) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import struct
 import sys
@@ -168,6 +169,28 @@ def test_dump_leaves_rom_enable_state_and_driver(guest):
             if name == "short_bdf":
                 continue
             assert run["after"] == before, (role, run["cmd"])
+
+
+def test_inspect_and_lint_read_the_device(guest):
+    res = _ok(guest["results"]["pci_readers"])
+    bdf = guest["results"]["bdf"]
+    for key in ("inspect_sysfs", "inspect_vfio"):
+        assert res[key]["rc"] == 0, res[key]["stderr"]
+        doc = json.loads(res[key]["stdout"])
+        assert doc["source"] == f"pci:{bdf['e1000']}" and doc["size"] == 249856
+        # efi-e1000.rom: a legacy x86 image of 0x12600 bytes, then the EFI image, last
+        assert [(i["offset"], i["length"], i["last"]) for i in doc["images"]] == [(0, 0x12600, False),
+                                                                                  (0x12600, 0x2AA00, True)]
+        assert [i["pcir"]["device_id"] for i in doc["images"]] == [0x100E, 0x100E]
+    own = json.loads(res["inspect_own"]["stdout"])
+    assert [(i["length"], i["pcir"]["vendor_id"], i["pcir"]["device_id"]) for i in own["images"]] == [
+        (3072, 0x10EC, 0x8139)]
+    assert res["lint"]["rc"] in (0, 1), res["lint"]["stderr"]
+    info = res["vfio_info_text"]
+    assert info["rc"] == 0, info["stderr"]
+    assert re.search(r"^\s+6\s+ROM\s+262144\s+r--$", info["stdout"], re.M), info["stdout"]
+    assert re.search(r"^\s+0\s+BAR0\s+131072\s+rwm$", info["stdout"], re.M), info["stdout"]
+    assert res["driver_after"] == "e1000"
 
 
 def _one_line_error(run: dict, *needles: str) -> None:

@@ -25,13 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", action="append", default=[], metavar="DIR",
                    help="a host directory the guest may write to, at the same path (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="say how the guest is started")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.add_argument("guest_command", nargs=argparse.REMAINDER, metavar="COMMAND", help="-- COMMAND [ARGS...]")
 
 
 def run(args) -> int:
     from romlab import vm
 
-    command = list(args.command)
+    command = list(args.guest_command)
     if command and command[0] == "--":
         command = command[1:]
     nics = [vm.Nic.parse(s) for s in args.nic]
