@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from romtools.errors import RomError
 
 # Registers (byte offsets into BAR0), 8254x/8257x software developer's manuals.
-CTRL, STATUS, EECD, EERD, CTRL_EXT = 0x0000, 0x0008, 0x0010, 0x0014, 0x0018
+CTRL, STATUS, EECD, EERD, CTRL_EXT, MDIC = 0x0000, 0x0008, 0x0010, 0x0014, 0x0018, 0x0020
 ICR, ITR, ICS, IMS, IMC = 0x00C0, 0x00C4, 0x00C8, 0x00D0, 0x00D8
 RCTL, TCTL, TIPG = 0x0100, 0x0400, 0x0410
 RDBAL, RDBAH, RDLEN, RDH, RDT = 0x2800, 0x2804, 0x2808, 0x2810, 0x2818
 TDBAL, TDBAH, TDLEN, TDH, TDT = 0x3800, 0x3804, 0x3808, 0x3810, 0x3818
-MTA, RAL0, RAH0 = 0x5200, 0x5400, 0x5404
+MTA, RAL0, RAH0, RXCSUM, RFCTL = 0x5200, 0x5400, 0x5404, 0x5000, 0x5008
 GPRC, GPTC, GORCL, GOTCL, MPC = 0x4074, 0x4080, 0x4088, 0x4090, 0x4010
 
 CTRL_SLU, CTRL_RST = 1 << 6, 1 << 26
@@ -38,6 +38,11 @@ ICR_TXDW, ICR_LSC, ICR_RXT0 = 1 << 0, 1 << 2, 1 << 7
 F_EERD_SHIFT_2 = 1 << 0  # EERD address at bit 2, done at bit 1 (8257x and later)
 F_ITR = 1 << 1  # program the interrupt throttle register
 F_IAME = 1 << 2  # CTRL_EXT: interrupt-acknowledge auto-mask is there to clear
+F_AUTONEG = 1 << 3  # reset drops the link until the PHY renegotiates: restart it through MDIC
+F_RFCTL = 1 << 4  # receive filter control survives a reset: clear EXTEN so legacy descriptors are used
+
+MDIC_WRITE, MDIC_READY, PHY_ADDR = 1 << 26, 1 << 28, 1
+PHY_CTRL, PHY_CTRL_AUTONEG_EN, PHY_CTRL_RESTART_AN = 0, 1 << 12, 1 << 9
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Part:
 PARTS = {
     (0x8086, 0x100E): Part(0x8086, 0x100E, "82540EM (e1000)"),
     (0x8086, 0x100F): Part(0x8086, 0x100F, "82545EM (e1000)"),
-    (0x8086, 0x10D3): Part(0x8086, 0x10D3, "82574L (e1000e)", F_EERD_SHIFT_2 | F_ITR | F_IAME),
+    (0x8086, 0x10D3): Part(0x8086, 0x10D3, "82574L (e1000e)", F_EERD_SHIFT_2 | F_ITR | F_IAME | F_AUTONEG | F_RFCTL),
 }
 
 
@@ -113,6 +118,26 @@ class IntelNic:
         bar.write32(CTRL, bar.read32(CTRL) | CTRL_SLU)
         for i in range(128):
             bar.write32(MTA + 4 * i, 0)
+        if self.part.flags & F_AUTONEG:
+            self._phy_write(PHY_CTRL, 0x0140 | PHY_CTRL_AUTONEG_EN | PHY_CTRL_RESTART_AN)
+        self.wait_link(3.0)
+
+    def _phy_write(self, reg: int, value: int) -> None:
+        self.bar.write32(MDIC, value | (reg << 16) | (PHY_ADDR << 21) | MDIC_WRITE)
+        deadline = time.monotonic() + 0.5
+        while not self.bar.read32(MDIC) & MDIC_READY:
+            if time.monotonic() > deadline:
+                raise RomError(f"{self.bdf}: PHY register write timed out")
+            time.sleep(0.0005)
+
+    def wait_link(self, timeout: float) -> bool:
+        """Wait for the link (autonegotiation takes about half a second after a reset)."""
+        deadline = time.monotonic() + timeout
+        while not self.link_up:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _bus_master(self, on: bool) -> None:
         cmd = int.from_bytes(self.vfio.read_config(4, 2), "little")
@@ -133,6 +158,9 @@ class IntelNic:
             bar.write32(base + 4, mem.desc.iova >> 32)
             bar.write32(base + 8, mem.count * 16)
             bar.write32(base + 0x10, 0)
+        if self.part.flags & F_RFCTL:
+            bar.write32(RFCTL, 0)
+            bar.write32(RXCSUM, 0)
         bar.write32(TDT, 0)
         bar.write32(RDT, self.RX_COUNT - 1)
         bar.write32(TIPG, 0x0060200A)

@@ -21,7 +21,10 @@ def add_arguments(p) -> None:
     send.add_argument("--batch", type=int, default=32, help="frames per batch (default 32)")
     send.add_argument("--dst", default="ff:ff:ff:ff:ff:ff", help="destination MAC (default broadcast)")
     send.add_argument("--seed", type=int, default=1, help="payload seed (receivers check with the same seed)")
-    recv.add_argument("--count", type=int, default=1, help="stop after this many frames")
+    send.add_argument("--rate", type=float, default=0, metavar="PPS", help="pace to about PPS frames/s (default: flat out)")
+    recv.add_argument("--count", type=int, default=1, help="stop after this many intact romlab test frames "
+                      "(with --any: frames of any kind)")
+    recv.add_argument("--any", action="store_true", help="count every frame, not only romlab test frames")
     recv.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds")
     recv.add_argument("--seed", type=int, default=1, help="payload seed of romlab test frames to verify")
     recv.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcap file")
@@ -59,6 +62,7 @@ def _info(args) -> int:
 
 
 def _send(args) -> int:
+    import sys
     import time
 
     from drivers import frames
@@ -71,8 +75,17 @@ def _send(args) -> int:
         raise RomError(str(exc)) from None
     with _open(args) as nic:
         src = nic.mac
+        print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, sending {args.count} frames", file=sys.stderr, flush=True)
         sent, t0 = 0, time.perf_counter()
+        report = t0 + 1.0
         while sent < args.count:
+            if args.rate > 0:
+                ahead = sent / args.rate - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if time.perf_counter() > report:
+                print(f"romlab nic: sent {sent}", file=sys.stderr, flush=True)
+                report += 1.0
             n = min(args.batch, args.count - sent)
             data, lens = frames.batch(src, dst, args.seed, sent, n, args.size)
             done = 0
@@ -108,18 +121,21 @@ def _pcap_writer(path):
 
 def _recv(args) -> int:
     import struct
+    import sys
     import time
 
     from drivers import frames
 
     pcap = _pcap_writer(args.pcap) if args.pcap else None
     got, good, seqs = 0, 0, []
+    link, stats = None, {}
     out = bytearray(256 * 2048)
     try:
         with _open(args) as nic:
+            print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, receiving", file=sys.stderr, flush=True)
             deadline = time.monotonic() + args.timeout
-            while got < args.count and time.monotonic() < deadline:
-                n, lens = nic.rx_batch(out, min(256, args.count - got))
+            while (got if args.any else good) < args.count and time.monotonic() < deadline:
+                n, lens = nic.rx_batch(out, 256)
                 if not n:
                     time.sleep(0.0005)
                     continue
@@ -132,12 +148,15 @@ def _recv(args) -> int:
                     if pcap:
                         now = time.time()
                         pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(f), len(f)) + f)
+            link, stats = nic.link_up, nic.stats()
     finally:
         if pcap:
             pcap.close()
-    doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs}
+    doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs, "link_up": link,
+           "stats": stats}
     if args.json:
         print_json(doc)
     else:
-        print(f"received {got} frames, {good} intact romlab test frames")
-    return 0 if got >= args.count else 1
+        print(f"received {got} frames, {good} intact romlab test frames (link {'up' if link else 'down'}, "
+              f"hardware counted {stats.get('rx_good')}, missed {stats.get('rx_missed')})")
+    return 0 if (got if args.any else good) >= args.count else 1

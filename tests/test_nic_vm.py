@@ -1,0 +1,53 @@
+"""romlab's e1000-family driver on real (QEMU-emulated) e1000 and e1000e devices behind a vIOMMU,
+against the Linux kernel's drivers on the other end of a QEMU hub. One guest boot runs
+tests/vm_nic_guest.py; this test asserts on the JSON it writes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nicvm") / "result.json"
+    cmd = [sys.executable, "-m", "romlab", "vm", "--nic", "e1000,mac=52:54:00:00:10:0e,link=lab",
+           "--nic", "e1000e,mac=52:54:00:00:10:d3,link=lab", "--share", str(out.parent), "--timeout", "900",
+           "--", sys.executable, str(REPO / "tests" / "vm_nic_guest.py"), str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert out.exists(), f"guest wrote no result (exit {r.returncode}): {r.stdout[-3000:]} {r.stderr[-3000:]}"
+    doc = json.loads(out.read_text())
+    assert "exception" not in doc, doc["exception"] + json.dumps(doc["steps"][-3:], indent=1)
+    return doc
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["romlab-e1000", "romlab-e1000e"])
+def test_frames_cross_intact_both_ways(guest, which):
+    p = guest["pairs"][which]
+    assert p["send_rc"] == 0
+    assert p["kernel_received_intact"] == 200 and p["kernel_sequences_ok"]
+    assert p["recv_rc"] == 0, p.get("recv_error")
+    assert p["romlab_received"] == 200 and p["romlab_verified"] == 200 and p["romlab_sequences_ok"]
+    assert p["unbind_rc"] == 0
+
+
+def test_sigint_mid_batch_leaves_device_usable(guest):
+    s = guest["sigint"]
+    assert s["interrupted_rc"] == 130 and "interrupted" in s["interrupted_err"]
+    assert "Traceback" not in s["interrupted_err"]
+    assert s["next_send_rc"] == 0 and s["next_send_sent"] == 100
+    assert s["unbind_rc"] == 0 and s["driver_after"] == "e1000"
+    assert guest["dmesg_dmar"] == [] and guest["dmesg_warn"] == []
+
+
+def test_bad_cases(guest):
+    rc, err = guest["bad"]["bound_to_kernel"]
+    assert rc == 2 and "still bound to its kernel driver e1000" in err and len(err.splitlines()) == 1
+    rc, err = guest["bad"]["not_a_nic"]
+    assert rc == 2 and "not a NIC this driver supports" in err
