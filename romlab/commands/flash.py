@@ -9,6 +9,7 @@ reached through --programmer:
   serprog:tcp=HOST:PORT      a serprog programmer over TCP (or `romlab serprog-emu`)
   serprog:dev=PATH[,baud=N]  a serprog programmer on a serial port
   file:PATH                  a flash image file, handled as a chip of its size
+  ch341a                     a CH341A USB programmer (1a86:5512; mind its 5 V data lines)
 In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's nicintel_spi:
 8254x, 8257x/82583, 82599, I210), knows where the ROM goes (I210: from 0x2000, after the NVM, which
 it never writes), and refuses a ROM whose PCIR vendor/device IDs are not the card's (--force-ids).
@@ -30,7 +31,7 @@ def add_arguments(p):
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
     target.add_argument("--programmer", "-p", metavar="SPEC",
-                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH | ch341a")
     p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
     p.add_argument("--unbind", action="store_true",

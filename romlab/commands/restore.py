@@ -16,7 +16,7 @@ def add_arguments(p):
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
     target.add_argument("--programmer", "-p", metavar="SPEC",
-                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH")
+                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH | ch341a")
     p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
     p.add_argument("--unbind", action="store_true",

@@ -116,6 +116,15 @@ class SpiBitSlave:
             return
         self.chip.transfer(bytes(self.cmd), 0)
 
+    def exchange(self, mosi: int) -> int:
+        """One whole byte clocked while selected (for byte-level masters such as a CH341A)."""
+        value = self._answer_byte(self.nbits >> 3)
+        self.cmd.append(mosi & 0xFF)
+        self.nbits += 8
+        self.out_pos = self.nbits
+        self._cached_pos = -1
+        return 0xFF if value is None else value
+
     def so(self) -> int:
         """The level of SO now."""
         if not self.selected:

@@ -5,16 +5,21 @@
   serprog:tcp=HOST:PORT          serprog over TCP (a network bridge or ``romlab serprog-emu``)
   serprog:dev=PATH[,baud=N]      serprog over a serial device (default 115200 baud)
   file:PATH                      a flash image file, driven as a chip of its size
+  ch341a                         a CH341A USB programmer (1a86:5512)
 """
 from __future__ import annotations
 
 from romtools.errors import RomError
 
-SPECS = ("serprog:tcp=HOST:PORT", "serprog:dev=PATH[,baud=N]", "file:PATH")
+SPECS = ("serprog:tcp=HOST:PORT", "serprog:dev=PATH[,baud=N]", "file:PATH", "ch341a")
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     kind, _, rest = spec.partition(":")
+    if kind == "ch341a":
+        if rest:
+            raise RomError(f"ch341a takes no options, got {rest!r}")
+        return kind, {}
     if kind == "file":
         if not rest:
             raise RomError("file: needs a path, e.g. file:flash.bin")
@@ -38,6 +43,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 def open_programmer(spec: str, chip: str | None = None):
     kind, opts = parse_spec(spec)
+    if kind == "ch341a":
+        from romtools.flash.programmers.ch341a import Ch341aProgrammer
+        return Ch341aProgrammer()
     if kind == "file":
         from romtools.flash.programmers.file import FileProgrammer
         return FileProgrammer(opts["path"], chip=chip)
