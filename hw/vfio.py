@@ -441,7 +441,7 @@ class VfioDevice:
                     "ioas_id": self.ioas_id, "user_va": buf.vaddr, "length": buf.size, "iova": buf.iova})
                 _ioctl(self.iommufd, C.IOMMU_IOAS_MAP, m)
         except OSError as exc:
-            if exc.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN):
+            if exc.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN) and not _has_cap_ipc_lock():
                 soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
                 lim = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
                 raise RomError(
@@ -558,6 +558,18 @@ class VfioDevice:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _has_cap_ipc_lock() -> bool:
+    """Whether this process may pin memory beyond RLIMIT_MEMLOCK (CapEff bit 14)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 14 & 1)
+    except OSError:
+        pass
+    return False
 
 
 def _ranges_excluding_reserved(dev: PciDevice) -> list[tuple[int, int]]:
