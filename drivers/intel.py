@@ -68,7 +68,7 @@ class IntelNic:
     """Open one NIC of the family through VFIO. Use as a context manager."""
 
     RX_COUNT = 256
-    TX_COUNT = 256
+    TX_COUNT = 512
     BUF_SIZE = 2048
 
     def __init__(self, bdf: str, *, impl: str = "c"):
@@ -205,6 +205,23 @@ class IntelNic:
     def rx_batch(self, out: bytearray, max_pkts: int = 256):
         return self.rx.rx_batch(out, max_pkts)
 
+    def rx_wait_batch(self, out: bytearray, timeout: float, mode: str = "adaptive", max_pkts: int = 256):
+        """A batch of received frames within ``timeout``: by polling, by interrupt, or adaptively
+        (poll while frames keep coming, sleep on the interrupt after a run of empty polls)."""
+        deadline = time.monotonic() + timeout
+        empty = 0
+        while True:
+            n, lens = self.rx.rx_batch(out, max_pkts)
+            left = deadline - time.monotonic()
+            if n or left <= 0:
+                return n, lens
+            empty += 1
+            if mode == "irq" or (mode == "adaptive" and empty >= 64):
+                self.wait_rx(min(left, 0.5))
+                empty = 0
+            elif mode == "poll" or mode == "adaptive":
+                time.sleep(0.0002 if mode == "adaptive" else 0)
+
     def stats(self) -> dict[str, int]:
         """Hardware counters (they clear on read) plus the rings' own counts."""
         return {"rx_good": self.bar.read32(GPRC), "tx_good": self.bar.read32(GPTC),
@@ -224,8 +241,33 @@ class IntelNic:
             index = C.VFIO_PCI_INTX_IRQ_INDEX
             fd = self.vfio.irq_enable(index)[0]
         self._irq_index = index
-        self.bar.write32(IMS, ICR_RXT0 | ICR_TXDW | ICR_LSC)
+        self._irq_fd = fd
+        self.interrupts = 0
         return fd
+
+    def wait_rx(self, timeout: float) -> bool:
+        """Sleep until the NIC raises a receive interrupt (or ``timeout``); True if one came.
+
+        The cause is armed only while waiting, so a busy poll loop pays nothing for it."""
+        import os
+        import select
+
+        if getattr(self, "_irq_fd", None) is None:
+            self.irq_enable()
+        self.bar.write32(IMS, ICR_RXT0)
+        try:
+            ready, _, _ = select.select([self._irq_fd], [], [], timeout)
+            if ready:
+                os.read(self._irq_fd, 8)
+                self.interrupts += 1
+            return bool(ready)
+        finally:
+            self.bar.write32(IMC, ICR_RXT0)
+            self.bar.read32(ICR)  # reading clears the causes
+            from hw import _vfio_cdef as C
+
+            if self._irq_index == C.VFIO_PCI_INTX_IRQ_INDEX:
+                self.vfio.irq_unmask(self._irq_index)
 
     # -- teardown ---------------------------------------------------------------------------
     def close(self) -> None:

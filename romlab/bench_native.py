@@ -25,6 +25,7 @@ class Figure:
     batch: int  # 0 for the kernel
     packets: int
     seconds: float
+    hw_packets: int | None = None  # the NIC's own transmit counter (GPTC), for romlab's paths
 
     @property
     def pps(self) -> float:
@@ -54,7 +55,8 @@ def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Fig
                 break
         nic.tx_flush()
         dt = time.perf_counter() - t0
-    return Figure(impl, size, batch, sent, dt)
+        hw = nic.stats()["tx_good"]  # clear-on-read, and zeroed by the reset at open
+    return Figure(impl, size, batch, sent, dt, hw)
 
 
 def _pg(path: Path, cmd: str) -> None:
@@ -129,3 +131,37 @@ def table(figures: list[Figure]) -> str:
         vp = f"{f.pps / p.pps:.1f}x" if f.path == "c" and p and p.pps else "-"
         rows.append(f"{f.path:7} {f.size:5} {f.batch or '-':>5} {f.pps:10.0f} {f.mbps:8.1f} {vk:>9} {vp:>9}")
     return "\n".join(rows)
+
+
+def plot(figures: list[Figure], path: str) -> None:
+    """Grouped bars of packets/s: one group per (size, batch), one bar per path; the figures go into
+    the PNG's text metadata too."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kernel = {f.size: f for f in figures if f.path == "kernel"}
+    groups = sorted({(f.size, f.batch) for f in figures if f.path != "kernel"})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+    width = 0.27
+    for i, path in enumerate(("kernel", "c", "python")):
+        vals = []
+        for size, batch in groups:
+            if path == "kernel":
+                vals.append(kernel[size].pps if size in kernel else 0)
+            else:
+                match = [f for f in figures if f.path == path and f.size == size and f.batch == batch]
+                vals.append(match[0].pps if match else 0)
+        ax.bar([g + (i - 1) * width for g in range(len(groups))], vals, width,
+               label={"kernel": "Linux driver (pktgen)", "c": "romlab C path", "python": "romlab pure Python"}[path])
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{s} B\nbatch {b}" for s, b in groups])
+    ax.set_ylabel("packets/s")
+    ax.set_title("Transmit throughput on one NIC")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Description": json.dumps([f.as_dict() for f in figures])})
+    plt.close(fig)

@@ -19,7 +19,7 @@ def guest(tmp_path_factory):
     out = tmp_path_factory.mktemp("nicvm") / "result.json"
     cmd = [sys.executable, "-m", "romlab", "vm", "--nic", "e1000,mac=52:54:00:00:10:0e,link=lab",
            "--nic", "e1000e,mac=52:54:00:00:10:d3,link=lab", "--share", str(out.parent), "--timeout", "900",
-           "--", sys.executable, str(REPO / "tests" / "vm_nic_guest.py"), str(out)]
+           "--", sys.executable, str(REPO / "tests" / "vm_nic_guest.py"), str(out), "bench"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert out.exists(), f"guest wrote no result (exit {r.returncode}): {r.stdout[-3000:]} {r.stderr[-3000:]}"
     doc = json.loads(out.read_text())
@@ -37,6 +37,11 @@ def test_frames_cross_intact_both_ways(guest, which):
     assert p["unbind_rc"] == 0
 
 
+def test_receive_by_interrupt(guest):
+    p = guest["pairs"][0]  # romlab's e1000 waited on its interrupt eventfd between batches
+    assert p["recv_mode"] == "irq" and p["recv_interrupts"] >= 1
+
+
 def test_sigint_mid_batch_leaves_device_usable(guest):
     s = guest["sigint"]
     assert s["interrupted_rc"] == 130 and "interrupted" in s["interrupted_err"]
@@ -51,3 +56,18 @@ def test_bad_cases(guest):
     assert rc == 2 and "still bound to its kernel driver e1000" in err and len(err.splitlines()) == 1
     rc, err = guest["bad"]["not_a_nic"]
     assert rc == 2 and "not a NIC this driver supports" in err
+
+
+def test_native_bench_runs_all_three_paths(guest):
+    b = guest["bench"]
+    assert "error" not in b, b.get("error")
+    figs = b["figures"]
+    kinds = {(f["path"], f["size"], f["batch"]) for f in figs}
+    assert {("kernel", 64, 0), ("kernel", 1514, 0)} <= kinds
+    for size in (64, 1514):
+        for batch in (1, 32, 256):
+            assert ("c", size, batch) in kinds and ("python", size, batch) in kinds
+    assert all(f["packets"] > 0 for f in figs)
+    # romlab's counts are what the NIC itself counted as transmitted
+    assert all(f["hw_packets"] == f["packets"] for f in figs if f["path"] != "kernel")
+    print(b["table"])

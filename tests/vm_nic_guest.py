@@ -63,7 +63,7 @@ def wait_link(ifname: str, timeout=10.0) -> None:
         time.sleep(0.1)
 
 
-def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int) -> dict:
+def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int, mode: str = "adaptive") -> dict:
     """romlab sends to the kernel, then the kernel sends to romlab; payloads checked both ways."""
     s, ifname = kernel_socket(kernel_bdf)
     wait_link(ifname)
@@ -97,7 +97,7 @@ def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int) -> dict:
         res["kernel_sequences_ok"] = seen == set(range(count))
         # kernel -> romlab: start romlab's receiver, then send from the kernel side
         recv = subprocess.Popen(ROMLAB + ["nic", "recv", "--pci", romlab_bdf, "--count", str(count), "--seed",
-                                          str(SEED + 1), "--timeout", "30", "--json"],
+                                          str(SEED + 1), "--timeout", "30", "--mode", mode, "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = recv.stderr.readline()  # "romlab nic: ... up, receiving" once the ring is live
         res["recv_ready"] = ready.strip()
@@ -114,6 +114,7 @@ def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int) -> dict:
         res["romlab_verified"] = doc.get("verified")
         res["romlab_sequences_ok"] = sorted(doc.get("sequences", [])) == list(range(count))
         res["recv_link_up"], res["recv_stats"] = doc.get("link_up"), doc.get("stats")
+        res["recv_mode"], res["recv_interrupts"] = doc.get("mode"), doc.get("interrupts")
         if "error" in doc:
             res["recv_error"] = err[-1500:]
     finally:
@@ -160,7 +161,7 @@ def main() -> None:
     result["bdfs"] = {"e1000": e1000, "e1000e": e1000e}
     try:
         result["bad"] = bad_cases(e1000)
-        result["pairs"] = [pair_run(e1000, e1000e, 200, 300), pair_run(e1000e, e1000, 200, 300)]
+        result["pairs"] = [pair_run(e1000, e1000e, 200, 300, "irq"), pair_run(e1000e, e1000, 200, 300)]
         result["sigint"] = sigint_run(e1000)
         if len(sys.argv) > 2 and sys.argv[2] == "bench":
             r = romlab("bench", "native", "--pci", e1000, "--size", "64,1514", "--batch", "1,32,256",

@@ -37,6 +37,44 @@ def add_arguments(p) -> None:
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    n = sub.add_parser("native", help="transmit throughput: romlab's C path, its pure-Python twin and the kernel "
+                                      "driver (pktgen) on one NIC",
+                       description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
+                                   "run: the kernel's driver through pktgen, then romlab's driver through VFIO with "
+                                   "the C batch path and the pure-Python path. The NIC is given back to its kernel "
+                                   "driver afterwards.")
+    n.add_argument("--pci", required=True, metavar="BDF", help="the NIC (e1000 or e1000e), bound to its kernel driver")
+    n.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
+    n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
+    n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
+    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
+
+
+def _run_native(args) -> int:
+    import json
+    import sys
+
+    from romlab import bench_native as bn
+    from romtools.errors import RomError
+
+    try:
+        sizes = [int(x) for x in args.size.split(",") if x]
+        batches = [int(x) for x in args.batch.split(",") if x]
+    except ValueError:
+        raise RomError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
+    if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
+        raise RomError("frame sizes must be 60..1514 and batches 1..511")
+    figures = bn.run(args.pci, sizes, batches, args.seconds)
+    if args.plot:
+        bn.plot(figures, args.plot)
+    if args.json:
+        json.dump({"schema": "romlab.bench-native/1", "pci": args.pci, "figures": [f.as_dict() for f in figures],
+                   "table": bn.table(figures)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(bn.table(figures))
+    return 0
 
 
 def run(args) -> int:
@@ -44,8 +82,10 @@ def run(args) -> int:
 
     from romtools.errors import RomError
 
+    if getattr(args, "bench", None) == "native":
+        return _run_native(args)
     if getattr(args, "bench", None) != "firmware":
-        raise RomError("say what to measure: romlab bench firmware --help")
+        raise RomError("say what to measure: romlab bench firmware --help, romlab bench native --help")
     import json
     import os
     import tempfile

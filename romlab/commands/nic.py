@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
     recv.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds")
     recv.add_argument("--seed", type=int, default=1, help="payload seed of romlab test frames to verify")
     recv.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcap file")
+    recv.add_argument("--mode", choices=("adaptive", "poll", "irq"), default="adaptive",
+                      help="wait for frames by polling, by interrupt (MSI or INTx through an eventfd), or "
+                           "adaptively: poll while busy, sleep on the interrupt when idle (default)")
 
 
 def _open(args):
@@ -39,8 +42,8 @@ def _open(args):
 def run(args) -> int:
     from romtools.errors import RomError
 
-    if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 256):
-        raise RomError("--count must be positive and --batch between 1 and 256")
+    if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 511):
+        raise RomError("--count must be positive and --batch between 1 and 511")
     return {"info": _info, "send": _send, "recv": _recv}[args.nic_cmd](args)
 
 
@@ -128,16 +131,15 @@ def _recv(args) -> int:
 
     pcap = _pcap_writer(args.pcap) if args.pcap else None
     got, good, seqs = 0, 0, []
-    link, stats = None, {}
+    link, stats, interrupts = None, {}, 0
     out = bytearray(256 * 2048)
     try:
         with _open(args) as nic:
             print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, receiving", file=sys.stderr, flush=True)
             deadline = time.monotonic() + args.timeout
             while (got if args.any else good) < args.count and time.monotonic() < deadline:
-                n, lens = nic.rx_batch(out, 256)
+                n, lens = nic.rx_wait_batch(out, max(0.0, deadline - time.monotonic()), args.mode)
                 if not n:
-                    time.sleep(0.0005)
                     continue
                 for f in frames.split(out, lens, n):
                     got += 1
@@ -149,11 +151,12 @@ def _recv(args) -> int:
                         now = time.time()
                         pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(f), len(f)) + f)
             link, stats = nic.link_up, nic.stats()
+            interrupts = getattr(nic, "interrupts", 0)
     finally:
         if pcap:
             pcap.close()
     doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs, "link_up": link,
-           "stats": stats}
+           "stats": stats, "mode": args.mode, "interrupts": interrupts}
     if args.json:
         print_json(doc)
     else:
