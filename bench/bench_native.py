@@ -1,0 +1,26 @@
+"""Native driver throughput inside a QEMU guest: `romlab bench native` on an emulated e1000.
+
+Boots one guest (TCG) with an e1000, and in it measures the kernel's driver (pktgen), romlab's
+C batch path and its pure-Python path on that same NIC, printing the table with the ratios.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    guest = ("import subprocess, sys; from hw.pci import list_devices; "
+             "bdf = next(str(d.bdf) for d in list_devices() if (d.vendor_id, d.device_id) == (0x8086, 0x100e)); "
+             "sys.exit(subprocess.call([sys.executable, '-m', 'romlab', 'bench', 'native', '--pci', bdf, "
+             "'--size', '64,1514', '--batch', '1,32,256', '--seconds', '3']))")
+    cmd = [sys.executable, "-m", "romlab", "vm", "--nic", "e1000", "--timeout", "1200", "--",
+           sys.executable, "-c", guest]
+    return subprocess.call(cmd, cwd=REPO)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
