@@ -4,7 +4,7 @@ The byte values are worked out by hand from the protocol facts (flashrom's
 ch341a_spi and the reference notes): 0x80|0x37 = 0xB7 (CS# high), 0x80|0x36 = 0xB6
 (CS# low), 0x40|0x3F = 0x7F (pins out), RDID 0x9F bit-reversed = 0xF9. The
 client and the device end meet over a real USB bus, with Debian's flashrom as
-the independent host, in tests/test_ch341a_vm.py; here the link between them
+the independent host, in tests/test_flash_vm.py; here the link between them
 is a queue, to check the framing and the flash semantics quickly.
 """
 from __future__ import annotations
