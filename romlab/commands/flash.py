@@ -13,6 +13,7 @@ reached through --programmer:
 In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's nicintel_spi:
 8254x, 8257x/82583, 82599, I210), knows where the ROM goes (I210: from 0x2000, after the NVM, which
 it never writes), and refuses a ROM whose PCIR vendor/device IDs are not the card's (--force-ids).
+A bound driver (e1000e, e1000) keeps the kernel from mapping BAR 0: add --unbind, or use --via vfio.
 For other NICs it says which programmer to use instead. See docs/flashing.md.
 Before anything is erased the whole chip is read (every piece twice, compared) and saved as a
 backup in $ROMLAB_BACKUP_DIR (default ~/.local/share/romlab/backups) with a JSON record;
