@@ -88,7 +88,7 @@ class IntelNic:
         self.part, self.impl = part, impl
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)
-        self.rx_mem = self.tx_mem = None
+        self.rx_mem = self.tx_mem = self.pool = None
         try:
             self.bar = self.vfio.map_bar(0)
             self._reset()
@@ -145,12 +145,15 @@ class IntelNic:
         self.vfio.write_config(4, cmd.to_bytes(2, "little"))
 
     def _init_rings(self) -> None:
+        from drivers.mempool import Mempool
         from drivers.ring import CRing, PyRing, RingMemory
 
         bar = self.bar
         ring_cls = CRing if self.impl == "c" else PyRing
-        self.rx_mem = RingMemory(self.vfio, self.RX_COUNT, self.BUF_SIZE)
-        self.tx_mem = RingMemory(self.vfio, self.TX_COUNT, self.BUF_SIZE)
+        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE)
+                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE))
+        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE)
+        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE)
         self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True)
         self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False)
         for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
@@ -285,13 +288,9 @@ class IntelNic:
                 if ring is not None:
                     ring.release()
             self.rx = self.tx = None
-            for mem in (self.rx_mem, self.tx_mem):
-                if mem is not None:
-                    try:
-                        mem.free()
-                    except Exception:
-                        pass
-            self.rx_mem = self.tx_mem = None
+            if self.pool is not None:
+                self.pool.free()
+            self.rx_mem = self.tx_mem = self.pool = None
             self.vfio.close()
 
     def __enter__(self) -> "IntelNic":

@@ -23,17 +23,16 @@ _rxd = struct.Struct("<QHHBBH")
 
 
 class RingMemory:
-    """The DMA memory of one ring: descriptors and one buffer per descriptor."""
+    """The DMA memory of one ring, carved from a mempool: descriptors and one buffer per descriptor."""
 
-    def __init__(self, vfio, count: int, buf_size: int):
+    def __init__(self, pool, count: int, buf_size: int):
         self.count, self.buf_size = count, buf_size
-        self.desc = vfio.dma_alloc(count * DESC_SIZE, align=4096)
-        self.bufs = vfio.dma_alloc(count * buf_size, align=4096)
-        self._vfio = vfio
+        self.desc = pool.carve(count * DESC_SIZE, align=128)
+        self.bufs = pool.carve(count * buf_size, align=4096)
 
-    def free(self) -> None:
-        self._vfio.dma_free(self.desc)
-        self._vfio.dma_free(self.bufs)
+    @staticmethod
+    def pool_size(count: int, buf_size: int) -> int:
+        return count * DESC_SIZE + 128 + count * buf_size + 4096
 
 
 class CRing:

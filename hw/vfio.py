@@ -164,6 +164,17 @@ class Mmio:
         self.mm.close()
 
 
+HUGE_PAGE = 2 << 20
+MAP_HUGETLB = getattr(mmap, "MAP_HUGETLB", 0x40000)  # Linux x86 value, for Pythons that do not name it
+
+
+def free_hugepages() -> int:
+    try:
+        return int(Path("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 class DmaBuffer:
     """Page-aligned anonymous memory mapped for device DMA at an IOVA of our choosing."""
 
@@ -171,6 +182,7 @@ class DmaBuffer:
         self.mem = mem
         self.iova = iova
         self.size = size
+        self.huge = False  # set by dma_alloc when huge pages back it
         self.vaddr = int(ffi.cast("uintptr_t", ffi.from_buffer(mem)))
 
     @property
@@ -410,13 +422,27 @@ class VfioDevice:
         return m
 
     # -- DMA
-    def dma_alloc(self, size: int, align: int | None = None) -> DmaBuffer:
-        """Allocate zeroed memory, pin it and map it at a fresh IOVA (read and write)."""
+    def dma_alloc(self, size: int, align: int | None = None, hugepages: bool = False) -> DmaBuffer:
+        """Allocate zeroed memory, pin it and map it at a fresh IOVA (read and write).
+
+        With ``hugepages`` the memory comes from 2 MiB huge pages when the kernel has free ones
+        (fewer IOMMU entries, one physically contiguous run per page); otherwise 4 KiB pages."""
         assert self.iova is not None
-        size = (size + PAGE - 1) & ~(PAGE - 1)
-        mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
+        mem, huge = None, False
+        if hugepages and free_hugepages() * HUGE_PAGE >= size:
+            size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+            try:
+                mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+                align, huge = max(align or 0, HUGE_PAGE), True
+            except OSError:
+                mem = None
+        if mem is None:
+            size = (size + PAGE - 1) & ~(PAGE - 1)
+            mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
         iova = self.iova.alloc(size, align)
         buf = DmaBuffer(mem, iova, size)
+        buf.huge = huge
         try:
             self._map_dma(buf)
         except BaseException:

@@ -37,6 +37,12 @@ def test_frames_cross_intact_both_ways(guest, which):
     assert p["unbind_rc"] == 0
 
 
+def test_mempool_on_hugepages(guest):
+    info = guest["hugepage_info"]
+    assert info.get("hugepages") is True, info
+    assert info["mac"] == "52:54:00:00:10:d3" and info["eeprom_mac"] == "52:54:00:00:10:d3"
+
+
 def test_receive_by_interrupt(guest):
     p = guest["pairs"][0]  # romlab's e1000 waited on its interrupt eventfd between batches
     assert p["recv_mode"] == "irq" and p["recv_interrupts"] >= 1

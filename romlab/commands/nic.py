@@ -53,7 +53,7 @@ def _info(args) -> int:
     with _open(args) as nic:
         words = [nic.eeprom_word(i) for i in range(0x40)]
         doc = {"schema": "romlab.nic-info/1", "bdf": nic.bdf, "part": nic.part.name, "mac": fmt_mac(nic.mac),
-               "link_up": nic.link_up, "eeprom_mac": fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
+               "link_up": nic.link_up, "hugepages": nic.pool.hugepages, "eeprom_mac": fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
                "eeprom_checksum": sum(words) & 0xFFFF}
     if args.json:
         print_json(doc)
