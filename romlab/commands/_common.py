@@ -91,3 +91,15 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
     except OSError as exc:
         raise RomError(f"cannot write {path}: {exc.strerror or exc}") from None
     return backup
+
+
+def add_flash_target_arguments(parser) -> None:
+    """The target options `flash` and `restore` share: a NIC in this machine or an external programmer."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
+    target.add_argument("--programmer", "-p", metavar="SPEC",
+                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH | ch341a")
+    parser.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
+                        help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
+    parser.add_argument("--unbind", action="store_true",
+                        help="with --pci: detach the kernel driver for the run and bind it again after")

@@ -13,14 +13,9 @@ erased and programmed, and the whole chip is verified."""
 
 def add_arguments(p):
     p.add_argument("backup", help="backup file (.bin or .json)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--pci", metavar="BDF", help="an Intel NIC in this machine, e.g. 03:00.0 (needs root)")
-    target.add_argument("--programmer", "-p", metavar="SPEC",
-                        help="serprog:tcp=HOST:PORT | serprog:dev=PATH[,baud=N] | file:PATH | ch341a")
-    p.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
-                   help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
-    p.add_argument("--unbind", action="store_true",
-                   help="with --pci: detach the kernel driver for the run and bind it again after")
+    from romlab.commands._common import add_flash_target_arguments
+
+    add_flash_target_arguments(p)
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
