@@ -51,6 +51,12 @@ class SpiNor:
         return value
 
     def identify(self) -> Chip:
+        # A chip left mid-erase (the host died, the cable was pulled) ignores every command but
+        # RDSR until it is done, and would read as absent: let it finish first. An all-ones
+        # status is what an empty bus reads, so it is left to the ID reads below to judge.
+        sr = self.status()
+        if sr != 0xFF and sr & SR_WIP:
+            self.wait_ready(TIMEOUTS["chip"], first=sr)
         rdid = self._stable(bytes([RDID]), 3)
         self.ids["jedec"] = rdid.hex()
         chip = None
