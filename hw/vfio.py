@@ -210,9 +210,15 @@ class VfioDevice:
         self.irq_fds: dict[int, list[int]] = {}
         self._maps: list[Mmio] = []
         self.iova: IovaAllocator | None = None
+        # Registered before the first fd exists, so that however this object is lost (Ctrl-C
+        # inside __init__ or __enter__), unbinding can still find and close its fds.
+        _OPEN.setdefault(str(dev.bdf), []).append(self)
+        from hw.vfio_bind import _signals_held
+
         try:
-            self._open()
-        except BaseException:
+            with _signals_held():
+                self._open()
+        except BaseException:  # a Ctrl-C held during the open lands here, as the mask lifts
             self.close()
             raise
 
@@ -557,6 +563,15 @@ class VfioDevice:
 
     # -- teardown
     def close(self) -> None:
+        from hw.vfio_bind import _signals_held
+
+        with _signals_held():
+            self._close()
+            with_same = _OPEN.get(str(self.pci.bdf), [])
+            if self in with_same:
+                with_same.remove(self)
+
+    def _close(self) -> None:
         for index in list(self.irq_fds):
             try:
                 self.irq_disable(index)
@@ -584,6 +599,52 @@ class VfioDevice:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# Every VfioDevice of this process that may hold fds, by BDF.
+_OPEN: dict[str, list[VfioDevice]] = {}
+
+
+def close_all(bdf) -> None:
+    """Close this process's VFIO fds on ``bdf``.
+
+    The kernel's unbind from vfio-pci waits for every device fd to close, and after one
+    signal it waits uninterruptibly: a process that unbinds a device it still holds never
+    returns. Unbinding calls this first.
+    """
+    for v in list(_OPEN.get(str(bdf), [])):
+        v.close()
+
+
+def holders(dev: PciDevice) -> list[str]:
+    """Processes (``"PID (comm)"``) that hold ``dev``'s VFIO group or device node open."""
+    nodes = set()
+    if dev.iommu_group is not None:
+        nodes.add(f"/dev/vfio/{dev.iommu_group}")
+    vdir = dev.path / "vfio-dev"
+    if vdir.is_dir():
+        nodes.update(f"/dev/vfio/devices/{n}" for n in os.listdir(vdir))
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in nodes:
+                try:
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                found.append(f"{pid} ({comm})")
+                break
+    return found
 
 
 def _has_cap_ipc_lock() -> bool:

@@ -152,8 +152,26 @@ def unbind(dev: PciDevice) -> dict:
     return {**state, "now": got}
 
 
+def _release(dev: PciDevice) -> None:
+    """Make sure nothing holds ``dev`` through VFIO before it leaves vfio-pci.
+
+    The kernel's unbind waits for the last device fd to close, uninterruptibly once a signal
+    has come: this process's own fds are closed first, another process's are refused.
+    """
+    from hw import vfio
+
+    vfio.close_all(dev.bdf)
+    others = vfio.holders(dev)
+    if others:
+        raise RomError(f"{dev.bdf} is open through VFIO in process {', '.join(others)}; the kernel would "
+                       f"wait for it, so romlab leaves it on vfio-pci: end that process, then run "
+                       f"`romlab vfio unbind {dev.bdf}`")
+
+
 def _restore(dev: PciDevice, state: dict) -> None:
     """Undo a bind: original override, away from vfio-pci, reprobe. Best effort per step."""
+    if dev.driver == VFIO_DRIVER:
+        _release(dev)
     errors = []
     for step in (lambda: _set_override(dev, state.get("driver_override")),
                  lambda: _unbind_current(dev) if dev.driver == VFIO_DRIVER else None,

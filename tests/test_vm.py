@@ -89,16 +89,18 @@ def guest(tmp_path_factory):
         f"rtl8139,romfile={own},mac={MACS['own']}",
         f"rtl8139,romfile=,mac={MACS['norom']}",
     ]
-    args = ["vm", "--timeout", "1500", "--share", str(share)]
+    args = ["vm", "--timeout", "900", "--share", str(share)]
     for n in nics:
         args += ["--nic", n]
     args += ["--", sys.executable, str(REPO / "tests" / "vm_guest_e2e.py"), str(share), json.dumps(config)]
     t0 = time.monotonic()
-    r = run_romlab(*args, timeout=1800)
+    r = run_romlab(*args, timeout=1200)
     seconds = time.monotonic() - t0
     print(f"guest boot and checks: {seconds:.0f} s")
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    assert r.returncode == 0, out[-4000:]
+    progress = share / "progress.log"
+    assert r.returncode == 0, out[-3000:] + "\n-- guest progress:\n" + (
+        progress.read_text()[-3000:] if progress.exists() else "(none)")
     results = json.loads((share / "results.json").read_text())
     return {"dir": share, "results": results, "frame": frame, "pcap": pcap, "own": own, "stdout": out}
 
@@ -236,8 +238,8 @@ def test_ctrl_c_during_vfio_read_restores_driver(guest):
     for r in runs:
         assert r["driver_after"] == "e1000" and r["override_after"] == "(null)", r
         assert r["rc"] in (0, 130), r
-        if r["rc"] == 130:
-            assert r["stderr"].strip() == "romlab dump: interrupted", r
+        if r["rc"] == 130:  # inside the verb, or just after it finished (the file is then written)
+            assert r["stderr"].strip().splitlines()[-1] in ("romlab dump: interrupted", "romlab: interrupted"), r
     assert any(r["rc"] == 130 for r in runs)
 
 
