@@ -243,6 +243,16 @@ def test_ctrl_c_during_vfio_read_restores_driver(guest):
     assert any(r["rc"] == 130 for r in runs)
 
 
+def test_unbind_refuses_a_device_another_process_holds(guest):
+    """The kernel's unbind would wait for the holder for ever; romlab names it and leaves the device."""
+    res = _ok(guest["results"]["held"])
+    assert res["bind"]["rc"] == 0 and res["holder_said"] == "open"
+    _one_line_error(res["unbind_held"], f"is open through VFIO in process {res['holder_pid']} (python")
+    assert res["driver_held"] == "vfio-pci"
+    assert res["holder_rc"] == 0
+    assert res["unbind_free"]["rc"] == 0 and res["driver_after"] == "e1000"
+
+
 def test_vfio_end_to_end(guest):
     res = _ok(guest["results"]["vfio_e2e"])
     assert res["driver_before"] == "e1000" and res["driver_bound"] == "vfio-pci"

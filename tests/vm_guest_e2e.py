@@ -256,6 +256,28 @@ def _():
     return runs
 
 
+@record("held")
+def _():
+    """`vfio unbind` while another process holds the device open: refused, not a hung unbind."""
+    e1000 = BDF["e1000"]
+    if e1000 in STUCK:
+        return {"exception": "not run: the e1000 is stuck since the ctrl_c check"}
+    out = {"bind": romlab("vfio", "bind", e1000)}
+    holder = subprocess.Popen(
+        [PY, "-c", "import sys; from hw import vfio; from hw.pci import PciDevice; "
+                   f"v = vfio.VfioDevice(PciDevice.open('{e1000}')); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out["holder_pid"] = holder.pid
+    out["holder_said"] = holder.stdout.readline().strip()
+    out["unbind_held"] = romlab("vfio", "unbind", e1000)
+    out["driver_held"] = driver(e1000)
+    holder.stdin.close()
+    out["holder_rc"] = holder.wait(timeout=120)
+    out["unbind_free"] = romlab("vfio", "unbind", e1000)
+    out["driver_after"] = driver(e1000)
+    return out
+
+
 @record("vfio_e2e")
 def _():
     from hw import vfio, vfio_bind
