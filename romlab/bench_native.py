@@ -64,6 +64,20 @@ def _pg(path: Path, cmd: str) -> None:
         f.write(cmd + "\n")
 
 
+def _pg_running(thread: Path, ifname: str) -> bool:
+    """The pktgen thread's file lists the devices it is sending on after "Running:"."""
+    for line in thread.read_text().splitlines():
+        words = line.split()
+        if words and words[0] == "Running:":
+            return ifname in words[1:]
+    return False
+
+
+def _pg_result(thread: Path) -> str:
+    return next((ln.strip() for ln in thread.read_text().splitlines() if ln.strip().startswith("Result:")),
+                "no result")
+
+
 def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
     """pktgen on the kernel driver's interface, for about ``seconds``."""
     if not PKTGEN.exists():
@@ -79,11 +93,27 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
         _pg(dev, cmd)
     import subprocess
 
-    t0 = time.perf_counter()
+    # The write of "start" returns only when pktgen stops, so a shell makes it; the clock
+    # starts when the thread reports the device running (a fresh shell can take seconds under
+    # emulation, and a "stop" sent before the "start" would leave pktgen running for ever).
     proc = subprocess.Popen(["sh", "-c", f"echo start > {PKTGEN / 'pgctrl'}"])
-    time.sleep(seconds)
-    _pg(PKTGEN / "pgctrl", "stop")
-    proc.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while not _pg_running(thread, ifname):
+            if proc.poll() is not None:
+                raise RomError(f"pktgen did not start on {ifname}: {_pg_result(thread)}")
+            if time.monotonic() > deadline:
+                raise RomError(f"pktgen did not start on {ifname} within 60 s")
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+    finally:
+        _pg(PKTGEN / "pgctrl", "stop")
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RomError(f"pktgen on {ifname} did not stop when told to") from None
     dt = time.perf_counter() - t0
     sent = 0
     for line in dev.read_text().splitlines():
