@@ -377,8 +377,10 @@ def plot(doc: dict, out: str) -> None:
                         xytext=(0, 3), textcoords="offset points")
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([f"{r['nic']}\n{r['ratio']:.1f}x" if r["ratio"] else r["nic"] for r in rows])
-    if any(row[p] for row in rows for p in PATHS):
+    tops = [row[p]["max"] for row in rows for p in PATHS if row[p]]
+    if tops:
         ax.set_yscale("log")
+        ax.set_ylim(top=max(tops) * 6)  # headroom for the value labels and the legend
     ax.set_ylabel("Mbit/s (median, min-max)")
     ax.set_title(f"HTTP download of {human_size(doc['size'])}, {doc['runs']} run(s), "
                  f"{doc['firmware']} {doc['accel'].upper()}")
