@@ -20,14 +20,12 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw import sysfs
+from hw.pci import parse_bdf
 from romtools.errors import RomError
-
-_BDF_RE = re.compile(r"^(?:([0-9a-fA-F]{1,4}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
-
 
 class Bar:
     """What every register window offers. Offsets are bytes, accesses whole 32-bit words."""
@@ -146,19 +144,6 @@ class VfioBar(Bar):
             self.dev = None
 
 
-def sysfs_root() -> Path:
-    return Path(os.environ.get("ROMLAB_SYSFS") or "/sys")
-
-
-def normalise_bdf(text: str) -> str:
-    """``03:00.0`` -> ``0000:03:00.0``; RomError for anything that is not a PCI address."""
-    m = _BDF_RE.match(text.strip())
-    if not m or int(m.group(3), 16) > 31:
-        raise RomError(f"{text!r} is not a PCI address; write it as 03:00.0 or 0000:03:00.0")
-    return "%04x:%02x:%02x.%s" % (int(m.group(1) or "0", 16), int(m.group(2), 16), int(m.group(3), 16),
-                                  m.group(4))
-
-
 @dataclass
 class PciTarget:
     """A PCI function as sysfs shows it: enough to choose and open a NIC's registers."""
@@ -173,8 +158,8 @@ class PciTarget:
 
     @classmethod
     def open(cls, bdf_text: str) -> "PciTarget":
-        bdf = normalise_bdf(bdf_text)
-        path = sysfs_root() / "bus" / "pci" / "devices" / bdf
+        bdf = str(parse_bdf(bdf_text))
+        path = sysfs.pci_devices_dir() / bdf
         if not path.exists():
             raise RomError(f"no PCI device {bdf} (see `lspci -D` for the addresses present)")
 
@@ -231,25 +216,10 @@ class PciTarget:
         name = self.driver
         if name is None:
             return None
-        _write_attr(self.path / "driver" / "unbind", self.bdf)
+        sysfs.write_text(self.path / "driver" / "unbind", self.bdf)
         self.driver = None
         return name
 
     def bind_driver(self, name: str) -> None:
-        _write_attr(sysfs_root() / "bus" / "pci" / "drivers" / name / "bind", self.bdf)
+        sysfs.write_text(sysfs.pci_drivers_dir() / name / "bind", self.bdf)
         self.driver = name
-
-
-def _write_attr(path: Path, value: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise RomError(f"permission denied writing {path}: needs root (run romlab with sudo)") from None
-        raise RomError(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        os.write(fd, value.encode())
-    except OSError as exc:
-        raise RomError(f"writing {value!r} to {path} failed: {exc.strerror}") from None
-    finally:
-        os.close(fd)
