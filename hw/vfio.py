@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw import _vfio_cdef as C
-from hw import sysfs
+from hw import signals, sysfs
 from hw.pci import PciDevice
 from romtools.errors import RomError
 
@@ -213,10 +213,8 @@ class VfioDevice:
         # Registered before the first fd exists, so that however this object is lost (Ctrl-C
         # inside __init__ or __enter__), unbinding can still find and close its fds.
         _OPEN.setdefault(str(dev.bdf), []).append(self)
-        from hw.vfio_bind import _signals_held
-
         try:
-            with _signals_held():
+            with signals.held():
                 self._open()
         except BaseException:  # a Ctrl-C held during the open lands here, as the mask lifts
             self.close()
@@ -563,9 +561,7 @@ class VfioDevice:
 
     # -- teardown
     def close(self) -> None:
-        from hw.vfio_bind import _signals_held
-
-        with _signals_held():
+        with signals.held():
             self._close()
             with_same = _OPEN.get(str(self.pci.bdf), [])
             if self in with_same:

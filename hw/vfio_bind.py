@@ -4,7 +4,7 @@ Binding changes which kernel driver owns a device, so romlab checks everything i
 can before the first write (root, an IOMMU group, a group holding only this
 device, the vfio-pci module), remembers the original driver and ``driver_override``
 in a small state file under ``/run/romlab/vfio`` (so ``romlab vfio unbind`` in a later
-process can restore them), and keeps SIGINT/SIGTERM blocked while a rebind is half
+process can restore them), and keeps SIGINT/SIGTERM blocked (hw.signals) while a rebind is half
 done so Ctrl-C cannot leave a device driverless.
 """
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from hw import sysfs
+from hw import signals, sysfs
 from hw.pci import Bdf, PciDevice
 from romtools.errors import RomError
 
@@ -33,17 +32,6 @@ def state_dir() -> Path:
 
 def _state_file(bdf: Bdf) -> Path:
     return state_dir() / f"{bdf}.json"
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Defer SIGINT/SIGTERM until a sequence of sysfs writes is complete."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def check_bindable(dev: PciDevice) -> None:
@@ -118,7 +106,7 @@ def bind(dev: PciDevice, *, persist: bool = True) -> dict:
     _ensure_vfio_pci_loaded()
     state = {"bdf": str(dev.bdf), "driver": dev.driver, "driver_override": dev.driver_override,
              "already_bound": False}
-    with _signals_held():
+    with signals.held():
         if persist:
             _save_state(dev, state)
         try:
@@ -143,7 +131,7 @@ def unbind(dev: PciDevice) -> dict:
     if os.geteuid() != 0:
         raise RomError(f"unbinding {dev.bdf} from vfio-pci needs root")
     state = _load_state(dev) or {"bdf": str(dev.bdf), "driver": None, "driver_override": None}
-    with _signals_held():
+    with signals.held():
         _restore(dev, state)
         _forget(dev)
     got = dev.driver
@@ -202,7 +190,7 @@ def bound(dev: PciDevice):
         bind(dev, persist=False)
         yield
     finally:
-        with _signals_held():
+        with signals.held():
             if dev.driver != state["driver"] or dev.driver_override != state["driver_override"]:
                 _restore(dev, state)
 
