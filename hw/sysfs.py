@@ -28,7 +28,7 @@ def pci_drivers_dir() -> Path:
 
 def _explain(exc: OSError, what: str, path: Path) -> RomError:
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return RomError(f"permission denied {what} {path}; run romlab as root")
+        return RomError(f"permission denied {what} {path}; this needs root (run romlab as root or with sudo)")
     if exc.errno == errno.ENOENT:
         return RomError(f"{path} does not exist")
     return RomError(f"cannot {what.replace('ing', '').strip()} {path}: {exc.strerror or exc}")
