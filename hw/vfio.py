@@ -615,8 +615,9 @@ def close_all(bdf) -> None:
 def holders(dev: PciDevice) -> list[str]:
     """Processes (``"PID (comm)"``) that hold ``dev``'s VFIO group or device node open."""
     nodes = set()
-    if dev.iommu_group is not None:
-        nodes.add(f"/dev/vfio/{dev.iommu_group}")
+    group = dev.iommu_group
+    if group is not None:
+        nodes.add(f"/dev/vfio/{group}")
     vdir = dev.path / "vfio-dev"
     if vdir.is_dir():
         nodes.update(f"/dev/vfio/devices/{n}" for n in os.listdir(vdir))

@@ -7,22 +7,15 @@ import signal
 import sys
 
 
-def _main() -> int:
-    try:
-        from romlab.cli import main
-    except KeyboardInterrupt:  # Ctrl-C while Python is still importing romlab
-        print("romlab: interrupted", file=sys.stderr)
-        return 130
-    return main()
-
-
 def run() -> None:
     try:
-        rc = _main()
+        from romlab.cli import main
+
+        rc = main()
         # The verb is done: a Ctrl-C from here on would only turn its exit status into a
         # traceback or a death by signal while the interpreter shuts down.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except KeyboardInterrupt:  # landed between the verb's own handler and the line above
+    except KeyboardInterrupt:  # during the imports, or between the verb's own handler and the line above
         print("romlab: interrupted", file=sys.stderr)
         rc = 130
     sys.exit(rc)
