@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from conftest import run_romlab
 from romlab import __version__
-from romlab.cli import COMMANDS, build_parser
+from romlab.cli import VERBS as COMMANDS, build_parser
 
 
 def test_version():

@@ -1,7 +1,7 @@
 """``romlab pad``: pad a ROM with 0xFF to a size, a flash size or a hypervisor's limit."""
 from __future__ import annotations
 
-from romlab.commands._common import write_output
+from romlab.cli._common import write_output
 
 NAME = "pad"
 HELP = "pad a ROM with 0xFF to SIZE, the next flash size, or a VirtualBox/VMware preset"

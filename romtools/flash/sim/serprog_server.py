@@ -19,8 +19,8 @@ import tty
 
 from romtools.errors import RomError
 from romtools.flash import chips as chipdb
-from romtools.flash.chipsim import TIMINGS, Faults, SimChip
-from romtools.flash.serprog import SerprogDevice
+from romtools.flash.sim.chip import TIMINGS, Faults, SimChip
+from romtools.flash.sim.serprog import SerprogDevice
 
 FAULT_KINDS = ("flip", "drop", "lie", "disconnect")
 

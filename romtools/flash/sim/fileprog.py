@@ -13,7 +13,7 @@ import os
 
 from romtools.errors import RomError
 from romtools.flash import chips as chipdb
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.programmers.base import Programmer
 
 

@@ -1,7 +1,7 @@
 """``romlab inspect``: every image, header, checksum and entry point of an expansion ROM."""
 from __future__ import annotations
 
-from romlab.commands._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, load_source, print_json
 
 NAME = "inspect"
 HELP = "show every image, header, checksum and entry point of an option ROM"

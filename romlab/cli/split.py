@@ -1,7 +1,7 @@
 """``romlab split``: one file per image."""
 from __future__ import annotations
 
-from romlab.commands._common import print_json
+from romlab.cli._common import print_json
 
 NAME = "split"
 HELP = "write each image of a ROM to its own file (bytes exactly as in the ROM)"

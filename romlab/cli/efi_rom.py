@@ -1,7 +1,7 @@
 """``romlab efi-rom``: build an EFI option-ROM image from a PE driver."""
 from __future__ import annotations
 
-from romlab.commands._common import hex_id, print_json, write_output
+from romlab.cli._common import hex_id, print_json, write_output
 
 NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"

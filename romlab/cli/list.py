@@ -37,7 +37,7 @@ def _rom_state(dev) -> tuple[str, int | None]:
 
 def run(args) -> int:
     from hw.pci import list_devices
-    from romlab.commands._common import print_json
+    from romlab.cli._common import print_json
     from romtools.pciids import default as pciids
 
     names = pciids()

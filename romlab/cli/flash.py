@@ -29,7 +29,7 @@ message names the backup)."""
 
 def add_arguments(p):
     p.add_argument("rom", nargs="?", help="option ROM file to write (not needed with --read)")
-    from romlab.commands._common import add_flash_target_arguments
+    from romlab.cli._common import add_flash_target_arguments
 
     add_flash_target_arguments(p)
     p.add_argument("--force-ids", action="store_true",
@@ -62,6 +62,7 @@ def run(args) -> int:
 
     from romtools.errors import RomError
     from romtools.flash import backup as backupmod
+    from romlab.cli._common import open_programmer
     from romtools.flash import image, session, writer
 
     progress = session.Progress(False if args.no_progress or args.json else None)
@@ -77,7 +78,7 @@ def run(args) -> int:
         if args.pci:
             pci = session.PciSession(args.pci, via=args.via, warn=None if args.json else warn, unbind=args.unbind)
             return pci.prog, pci.nor, pci
-        prog, nor = session.open_chip(args.programmer, args.chip)
+        prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
         return prog, nor, None
 
     if args.read:

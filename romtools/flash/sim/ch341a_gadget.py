@@ -5,8 +5,8 @@ On a machine with a USB device controller (a UDC: a board's OTG port, or the
 on the same machine), this makes a USB device with the CH341A's descriptors
 (1a86:5512, class 0xff, vendor-specific interface 0 with bulk IN 0x82, bulk
 OUT 0x02 and interrupt IN 0x81, 32-byte bulk packets at full speed) whose
-protocol end is ``ch341a.Ch341aDevice`` and whose flash is the chip model
-(``chipsim.SimChip``) over an image file. Unmodified hosts, flashrom's
+protocol end is ``sim.ch341a.Ch341aDevice`` and whose flash is the chip model
+(``sim.chip.SimChip``) over an image file. Unmodified hosts, flashrom's
 ``-p ch341a_spi`` included, drive it through libusb.
 
 GadgetFS rather than FunctionFS: the host must see endpoints 0x82 and 0x02,
@@ -34,7 +34,7 @@ CH341A packets; the descriptors then say 512-byte bulk packets, everything else
 is the same.
 
 Run (root, ``modprobe dummy_hcd; modprobe gadgetfs``):
-``python -m romtools.flash.ch341a_gadget --image chip.bin [--chip W25X10]
+``python -m romtools.flash.sim.ch341a_gadget --image chip.bin [--chip W25X10]
 [--stats FILE]``; it serves until SIGTERM/SIGINT.
 """
 from __future__ import annotations
@@ -55,7 +55,8 @@ from pathlib import Path
 from romtools.errors import RomError
 from romtools.flash import ch341a as proto
 from romtools.flash import chips as chipdb
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.ch341a import Ch341aDevice
+from romtools.flash.sim.chip import SimChip
 
 GADGETFS = Path("/dev/gadget")
 # linux/usb/gadgetfs.h: struct usb_gadgetfs_event is 8 bytes of union + a 4-byte type
@@ -107,7 +108,7 @@ class Emulator:
         finally:
             os.close(fd)
         self.sim = SimChip(part, self.map, timing="fast")
-        self.device = proto.Ch341aDevice(self.sim)
+        self.device = Ch341aDevice(self.sim)
         self.stop = threading.Event()
         self.answers: queue.Queue = queue.Queue()
         self.errors: list[str] = []
@@ -226,7 +227,7 @@ class Emulator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m romtools.flash.ch341a_gadget",
+    ap = argparse.ArgumentParser(prog="python -m romtools.flash.sim.ch341a_gadget",
                                  description="serve a CH341A (1a86:5512) over a USB gadget controller")
     ap.add_argument("--image", required=True)
     ap.add_argument("--chip")

@@ -59,7 +59,7 @@ def run(args) -> int:
 
 def _info(dev, args) -> int:
     from hw import vfio, vfio_bind
-    from romlab.commands._common import print_json
+    from romlab.cli._common import print_json
 
     with vfio_bind.bound(dev):
         with vfio.VfioDevice(dev) as v:

@@ -1,7 +1,7 @@
 """``romlab lint``: judge an option ROM by what PciBusDxe, Linux and iPXE accept."""
 from __future__ import annotations
 
-from romlab.commands._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, load_source, print_json
 
 NAME = "lint"
 HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"

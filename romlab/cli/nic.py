@@ -1,7 +1,7 @@
 """``romlab nic``: drive a NIC from user space through VFIO with romlab's own drivers."""
 from __future__ import annotations
 
-from romlab.commands._common import print_json
+from romlab.cli._common import print_json
 
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv"

@@ -1,7 +1,7 @@
 """``romlab patch``: retarget and fix an option ROM, writing a new file."""
 from __future__ import annotations
 
-from romlab.commands._common import hex_id, print_json, write_output
+from romlab.cli._common import hex_id, print_json, write_output
 
 NAME = "patch"
 HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"

@@ -5,7 +5,7 @@ Intel NICs have no FLA register, so the in-system programmers are exercised
 against this double. It implements the registers from the facts flashrom and
 the Intel datasheets give (see docs/flashing.md) and puts the same chip model
 behind them that Debian's flashrom validated through ``romlab serprog-emu``
-(``chipsim.SimChip``), so what the double's flash does is what that model does.
+(``sim.chip.SimChip``), so what the double's flash does is what that model does.
 
 What it models, per register block (at the family's base: 0, 0x10000, 0x12000):
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 
 from romtools.flash.bar import Bar
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 
 # FLA bits
 FL_SCK, FL_CS, FL_SI, FL_SO, FL_REQ, FL_GNT, FL_LOCKED, FL_ABORT, FL_CLR_ERR = (1 << b for b in range(9))

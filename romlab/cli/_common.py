@@ -103,3 +103,16 @@ def add_flash_target_arguments(parser) -> None:
                         help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
     parser.add_argument("--unbind", action="store_true",
                         help="with --pci: detach the kernel driver for the run and bind it again after")
+
+
+def open_programmer(spec: str, chip: str | None = None):
+    """A ``--programmer`` value, opened: the real programmers from ``romtools.flash.programmers``,
+    and ``file:PATH``, a flash image driven through the chip model (``romtools.flash.sim``)."""
+    from romtools.flash.programmers import open_hardware, parse_spec
+
+    kind, opts = parse_spec(spec)
+    if kind == "file":
+        from romtools.flash.sim.fileprog import FileProgrammer
+
+        return FileProgrammer(opts["path"], chip=chip)
+    return open_hardware(kind, opts)

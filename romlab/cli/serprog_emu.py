@@ -38,7 +38,7 @@ def run(args) -> int:
     import sys
 
     from romtools.errors import RomError
-    from romtools.flash.emulator import Emulator, parse_faults
+    from romtools.flash.sim.serprog_server import Emulator, parse_faults
 
     faults = parse_faults(args.fault, args.seed)
     emu = Emulator(args.image, args.chip, timing=args.timing, faults=faults, status=args.status,

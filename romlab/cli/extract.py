@@ -1,7 +1,7 @@
 """``romlab extract``: one image, or the EFI driver inside it."""
 from __future__ import annotations
 
-from romlab.commands._common import print_json, write_output
+from romlab.cli._common import print_json, write_output
 
 NAME = "extract"
 HELP = "write one image of a ROM, or with --efi-driver the PE driver of an EFI image"

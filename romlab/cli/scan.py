@@ -1,7 +1,7 @@
 """``romlab scan``: list the option ROMs inside a larger firmware or flash dump."""
 from __future__ import annotations
 
-from romlab.commands._common import print_json
+from romlab.cli._common import print_json
 
 NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"

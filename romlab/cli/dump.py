@@ -25,7 +25,7 @@ def run(args) -> int:
     import sys
 
     from hw.pci import parse_bdf, read_rom
-    from romlab.commands._common import print_json
+    from romlab.cli._common import print_json
     from romtools.errors import RomError
 
     bdf = str(parse_bdf(args.pci))

@@ -13,7 +13,7 @@ erased and programmed, and the whole chip is verified."""
 
 def add_arguments(p):
     p.add_argument("backup", help="backup file (.bin or .json)")
-    from romlab.commands._common import add_flash_target_arguments
+    from romlab.cli._common import add_flash_target_arguments
 
     add_flash_target_arguments(p)
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
@@ -26,6 +26,7 @@ def run(args) -> int:
     import json
 
     from romtools.errors import RomError
+    from romlab.cli._common import open_programmer
     from romtools.flash import backup as backupmod
     from romtools.flash import session, writer
 
@@ -39,7 +40,7 @@ def run(args) -> int:
             raise RomError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.target.bdf} is "
                            f"a {pci.target.ids}")
     else:
-        prog, nor = session.open_chip(args.programmer, args.chip)
+        prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
         key = args.programmer
     journal = backupmod.Journal(key)
     if journal.exists() and not args.dry_run:

@@ -1,7 +1,7 @@
 """``romlab disasm``: 16-bit disassembly of a legacy image's entry points, following the first jump."""
 from __future__ import annotations
 
-from romlab.commands._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, load_source, print_json
 
 NAME = "disasm"
 HELP = "disassemble a legacy image's init, BCV/BDV/BEV or UNDI loader entry (16-bit x86)"

@@ -1,7 +1,7 @@
 """``romlab combine``: stack images into one ROM."""
 from __future__ import annotations
 
-from romlab.commands._common import print_json, write_output
+from romlab.cli._common import print_json, write_output
 
 NAME = "combine"
 HELP = "stack ROM images into one ROM, last-image flag on the final image only"

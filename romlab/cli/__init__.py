@@ -1,0 +1,110 @@
+"""The ``romlab`` command line: one module per verb here, and the dispatcher below.
+
+Each verb module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``:
+it parses, calls into drivers/romtools/hw, and prints. Heavy imports (capstone, pefile, cffi
+modules) happen inside ``run``.
+
+A fresh ``romlab inspect`` must start fast, so only the verb asked for is imported and given its
+parser; ``romlab --help``, no verb, or an unknown one builds them all (to list them or suggest one).
+Errors from the layers below are turned into one line on stderr and the exit status of their kind.
+"""
+from __future__ import annotations
+
+import sys
+
+from romlab import __version__
+
+# Verb name -> module under romlab.cli, in the order --help lists them.
+VERBS = {
+    "inspect": "inspect",
+    "lint": "lint",
+    "disasm": "disasm",
+    "scan": "scan",
+    "patch": "patch",
+    "split": "split",
+    "extract": "extract",
+    "combine": "combine",
+    "efi-rom": "efi_rom",
+    "pad": "pad",
+    "nic": "nic",
+    "flash": "flash",
+    "restore": "restore",
+    "serprog-emu": "serprog_emu",
+    "nvm": "nvm",
+    "list": "list",
+    "dump": "dump",
+    "vfio": "vfio",
+    "vm": "vm",
+    "boot": "boot",
+    "bench": "bench",
+    "serve": "serve",
+}
+
+
+def _verb_in(argv: list[str]) -> str | None:
+    """The verb named on the command line, if it is one of ours (the first word not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
+
+
+def build_parser(only: str | None = None):
+    """The parser for every verb, or with ``only`` for that verb alone (the fast path)."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="romlab",
+        description="A workbench for network-card option ROMs and their drivers.",
+    )
+    parser.add_argument("--version", action="version", version=f"romlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in VERBS.items():
+        if only is not None and name != only:
+            continue
+        mod = importlib.import_module(f"romlab.cli.{module}")
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        p.add_argument("--version", action="version", version=f"romlab {__version__}")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from romtools.errors import RomError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_verb_in(argv))
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except RomError as exc:
+        print(f"romlab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"romlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"romlab {args.command}: error: out of memory", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into `head` and friends: not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # last resort: a bug in romlab, still one line unless asked for more
+        if os.environ.get("ROMLAB_DEBUG"):
+            raise
+        print(f"romlab {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with ROMLAB_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())
