@@ -27,7 +27,7 @@ for p in "${DEBS[@]}"; do
 done
 LOG=${ROMLAB_SETUP_LOG:-$PWD/.setup.log}
 : > "$LOG"
-# One line per step on screen; apt's and pip's own progress goes to the log, shown whole on failure.
+# One line per step on screen; apt's and pip's own progress goes to the log, whose last lines are shown on failure.
 step() {
   local what=$1; shift
   echo "setup: $what"
@@ -52,7 +52,9 @@ stamp=.venv/.romlab-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
    || [ -n "$(find romtools drivers \( -name '*.c' -o -name '*.h' -o -name '_*_build.py' -o -name cheader.py \) -newer "$stamp" 2>/dev/null)" ]; then
   step "upgrading pip in .venv" .venv/bin/pip install --upgrade pip
-  step "installing romlab and its test tools into .venv" .venv/bin/pip install -e '.[test]'
+  # compat mode puts the checkout on sys.path with a .pth line: no import hook to load in every
+  # process, which a fresh `romlab inspect` would pay for.
+  step "installing romlab and its test tools into .venv" .venv/bin/pip install -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"
