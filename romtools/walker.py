@@ -466,21 +466,52 @@ def walk(data, trailing: bool = True) -> Walk:
     return _Walker(data, trailing).run()
 
 
-def read_input(path) -> bytes:
-    """Read a ROM file, turning every OS-level failure into a one-line ``RomError``."""
+# The largest expansion ROM a PCI device can decode (a 16 MiB ROM BAR): no ROM verb reads more.
+MAX_ROM = 16 << 20
+_CHUNK = 1 << 20
+
+
+def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | None = None) -> bytes:
+    """Read a ROM file, at most ``limit`` bytes; every OS-level failure becomes a one-line ``RomError``.
+
+    Endless inputs (``/dev/zero``, a pipe from a runaway program) and huge ones are cut at
+    ``limit``, read in chunks so a character device (an MTD flash) works as well as a file; a FIFO
+    is refused before it is opened, since opening one with no writer blocks for ever.
+    """
     import os
+    import stat
 
     p = os.fspath(path)
     try:
-        if os.path.isdir(p):
-            raise RomError(f"{p} is a directory, not a ROM file")
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            raise RomError(f"{p} is a directory, not a {what}")
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            raise RomError(f"{p} is a {'FIFO' if stat.S_ISFIFO(st.st_mode) else 'socket'}; give a regular file "
+                           "or a device (save the stream to a file first)")
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            raise RomError(_too_big(p, limit, what, bound))
+        buf = bytearray()
         with open(p, "rb") as f:
-            return f.read()
+            while len(buf) <= limit:
+                chunk = f.read(min(_CHUNK, limit + 1 - len(buf)))
+                if not chunk:
+                    break
+                buf += chunk
+        if len(buf) > limit:
+            raise RomError(_too_big(p, limit, what, bound))
+        return bytes(buf)
     except FileNotFoundError:
         raise RomError(f"{p}: no such file") from None
     except PermissionError:
         raise RomError(f"{p}: permission denied (check the file's mode, or run as a user who may read it)") from None
     except IsADirectoryError:
-        raise RomError(f"{p} is a directory, not a ROM file") from None
+        raise RomError(f"{p} is a directory, not a {what}") from None
     except OSError as exc:
         raise RomError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def _too_big(path: str, limit: int, what: str, bound: str | None) -> str:
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+    return (f"{path} is larger than {size}, " + (bound or "the largest ROM a PCI device can hold (a 16 MiB ROM BAR)")
+            + f"; it is not a {what} romlab will read")

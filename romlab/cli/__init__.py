@@ -49,17 +49,34 @@ def _verb_in(argv: list[str]) -> str | None:
     return None
 
 
+def _parser_class():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse with the project's rule for usage errors: one line, then where to read more."""
+
+        def error(self, message):
+            if message.startswith("argument COMMAND: invalid choice"):
+                import difflib
+
+                word = message.split("'")[1]
+                close = difflib.get_close_matches(word, VERBS, n=1)
+                message = f"{word!r} is not a romlab command" + (f"; did you mean {close[0]!r}?" if close else "")
+            self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    return Parser
+
+
 def build_parser(only: str | None = None):
     """The parser for every verb, or with ``only`` for that verb alone (the fast path)."""
-    import argparse
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _parser_class()(
         prog="romlab",
         description="A workbench for network-card option ROMs and their drivers.",
     )
     parser.add_argument("--version", action="version", version=f"romlab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=type(parser))
     for name, module in VERBS.items():
         if only is not None and name != only:
             continue
@@ -67,7 +84,7 @@ def build_parser(only: str | None = None):
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         p.add_argument("--version", action="version", version=f"romlab {__version__}")
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
     return parser
 
 
@@ -78,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_verb_in(argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        (getattr(args, "_parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2

@@ -25,7 +25,7 @@ def run(args) -> int:
     from romtools.build import efi_rom
     from romtools.walker import read_input, walk
 
-    pe = read_input(args.driver)
+    pe = read_input(args.driver, what="PE driver", bound="more than an EFI option ROM can carry")
     out = efi_rom(pe, args.vendor, args.device, compress=args.compress, class_code=args.class_code,
                   layout=args.layout, last=not args.not_last)
     write_output(args.output, out, inputs=(args.driver,))

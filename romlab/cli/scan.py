@@ -11,6 +11,20 @@ def add_arguments(p) -> None:
     p.add_argument("file", help="firmware image, flash dump or any file to search")
     p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
     p.add_argument("--json", action="store_true", help="print the romlab.scan/1 JSON document")
+    p.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="N",
+                   help="read at most N bytes (K, M, G suffixes; default 256M): more is refused")
+
+
+def _size(text: str) -> int:
+    import argparse
+
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = units.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in units else t
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64M or 1G")
+    return int(digits) * mult
 
 
 def run(args) -> int:
@@ -20,7 +34,8 @@ def run(args) -> int:
     from romtools.scan import scan
     from romtools.walker import read_input
 
-    data = read_input(args.file)
+    data = read_input(args.file, limit=args.max_bytes, what="file to scan",
+                      bound="scan's bound (--max-bytes; raise it to read more)")
     found = scan(data)
     rows = []
     for f in found:
