@@ -71,3 +71,18 @@ def test_class1_a_rom_of_exactly_16_MiB_is_still_read(tmp_path):
     big.write_bytes(rom + b"\xff" * ((16 << 20) - len(rom)))
     r = romlab_limited("inspect", big)
     assert r.returncode == 0, r.stderr
+
+
+def test_class6_escape_sequences_from_a_rom_never_reach_the_terminal(tmp_path):
+    data = bytearray(open("/usr/lib/ipxe/qemu/pxe-e1000.rom", "rb").read())
+    # pxe-e1000.rom's UNDI ROM ID (pointer at header word 0x1A... found by its signature) ends in
+    # the 4-byte bus type "PCIR"; an ESC[2J there must be printed as text.
+    undi = data.find(b"UNDI")
+    at = data.find(b"PCIR", undi)
+    assert 0 < undi < at < undi + 0x20
+    data[at:at + 4] = b"\x1b[2J"
+    rom = tmp_path / "esc.rom"
+    rom.write_bytes(bytes(data))
+    r = romlab_limited("inspect", rom)
+    assert b"\x1b" not in r.stdout and b"\x1b" not in r.stderr
+    assert b"bus type \\x1b[2J" in r.stdout

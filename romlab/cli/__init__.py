@@ -41,6 +41,42 @@ VERBS = {
 }
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with every control or format character but newline and tab written as an escape.
+
+    Strings in a ROM or from a device are the attacker's: an ``ESC[2J`` in a $PnP or UNDI string
+    must reach the terminal as text, not as a command to it. Printable Unicode is kept.
+    """
+    import unicodedata
+
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in "\n\t" or ch.isprintable():
+            out.append(ch)
+        elif unicodedata.category(ch) == "Zs":
+            out.append(" ")
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+class _SafeStream:
+    """A text stream that passes everything written through ``terminal_safe``."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_safe(text))
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _verb_in(argv: list[str]) -> str | None:
     """The verb named on the command line, if it is one of ours (the first word not an option)."""
     for word in argv:
@@ -101,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    stdout = sys.stdout
+    sys.stdout = _SafeStream(stdout)
     try:
         return int(args._run(args) or 0)
     except RomError as exc:
-        print(f"romlab {args.command}: error: {exc}", file=sys.stderr)
+        print(terminal_safe(f"romlab {args.command}: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"romlab {args.command}: interrupted", file=sys.stderr)
@@ -120,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # last resort: a bug in romlab, still one line unless asked for more
         if os.environ.get("ROMLAB_DEBUG"):
             raise
-        print(f"romlab {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(run with ROMLAB_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        print(terminal_safe(f"romlab {args.command}: internal error: {type(exc).__name__}: {exc} "
+                            "(run with ROMLAB_DEBUG=1 for the traceback, and report it)"), file=sys.stderr)
         return 70
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

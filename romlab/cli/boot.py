@@ -1,6 +1,8 @@
 """``romlab boot``: boot an emulated NIC carrying a ROM in QEMU and report how far it got."""
 from __future__ import annotations
 
+from romlab.cli import terminal_safe
+
 NAME = "boot"
 HELP = "boot a NIC carrying an option ROM in QEMU (SeaBIOS or OVMF) and report what the ROM did"
 DESCRIPTION = """\
@@ -96,7 +98,7 @@ def run(args) -> int:
         if not args.json:
             print("last console lines:", file=sys.stderr)
             for line in res.tail:
-                print(f"  | {line}", file=sys.stderr)
+                print(terminal_safe(f"  | {line}"), file=sys.stderr)
         print(f"romlab boot: error: {res.state}: {res.message}", file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,7 @@
 """``romlab combine``: stack images into one ROM."""
 from __future__ import annotations
 
+from romlab.cli import terminal_safe
 from romlab.cli._common import print_json, write_output
 
 NAME = "combine"
@@ -30,6 +31,6 @@ def run(args) -> int:
                     "length": len(out), "warnings": warnings})
     else:
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(terminal_safe(f"warning: {w}"), file=sys.stderr)
         print(f"wrote {args.output}: {n} images, {len(out)} bytes")
     return 0

@@ -1,6 +1,7 @@
 """``romlab patch``: retarget and fix an option ROM, writing a new file."""
 from __future__ import annotations
 
+from romlab.cli import terminal_safe
 from romlab.cli._common import hex_id, print_json, write_output
 
 NAME = "patch"
@@ -93,6 +94,6 @@ def run(args) -> int:
         for c in changes:
             print(c)
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            print(terminal_safe(f"warning: {w}"), file=sys.stderr)
         print(f"wrote {out}" + (f" (backup {backup})" if backup else ""))
     return 0
