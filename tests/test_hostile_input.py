@@ -86,3 +86,51 @@ def test_class6_escape_sequences_from_a_rom_never_reach_the_terminal(tmp_path):
     r = romlab_limited("inspect", rom)
     assert b"\x1b" not in r.stdout and b"\x1b" not in r.stderr
     assert b"bus type \\x1b[2J" in r.stdout
+
+
+def test_class3_split_never_writes_over_its_input(tmp_path):
+    # The input is named like split's own output for image 0, in the output directory itself.
+    src = tmp_path / "image-0-legacy.rom"
+    src.write_bytes(open("/usr/lib/ipxe/qemu/efi-e1000.rom", "rb").read())
+    before = src.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        r = romlab_limited("split", src, "-o", tmp_path, *extra)
+        assert r.returncode == 2 and "is an input file" in _one_line(r)
+        assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["image-0-legacy.rom"]
+
+
+def test_class3_scan_extract_never_writes_over_its_input(tmp_path):
+    src = tmp_path / "rom-00000000.bin"
+    src.write_bytes(b"\xff" * 4096 + open("/usr/lib/ipxe/qemu/pxe-e1000.rom", "rb").read())
+    before = src.read_bytes()
+    # The ROM sits at 0x1000: name the input after that extraction.
+    named = tmp_path / "rom-00001000.bin"
+    src.rename(named)
+    r = romlab_limited("scan", named, "--extract", tmp_path, "--overwrite")
+    assert r.returncode == 2 and "is an input file" in _one_line(r)
+    assert named.read_bytes() == before
+
+
+@pytest.mark.parametrize("verb_args", [
+    ["patch", ROM, "--vendor", "8087"], ["pad", ROM, "--to", "flash"], ["extract", ROM, "--image", "0"],
+    ["combine", ROM],
+], ids=lambda a: a[0])
+def test_class3_existing_output_needs_overwrite(tmp_path, verb_args):
+    out = tmp_path / "out.rom"
+    out.write_bytes(b"keep me")
+    r = romlab_limited(*verb_args, "-o", out)
+    assert r.returncode == 2 and "--overwrite" in _one_line(r) and out.read_bytes() == b"keep me"
+    r = romlab_limited(*verb_args, "-o", out, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() != b"keep me"
+
+
+def test_class7_outputs_follow_the_umask(tmp_path):
+    def umask_022():
+        _limited()
+        os.umask(0o022)
+
+    out = tmp_path / "p.rom"
+    r = subprocess.run([sys.executable, "-m", "romlab", "pad", ROM, "--to", "flash", "-o", str(out)],
+                       capture_output=True, preexec_fn=umask_022, timeout=60)
+    assert r.returncode == 0 and (out.stat().st_mode & 0o777) == 0o644

@@ -53,12 +53,47 @@ def hex_id(bits: int = 16):
     return parse
 
 
-def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False) -> str | None:
+def add_overwrite_argument(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (never the input)")
+
+
+def _new_file_mode(path: str) -> int:
+    """An existing file keeps its mode; a new one gets 0666 less the umask, as any other tool's output."""
+    import os
+
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def check_outputs(paths, *, inputs=(), overwrite: bool = False) -> None:
+    """Refuse, before anything is written, an output that is an input or that exists without --overwrite."""
+    import os
+
+    from romtools.errors import RomError
+
+    ins = {os.path.realpath(i) for i in inputs if os.path.exists(i)}
+    for path in paths:
+        if os.path.realpath(path) in ins:
+            raise RomError(f"{path} is an input file; romlab never writes over its input (write elsewhere"
+                           + (", or use --in-place, which keeps a backup)" if len(inputs) == 1 else ")"))
+        if os.path.isdir(path):
+            raise RomError(f"{path} is a directory; give a file name for the output")
+        if os.path.lexists(path) and not overwrite:
+            raise RomError(f"{path} already exists; add --overwrite to replace it, or write elsewhere")
+
+
+def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False,
+                 overwrite: bool = False) -> str | None:
     """Write ``data`` to ``path`` atomically (temporary file, then rename).
 
-    Refuses to overwrite one of ``inputs`` unless ``in_place``; with ``in_place`` the
-    old file is first kept as PATH.bak (PATH.bak.1, .2, ... when that exists).
-    Returns the backup's path, if one was made.
+    Refuses to write over one of ``inputs`` unless ``in_place``, and over any other existing file
+    unless ``overwrite``; with ``in_place`` the old file is first kept as PATH.bak (PATH.bak.1, .2,
+    ... when that exists). Returns the backup's path, if one was made.
     """
     import os
     import shutil
@@ -66,13 +101,13 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
 
     from romtools.errors import RomError
 
-    real = os.path.realpath(path)
-    if not in_place and any(os.path.exists(i) and os.path.realpath(i) == real for i in inputs):
-        raise RomError(f"{path} is the input file; write elsewhere with -o, or use --in-place (keeps a backup)")
-    if os.path.isdir(path):
+    if not in_place:
+        check_outputs([path], inputs=inputs, overwrite=overwrite)
+    elif os.path.isdir(path):
         raise RomError(f"{path} is a directory; give a file name for the output")
     backup = None
     directory = os.path.dirname(os.path.abspath(path))
+    mode = _new_file_mode(path)
     try:
         if in_place and os.path.exists(path):
             backup = path + ".bak"
@@ -82,6 +117,7 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
             shutil.copy2(path, backup)
         fd, tmp = tempfile.mkstemp(prefix=".romlab-", dir=directory)
         try:
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli import terminal_safe
-from romlab.cli._common import print_json, write_output
+from romlab.cli._common import add_overwrite_argument, print_json, write_output
 
 NAME = "combine"
 HELP = "stack ROM images into one ROM, last-image flag on the final image only"
@@ -14,6 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--checksum-byte", choices=("header", "last", "none"), default="header",
                    help="where each legacy image's checksum is adjusted (default: header byte 6, as iPXE)")
     p.add_argument("--json", action="store_true", help="report as JSON")
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
@@ -24,7 +25,7 @@ def run(args) -> int:
 
     datas = [read_input(p) for p in args.inputs]
     out, warnings = combine(datas, args.checksum_byte)
-    write_output(args.output, out, inputs=tuple(args.inputs))
+    write_output(args.output, out, inputs=tuple(args.inputs), overwrite=args.overwrite)
     n = len(walk(out).images)
     if args.json:
         print_json({"schema": "romlab.combine/1", "inputs": args.inputs, "output": args.output, "images": n,

@@ -1,7 +1,7 @@
 """``romlab efi-rom``: build an EFI option-ROM image from a PE driver."""
 from __future__ import annotations
 
-from romlab.cli._common import hex_id, print_json, write_output
+from romlab.cli._common import add_overwrite_argument, hex_id, print_json, write_output
 
 NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"
@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--not-last", action="store_true", help="leave the last-image flag clear")
     p.add_argument("-o", "--output", required=True, help="output image")
     p.add_argument("--json", action="store_true", help="report as JSON")
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
@@ -28,7 +29,7 @@ def run(args) -> int:
     pe = read_input(args.driver, what="PE driver", bound="more than an EFI option ROM can carry")
     out = efi_rom(pe, args.vendor, args.device, compress=args.compress, class_code=args.class_code,
                   layout=args.layout, last=not args.not_last)
-    write_output(args.output, out, inputs=(args.driver,))
+    write_output(args.output, out, inputs=(args.driver,), overwrite=args.overwrite)
     img = walk(out).images[0]
     if args.json:
         print_json({"schema": "romlab.efi-rom/1", "output": args.output, "length": len(out), "layout": args.layout,

@@ -1,7 +1,7 @@
 """``romlab extract``: one image, or the EFI driver inside it."""
 from __future__ import annotations
 
-from romlab.cli._common import print_json, write_output
+from romlab.cli._common import add_overwrite_argument, print_json, write_output
 
 NAME = "extract"
 HELP = "write one image of a ROM, or with --efi-driver the PE driver of an EFI image"
@@ -14,6 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--efi-driver", action="store_true",
                    help="write the image's PE/COFF driver (decompressed when compressed), checked with pefile")
     p.add_argument("--json", action="store_true", help="report as JSON")
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
@@ -35,7 +36,7 @@ def run(args) -> int:
         report["driver"] = info.as_dict()
     else:
         out = data[img.offset:img.end]
-    write_output(args.output, out, inputs=(args.file,))
+    write_output(args.output, out, inputs=(args.file,), overwrite=args.overwrite)
     report["length"] = len(out)
     if args.json:
         print_json(report)

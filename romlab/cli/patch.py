@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli import terminal_safe
-from romlab.cli._common import hex_id, print_json, write_output
+from romlab.cli._common import add_overwrite_argument, hex_id, print_json, write_output
 
 NAME = "patch"
 HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"
@@ -32,6 +32,7 @@ def add_arguments(p) -> None:
                    help="where the legacy image's checksum is adjusted: header byte 6 (default, as iPXE), the "
                         "image's last byte (as EfiRom), or nowhere")
     p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    add_overwrite_argument(p)
 
 
 def run(args) -> int:
@@ -86,7 +87,7 @@ def run(args) -> int:
         warnings.append("checksums now invalid: " + ", ".join(f"{c.name} at 0x{c.offset:x}" for c in bad)
                         + " (add --fix-checksums)")
     out = args.file if args.in_place else args.output
-    backup = write_output(out, bytes(buf), inputs=(args.file,), in_place=args.in_place)
+    backup = write_output(out, bytes(buf), inputs=(args.file,), in_place=args.in_place, overwrite=args.overwrite)
     if args.json:
         print_json({"schema": "romlab.patch/1", "input": args.file, "output": out, "backup": backup,
                     "changes": changes, "warnings": warnings})

@@ -1,7 +1,7 @@
 """``romlab scan``: list the option ROMs inside a larger firmware or flash dump."""
 from __future__ import annotations
 
-from romlab.cli._common import print_json
+from romlab.cli._common import add_overwrite_argument, check_outputs, print_json, write_output
 
 NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"
@@ -11,6 +11,7 @@ def add_arguments(p) -> None:
     p.add_argument("file", help="firmware image, flash dump or any file to search")
     p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
     p.add_argument("--json", action="store_true", help="print the romlab.scan/1 JSON document")
+    add_overwrite_argument(p)
     p.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="N",
                    help="read at most N bytes (K, M, G suffixes; default 256M): more is refused")
 
@@ -50,15 +51,15 @@ def run(args) -> int:
     if args.extract:
         if os.path.exists(args.extract) and not os.path.isdir(args.extract):
             raise RomError(f"{args.extract} exists and is not a directory; give a directory for --extract")
+        paths = [os.path.join(args.extract, f"rom-{f.offset:08x}.bin") for f in found]
+        check_outputs(paths, inputs=(args.file,), overwrite=args.overwrite)
         try:
             os.makedirs(args.extract, exist_ok=True)
-            for f in found:
-                path = os.path.join(args.extract, f"rom-{f.offset:08x}.bin")
-                with open(path, "wb") as out:
-                    out.write(data[f.offset:f.offset + f.length])
-                written.append(path)
         except OSError as exc:
-            raise RomError(f"cannot write to {args.extract}: {exc.strerror or exc}") from None
+            raise RomError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
+        for f, path in zip(found, paths):
+            write_output(path, data[f.offset:f.offset + f.length], inputs=(args.file,), overwrite=args.overwrite)
+            written.append(path)
     if args.json:
         print_json({"schema": "romlab.scan/1", "source": args.file, "size": len(data), "roms": rows,
                     "extracted": written})
