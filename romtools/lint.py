@@ -34,6 +34,12 @@ RULES = {r.id: r for r in [
     Rule("pcir-misaligned", "error", "PciBusDxe", "the PCIR pointer is not DWORD-aligned"),
     Rule("device-list-bounds", "error", "PCI 3.0", "the device list lies outside its image"),
     Rule("device-list-unterminated", "error", "PCI 3.0", "the device list has no 0 terminator inside its image"),
+    Rule("structure-bounds", "error", "PCI firmware spec", "a structure (PCIR, $PnP, UNDI ROM ID, iPXE header, "
+         "device list, string) reaches outside its image"),
+    Rule("structure-overlap", "error", "PCI firmware spec", "two structures of an image overlap (an edit of one "
+         "would change the other)"),
+    Rule("pnp-string-bounds", "error", "PnP BIOS", "a $PnP string pointer leaves the image or its string has no NUL "
+         "inside it"),
     Rule("non-pci-rom", "info", "PC option ROM", "no PCIR: an ISA-style option ROM"),
     Rule("pnp-signature", "warning", "PnP BIOS", "word 0x1A points to something that is not a $PnP header"),
     Rule("trailing-fill", "info", "Linux pci_get_rom_size", "fill bytes follow the last image"),

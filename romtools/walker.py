@@ -106,6 +106,11 @@ class Image:
     pe: dict[str, Any] | None = None
     checksums: list[Checksum] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
+    # (name, start, end) of every structure found in the image, absolute offsets, end exclusive.
+    spans: list[tuple[str, int, int]] = field(default_factory=list)
+    # Names of the structures the walker found unsound (out of the image, overlapping, unterminated):
+    # ``patch`` refuses to edit them.
+    unsound: set[str] = field(default_factory=set)
 
     @property
     def code_type(self) -> int | None:
@@ -360,7 +365,54 @@ class _Walker:
             self.decode_legacy(image, limit)
         elif kind == "efi":
             self.decode_efi(image, limit)
+        self.check_spans(image)
         return image
+
+    def check_spans(self, image: Image) -> None:
+        """Every structure inside its image and apart from the others, or a finding that says not.
+
+        A pointer into the next image, past the end, or onto another structure is what turns an
+        edit of one field into damage elsewhere, so each is an error here and ``patch`` refuses to
+        edit a structure named in ``image.unsound``.
+        """
+        off, end = image.offset, image.offset + image.length
+        spans = [("ROM header", off, off + (HEADER_SIZE if image.header_kind == "legacy" else 0x1A))]
+        if image.pcir is not None:
+            spans.append(("PCIR", image.pcir_offset, image.pcir_offset + S.pcir_schema(image.pcir.revision).sizeof()))
+        if image.device_list_offset is not None and "device list" not in image.unsound:
+            start = image.device_list_offset
+            spans.append(("device list", start, start + 2 * (len(image.device_list or []) + 1)))
+        if image.pnp is not None:
+            spans.append(("$PnP header", image.pnp_offset, image.pnp_offset + max(image.pnp.length * 16, 0x20)))
+            for which in ("manufacturer", "product"):
+                ptr = getattr(image.pnp, f"{which}_ptr")
+                text = image.pnp_strings.get(which)
+                name = f"$PnP {which} string"
+                if ptr and text is None:
+                    image.unsound.add(name)
+                    self.note("pnp-string-bounds", "error", image.pnp_offset + (0x0E if which == "manufacturer" else 0x10),
+                              f"image {image.index}: the {name} pointer 0x{ptr:04x} points outside the image or "
+                              f"to a string with no NUL before the image ends", image.index)
+                elif ptr:
+                    spans.append((name, off + ptr, off + ptr + len(text) + 1))
+        if image.undi is not None:
+            spans.append(("UNDI ROM ID", image.undi_offset, image.undi_offset + max(image.undi.struct_length, 0x10)))
+        if image.ipxe is not None:
+            spans.append(("iPXE header", image.ipxe_offset, image.ipxe_offset + max(image.ipxe.length, 8)))
+        image.spans = spans
+        if image.length == 0:
+            return
+        for name, a, b in spans:
+            if a < off or b > end:
+                image.unsound.add(name)
+                self.note("structure-bounds", "error", a, f"image {image.index}: the {name} at 0x{a:x}-0x{b - 1:x} "
+                          f"reaches outside its image (0x{off:x}-0x{end - 1:x})", image.index)
+        for i, (n1, a1, b1) in enumerate(spans):
+            for n2, a2, b2 in spans[i + 1:]:
+                if a1 < b2 and a2 < b1:
+                    image.unsound.update((n1, n2))
+                    self.note("structure-overlap", "error", max(a1, a2), f"image {image.index}: the {n1} "
+                              f"(0x{a1:x}-0x{b1 - 1:x}) and the {n2} (0x{a2:x}-0x{b2 - 1:x}) overlap", image.index)
 
     def decode_device_list(self, image: Image, limit: int) -> None:
         start = image.pcir_offset + image.pcir.device_list_offset
@@ -375,6 +427,7 @@ class _Walker:
             ids.append(value)
             pos += 2
         image.device_list = ids
+        image.unsound.add("device list")
         if start >= limit:
             self.note("device-list-bounds", "error", image.pcir_offset + 0x08,
                       f"image {image.index}: the device list offset 0x{image.pcir.device_list_offset:04x} points "
