@@ -37,6 +37,16 @@ def _vga_rev3_list_out_of_bounds(b):
     w16(b, 0x99DC + 0x08, 0xFF00)
 
 
+def _vga_rev3_list_on_pcir(b):
+    _vga_rev3_list_out_of_bounds(b)
+    w16(b, 0x99DC + 0x08, 2)  # the list would start at 0x99de, inside the PCIR (0x99dc-0x99f7)
+
+
+def _pnp_product_unterminated(b):
+    b[0x8000:0x8064] = b"A" * 100  # no NUL within the 80 characters a $PnP string may have
+    w16(b, 0x40 + 0x10, 0x8000)
+
+
 def _pe_machine(b):
     pe = 0x12638
     lfanew = struct.unpack_from("<I", b, pe + 0x3C)[0]
@@ -58,6 +68,9 @@ CASES = [
     # 0x1c + 0xfff0 = 0x1000c: no aligned zero word from there to the image end at 75264.
     ("device-list-unterminated", PXE, lambda b: w16(b, 0x24, 0xFFF0), 0x1000C, "error"),
     ("device-list-bounds", VGA, _vga_rev3_list_out_of_bounds, 0x99E4, "error"),
+    ("structure-overlap", VGA, _vga_rev3_list_on_pcir, 0x99DE, "error"),
+    ("structure-bounds", VGA, lambda b: w16(b, 0x99DC + 0x10, 2), 0x99DC, "error"),
+    ("pnp-string-bounds", PXE, _pnp_product_unterminated, 0x50, "error"),
     ("device-list-missing-device", PXE, lambda b: w16(b, 0x22, 0x10D3), 0x1C + 0x4BF, "warning"),
     ("last-flag-missing", EFI, lambda b: b.__setitem__(0x12631, 0), 0x12631, "error"),
     ("last-flag-early", EFI, lambda b: b.__setitem__(0x31, 0x80), 0x31, "error"),
