@@ -134,3 +134,21 @@ def test_class7_outputs_follow_the_umask(tmp_path):
     r = subprocess.run([sys.executable, "-m", "romlab", "pad", ROM, "--to", "flash", "-o", str(out)],
                        capture_output=True, preexec_fn=umask_022, timeout=60)
     assert r.returncode == 0 and (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_class7_pad_is_bounded_by_the_largest_flash_part(tmp_path):
+    out = tmp_path / "p.rom"
+    r = romlab_limited("pad", ROM, "--to", "256M", "-o", out)
+    assert r.returncode == 2 and "largest flash part" in _one_line(r) and not out.exists()
+
+
+def test_class7_scan_of_an_empty_file_speaks_on_stderr(tmp_path):
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    r = romlab_limited("scan", empty)
+    assert r.returncode == 1 and r.stdout == b"" and "no option ROM found" in _one_line(r)
+
+
+def test_class7_usage_errors_are_one_line():
+    r = romlab_limited("pad", ROM)
+    assert r.returncode == 2 and "see 'romlab pad --help'" in _one_line(r)

@@ -17,12 +17,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from romtools.build import pad
+    from romtools.flash.chips import CHIPS
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
     w = walk(data)
     rom = data[:w.end] if w.trailing_fill == 0xFF else data
-    out = pad(rom, args.to)
+    out = pad(rom, args.to, limit=max(c.size for c in CHIPS))
     write_output(args.output, out, inputs=(args.file,), overwrite=args.overwrite)
     print(f"wrote {args.output}: {len(rom)} bytes of ROM + {len(out) - len(rom)} bytes of 0xFF = {len(out)}")
     return 0

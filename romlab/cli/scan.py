@@ -30,6 +30,7 @@ def _size(text: str) -> int:
 
 def run(args) -> int:
     import os
+    import sys
 
     from romtools.errors import RomError
     from romtools.scan import scan
@@ -65,7 +66,7 @@ def run(args) -> int:
                     "extracted": written})
     else:
         if not rows:
-            print(f"{args.file}: no option ROM found in {len(data)} bytes")
+            print(f"romlab scan: {args.file}: no option ROM found in {len(data)} bytes", file=sys.stderr)
         for r, f in zip(rows, found):
             ids = ", ".join(f"{i['vendor_id']:04x}:{i['device_id']:04x}/type {i['code_type']:#04x}" if i else "non-PCI"
                             for i in r["ids"])
