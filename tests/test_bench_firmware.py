@@ -157,6 +157,32 @@ def test_bench_refuses_unusable_input(tmp_path):
 
 # -- the parts, without QEMU -------------------------------------------------------------------
 
+# A document as `--json` writes it, cut to what the table, the HTML and the plot read. The native
+# median 391.548 is the figure of the failing run in issue 10: one decimal of it is 391.5, while
+# rounding it to two decimals first (391.55) and then to one gives 391.6.
+RENDER_DOC = {
+    "schema": "romlab.bench-firmware/1", "started": "2025-01-01T00:00:00", "size": SIZE_2M, "runs": 2,
+    "firmware": "seabios", "accel": "tcg",
+    "nics": [{"nic": "e1000", "rom": "/usr/lib/ipxe/qemu/pxe-e1000.rom", "rom_is_ipxe": True,
+              "device_ids": "8086:100e",
+              "native": {"path": "native", "chip": "82540em", "ok": True, "error": None,
+                         "stats": {"median": 391.548, "min": 385.0, "max": 398.0, "spread_pct": 3.3202}},
+              "undi": {"path": "undi", "chip": "undionly", "ok": True, "error": None,
+                       "stats": {"median": 20.0311, "min": 20.0, "max": 20.1, "spread_pct": 0.4992}},
+              "ratio_native_over_undi": 19.547}],
+}
+
+
+@pytest.mark.xfail(strict=True, reason="the table and the HTML print figures already rounded to two decimals")
+def test_table_and_html_print_each_json_figure_rounded_once():
+    from romlab import bench_firmware as bf
+
+    row = [ln for ln in bf.table(RENDER_DOC).splitlines() if ln.startswith("e1000 ")][0]
+    assert row.split() == ["e1000", "391.5", "3%", "20.0", "0%", "19.5x", "82540em", "/", "undionly"]
+    html = bf.html(RENDER_DOC, None)
+    assert "<td>391.5</td><td>3%</td><td>20.0</td><td>0%</td><td>19.5x</td>" in html
+
+
 def test_server_times_from_payload_request_to_confirmation_and_counts_bytes():
     from romlab.labhttp import LabHttp, payload_bytes
 
