@@ -175,7 +175,7 @@ RENDER_DOC = {
 
 @pytest.mark.xfail(strict=True, reason="the table and the HTML print figures already rounded to two decimals")
 def test_table_and_html_print_each_json_figure_rounded_once():
-    from romlab import bench_firmware as bf
+    from romlab.bench import firmware as bf
 
     row = [ln for ln in bf.table(RENDER_DOC).splitlines() if ln.startswith("e1000 ")][0]
     assert row.split() == ["e1000", "391.5", "3%", "20.0", "0%", "19.5x", "82540em", "/", "undionly"]
@@ -229,7 +229,7 @@ def test_server_notices_a_client_that_hangs_up_early():
 
 
 def test_planner_chains_undionly_once_then_benches_and_refuses_a_loop():
-    from romlab.bench_firmware import PhasePlan
+    from romlab.bench.firmware import PhasePlan
     from romlab.labhttp import ScriptRequest
 
     def req(chip):

@@ -55,7 +55,7 @@ def _run_native(args) -> int:
     import json
     import sys
 
-    from romlab import bench_native as bn
+    from romlab.bench import native as bn
     from romtools.errors import RomError
 
     try:
@@ -90,7 +90,7 @@ def run(args) -> int:
     import os
     import tempfile
 
-    from romlab import bench_firmware as bf
+    from romlab.bench import firmware as bf
     from romlab.labhttp import parse_size
     from romlab.qemu import terminate_on_sigterm
 
