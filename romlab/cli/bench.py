@@ -55,7 +55,8 @@ def _run_native(args) -> int:
     import json
     import sys
 
-    from romlab import bench_native as bn
+    from romlab.bench import native as bn
+    from romlab.bench import render
     from romtools.errors import RomError
 
     try:
@@ -67,13 +68,13 @@ def _run_native(args) -> int:
         raise RomError("frame sizes must be 60..1514 and batches 1..511")
     figures = bn.run(args.pci, sizes, batches, args.seconds)
     if args.plot:
-        bn.plot(figures, args.plot)
+        render.native_plot(figures, args.plot)
     if args.json:
         json.dump({"schema": "romlab.bench-native/1", "pci": args.pci, "figures": [f.as_dict() for f in figures],
-                   "table": bn.table(figures)}, sys.stdout, indent=2)
+                   "table": render.native_table(figures)}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(bn.table(figures))
+        print(render.native_table(figures))
     return 0
 
 
@@ -90,7 +91,8 @@ def run(args) -> int:
     import os
     import tempfile
 
-    from romlab import bench_firmware as bf
+    from romlab.bench import firmware as bf
+    from romlab.bench import render
     from romlab.labhttp import parse_size
     from romlab.qemu import terminate_on_sigterm
 
@@ -108,7 +110,7 @@ def run(args) -> int:
 
     doc = bf.run_bench(nics=nics, rom=args.rom, size=size, runs=args.runs, dhcp=args.dhcp,
                        firmware=args.firmware, accel=args.accel, timeout=args.timeout, progress=progress)
-    doc["table"] = bf.table(doc)
+    doc["table"] = render.firmware_table(doc)
     if args.json == "-":
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -126,10 +128,10 @@ def run(args) -> int:
         png = tmp_png
     try:
         if png:
-            bf.plot(doc, png)
+            render.firmware_plot(doc, png)
         if args.html:
             with open(args.html, "w") as f:
-                f.write(bf.html(doc, png))
+                f.write(render.firmware_html(doc, png))
     finally:
         if tmp_png:
             os.unlink(tmp_png)

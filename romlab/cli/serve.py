@@ -37,7 +37,7 @@ def run(args) -> int:
     import time
 
     from romlab import labserve
-    from romlab.bench_firmware import IPXE_PXE, PATHS
+    from romlab.bench.firmware import IPXE_PXE, PATHS
     from romlab.boot import UNDIONLY
     from romlab.dhcpprobe import find_dhcp_servers
     from romlab.labhttp import LabHttp, bind_socket, human_size, parse_size, payload_bytes

@@ -4,7 +4,7 @@ logic in pure Python, and the Linux kernel's own driver (pktgen) on the same dev
 All three send the same frame sizes for the same wall-clock budget, so the ratios
 are taken on one machine in one run, which is what makes them trustworthy on a
 noisy 2-core host. The kernel figure uses pktgen because a user-space sender
-would measure the sender, not the driver.
+would measure the sender, not the driver. :mod:`romlab.bench.render` draws the table and plot.
 """
 from __future__ import annotations
 
@@ -148,50 +148,3 @@ def run(bdf: str, sizes: list[int], batches: list[int], seconds: float = 3.0) ->
     finally:
         vfio_bind.unbind(PciDevice.open(bdf))
     return figures
-
-
-def table(figures: list[Figure]) -> str:
-    kernel = {f.size: f for f in figures if f.path == "kernel"}
-    py = {(f.size, f.batch): f for f in figures if f.path == "python"}
-    rows = [f"{'path':7} {'size':>5} {'batch':>5} {'pkt/s':>10} {'Mbit/s':>8} {'vs kernel':>9} {'vs python':>9}"]
-    for f in figures:
-        k = kernel.get(f.size)
-        p = py.get((f.size, f.batch))
-        vk = f"{f.pps / k.pps:.2f}x" if k and k.pps else "-"
-        vp = f"{f.pps / p.pps:.1f}x" if f.path == "c" and p and p.pps else "-"
-        rows.append(f"{f.path:7} {f.size:5} {f.batch or '-':>5} {f.pps:10.0f} {f.mbps:8.1f} {vk:>9} {vp:>9}")
-    return "\n".join(rows)
-
-
-def plot(figures: list[Figure], path: str) -> None:
-    """Grouped bars of packets/s: one group per (size, batch), one bar per path; the figures go into
-    the PNG's text metadata too."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kernel = {f.size: f for f in figures if f.path == "kernel"}
-    groups = sorted({(f.size, f.batch) for f in figures if f.path != "kernel"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
-    width = 0.27
-    for i, path in enumerate(("kernel", "c", "python")):
-        vals = []
-        for size, batch in groups:
-            if path == "kernel":
-                vals.append(kernel[size].pps if size in kernel else 0)
-            else:
-                match = [f for f in figures if f.path == path and f.size == size and f.batch == batch]
-                vals.append(match[0].pps if match else 0)
-        ax.bar([g + (i - 1) * width for g in range(len(groups))], vals, width,
-               label={"kernel": "Linux driver (pktgen)", "c": "romlab C path", "python": "romlab pure Python"}[path])
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{s} B\nbatch {b}" for s, b in groups])
-    ax.set_ylabel("packets/s")
-    ax.set_title("Transmit throughput on one NIC")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Description": json.dumps([f.as_dict() for f in figures])})
-    plt.close(fig)

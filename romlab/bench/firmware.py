@@ -12,7 +12,8 @@ or ``undionly``) when it asks for its next script, so the server knows each boot
 path it was meant to take, and breaks the chainload loop on that fact. Each transfer is
 timed by :class:`romlab.labhttp.LabHttp` from the payload request to the done request the
 client's script makes only after ``imgfetch`` succeeded, and counts as complete only when
-every byte went out and the client confirmed.
+every byte went out and the client confirmed. The table, plot and HTML page are drawn by
+:mod:`romlab.bench.render` from the document :func:`run_bench` returns.
 """
 from __future__ import annotations
 
@@ -313,115 +314,3 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
     return {"schema": SCHEMA, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "size": size, "runs": runs, "firmware": firmware, "accel": accel,
             "nics": [r.as_dict() for r in results]}
-
-
-def figures(doc: dict) -> list[dict]:
-    """One row per NIC: the numbers the table, the plot and its metadata all show."""
-    rows = []
-    for n in doc["nics"]:
-        row = {"nic": n["nic"]}
-        for p in PATHS:
-            st = (n.get(p) or {}).get("stats")
-            row[p] = None if not st else {k: round(v, 2) for k, v in st.items()}
-            row[f"{p}_chip"] = (n.get(p) or {}).get("chip")
-        r = n.get("ratio_native_over_undi")
-        row["ratio"] = None if r is None else round(r, 2)
-        rows.append(row)
-    return rows
-
-
-def table(doc: dict) -> str:
-    head = f"{'NIC':<12} {'native Mbit/s':>14} {'spread':>7} {'UNDI Mbit/s':>14} {'spread':>7} {'native/UNDI':>12}  drivers"
-    out = [f"{human_size(doc['size'])} over HTTP, {doc['runs']} run(s) per path, {doc['firmware']}, "
-           f"{doc['accel'].upper()}; median of runs, spread = (max-min)/median", head, "-" * len(head)]
-    for row in figures(doc):
-        def cell(p):
-            st = row[p]
-            return (f"{st['median']:>14.1f} {st['spread_pct']:>6.0f}%" if st else f"{'failed':>14} {'':>7}")
-        ratio = f"{row['ratio']:>11.1f}x" if row["ratio"] else f"{'-':>12}"
-        drivers = f"{row['native_chip'] or '?'} / {row['undi_chip'] or '?'}"
-        out.append(f"{row['nic']:<12} {cell('native')} {cell('undi')} {ratio}  {drivers}")
-    return "\n".join(out)
-
-
-PNG_KEY = "romlab.bench-firmware"
-
-
-def plot(doc: dict, out: str) -> None:
-    """Grouped bars per NIC, native against UNDI, min-max whiskers; the figures go in the PNG's tEXt."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = figures(doc)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(rows) + 2), 4.2), dpi=100)
-    width = 0.38
-    colours = {"native": "#2b6cb0", "undi": "#c05621"}
-    for j, p in enumerate(PATHS):
-        xs, ys, lo, hi = [], [], [], []
-        for i, row in enumerate(rows):
-            st = row[p]
-            if not st:
-                continue
-            xs.append(i + (j - 0.5) * width)
-            ys.append(st["median"])
-            lo.append(st["median"] - st["min"])
-            hi.append(st["max"] - st["median"])
-        bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=4, color=colours[p],
-                      label="native driver" if p == "native" else "UNDI (undionly.kpxe)")
-        for b, y, up in zip(bars, ys, hi):
-            ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y + up), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 3), textcoords="offset points")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{r['nic']}\n{r['ratio']:.1f}x" if r["ratio"] else r["nic"] for r in rows])
-    tops = [row[p]["max"] for row in rows for p in PATHS if row[p]]
-    if tops:
-        ax.set_yscale("log")
-        ax.set_ylim(top=max(tops) * 6)  # headroom for the value labels and the legend
-    ax.set_ylabel("Mbit/s (median, min-max)")
-    ax.set_title(f"HTTP download of {human_size(doc['size'])}, {doc['runs']} run(s), "
-                 f"{doc['firmware']} {doc['accel'].upper()}")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    meta = {PNG_KEY: json.dumps({"schema": SCHEMA, "size": doc["size"], "runs": doc["runs"], "figures": rows},
-                                sort_keys=True),
-            "Title": "romlab bench firmware"}
-    fig.savefig(out, format="png", metadata=meta)
-    plt.close(fig)
-
-
-def html(doc: dict, png_path: str | None) -> str:
-    import base64
-    import html as h
-
-    rows = figures(doc)
-    img = ""
-    if png_path:
-        with open(png_path, "rb") as f:
-            img = f'<img alt="bench plot" src="data:image/png;base64,{base64.b64encode(f.read()).decode()}">'
-    trs = []
-    for r in rows:
-        def td(p):
-            st = r[p]
-            return (f"<td>{st['median']:.1f}</td><td>{st['spread_pct']:.0f}%</td>" if st
-                    else "<td colspan=2>failed</td>")
-        ratio = "" if r["ratio"] is None else f"{r['ratio']:.1f}x"
-        trs.append(f"<tr><td>{h.escape(r['nic'])}</td>{td('native')}{td('undi')}<td>{ratio}</td>"
-                   f"<td>{h.escape(str(r['native_chip']))} / {h.escape(str(r['undi_chip']))}</td></tr>")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>romlab bench firmware</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
-<body><h1>UNDI against native drivers</h1>
-<p>{h.escape(human_size(doc['size']))} over HTTP per run, {doc['runs']} run(s) per path, firmware {h.escape(doc['firmware'])},
-{h.escape(doc['accel'].upper())}, started {h.escape(doc['started'])}. Each transfer is timed on the server from the
-payload request to the client's confirmation; spread is (max&minus;min)/median over the runs.</p>
-<table><tr><th>NIC</th><th>native Mbit/s</th><th>spread</th><th>UNDI Mbit/s</th><th>spread</th><th>native/UNDI</th><th>drivers</th></tr>
-{''.join(trs)}
-</table>
-{img}
-</body></html>
-"""
