@@ -19,7 +19,6 @@ from hw import signals, sysfs
 from romtools.errors import RomError
 
 
-@pytest.mark.xfail(strict=True, reason="defect 8: sysfs errors read 'cannot writ'")
 def test_defect8_sysfs_errors_name_the_operation(tmp_path):
     d = tmp_path / "attr"
     d.mkdir()           # a directory where an attribute should be: open(2) says EISDIR
@@ -73,7 +72,6 @@ def _spin(n: int = 10000) -> int:
     return total
 
 
-@pytest.mark.xfail(strict=True, reason="defect 8: the hold blocks signals only in the calling thread")
 @pytest.mark.parametrize("sig,exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Term)])
 def test_defect8_hold_covers_a_signal_given_to_another_thread(second_thread, sig, exc):
     thread, wakeup = second_thread
@@ -92,3 +90,62 @@ def test_defect8_hold_covers_a_signal_given_to_another_thread(second_thread, sig
             inside.append("block done")
     # Delivered once the block was complete, not inside it.
     assert inside == ["block done"]
+
+
+def test_nested_holds_deliver_once_at_the_outermost_end():
+    before = signal.getsignal(signal.SIGINT)
+    order = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.held():
+            with signals.held():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+                _spin()
+                order.append("inner done")
+            _spin()
+            order.append("outer done")
+    assert order == ["inner done", "outer done"]
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_error_in_the_block_still_puts_the_handlers_back():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(ValueError):
+        with signals.held():
+            raise ValueError("inside")
+    assert signal.getsignal(signal.SIGINT) is before
+    with signals.held():
+        pass                       # nothing pending: nothing raised
+
+
+def test_a_hold_outside_the_main_thread_is_refused():
+    got = []
+
+    def worker():
+        try:
+            with signals.held():
+                got.append("entered")
+        except RuntimeError as exc:
+            got.append(str(exc))
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert len(got) == 1 and "main thread" in got[0]
+
+
+def test_sigterm_default_action_comes_after_the_block():
+    """SIGTERM with no handler of its own ends the process, once the block is done."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import os, signal\n"
+            "from hw import signals\n"
+            "with signals.held():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    print('block done', flush=True)\n"
+            "print('after the block', flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == -signal.SIGTERM and r.stdout == "block done\n", r
