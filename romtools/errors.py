@@ -2,4 +2,5 @@
 
 Every ``except RomError`` catches every kind (format, hardware, flash, lab, usage).
 """
-from hw.errors import NotAnOptionRom, RomlabError as RomError  # noqa: F401
+from hw.errors import NotAnOptionRom  # noqa: F401
+from hw.errors import RomlabError as RomError  # noqa: F401

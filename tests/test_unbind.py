@@ -17,10 +17,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_flash_cli import synthetic_rom
-from test_flash_pci import BDF, card, double, run
+from test_flash_pci import BDF, card, double, one_line, run
 
 from hw import sysfs
+from romtools.flash import backup as backupmod
+from romtools.flash import chips
 
 STATE = "state"
 NVM = [0x1111] * 63 + [(0xBABA - 63 * 0x1111) & 0xFFFF]      # words that sum to 0xBABA
@@ -87,6 +88,25 @@ class FakeKernel:
         self.on_write(path, "after")
 
 
+def test_unbind_detaches_the_driver_and_binds_it_back(tmp_path, monkeypatch, capsys):
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    drv = tmp_path / "sys" / "bus" / "pci" / "drivers" / "e1000e"
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536)
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
+    assert code == 0, err
+    assert err == ""                                   # no "bound to a driver" warning: it was unbound
+    assert (drv / "unbind").read_text() == BDF and (drv / "bind").read_text() == BDF
+    assert kernel.writes == [("unbind", BDF), ("bind", BDF)] and kernel.driver() == "e1000e"
+    # A failure after the unbind still binds the driver back.
+    kernel.writes.clear()
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, grant_after=None)
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
+    assert code == 2 and "FLA.GNT" in one_line(err)
+    assert kernel.writes == [("unbind", BDF), ("bind", BDF)] and kernel.driver() == "e1000e"
+    assert _records(tmp_path) == {}
+
+
 def _records(tmp_path) -> dict:
     d = tmp_path / STATE
     return {p.name: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
@@ -103,26 +123,22 @@ def _spy_first_access(dbl, seen: list, fn):
     dbl.read32 = read32
 
 
-def _argv(verb, tmp_path, monkeypatch, capsys):
+def _argv(verb, tmp_path):
     if verb == "flash":
         return ["flash", "--pci", BDF, "--unbind", "--read", tmp_path / "read.bin"]
     if verb == "nvm":
         return ["nvm", "--pci", BDF, "--unbind", "show"]
-    # restore: a backup of this card's chip, made by a flash write without --unbind.
-    rom = tmp_path / "new.rom"
-    rom.write_bytes(synthetic_rom(16384, seed=2))
-    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536)
-    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, rom, "--layout", "rom-at-0", "--json")
-    assert code == 0, err
-    return ["restore", json.loads(out)["backup"], "--pci", BDF, "--unbind"]
+    # restore: a backup of this card's (blank) chip, as `romlab flash` records one.
+    backup = backupmod.save(b"\xff" * 65536, {"chip": "W25X05", "jedec": chips.by_name("W25X05").jedec_hex,
+                                              "pci": BDF, "card_pci_ids": "8086:10d3"})
+    return ["restore", backup, "--pci", BDF, "--unbind"]
 
 
-@pytest.mark.xfail(strict=True, reason="defect 2: --unbind bypasses the state record, the Ctrl-C hold and the holder check")
 @pytest.mark.parametrize("verb", ["flash", "nvm", "restore"])
 def test_defect2_unbind_keeps_a_record_while_the_driver_is_away(tmp_path, monkeypatch, capsys, verb):
     card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
     kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
-    argv = _argv(verb, tmp_path, monkeypatch, capsys)
+    argv = _argv(verb, tmp_path)
     sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
     seen: list = []
     _spy_first_access(dbl, seen, lambda: (kernel.driver(), _records(tmp_path)))
@@ -136,14 +152,13 @@ def test_defect2_unbind_keeps_a_record_while_the_driver_is_away(tmp_path, monkey
     assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="defect 2: --unbind bypasses the state record, the Ctrl-C hold and the holder check")
-@pytest.mark.parametrize("verb", ["flash", "nvm", "restore"])
+@pytest.mark.parametrize("verb", ["flash", "nvm"])          # restore opens the card as flash does
 @pytest.mark.parametrize("when", [("unbind", "after"), ("bind", "before")])
 def test_defect2_ctrl_c_while_the_driver_moves_waits_for_the_move(tmp_path, monkeypatch, capsys, verb, when):
     """Ctrl-C just after the unbind write, or just before the write that binds the driver back."""
     card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
     kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
-    argv = _argv(verb, tmp_path, monkeypatch, capsys)
+    argv = _argv(verb, tmp_path)
     sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
     sent = []
 
@@ -159,7 +174,6 @@ def test_defect2_ctrl_c_while_the_driver_moves_waits_for_the_move(tmp_path, monk
     assert _records(tmp_path) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="defect 2: --unbind bypasses the state record, the Ctrl-C hold and the holder check")
 @pytest.mark.parametrize("verb", ["flash", "nvm", "restore"])
 def test_defect2_unbind_refuses_a_device_another_process_holds_through_vfio(tmp_path, monkeypatch, capsys, verb):
     """The kernel's unbind from vfio-pci waits for every holder, uninterruptibly: refuse instead."""
@@ -167,10 +181,48 @@ def test_defect2_unbind_refuses_a_device_another_process_holds_through_vfio(tmp_
 
     card(tmp_path, 0x8086, 0x10D3, driver="vfio-pci")
     kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
-    argv = _argv(verb, tmp_path, monkeypatch, capsys)
+    argv = _argv(verb, tmp_path)
     monkeypatch.setattr(vfio, "holders", lambda dev: ["4242 (qemu-system-x86)"])
     sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
     code, out, err = run(monkeypatch, capsys, dbl, *argv)
     assert code == 2
     assert err.count("\n") == 1 and "is open through VFIO in process 4242 (qemu-system-x86)" in err, err
     assert kernel.writes == [] and kernel.driver() == "vfio-pci"
+
+
+def _crash_while_detached(tmp_path, monkeypatch):
+    """A process that dies (no finally, no atexit) while the driver is away: what is left on disk."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with vfio_bind.detached(PciDevice.open(BDF)):
+                os._exit(0)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert kernel.driver() is None
+    assert _records(tmp_path)[f"{BDF}.json"]["driver"] == "e1000e"
+    return kernel
+
+
+def test_after_a_crash_vfio_unbind_gives_the_driver_back_from_the_record(tmp_path, monkeypatch, capsys):
+    kernel = _crash_while_detached(tmp_path, monkeypatch)
+    code, out, err = run(monkeypatch, capsys, None, "vfio", "unbind", BDF)
+    assert code == 0, err
+    assert err == f"{BDF}: no driver -> e1000e\n"
+    assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
+
+
+def test_after_a_crash_the_next_unbind_run_settles_the_record(tmp_path, monkeypatch, capsys):
+    kernel = _crash_while_detached(tmp_path, monkeypatch)
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
+    code, out, err = run(monkeypatch, capsys, dbl, "nvm", "--pci", BDF, "--unbind", "show")
+    assert code == 0, err
+    assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
+    assert ("unbind", BDF) not in kernel.writes        # nothing was bound to unbind
