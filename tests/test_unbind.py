@@ -32,6 +32,8 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setenv("ROMLAB_SYSFS", str(tmp_path / "sys"))
     monkeypatch.setenv("ROMLAB_STATE_DIR", str(tmp_path / STATE))
+    # The crafted tree needs no root; the root checks are exercised in the VM (test_flash_vm.py).
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
 
 
 class FakeKernel:
@@ -226,3 +228,52 @@ def test_after_a_crash_the_next_unbind_run_settles_the_record(tmp_path, monkeypa
     assert code == 0, err
     assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
     assert ("unbind", BDF) not in kernel.writes        # nothing was bound to unbind
+
+
+# --------------------------------------------------------------------------- vfio-pci for a read
+def _with_group(tmp_path, group=5):
+    """The crafted card alone in an IOMMU group, and vfio-pci loaded."""
+    g = tmp_path / "sys" / "kernel" / "iommu_groups" / str(group)
+    (g / "devices").mkdir(parents=True)
+    dev = tmp_path / "sys" / "bus" / "pci" / "devices" / BDF
+    (g / "devices" / BDF).symlink_to(dev)
+    (dev / "iommu_group").symlink_to(g)
+    (dev / "driver_override").write_text("(null)\n")
+    vfio_drv = tmp_path / "sys" / "bus" / "pci" / "drivers" / "vfio-pci"
+    vfio_drv.mkdir(parents=True)
+    for f in ("bind", "unbind"):
+        (vfio_drv / f).write_text("")
+
+
+def test_a_bind_for_a_read_keeps_a_record_and_gives_the_driver_back(tmp_path, monkeypatch):
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    _with_group(tmp_path)
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    dev = PciDevice.open(BDF)
+    with vfio_bind.bound(dev):
+        assert kernel.driver() == "vfio-pci" and dev.driver_override == "vfio-pci"
+        assert _records(tmp_path)[f"{BDF}.json"]["driver"] == "e1000e"
+    assert kernel.driver() == "e1000e" and dev.driver_override is None
+    assert _records(tmp_path) == {}
+
+
+def test_ctrl_c_during_a_bind_for_a_read_still_gives_the_driver_back(tmp_path, monkeypatch):
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    _with_group(tmp_path)
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+
+    def on_write(path, phase):
+        if path.name == "drivers_probe" and phase == "after" and kernel.driver() == "vfio-pci":
+            signal.raise_signal(signal.SIGINT)      # just as vfio-pci takes the device
+    kernel.on_write = on_write
+    ran = []
+    with pytest.raises(KeyboardInterrupt):
+        with vfio_bind.bound(PciDevice.open(BDF)):
+            ran.append(True)
+    assert ran == [] and kernel.driver() == "e1000e" and _records(tmp_path) == {}
