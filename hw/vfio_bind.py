@@ -156,15 +156,22 @@ def _restore(dev: PciDevice, state: dict) -> None:
         step(lambda: _unbind_current(dev))
     if dev.driver is None:
         if want:
-            step(lambda: _bind_to(dev, want))
-            if dev.driver is None:
-                step(lambda: _probe(dev))
+            try:
+                _bind_to(dev, want)
+            except HardwareError as exc:  # a driver that refuses a bind by name may still take a probe
+                with contextlib.suppress(HardwareError):
+                    _probe(dev)
+                if dev.driver != want:
+                    errors.append(str(exc))
         elif state.get("probe"):
             step(lambda: _probe(dev))
-    if want:
-        _wait_driver(dev, want)
+    got = _wait_driver(dev, want) if want else dev.driver
+    if not errors and want and got != want:
+        errors.append(f"{dev.bdf} went back to {got or 'no driver'}, not to {want}; see dmesg")
     if errors:
-        raise HardwareError(f"restoring {dev.bdf}'s driver: {errors[0]}")
+        again = (f"; its driver is on record: `romlab vfio unbind {dev.bdf}` tries again"
+                 if _state_file(dev.bdf).exists() else "")
+        raise HardwareError(f"restoring {dev.bdf}'s driver: {errors[0]}{again}")
 
 
 # --------------------------------------------------------------------------- the record
@@ -246,10 +253,7 @@ def unbind(dev: PciDevice) -> dict:
     with signals.held():
         _restore(dev, state)
         _forget(dev)
-    got = dev.driver
-    if state.get("driver") and got != state["driver"]:
-        raise HardwareError(f"{dev.bdf} went back to {got or 'no driver'}, not to {state['driver']}; see dmesg")
-    return {**state, "was": was, "now": got}
+    return {**state, "was": was, "now": dev.driver}
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import pytest
 from test_flash_pci import BDF, card, double, one_line, run
 
 from hw import sysfs
+from hw.errors import HardwareError
 from romtools.flash import backup as backupmod
 from romtools.flash import chips
 
@@ -277,3 +278,27 @@ def test_ctrl_c_during_a_bind_for_a_read_still_gives_the_driver_back(tmp_path, m
         with vfio_bind.bound(PciDevice.open(BDF)):
             ran.append(True)
     assert ran == [] and kernel.driver() == "e1000e" and _records(tmp_path) == {}
+
+
+def test_a_driver_that_does_not_come_back_is_reported_and_stays_on_record(tmp_path, monkeypatch, capsys):
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    # A real kernel gets 10 s to bring the driver back; this one never will.
+    monkeypatch.setattr("hw.vfio_bind._wait_driver", lambda dev, want, timeout=10.0: dev.driver)
+
+    def on_write(path, phase):
+        if path.name in ("bind", "drivers_probe") and phase == "before":
+            raise HardwareError(f"writing '{BDF}' to {path} failed: No such device")
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
+    seen: list = []
+    _spy_first_access(dbl, seen, lambda: setattr(kernel, "on_write", on_write))   # once the driver is away
+    code, out, err = run(monkeypatch, capsys, dbl, "nvm", "--pci", BDF, "--unbind", "show")
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"restoring {BDF}'s driver: writing '{BDF}' to " in err and "No such device" in err
+            and f"`romlab vfio unbind {BDF}` tries again" in err), err
+    assert kernel.driver() is None and _records(tmp_path)[f"{BDF}.json"]["driver"] == "e1000e"
+    # Once the driver can bind again, `romlab vfio unbind` settles it from the record.
+    kernel.on_write = lambda path, phase: None
+    code, out, err = run(monkeypatch, capsys, None, "vfio", "unbind", BDF)
+    assert code == 0 and err == f"{BDF}: no driver -> e1000e\n", err
+    assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
