@@ -13,8 +13,8 @@ link up, program the receive and transmit rings, enable.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from hw.parts import DRIVER_PARTS, F_AUTONEG, F_EERD_SHIFT_2, F_IAME, F_ITR, F_RFCTL, Part  # noqa: F401
 from romtools.errors import RomError
 
 # Registers (byte offsets into BAR0), 8254x/8257x software developer's manuals.
@@ -34,33 +34,17 @@ TCTL_CT, TCTL_COLD = 0x0F << 4, 0x3F << 12
 EERD_START, EERD_DONE = 1 << 0, 1 << 4
 ICR_TXDW, ICR_LSC, ICR_RXT0 = 1 << 0, 1 << 2, 1 << 7
 
-# Part flags.
-F_EERD_SHIFT_2 = 1 << 0  # EERD address at bit 2, done at bit 1 (8257x and later)
-F_ITR = 1 << 1  # program the interrupt throttle register
-F_IAME = 1 << 2  # CTRL_EXT: interrupt-acknowledge auto-mask is there to clear
-F_AUTONEG = 1 << 3  # reset drops the link until the PHY renegotiates: restart it through MDIC
-F_RFCTL = 1 << 4  # receive filter control survives a reset: clear EXTEN so legacy descriptors are used
-
 MDIC_WRITE, MDIC_READY, PHY_ADDR = 1 << 26, 1 << 28, 1
 PHY_CTRL, PHY_CTRL_AUTONEG_EN, PHY_CTRL_RESTART_AN = 0, 1 << 12, 1 << 9
 
 
-@dataclass(frozen=True)
-class Part:
-    vendor: int
-    device: int
-    name: str
-    flags: int = 0
-
-
-PARTS = {
-    (0x8086, 0x100E): Part(0x8086, 0x100E, "82540EM (e1000)"),
-    (0x8086, 0x100F): Part(0x8086, 0x100F, "82545EM (e1000)"),
-    (0x8086, 0x10D3): Part(0x8086, 0x10D3, "82574L (e1000e)", F_EERD_SHIFT_2 | F_ITR | F_IAME | F_AUTONEG | F_RFCTL),
-}
+# The parts and their flags (F_*) are in hw.parts, one table shared with the in-system flash
+# programmers; PARTS holds those this driver runs.
+PARTS = DRIVER_PARTS
 
 
 def find_part(vendor: int, device: int) -> Part | None:
+    """The part if romlab's driver runs it, else None."""
     return PARTS.get((vendor, device))
 
 

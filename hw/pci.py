@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hw import sysfs
-from romtools.errors import RomError
+from hw.errors import HardwareError, UsageError
+from hw.mmio import ResourceBar
 
 ROM_SIGNATURE = b"\x55\xaa"
 PCIR_SIGNATURE = b"PCIR"
@@ -65,10 +66,10 @@ def parse_bdf(text: str) -> Bdf:
     """``03:00.0`` or ``0000:03:00.0`` (domain defaults to 0)."""
     m = _BDF_RE.match(text.strip())
     if not m:
-        raise RomError(f"{text!r} is not a PCI address; write it as 03:00.0 or 0000:03:00.0")
+        raise UsageError(f"{text!r} is not a PCI address; write it as 03:00.0 or 0000:03:00.0")
     dev = int(m["dev"], 16)
     if dev > 31:
-        raise RomError(f"{text!r} is not a PCI address: device number {dev:#x} is above 0x1f")
+        raise UsageError(f"{text!r} is not a PCI address: device number {dev:#x} is above 0x1f")
     return Bdf(int(m["domain"] or "0", 16), int(m["bus"], 16), dev, int(m["fn"]))
 
 
@@ -177,7 +178,11 @@ def parse_capabilities(config: bytes) -> list[Capability]:
 
 @dataclass
 class PciDevice:
-    """A device under ``/sys/bus/pci/devices``; attributes are read when asked for."""
+    """A device under ``/sys/bus/pci/devices``; attributes are read when asked for.
+
+    Reading needs no driver and works whatever driver owns the device. Which driver that
+    is changes only through ``hw.vfio_bind``, which keeps a record of it.
+    """
 
     bdf: Bdf
     path: Path = field(repr=False)
@@ -187,7 +192,7 @@ class PciDevice:
         b = bdf if isinstance(bdf, Bdf) else parse_bdf(bdf)
         path = sysfs.pci_devices_dir() / str(b)
         if not path.exists():
-            raise RomError(f"no PCI device {b}; `romlab list` shows the devices present")
+            raise HardwareError(f"no PCI device {b}; `romlab list` shows the devices present")
         return cls(b, path)
 
     # identity -----------------------------------------------------------
@@ -213,6 +218,11 @@ class PciDevice:
     @property
     def class_code(self) -> int:
         return self._hex("class", 0)
+
+    @property
+    def ids(self) -> str:
+        """``vendor:device`` in lspci's form, e.g. ``8086:10d3``."""
+        return "%04x:%04x" % (self.vendor_id, self.device_id)
 
     @property
     def driver(self) -> str | None:
@@ -246,7 +256,22 @@ class PciDevice:
             with open(self.path / "config", "rb") as f:
                 return f.read()
         except OSError as exc:
-            raise RomError(f"cannot read config space of {self.bdf}: {exc.strerror}") from None
+            raise HardwareError(f"cannot read config space of {self.bdf}: {exc.strerror}") from None
+
+    @property
+    def memory_enabled(self) -> bool:
+        """Whether the device decodes memory accesses (command register bit 1).
+
+        sysfs ``enable`` only counts pci_enable_device() calls, so it is the fallback for a
+        config space that cannot be read."""
+        try:
+            with open(self.path / "config", "rb") as fh:
+                head = fh.read(6)
+        except OSError:
+            head = b""
+        if len(head) == 6:
+            return bool(head[4] & 0x2)
+        return sysfs.read_int(self.path / "enable", 1) != 0
 
     def capabilities(self) -> list[Capability]:
         return parse_capabilities(self.config())
@@ -284,6 +309,11 @@ class PciDevice:
             return None
         return bool(struct.unpack_from("<I", cfg, reg)[0] & 1)
 
+    def map_resource(self, index: int = 0) -> ResourceBar:
+        """BAR ``index`` mapped from sysfs ``resource<index>`` (raises ``mmio.BarBusy`` while a
+        driver holds it)."""
+        return ResourceBar(self.path / f"resource{index}")
+
     # ROM through sysfs ------------------------------------------------------
     def read_rom_sysfs(self) -> bytes:
         """The ROM as the kernel hands it out: enable, read, disable.
@@ -295,13 +325,13 @@ class PciDevice:
         """
         rom_path = self.path / "rom"
         if not rom_path.exists():
-            raise RomError(f"{self.bdf} has no expansion ROM (no ROM BAR)")
+            raise HardwareError(f"{self.bdf} has no expansion ROM (no ROM BAR)")
         try:
             fd = os.open(rom_path, os.O_RDWR)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise RomError(f"permission denied opening {rom_path}; reading a ROM needs root") from None
-            raise RomError(f"cannot open {rom_path}: {exc.strerror}") from None
+                raise HardwareError(f"permission denied opening {rom_path}; reading a ROM needs root") from None
+            raise HardwareError(f"cannot open {rom_path}: {exc.strerror}") from None
         try:
             was_enabled = _rom_attr_enabled(fd)
             if not was_enabled:
@@ -314,10 +344,10 @@ class PciDevice:
                         chunk = os.pread(fd, 1 << 16, off)
                     except OSError as exc:
                         if exc.errno == errno.EIO:
-                            raise RomError(
+                            raise HardwareError(
                                 f"{self.bdf}'s ROM BAR holds no valid image (the kernel found no 55AA/PCIR "
                                 "at its start); `romlab dump --via vfio --raw` shows what is there") from None
-                        raise RomError(f"reading {rom_path} failed: {exc.strerror}") from None
+                        raise HardwareError(f"reading {rom_path} failed: {exc.strerror}") from None
                     if not chunk:
                         break
                     chunks.append(chunk)
@@ -368,38 +398,8 @@ def list_devices() -> list[PciDevice]:
     for n in names:
         try:
             b = parse_bdf(n)
-        except RomError:
+        except UsageError:
             continue
         devs.append(PciDevice(b, d / n))
     return sorted(devs, key=lambda x: x.bdf)
 
-
-def read_rom(bdf: str, via: str = "sysfs", raw: bool = False) -> bytes:
-    """A device's ROM, for ``dump``/``inspect``/``lint --pci``; RomError on every failure.
-
-    ``via="sysfs"`` reads the kernel's ``rom`` attribute (trimmed by the kernel to its
-    images); ``via="vfio"`` reads the VFIO ROM region (index 6), binding the device to
-    vfio-pci for the read if needed and giving it back to its driver after. Without
-    ``raw`` the bytes are trimmed like the kernel's ``pci_get_rom_size``; ``raw`` returns
-    the whole ROM BAR, fill included, and needs VFIO.
-    """
-    dev = PciDevice.open(bdf)
-    if via not in ("sysfs", "vfio"):
-        raise RomError(f"unknown ROM access method {via!r}; use sysfs or vfio")
-    if not dev.rom_bar_size:
-        raise RomError(f"{dev.bdf} has no expansion ROM (no ROM BAR)")
-    if via == "sysfs":
-        if raw:
-            raise RomError("--raw needs --via vfio: the kernel's sysfs rom file stops after the last image")
-        data = dev.read_rom_sysfs()
-    else:
-        from hw import vfio
-
-        data = vfio.read_rom(dev)
-    if raw:
-        return data
-    size = kernel_rom_size(data)
-    if not size:
-        raise RomError(f"{dev.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start); "
-                       "--raw --via vfio shows what is there")
-    return data[:size]

@@ -10,7 +10,7 @@ import errno
 import os
 from pathlib import Path
 
-from romtools.errors import RomError
+from hw.errors import HardwareError
 
 
 def root() -> Path:
@@ -26,12 +26,17 @@ def pci_drivers_dir() -> Path:
     return root() / "bus" / "pci" / "drivers"
 
 
-def _explain(exc: OSError, what: str, path: Path) -> RomError:
+_GERUND = {"read": "reading", "write": "writing", "open": "opening"}
+
+
+def explain(exc: OSError, verb: str, path: Path) -> HardwareError:
+    """One line for an OSError met while doing ``verb`` ("read", "write", "open") to ``path``."""
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return RomError(f"permission denied {what} {path}; this needs root (run romlab as root or with sudo)")
+        return HardwareError(f"permission denied {_GERUND[verb]} {path}; this needs root "
+                             "(run romlab as root or with sudo)")
     if exc.errno == errno.ENOENT:
-        return RomError(f"{path} does not exist")
-    return RomError(f"cannot {what.replace('ing', '').strip()} {path}: {exc.strerror or exc}")
+        return HardwareError(f"{path} does not exist")
+    return HardwareError(f"cannot {verb} {path}: {exc.strerror or exc}")
 
 
 def read_text(path: Path, default: str | None = None) -> str:
@@ -41,9 +46,9 @@ def read_text(path: Path, default: str | None = None) -> str:
     except FileNotFoundError:
         if default is not None:
             return default
-        raise RomError(f"{path} does not exist") from None
+        raise HardwareError(f"{path} does not exist") from None
     except OSError as exc:
-        raise _explain(exc, "reading", path) from None
+        raise explain(exc, "read", path) from None
 
 
 def read_int(path: Path, default: int | None = None) -> int:
@@ -53,7 +58,7 @@ def read_int(path: Path, default: int | None = None) -> int:
     try:
         return int(text, 0)
     except ValueError:
-        raise RomError(f"{path} holds {text!r}, not a number") from None
+        raise HardwareError(f"{path} holds {text!r}, not a number") from None
 
 
 def write_text(path: Path, value: str) -> None:
@@ -61,11 +66,11 @@ def write_text(path: Path, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY)
     except OSError as exc:
-        raise _explain(exc, "writing", path) from None
+        raise explain(exc, "write", path) from None
     try:
         os.write(fd, value.encode())
     except OSError as exc:
-        raise RomError(f"writing {value.strip()!r} to {path} failed: {exc.strerror or exc}") from None
+        raise HardwareError(f"writing {value.strip()!r} to {path} failed: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
 
@@ -79,4 +84,4 @@ def link_name(path: Path) -> str | None:
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             return None
-        raise _explain(exc, "reading", path) from None
+        raise explain(exc, "read", path) from None

@@ -22,12 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw import _vfio_cdef as C
-from hw import signals, sysfs
+from hw import mmio, signals, sysfs
+from hw.errors import HardwareError
 from hw.pci import PciDevice
-from romtools.errors import RomError
 
 ffi = C.ffi
 PAGE = mmap.PAGESIZE
+
+# Interrupt indexes of a vfio-pci device (VFIO_PCI_*_IRQ_INDEX), for irq_info/irq_enable/irq_wait.
+IRQ_INTX = C.VFIO_PCI_INTX_IRQ_INDEX
+IRQ_MSI = C.VFIO_PCI_MSI_IRQ_INDEX
+IRQ_MSIX = C.VFIO_PCI_MSIX_IRQ_INDEX
+IRQ_ERR = C.VFIO_PCI_ERR_IRQ_INDEX
+IRQ_REQ = C.VFIO_PCI_REQ_IRQ_INDEX
 
 
 def _ioctl(fd: int, request: int, cobj=None, what: str = "") -> int:
@@ -64,7 +71,7 @@ class IovaAllocator:
             if stop > start:
                 free.append([start, stop])  # half-open
         if not free:
-            raise RomError("the IOMMU offers no usable IOVA range")
+            raise HardwareError("the IOMMU offers no usable IOVA range")
         self.free = free
         self.used: dict[int, int] = {}
 
@@ -82,7 +89,7 @@ class IovaAllocator:
                 self.free[i:i + 1] = pieces
                 self.used[base] = size
                 return base
-        raise RomError(f"no free IOVA space for {size} bytes")
+        raise HardwareError(f"no free IOVA space for {size} bytes")
 
     def free_iova(self, iova: int) -> None:
         size = self.used.pop(iova)
@@ -143,27 +150,6 @@ class IrqInfo:
                 "automasked": bool(self.flags & C.VFIO_IRQ_INFO_AUTOMASKED)}
 
 
-class Mmio:
-    """A mmap'ed BAR accessed in whole 32-bit words, as device registers require."""
-
-    def __init__(self, mm: mmap.mmap, size: int):
-        self.mm = mm
-        self.size = size
-        self._bytes = memoryview(mm)
-        self._u32 = self._bytes.cast("I")
-
-    def read32(self, offset: int) -> int:
-        return self._u32[offset >> 2]
-
-    def write32(self, offset: int, value: int) -> None:
-        self._u32[offset >> 2] = value & 0xFFFFFFFF
-
-    def close(self) -> None:
-        self._u32.release()
-        self._bytes.release()
-        self.mm.close()
-
-
 HUGE_PAGE = 2 << 20
 MAP_HUGETLB = getattr(mmap, "MAP_HUGETLB", 0x40000)  # Linux x86 value, for Pythons that do not name it
 
@@ -200,6 +186,7 @@ class VfioDevice:
 
     def __init__(self, dev: PciDevice):
         self.pci = dev
+        self.closed = False
         self.container_fd = -1
         self.group_fd = -1
         self.iommufd = -1
@@ -208,7 +195,7 @@ class VfioDevice:
         self.backend = ""
         self.dma: dict[int, DmaBuffer] = {}
         self.irq_fds: dict[int, list[int]] = {}
-        self._maps: list[Mmio] = []
+        self._maps: list[mmio.MappedBar] = []
         self.iova: IovaAllocator | None = None
         # Registered before the first fd exists, so that however this object is lost (Ctrl-C
         # inside __init__ or __enter__), unbinding can still find and close its fds.
@@ -224,11 +211,11 @@ class VfioDevice:
     def _open(self) -> None:
         dev = self.pci
         if dev.driver != "vfio-pci":
-            raise RomError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'}); "
+            raise HardwareError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'}); "
                            f"run `romlab vfio bind {dev.bdf}` first")
         group = dev.iommu_group
         if group is None:
-            raise RomError(f"{dev.bdf} has no IOMMU group: this kernel runs without an IOMMU")
+            raise HardwareError(f"{dev.bdf} has no IOMMU group: this kernel runs without an IOMMU")
         if os.path.exists("/dev/vfio/vfio"):
             self._open_container(group)
         else:
@@ -239,31 +226,32 @@ class VfioDevice:
             return os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise RomError(f"permission denied opening {path}; VFIO needs root") from None
+                raise HardwareError(f"permission denied opening {path}; VFIO needs root") from None
             if exc.errno == errno.EBUSY:
-                raise RomError(f"{path} is busy: another process (QEMU, another romlab) holds the device") from None
+                raise HardwareError(f"{path} is busy: another process (QEMU, another romlab) holds the "
+                                    "device") from None
             if exc.errno == errno.ENOENT:
-                raise RomError(f"{path} does not exist; is vfio-pci loaded and the device bound to it?") from None
-            raise RomError(f"cannot open {path}: {exc.strerror}") from None
+                raise HardwareError(f"{path} does not exist; is vfio-pci loaded and the device bound to it?") from None
+            raise HardwareError(f"cannot open {path}: {exc.strerror}") from None
 
     def _open_container(self, group: int) -> None:
         self.backend = "container"
         self.container_fd = self._open_path("/dev/vfio/vfio")
         if _ioctl(self.container_fd, C.VFIO_GET_API_VERSION) != C.VFIO_API_VERSION:
-            raise RomError("unknown VFIO API version")
+            raise HardwareError("unknown VFIO API version")
         iommu_type = None
         for t in (C.VFIO_TYPE1v2_IOMMU, C.VFIO_TYPE1_IOMMU):
             if _ioctl_int(self.container_fd, C.VFIO_CHECK_EXTENSION, t):
                 iommu_type = t
                 break
         if iommu_type is None:
-            raise RomError("this kernel's VFIO has no type1 IOMMU driver (vfio_iommu_type1 not loaded?)")
+            raise HardwareError("this kernel's VFIO has no type1 IOMMU driver (vfio_iommu_type1 not loaded?)")
         self.group_fd = self._open_path(f"/dev/vfio/{group}")
         st = ffi.new("struct vfio_group_status *", {"argsz": ffi.sizeof("struct vfio_group_status")})
         _ioctl(self.group_fd, C.VFIO_GROUP_GET_STATUS, st)
         if not st.flags & C.VFIO_GROUP_FLAGS_VIABLE:
             others = [f"{m}" for m in self.pci.group_members() if m != self.pci.bdf]
-            raise RomError(f"IOMMU group {group} is not viable: {', '.join(others) or 'other devices'} "
+            raise HardwareError(f"IOMMU group {group} is not viable: {', '.join(others) or 'other devices'} "
                            "must be bound to vfio-pci or unbound too")
         cfd = ffi.new("int32_t *", self.container_fd)
         _ioctl(self.group_fd, C.VFIO_GROUP_SET_CONTAINER, cfd)
@@ -272,7 +260,7 @@ class VfioDevice:
         try:
             self.device_fd = fcntl.ioctl(self.group_fd, C.VFIO_GROUP_GET_DEVICE_FD, bytearray(name), True)
         except OSError as exc:
-            raise RomError(f"VFIO refused {self.pci.bdf}: {exc.strerror}") from None
+            raise HardwareError(f"VFIO refused {self.pci.bdf}: {exc.strerror}") from None
         self.iova = IovaAllocator(self._type1_iova_ranges())
 
     def _open_cdev(self) -> None:
@@ -281,7 +269,7 @@ class VfioDevice:
         try:
             node = next(iter(os.listdir(vdir)))
         except (FileNotFoundError, StopIteration):
-            raise RomError("neither /dev/vfio/vfio nor a VFIO device node exists; load vfio-pci") from None
+            raise HardwareError("neither /dev/vfio/vfio nor a VFIO device node exists; load vfio-pci") from None
         self.device_fd = self._open_path(f"/dev/vfio/devices/{node}")
         self.iommufd = self._open_path("/dev/iommu")
         bind = ffi.new("struct vfio_device_bind_iommufd *",
@@ -329,7 +317,7 @@ class VfioDevice:
         try:
             _ioctl(self.device_fd, C.VFIO_DEVICE_GET_REGION_INFO, ri)
         except OSError as exc:
-            raise RomError(f"{self.pci.bdf} has no VFIO region {index}: {exc.strerror}") from None
+            raise HardwareError(f"{self.pci.bdf} has no VFIO region {index}: {exc.strerror}") from None
         return RegionInfo(index, ri.flags, ri.size, ri.offset)
 
     def regions(self) -> list[RegionInfo]:
@@ -338,7 +326,7 @@ class VfioDevice:
         for i in range(self.info()["num_regions"]):
             try:
                 out.append(self.region_info(i))
-            except RomError:
+            except HardwareError:
                 if i < C.VFIO_PCI_VGA_REGION_INDEX:
                     raise
         return out
@@ -357,7 +345,8 @@ class VfioDevice:
                 out.append(self.irq_info(i))
             except OSError as exc:
                 if exc.errno != errno.EINVAL or i <= C.VFIO_PCI_MSIX_IRQ_INDEX:
-                    raise RomError(f"VFIO_DEVICE_GET_IRQ_INFO({i}) on {self.pci.bdf} failed: {exc.strerror}") from None
+                    raise HardwareError(f"VFIO_DEVICE_GET_IRQ_INFO({i}) on {self.pci.bdf} failed: "
+                                        f"{exc.strerror}") from None
         return out
 
     # -- region access
@@ -365,13 +354,13 @@ class VfioDevice:
         """pread from a region, in a loop: the ROM region answers in pieces."""
         reg = self.region_info(index)
         if offset + size > reg.size:
-            raise RomError(f"{reg.name} is {reg.size} bytes; cannot read {size} at {offset:#x}")
+            raise HardwareError(f"{reg.name} is {reg.size} bytes; cannot read {size} at {offset:#x}")
         out = bytearray()
         while len(out) < size:
             try:
                 chunk = os.pread(self.device_fd, min(size - len(out), 1 << 16), reg.offset + offset + len(out))
             except OSError as exc:
-                raise RomError(f"reading {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+                raise HardwareError(f"reading {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
             if not chunk:
                 break
             out += chunk
@@ -380,13 +369,13 @@ class VfioDevice:
     def write(self, index: int, offset: int, data: bytes) -> None:
         reg = self.region_info(index)
         if offset + len(data) > reg.size:
-            raise RomError(f"{reg.name} is {reg.size} bytes; cannot write {len(data)} at {offset:#x}")
+            raise HardwareError(f"{reg.name} is {reg.size} bytes; cannot write {len(data)} at {offset:#x}")
         done = 0
         while done < len(data):
             try:
                 done += os.pwrite(self.device_fd, data[done:], reg.offset + offset + done)
             except OSError as exc:
-                raise RomError(f"writing {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+                raise HardwareError(f"writing {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
 
     def read_config(self, offset: int, size: int) -> bytes:
         return self.read(C.VFIO_PCI_CONFIG_REGION_INDEX, offset, size)
@@ -404,24 +393,21 @@ class VfioDevice:
         """The whole ROM region (index 6): the ROM BAR as vfio-pci presents it, fill included."""
         reg = self.region_info(C.VFIO_PCI_ROM_REGION_INDEX)
         if not reg.size:
-            raise RomError(f"{self.pci.bdf} has no expansion ROM (VFIO ROM region is empty)")
+            raise HardwareError(f"{self.pci.bdf} has no expansion ROM (VFIO ROM region is empty)")
         try:
             return self.read(C.VFIO_PCI_ROM_REGION_INDEX, 0, reg.size)
-        except RomError as exc:
+        except HardwareError as exc:
             if "Cannot allocate memory" in str(exc):
-                raise RomError(f"{self.pci.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start)") from None
+                raise HardwareError(f"{self.pci.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its "
+                                    "start)") from None
             raise
 
-    def map_bar(self, index: int) -> Mmio:
+    def map_bar(self, index: int) -> mmio.MappedBar:
+        """BAR ``index``'s region mapped into this process; unmapped by ``close`` at the latest."""
         reg = self.region_info(index)
         if not reg.mmappable:
-            raise RomError(f"{reg.name} of {self.pci.bdf} cannot be mmap'ed (flags {reg.flags:#x})")
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if reg.writable else 0)
-        try:
-            mm = mmap.mmap(self.device_fd, reg.size, mmap.MAP_SHARED, prot, offset=reg.offset)
-        except OSError as exc:
-            raise RomError(f"mmap of {reg.name} of {self.pci.bdf} failed: {exc.strerror}") from None
-        m = Mmio(mm, reg.size)
+            raise HardwareError(f"{reg.name} of {self.pci.bdf} cannot be mmap'ed (flags {reg.flags:#x})")
+        m = mmio.map_region(self.device_fd, reg.offset, reg.size, reg.writable, f"{reg.name} of {self.pci.bdf}")
         self._maps.append(m)
         return m
 
@@ -474,11 +460,11 @@ class VfioDevice:
             if exc.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN) and not _has_cap_ipc_lock():
                 soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
                 lim = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
-                raise RomError(
+                raise HardwareError(
                     f"pinning {buf.size // 1024} KiB for DMA failed: the locked-memory limit is {lim} "
                     "and romlab lacks CAP_IPC_LOCK; raise it (ulimit -l, LimitMEMLOCK=) or run as full root"
                 ) from None
-            raise RomError(f"mapping DMA memory at IOVA {buf.iova:#x} failed: {exc.strerror}") from None
+            raise HardwareError(f"mapping DMA memory at IOVA {buf.iova:#x} failed: {exc.strerror}") from None
 
     def dma_free(self, buf: DmaBuffer) -> None:
         if buf.iova not in self.dma:
@@ -500,11 +486,11 @@ class VfioDevice:
             buf.mem.close()
 
     # -- interrupts
-    def irq_enable(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX, count: int = 1) -> list[int]:
+    def irq_enable(self, index: int = IRQ_INTX, count: int = 1) -> list[int]:
         """Route ``count`` vectors of interrupt ``index`` to new eventfds and return them."""
         info = self.irq_info(index)
         if info.count < count:
-            raise RomError(f"{self.pci.bdf} offers {info.count} {info.name} vectors, not {count}")
+            raise HardwareError(f"{self.pci.bdf} offers {info.count} {info.name} vectors, not {count}")
         self.irq_disable(index)
         fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(count)]
         s = ffi.new("struct vfio_irq_set *", {
@@ -516,11 +502,11 @@ class VfioDevice:
         except OSError as exc:
             for fd in fds:
                 os.close(fd)
-            raise RomError(f"enabling {info.name} of {self.pci.bdf} failed: {exc.strerror}") from None
+            raise HardwareError(f"enabling {info.name} of {self.pci.bdf} failed: {exc.strerror}") from None
         self.irq_fds[index] = fds
         return fds
 
-    def irq_unmask(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX) -> None:
+    def irq_unmask(self, index: int = IRQ_INTX) -> None:
         """INTx is masked by vfio-pci when it fires; unmask it once the device is serviced."""
         s = ffi.new("struct vfio_irq_set *", {
             "argsz": ffi.sizeof("struct vfio_irq_set"),
@@ -528,7 +514,7 @@ class VfioDevice:
             "index": index, "start": 0, "count": 1})
         _ioctl(self.device_fd, C.VFIO_DEVICE_SET_IRQS, s)
 
-    def irq_disable(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX) -> None:
+    def irq_disable(self, index: int = IRQ_INTX) -> None:
         fds = self.irq_fds.pop(index, None)
         if fds is None:
             return
@@ -542,7 +528,7 @@ class VfioDevice:
             for fd in fds:
                 os.close(fd)
 
-    def irq_wait(self, index: int = C.VFIO_PCI_INTX_IRQ_INDEX, timeout: float = 5.0, vector: int = 0) -> int:
+    def irq_wait(self, index: int = IRQ_INTX, timeout: float = 5.0, vector: int = 0) -> int:
         """Block until the vector's eventfd fires; returns the count, 0 on timeout."""
         fd = self.irq_fds[index][vector]
         r, _, _ = select.select([fd], [], [], timeout)
@@ -553,14 +539,17 @@ class VfioDevice:
     # -- reset
     def reset(self) -> None:
         if not self.info()["reset"]:
-            raise RomError(f"{self.pci.bdf} offers no reset to VFIO (no FLR, PM or bus reset)")
+            raise HardwareError(f"{self.pci.bdf} offers no reset to VFIO (no FLR, PM or bus reset)")
         try:
             _ioctl(self.device_fd, C.VFIO_DEVICE_RESET)
         except OSError as exc:
-            raise RomError(f"resetting {self.pci.bdf} failed: {exc.strerror}") from None
+            raise HardwareError(f"resetting {self.pci.bdf} failed: {exc.strerror}") from None
 
     # -- teardown
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         with signals.held():
             self._close()
             with_same = _OPEN.get(str(self.pci.bdf), [])
@@ -685,10 +674,16 @@ def open_device(bdf) -> VfioDevice:
     return VfioDevice(dev)
 
 
-def read_rom(dev: PciDevice) -> bytes:
-    """The ROM region of a device, binding it to vfio-pci for the read if it is not already."""
-    from hw import vfio_bind
 
-    with vfio_bind.bound(dev):
-        with VfioDevice(dev) as v:
-            return v.read_rom()
+def open_bar(dev: PciDevice, index: int = 0) -> mmio.Window:
+    """BAR ``index`` of a device bound to vfio-pci, through a VFIO device of its own.
+
+    Closing the BAR closes that VFIO device too, so a caller that wants only the registers
+    holds one object."""
+    v = VfioDevice(dev)
+    try:
+        bar = v.map_bar(index)
+    except BaseException:
+        v.close()
+        raise
+    return mmio.Window(bar, 0, on_close=v.close)

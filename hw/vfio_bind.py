@@ -1,11 +1,20 @@
-"""Moving a PCI device to vfio-pci and back to the driver it had.
+"""Which kernel driver owns a PCI device: vfio-pci and back, or no driver for one run.
 
-Binding changes which kernel driver owns a device, so romlab checks everything it
-can before the first write (root, an IOMMU group, a group holding only this
-device, the vfio-pci module), remembers the original driver and ``driver_override``
-in a small state file under ``/run/romlab/vfio`` (so ``romlab vfio unbind`` in a later
-process can restore them), and keeps SIGINT/SIGTERM blocked (hw.signals) while a rebind is half
-done so Ctrl-C cannot leave a device driverless.
+Every verb that moves a device between drivers goes through here: ``romlab vfio bind`` and
+``unbind``, the reads that put a device on vfio-pci for their duration (``dump --via vfio``,
+``vfio info``), and ``flash``, ``nvm`` and ``restore --unbind``, which take the driver away
+while the kernel maps BAR 0 for romlab. One path gives every one of them the same care:
+
+* checks before the first write: root; for vfio-pci also an IOMMU group holding only this
+  device and the vfio-pci module;
+* a record of the driver and ``driver_override`` the device had, in a small state file under
+  ``/run/romlab/vfio`` (``ROMLAB_STATE_DIR``), written before the first change and removed
+  once they are back, so that a crash leaves the device's driver on record: ``romlab vfio
+  unbind BDF`` (or the next ``--unbind`` run) gives it back from there;
+* SIGINT/SIGTERM held (``hw.signals``) while a change is half done, so Ctrl-C cannot leave a
+  device driverless;
+* before a device leaves vfio-pci, this process's VFIO fds on it are closed and another
+  process's are refused: the kernel's unbind would wait for them, uninterruptibly.
 """
 from __future__ import annotations
 
@@ -16,9 +25,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from hw import signals, sysfs
+from hw import signals, sysfs, vfio
+from hw.errors import HardwareError
 from hw.pci import Bdf, PciDevice
-from romtools.errors import RomError
 
 VFIO_DRIVER = "vfio-pci"
 # Drivers that may own other devices of a group without making it unusable for VFIO
@@ -34,13 +43,22 @@ def _state_file(bdf: Bdf) -> Path:
     return state_dir() / f"{bdf}.json"
 
 
-def check_bindable(dev: PciDevice) -> None:
-    """Raise RomError if ``dev`` cannot go to vfio-pci; touches nothing."""
+def _now(dev: PciDevice) -> dict:
+    return {"bdf": str(dev.bdf), "driver": dev.driver, "driver_override": dev.driver_override}
+
+
+def _require_root(dev: PciDevice, what: str) -> None:
     if os.geteuid() != 0:
-        raise RomError(f"binding {dev.bdf} to vfio-pci needs root")
+        raise HardwareError(f"{what} {dev.bdf} needs root (run romlab as root or with sudo)")
+
+
+def check_bindable(dev: PciDevice) -> None:
+    """Raise HardwareError if ``dev`` cannot go to vfio-pci; touches nothing."""
+    if os.geteuid() != 0:
+        raise HardwareError(f"binding {dev.bdf} to vfio-pci needs root")
     group = dev.iommu_group
     if group is None:
-        raise RomError(
+        raise HardwareError(
             f"{dev.bdf} has no IOMMU group: this kernel runs without an IOMMU; enable VT-d/AMD-Vi "
             "in firmware and boot with intel_iommu=on (or amd_iommu=on)")
     others = []
@@ -52,7 +70,7 @@ def check_bindable(dev: PciDevice) -> None:
             continue
         others.append(f"{m} ({other.driver or 'no driver'})")
     if others:
-        raise RomError(
+        raise HardwareError(
             f"IOMMU group {group} of {dev.bdf} also holds {', '.join(others)}; VFIO takes whole groups, "
             "so romlab will not rebind it (move the card to a slot of its own or check ACS)")
 
@@ -63,19 +81,24 @@ def _ensure_vfio_pci_loaded() -> None:
     try:
         r = subprocess.run(["modprobe", "vfio-pci"], capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise RomError("the vfio-pci driver is not loaded and modprobe is missing; load vfio-pci") from None
+        raise HardwareError("the vfio-pci driver is not loaded and modprobe is missing; load vfio-pci") from None
     if r.returncode != 0 or not (sysfs.pci_drivers_dir() / VFIO_DRIVER).is_dir():
         msg = (r.stderr or "").strip().splitlines()
-        raise RomError(f"cannot load the vfio-pci module: {msg[-1] if msg else 'modprobe failed'}")
+        raise HardwareError(f"cannot load the vfio-pci module: {msg[-1] if msg else 'modprobe failed'}")
 
 
+# --------------------------------------------------------------------------- the kernel's knobs
 def _probe(dev: PciDevice) -> None:
     sysfs.write_text(sysfs.root() / "bus" / "pci" / "drivers_probe", str(dev.bdf))
 
 
+def _bind_to(dev: PciDevice, driver: str) -> None:
+    sysfs.write_text(sysfs.pci_drivers_dir() / driver / "bind", str(dev.bdf))
+
+
 def _unbind_current(dev: PciDevice) -> None:
-    drv = dev.driver
-    if drv:
+    """Take ``dev`` from whatever driver has it (from vfio-pci: only after ``_release``)."""
+    if dev.driver:
         sysfs.write_text(dev.path / "driver" / "unbind", str(dev.bdf))
 
 
@@ -93,21 +116,114 @@ def _wait_driver(dev: PciDevice, want: str | None, timeout: float = 10.0) -> str
         time.sleep(0.05)
 
 
-def bind(dev: PciDevice, *, persist: bool = True) -> dict:
-    """Give ``dev`` to vfio-pci; returns the remembered original state.
+def _release(dev: PciDevice) -> None:
+    """Make sure nothing holds ``dev`` through VFIO before it leaves vfio-pci.
 
-    With ``persist`` the original state is written to the state file for a later
-    ``unbind`` in another process. A device already on vfio-pci is left as it is.
+    The kernel's unbind waits for the last device fd to close, uninterruptibly once a signal
+    has come: this process's own fds are closed first, another process's are refused.
+    """
+    vfio.close_all(dev.bdf)
+    others = vfio.holders(dev)
+    if others:
+        raise HardwareError(f"{dev.bdf} is open through VFIO in process {', '.join(others)}; the kernel would "
+                            f"wait for it, so romlab leaves it on vfio-pci: end that process, then run "
+                            f"`romlab vfio unbind {dev.bdf}`")
+
+
+def _restore(dev: PciDevice, state: dict) -> None:
+    """Put ``dev`` back to ``state``: its ``driver_override``, then its driver.
+
+    The driver is bound by name, falling back to a probe if that is refused; with no driver
+    on record it stays without one, unless ``state["probe"]`` asks the kernel to choose (a
+    device whose earlier driver romlab does not know). Every step is tried; the first error
+    is raised after.
+    """
+    want = state.get("driver")
+    errors = []
+
+    def step(fn):
+        try:
+            fn()
+        except HardwareError as exc:
+            errors.append(str(exc))
+
+    leave = dev.driver not in (None, want)
+    if leave and dev.driver == VFIO_DRIVER:
+        _release(dev)                     # refused: the device stays as it is
+    if dev.driver_override != state.get("driver_override"):
+        step(lambda: _set_override(dev, state.get("driver_override")))
+    if leave:
+        step(lambda: _unbind_current(dev))
+    if dev.driver is None:
+        if want:
+            try:
+                _bind_to(dev, want)
+            except HardwareError as exc:  # a driver that refuses a bind by name may still take a probe
+                with contextlib.suppress(HardwareError):
+                    _probe(dev)
+                if dev.driver != want:
+                    errors.append(str(exc))
+        elif state.get("probe"):
+            step(lambda: _probe(dev))
+    got = _wait_driver(dev, want) if want else dev.driver
+    if not errors and want and got != want:
+        errors.append(f"{dev.bdf} went back to {got or 'no driver'}, not to {want}; see dmesg")
+    if errors:
+        again = (f"; its driver is on record: `romlab vfio unbind {dev.bdf}` tries again"
+                 if _state_file(dev.bdf).exists() else "")
+        raise HardwareError(f"restoring {dev.bdf}'s driver: {errors[0]}{again}")
+
+
+# --------------------------------------------------------------------------- the record
+def _save_state(dev: PciDevice, state: dict) -> None:
+    d = state_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        _state_file(dev.bdf).write_text(json.dumps(state))
+    except OSError as exc:
+        raise HardwareError(f"cannot record {dev.bdf}'s driver in {d}: {exc.strerror}") from None
+
+
+def _load_state(dev: PciDevice) -> dict | None:
+    try:
+        state = json.loads(_state_file(dev.bdf).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _owed(dev: PciDevice) -> dict | None:
+    """The record of a driver romlab still owes ``dev``: one whose device is still on vfio-pci
+    or still without a driver. A device back on an ordinary driver owes nothing."""
+    state = _load_state(dev)
+    if state is None or dev.driver not in (None, VFIO_DRIVER):
+        return None
+    return state
+
+
+def _forget(dev: PciDevice) -> None:
+    with contextlib.suppress(OSError):
+        _state_file(dev.bdf).unlink()
+
+
+# --------------------------------------------------------------------------- the moves
+def bind(dev: PciDevice) -> dict:
+    """Give ``dev`` to vfio-pci; returns the state it is owed back (the record).
+
+    The record is kept after the call, for ``unbind`` in this or a later process. A device
+    already on vfio-pci is left as it is. A device left without a driver by a crash keeps the
+    crash's record, which knows the driver it had.
     """
     if dev.driver == VFIO_DRIVER:
-        return _load_state(dev) or {"bdf": str(dev.bdf), "driver": None, "driver_override": None,
-                                    "already_bound": True}
+        return _owed(dev) or {"bdf": str(dev.bdf), "driver": None, "driver_override": None,
+                              "already_bound": True}
     check_bindable(dev)
     _ensure_vfio_pci_loaded()
-    state = {"bdf": str(dev.bdf), "driver": dev.driver, "driver_override": dev.driver_override,
-             "already_bound": False}
+    now = _now(dev)
+    owed = _owed(dev)
+    state = {**(owed or now), "already_bound": False}
     with signals.held():
-        if persist:
+        if owed is None:
             _save_state(dev, state)
         try:
             _set_override(dev, VFIO_DRIVER)
@@ -115,102 +231,80 @@ def bind(dev: PciDevice, *, persist: bool = True) -> dict:
             _probe(dev)
             got = _wait_driver(dev, VFIO_DRIVER)
             if got != VFIO_DRIVER:
-                raise RomError(f"vfio-pci did not take {dev.bdf} (driver now: {got or 'none'}); see dmesg")
+                raise HardwareError(f"vfio-pci did not take {dev.bdf} (driver now: {got or 'none'}); see dmesg")
         except BaseException:
-            _restore(dev, state)
-            if persist:
+            _restore(dev, now)
+            if owed is None:
                 _forget(dev)
             raise
     return state
 
 
 def unbind(dev: PciDevice) -> dict:
-    """Take ``dev`` from vfio-pci and give it back to the driver it had before ``bind``."""
-    if dev.driver != VFIO_DRIVER:
-        raise RomError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'})")
+    """Give ``dev`` back the driver on record (taking it from vfio-pci, or after a crash left it
+    with none); without a record the kernel chooses, by a probe."""
+    owed = _owed(dev)
+    if dev.driver != VFIO_DRIVER and not (dev.driver is None and owed):
+        raise HardwareError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'})")
     if os.geteuid() != 0:
-        raise RomError(f"unbinding {dev.bdf} from vfio-pci needs root")
-    state = _load_state(dev) or {"bdf": str(dev.bdf), "driver": None, "driver_override": None}
+        raise HardwareError(f"unbinding {dev.bdf} from vfio-pci needs root")
+    state = owed or {"bdf": str(dev.bdf), "driver": None, "driver_override": None, "probe": True}
+    was = dev.driver
     with signals.held():
         _restore(dev, state)
         _forget(dev)
-    got = dev.driver
-    if state.get("driver") and got != state["driver"]:
-        raise RomError(f"{dev.bdf} went back to {got or 'no driver'}, not to {state['driver']}; see dmesg")
-    return {**state, "now": got}
-
-
-def _release(dev: PciDevice) -> None:
-    """Make sure nothing holds ``dev`` through VFIO before it leaves vfio-pci.
-
-    The kernel's unbind waits for the last device fd to close, uninterruptibly once a signal
-    has come: this process's own fds are closed first, another process's are refused.
-    """
-    from hw import vfio
-
-    vfio.close_all(dev.bdf)
-    others = vfio.holders(dev)
-    if others:
-        raise RomError(f"{dev.bdf} is open through VFIO in process {', '.join(others)}; the kernel would "
-                       f"wait for it, so romlab leaves it on vfio-pci: end that process, then run "
-                       f"`romlab vfio unbind {dev.bdf}`")
-
-
-def _restore(dev: PciDevice, state: dict) -> None:
-    """Undo a bind: original override, away from vfio-pci, reprobe. Best effort per step."""
-    if dev.driver == VFIO_DRIVER:
-        _release(dev)
-    errors = []
-    for step in (lambda: _set_override(dev, state.get("driver_override")),
-                 lambda: _unbind_current(dev) if dev.driver == VFIO_DRIVER else None,
-                 lambda: _probe(dev) if dev.driver is None else None):
-        try:
-            step()
-        except RomError as exc:
-            errors.append(str(exc))
-    if state.get("driver"):
-        _wait_driver(dev, state["driver"])
-    if errors:
-        raise RomError(f"restoring {dev.bdf}'s driver: {errors[0]}")
+    return {**state, "was": was, "now": dev.driver}
 
 
 @contextlib.contextmanager
 def bound(dev: PciDevice):
-    """vfio-pci for the duration of a ``with`` block; the original driver afterwards.
+    """vfio-pci for the duration of a ``with`` block; the driver it had afterwards.
 
-    The original state is taken before binding and put back in ``finally``, so a
-    Ctrl-C that lands just as the bind completes (it is held until then) still
-    finds the device restored.
+    The state to go back to is taken before binding and put back in ``finally``, so a
+    Ctrl-C that lands just as the bind completes (it is held until then) still finds the
+    device restored; the record covers a crash in between.
     """
     if dev.driver == VFIO_DRIVER:
         yield
         return
-    state = {"bdf": str(dev.bdf), "driver": dev.driver, "driver_override": dev.driver_override}
+    now = _now(dev)
+    owed = _owed(dev)
     try:
-        bind(dev, persist=False)
+        bind(dev)
         yield
     finally:
         with signals.held():
-            if dev.driver != state["driver"] or dev.driver_override != state["driver_override"]:
-                _restore(dev, state)
+            _restore(dev, now)
+            if owed is None:
+                _forget(dev)
 
 
-def _save_state(dev: PciDevice, state: dict) -> None:
-    d = state_dir()
+@contextlib.contextmanager
+def detached(dev: PciDevice):
+    """No driver for the duration of a ``with`` block; the driver back afterwards.
+
+    While a driver has claimed a BAR the kernel will not map it through sysfs for anyone
+    else; without a driver it will. A device left driverless by an earlier crash gets the
+    driver on record back at the end, settling that record.
+    """
+    now = _now(dev)
+    owed = _owed(dev)
+    if now["driver"] is None and owed is None:
+        yield                     # nothing to take away, nothing owed
+        return
+    _require_root(dev, "detaching the driver of")
+    target = now if now["driver"] is not None else owed
+    settles = owed is None or now["driver"] is None
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        _state_file(dev.bdf).write_text(json.dumps(state))
-    except OSError as exc:
-        raise RomError(f"cannot record {dev.bdf}'s driver in {d}: {exc.strerror}") from None
-
-
-def _load_state(dev: PciDevice) -> dict | None:
-    try:
-        return json.loads(_state_file(dev.bdf).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _forget(dev: PciDevice) -> None:
-    with contextlib.suppress(OSError):
-        _state_file(dev.bdf).unlink()
+        with signals.held():
+            if now["driver"] == VFIO_DRIVER:
+                _release(dev)             # refuse before anything is written
+            if owed is None:
+                _save_state(dev, now)
+            _unbind_current(dev)
+        yield
+    finally:
+        with signals.held():
+            _restore(dev, target)
+            if settles:
+                _forget(dev)

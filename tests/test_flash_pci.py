@@ -4,7 +4,7 @@ No Intel NIC is plugged into this machine, so the device comes from a crafted
 sysfs tree (ROMLAB_SYSFS: vendor, device, config with the command register,
 resource0, a driver link) and its BAR0 from the register double
 (romtools.flash.sim.nic) with the chip model behind FLA; the CLI runs in-process
-with PciTarget.open_bar0 swapped for the double. The refusals that never reach
+with PciDevice.map_resource (sysfs resource0) swapped for the double. The refusals that never reach
 the registers (wrong IDs, other vendors, missing device, decoding off, not root)
 run the real CLI in a subprocess on the crafted tree.
 """
@@ -22,11 +22,11 @@ import pytest
 from conftest import REPO, corpus
 from test_flash_cli import nvm_image, synthetic_rom
 
+from hw.parts import FAMILIES
+from hw.pci import PciDevice
 from romlab import cli
 from romtools.flash import chips
-from romtools.flash.bar import PciTarget
 from romtools.flash.sim.chip import SimChip
-from romtools.flash.nicfamily import FAMILIES
 from romtools.flash.sim.nic import NicBarDouble
 
 FAM = {f.key: f for f in FAMILIES}
@@ -70,11 +70,11 @@ def double(family, chip, contents, **kw):
 
 def run(monkeypatch, capsys, dbl, *argv):
     """The CLI in this process, with BAR0 of the crafted device being the double."""
-    def open_bar0(self, via="sysfs"):
-        if dbl is None:
+    def map_resource(self, index=0):
+        if dbl is None or index != 0:
             raise AssertionError("romlab mapped BAR0 although it should have refused first")
         return dbl
-    monkeypatch.setattr(PciTarget, "open_bar0", open_bar0)
+    monkeypatch.setattr(PciDevice, "map_resource", map_resource)
     code = cli.main([str(a) for a in argv])
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -172,23 +172,6 @@ def test_read_then_restore_in_system(tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, dbl, "restore", backup, "--pci", BDF)
     assert code == 0, err
     assert bytes(sim.mem) == original and dbl.eecd & 0x30 == 0x10
-
-
-def test_unbind_detaches_the_driver_and_binds_it_back(tmp_path, monkeypatch, capsys):
-    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
-    drv = tmp_path / "sys" / "bus" / "pci" / "drivers" / "e1000e"
-    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536)
-    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
-    assert code == 0, err
-    assert err == ""                                   # no "bound to a driver" warning: it was unbound
-    assert (drv / "unbind").read_text() == BDF and (drv / "bind").read_text() == BDF
-    # A failure after the unbind still binds the driver back.
-    (drv / "unbind").write_text("")
-    (drv / "bind").write_text("")
-    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, grant_after=None)
-    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
-    assert code == 2 and "FLA.GNT" in one_line(err)
-    assert (drv / "unbind").read_text() == BDF and (drv / "bind").read_text() == BDF
 
 
 @pytest.mark.parametrize("vendor,device,words", [

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from romtools.flash.bar import Window
-from romtools.flash.nicfamily import family_of
+from hw.mmio import Window
+from hw.parts import family_of
 from romtools.flash.sim.nic import NicBarDouble
 from romtools.flash.programmers.nicintel_eeprom import open_nvm
 from romtools.flash.qemubar import QemuNic

@@ -16,10 +16,10 @@ import signal
 
 import pytest
 
+from hw.mmio import Window
+from hw.parts import FAMILIES, family_of
 from romtools.flash import chips, writer
-from romtools.flash.bar import Window
 from romtools.flash.sim.chip import SimChip
-from romtools.flash.nicfamily import FAMILIES, family_of
 from romtools.flash.sim.nic import NicBarDouble
 from romtools.flash.programmers.nicintel_spi import NicFlashError, NicIntelSpi
 from romtools.flash.spinor import SpiNor

@@ -20,9 +20,9 @@ import pytest
 from conftest import run_romlab
 from test_flash_pci import BDF, card, one_line, run
 
+from hw.parts import FAMILIES
 from romtools.flash import chips
 from romtools.flash.sim.chip import SimChip
-from romtools.flash.nicfamily import FAMILIES
 from romtools.flash.sim.nic import NicBarDouble, SpiEeprom
 
 FAM = {f.key: f for f in FAMILIES}

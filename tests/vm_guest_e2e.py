@@ -182,7 +182,7 @@ def _():
 
 @record("pci_readers")
 def _():
-    """inspect/lint --pci read the device through hw.pci.read_rom (sysfs, then VFIO)."""
+    """inspect/lint --pci read the device through hw.access.read_rom (sysfs, then VFIO)."""
     e1000, own = BDF["e1000"], BDF["own"]
     return {"inspect_sysfs": romlab("inspect", "--pci", e1000, "--json"),
             "inspect_vfio": romlab("inspect", "--pci", e1000, "--via", "vfio", "--json"),

@@ -22,7 +22,7 @@ def load_source(args) -> tuple[bytes, str]:
     if pci and args.file:
         raise RomError("give either a FILE or --pci BDF, not both")
     if pci:
-        from hw.pci import read_rom
+        from hw.access import read_rom
 
         return read_rom(pci, via=args.via), f"pci:{pci}"
     if not args.file:

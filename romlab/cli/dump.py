@@ -24,7 +24,8 @@ def run(args) -> int:
     import os
     import sys
 
-    from hw.pci import parse_bdf, read_rom
+    from hw.access import read_rom
+    from hw.pci import parse_bdf
     from romlab.cli._common import print_json
     from romtools.errors import RomError
 

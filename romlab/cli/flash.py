@@ -107,16 +107,13 @@ def run(args) -> int:
 
     key = args.programmer
     if args.pci:
-        from romtools.flash.bar import PciTarget
-        from romtools.flash.nicfamily import require_family
-        card = PciTarget.open(args.pci)
-        fam = require_family(card.vendor, card.device, f"{card.bdf} is")
-        if fam.flash is None:
-            raise RomError(f"{card.bdf} ({card.ids}, {fam.name}): {fam.note}")
+        from hw.pci import PciDevice
+        card = PciDevice.open(args.pci)
+        session.require_flash_part(card)
         key = f"pci:{card.bdf}"
         if not args.force_ids:
             # Checked before the card is touched: the IDs are those sysfs shows.
-            image.check_target_ids(rom[:info.length], card.vendor, card.device, args.rom)
+            image.check_target_ids(rom[:info.length], card.vendor_id, card.device_id, args.rom)
     journal = backupmod.Journal(key)
     if args.resume:
         header, done = journal.read()
@@ -156,7 +153,7 @@ def run(args) -> int:
         pl = writer.plan(nor, current, target)
         result = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
                   "programmer": prog.describe(), "rom": args.rom, "rom_pci_ids": info.pci_ids,
-                  **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids, "family": pci.family.key}
+                  **({"pci": pci.bdf, "card_pci_ids": pci.ids, "family": pci.family.key}
                      if pci else {}),
                   "rom_bytes": len(rom), "layout": {"name": layout.name, "start": layout.start,
                                                     "end": layout.end},
@@ -164,7 +161,7 @@ def run(args) -> int:
                                    for s in pl.steps if s.erase_op is not None],
                   "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes,
                   "unchanged_sectors": pl.unchanged_sectors}
-        lines = ([f"card: {pci.target.bdf} {pci.target.ids} ({pci.family.name}), ROM region from "
+        lines = ([f"card: {pci.bdf} {pci.ids} ({pci.family.name}), ROM region from "
                   f"0x{pci.family.rom_start:x}"] if pci else []) + [chip_line,
                  f"rom: {args.rom} ({len(rom)} bytes, PCI {info.pci_ids}, {info.images} image(s))",
                  f"layout: {layout.name}, ROM region 0x{layout.start:06x}-0x{layout.end - 1:06x}, "
@@ -202,7 +199,7 @@ def run(args) -> int:
                 pass
             backup_path = str(backupmod.save(current, {
                 "target": prog.describe(), "programmer": key, "chip": chip.name,
-                **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids} if pci else {}),
+                **({"pci": pci.bdf, "card_pci_ids": pci.ids} if pci else {}),
                 "jedec": chip.jedec_hex, "pci_ids_in_backup": found,
                 "writing": {"rom": str(Path(args.rom).resolve()), "rom_sha256": session.sha256(rom),
                             "pci_ids": info.pci_ids}}))
@@ -222,7 +219,7 @@ def run(args) -> int:
         try:
             stats = session.apply(nor, current, target, journal, header, progress, resume=args.resume)
         except writer.FlashError as exc:
-            how = f"--pci {pci.target.bdf}" if pci else f"--programmer {args.programmer}"
+            how = f"--pci {pci.bdf}" if pci else f"--programmer {args.programmer}"
             raise writer.FlashError(f"{exc}; the flash is now partly written: run the same command with "
                                     f"--resume, or `romlab restore {backup_path} {how}`", state="partial") from None
         if args.resume:

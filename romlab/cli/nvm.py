@@ -33,35 +33,25 @@ def add_arguments(p):
 
 def _open(args):
     """(register Bar, family, vendor, device, where, closer)."""
-    from romtools.flash.bar import PciTarget, Window
-    from romtools.flash.nicfamily import require_family
+    from hw.mmio import Window
+    from romtools.flash.session import require_part
 
     if args.qemu:
         from romtools.flash.qemubar import QemuNic
         nic = QemuNic(args.qemu)
         try:
-            fam = require_family(nic.vendor, nic.device, f"QEMU's {args.qemu} is")
+            fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu} is").family
         except BaseException:
             nic.close()
             raise
         return Window(nic, fam.base), fam, nic.vendor, nic.device, f"qemu {args.qemu} ({nic.ids})", nic.close
-    target = PciTarget.open(args.pci)
-    fam = require_family(target.vendor, target.device, f"{target.bdf} is")
-    unbound = target.unbind_driver() if args.unbind and args.via == "sysfs" else None
-    try:
-        bar = target.open_bar0(args.via)
-    except BaseException:
-        if unbound:
-            target.bind_driver(unbound)
-        raise
+    from hw import access
+    from hw.pci import PciDevice
 
-    def close():
-        try:
-            bar.close()
-        finally:
-            if unbound:
-                target.bind_driver(unbound)
-    return Window(bar, fam.base), fam, target.vendor, target.device, f"{target.bdf} ({target.ids})", close
+    dev = PciDevice.open(args.pci)
+    fam = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is").family
+    bar = access.open_bar(dev, 0, args.via, unbind=args.unbind and args.via == "sysfs")
+    return Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})", bar.close
 
 
 def run(args) -> int:

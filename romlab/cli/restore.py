@@ -35,10 +35,10 @@ def run(args) -> int:
     if args.pci:
         pci = session.PciSession(args.pci, via=args.via, unbind=args.unbind)
         prog, nor, key = pci.prog, pci.nor, pci.spec
-        if record.get("card_pci_ids") not in (None, pci.target.ids):
+        if record.get("card_pci_ids") not in (None, pci.ids):
             prog.close()
-            raise RomError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.target.bdf} is "
-                           f"a {pci.target.ids}")
+            raise RomError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.bdf} is "
+                           f"a {pci.ids}")
     else:
         prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
         key = args.programmer

@@ -52,7 +52,7 @@ def run(args) -> int:
         return 0
     if args.action == "unbind":
         st = vfio_bind.unbind(dev)
-        print(f"{dev.bdf}: vfio-pci -> {st['now'] or 'no driver'}", file=sys.stderr)
+        print(f"{dev.bdf}: {st['was'] or 'no driver'} -> {st['now'] or 'no driver'}", file=sys.stderr)
         return 0
     return _info(dev, args)
 

@@ -6,8 +6,8 @@ erase/program with verify and retry), ``chipsim`` (a simulated part with fault
 injection), ``serprog`` (the protocol and the programmer end), ``programmers``
 (the host ends, including the in-system ``nicintel_spi`` and
 ``nicintel_eeprom``), ``image`` (option-ROM check, layouts), ``backup``
-(backups and the resume journal), ``bar`` (a NIC's register BAR behind
-read32/write32), ``nicfamily`` (which Intel NICs, where their registers are),
-``nicsim`` (a register-level double of an Intel NIC's BAR0), ``qemubar`` (BAR0
-of a NIC QEMU emulates, with no guest OS).
+(backups and the resume journal), ``session`` (the safe sequence around a
+write, and which NICs romlab reaches in-system), ``nicsim`` (a register-level double of an Intel NIC's BAR0), ``qemubar`` (BAR0
+of a NIC QEMU emulates, with no guest OS). A NIC's registers (``hw.mmio``) and
+which Intel NICs there are and where their flash registers sit (``hw.parts``) are in ``hw``.
 """

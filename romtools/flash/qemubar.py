@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from romtools.errors import RomError
-from romtools.flash.bar import Bar
+from hw.mmio import Bar
 
 STUB_SOURCE = r"""
     .set COM1, 0x3f8

@@ -52,47 +52,79 @@ def open_chip(prog):
     return prog, nor
 
 
+# NICs people try to flash in-system that romlab cannot drive, with what to use instead.
+OTHER_VENDORS = {
+    0x14E4: "Broadcom: romlab does not drive Broadcom NVRAM in-system. Use Broadcom's own NVRAM tools, "
+            "or clip a ch341a or serprog programmer on the flash chip (board powered off)",
+    0x10EC: "Realtek: romlab does not drive Realtek boot-ROM flash in-system (flashrom's nicrealtek covers "
+            "only the RTL8139 and, untested, RTL8169). Clip a ch341a or serprog programmer on the SPI "
+            "flash chip (board powered off)",
+    0x15B3: "Mellanox/NVIDIA: the option ROM is part of the adapter firmware image; use mstflint or "
+            "mlxfwmanager, not a raw flash write",
+    0x1077: "QLogic: the option ROM is part of the adapter's flash image; use the vendor's flash tool",
+    0x19A2: "Emulex: the option ROM is part of the adapter firmware; use the vendor's flash tool",
+    0x1924: "Solarflare: the boot ROM is managed by the adapter firmware (sfboot/sfupdate); use those",
+}
+
+
+def require_part(vendor: int, device: int, what: str):
+    """The ``hw.parts.Part`` for these IDs, or a RomError saying what to use instead.
+
+    ``what`` starts the message, e.g. "0000:03:00.0 is"."""
+    from hw.parts import find_part
+
+    part = find_part(vendor, device)
+    if part is not None:
+        return part
+    advice = OTHER_VENDORS.get(vendor)
+    ids = "%04x:%04x" % (vendor, device)
+    if advice:
+        raise RomError(f"{what} {ids}: {advice}")
+    raise RomError(f"{what} {ids} is not a NIC romlab can reach in-system (Intel 8254x, 8257x, 82599, "
+                   "I210, 82580); clip a ch341a or serprog programmer on its flash chip instead")
+
+
+def require_flash_part(dev):
+    """The part of PCI device ``dev`` if romlab can reach its option-ROM flash in-system."""
+    part = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is")
+    if part.family.flash is None:
+        raise RomError(f"{dev.bdf} ({dev.ids}, {part.family.name}): {part.family.note}")
+    return part
+
+
 class PciSession:
-    """An Intel NIC's own flash, in-system: the sysfs target, its family, the open programmer."""
+    """An Intel NIC's own flash, in-system: the PCI device, its family, the open programmer.
+
+    BAR 0 comes from ``hw.access.open_bar``, which also takes the driver away for the run
+    with ``unbind`` (and gives it back when the programmer closes)."""
 
     def __init__(self, bdf: str, via: str = "sysfs", chip_name: str | None = None, warn=None,
                  unbind: bool = False):
-        from romtools.flash import nicfamily
-        from romtools.flash.bar import PciTarget, Window
+        from hw import access
+        from hw.mmio import Window
+        from hw.pci import PciDevice
         from romtools.flash.programmers.nicintel_spi import NicIntelSpi
 
-        self.target = PciTarget.open(bdf)
-        t = self.target
-        self.family = nicfamily.require_family(t.vendor, t.device, f"{t.bdf} is")
-        if self.family.flash is None:
-            raise RomError(f"{t.bdf} ({t.ids}, {self.family.name}): {self.family.note}")
-        self.spec = f"pci:{t.bdf}"
-        self.unbound = t.unbind_driver() if unbind and via == "sysfs" else None
+        self.device = dev = PciDevice.open(bdf)
+        self.family = require_flash_part(dev).family
+        self.bdf, self.ids = str(dev.bdf), dev.ids
+        self.spec = f"pci:{self.bdf}"
+        bar = access.open_bar(dev, 0, via, unbind=unbind and via == "sysfs")
         try:
-            bar = t.open_bar0(via)
-            if t.driver and warn and via == "sysfs":
-                warn(f"{t.bdf} is bound to the {t.driver} driver, which may use the flash too; --unbind "
+            if via == "sysfs" and warn and dev.driver:
+                warn(f"{self.bdf} is bound to the {dev.driver} driver, which may use the flash too; --unbind "
                      "detaches it for the run")
-            try:
-                self.prog = NicIntelSpi(Window(bar, self.family.base), self.family, where=f"{t.bdf} ({t.ids})")
-            except BaseException:
-                bar.close()
-                raise
+            self.prog = NicIntelSpi(Window(bar, self.family.base), self.family, where=f"{self.bdf} ({self.ids})")
         except BaseException:
-            self.rebind()
+            bar.close()
             raise
-        self.prog.on_close += [bar.close, self.rebind]
+        self.prog.on_close.append(bar.close)
         try:
             self.nor = SpiNor(self.prog)
             self.nor.identify()
         except BaseException:
             self.prog.close()
             raise
-
-    def rebind(self) -> None:
-        if self.unbound:
-            name, self.unbound = self.unbound, None
-            self.target.bind_driver(name)
 
     def layout(self, spec: str | None, current: bytes, force: bool = False):
         """Where the ROM goes on this NIC's flash: the family knows; a layout may only narrow it."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 
-from romtools.flash.bar import Bar
+from hw.mmio import Bar
 from romtools.flash.sim.chip import SimChip
 
 # FLA bits
@@ -220,7 +220,7 @@ class SpiEeprom:
 class NicBarDouble(Bar):
     """BAR0 of an Intel NIC as the in-system programmers see it.
 
-    ``family`` is a ``nicfamily.Family``. ``chip`` is the flash behind FLA (a
+    ``family`` is a ``hw.parts.Family``. ``chip`` is the flash behind FLA (a
     ``SimChip``) or None; ``nvm`` the NVM words EERD returns on families whose
     NVM is a separate EEPROM (8254x/8257x/82599); ``eeprom`` the SPI EEPROM of
     an 82580. ``grant_after`` is how many FLA/EEC reads pass before a request
