@@ -104,7 +104,7 @@ def test_unbind_detaches_the_driver_and_binds_it_back(tmp_path, monkeypatch, cap
     # A failure after the unbind still binds the driver back.
     kernel.writes.clear()
     sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, grant_after=None)
-    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r.bin")
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--read", tmp_path / "r2.bin")
     assert code == 2 and "FLA.GNT" in one_line(err)
     assert kernel.writes == [("unbind", BDF), ("bind", BDF)] and kernel.driver() == "e1000e"
     assert _records(tmp_path) == {}

@@ -70,7 +70,7 @@ def _new_file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
-def check_outputs(paths, *, inputs=(), overwrite: bool = False) -> None:
+def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--overwrite") -> None:
     """Refuse, before anything is written, an output that is an input or that exists without --overwrite."""
     import os
 
@@ -84,11 +84,11 @@ def check_outputs(paths, *, inputs=(), overwrite: bool = False) -> None:
         if os.path.isdir(path):
             raise RomError(f"{path} is a directory; give a file name for the output")
         if os.path.lexists(path) and not overwrite:
-            raise RomError(f"{path} already exists; add --overwrite to replace it, or write elsewhere")
+            raise RomError(f"{path} already exists; add {flag} to replace it, or write elsewhere")
 
 
 def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False,
-                 overwrite: bool = False) -> str | None:
+                 overwrite: bool = False, flag: str = "--overwrite") -> str | None:
     """Write ``data`` to ``path`` atomically (temporary file, then rename).
 
     Refuses to write over one of ``inputs`` unless ``in_place``, and over any other existing file
@@ -102,7 +102,7 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
     from romtools.errors import RomError
 
     if not in_place:
-        check_outputs([path], inputs=inputs, overwrite=overwrite)
+        check_outputs([path], inputs=inputs, overwrite=overwrite, flag=flag)
     elif os.path.isdir(path):
         raise RomError(f"{path} is a directory; give a file name for the output")
     backup = None

@@ -62,7 +62,8 @@ def run(args) -> int:
 
     from romtools.errors import RomError
     from romtools.flash import backup as backupmod
-    from romlab.cli._common import open_programmer
+    from romlab.cli._common import check_outputs, open_programmer, write_output
+    from romtools.walker import read_input
     from romtools.flash import image, session, writer
 
     progress = session.Progress(False if args.no_progress or args.json else None)
@@ -84,10 +85,11 @@ def run(args) -> int:
     if args.read:
         if args.rom:
             raise RomError("--read takes no ROM argument")
+        check_outputs([args.read], overwrite=args.force, flag="--force")
         prog, nor, _ = open_target()
         with prog:
             data = session.read_stable(nor, progress)
-        Path(args.read).write_bytes(data)
+        write_output(args.read, data, overwrite=args.force, flag="--force")
         _report(args, {"chip": nor.chip.name, "jedec": nor.chip.jedec_hex, "size": len(data),
                        "sha256": session.sha256(data), "output": args.read},
                 [f"chip: {nor.chip.vendor} {nor.chip.name} ({len(data) // 1024} KiB, JEDEC {nor.chip.jedec_hex})",
@@ -96,10 +98,7 @@ def run(args) -> int:
 
     if not args.rom:
         raise RomError("give the ROM file to write (or --read OUT)")
-    try:
-        rom = Path(args.rom).read_bytes()
-    except OSError as exc:
-        raise RomError(f"cannot read {args.rom}: {exc.strerror}") from None
+    rom = read_input(args.rom)
     info = image.check_option_rom(rom, args.rom)
     if sum(rom[:info.length]) & 0xFF and not args.force:
         raise RomError(f"{args.rom}: the ROM's 8-bit checksum is not 0, so a BIOS would skip it "
@@ -114,24 +113,22 @@ def run(args) -> int:
         if not args.force_ids:
             # Checked before the card is touched: the IDs are those sysfs shows.
             image.check_target_ids(rom[:info.length], card.vendor_id, card.device_id, args.rom)
-    journal = backupmod.Journal(key)
-    if args.resume:
-        header, done = journal.read()
-    elif journal.exists() and not (args.dry_run or args.verify_only):
-        raise RomError(f"an interrupted write to {key} is pending ({journal.path}); finish it "
-                       "with --resume, or restore its backup and delete the journal")
-
     prog, nor, pci = open_target()
     with prog:
         chip = nor.chip
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
         if len(rom) > chip.size:
             raise RomError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
-
+        current = session.read_stable(nor, progress)
+        # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
+        journal, unreadable = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         if args.resume:
-            if header.get("jedec") != chip.jedec_hex or header.get("size") != chip.size:
-                raise RomError(f"the journal is for a {header.get('chip')} (JEDEC {header.get('jedec')}), "
-                               f"the programmer reaches a {chip.name}")
+            if journal is None:
+                bad = (f"; {len(unreadable)} journal file(s) could not be read ({unreadable[0]})"
+                       if unreadable else "")
+                raise RomError(f"no interrupted write matches this {chip.name}: every sector would have to hold "
+                               f"either its backup or the new image{bad}; flash without --resume")
+            header, done = journal.read()
             original, _ = backupmod.load(header["backup"])
             resumed_blocks = len(done)
             layout = image.Layout(header["layout"], header["region"][0], header["region"][1])
@@ -139,10 +136,13 @@ def run(args) -> int:
             if session.sha256(target) != header["target_sha256"]:
                 raise RomError("this ROM and layout are not what the interrupted write was writing "
                                f"(journal {journal.path})")
-            current = session.read_stable(nor, progress)
             backup_path = header["backup"]
         else:
-            current = session.read_stable(nor, progress)
+            if journal is not None and not (args.dry_run or args.verify_only):
+                header, _ = journal.read()
+                raise RomError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "
+                               f"--resume and the same ROM, or put the backup back with `romlab restore "
+                               f"{header['backup']}`")
             if pci is not None:
                 layout = pci.layout(args.layout, current, force=args.force)
             else:
@@ -209,9 +209,14 @@ def run(args) -> int:
         if not pl.changes:
             result["changed"] = False
             lines.append("no change needed: the flash already holds this image")
+            if args.resume:
+                journal.finish()        # the interrupted write had in fact ended
+                lines.append(f"journal {journal.path.name} removed: nothing was left to write")
             _report(args, result, lines)
             return 0
 
+        if not args.resume:
+            journal = backupmod.Journal.new(chip.jedec_hex)
         header = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
                   "target_sha256": session.sha256(target), "backup": backup_path,
                   "layout": layout.name, "region": [layout.start, layout.end],

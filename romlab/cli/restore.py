@@ -42,9 +42,6 @@ def run(args) -> int:
     else:
         prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
         key = args.programmer
-    journal = backupmod.Journal(key)
-    if journal.exists() and not args.dry_run:
-        journal.path.unlink()       # a restore supersedes an unfinished write
     with prog:
         chip = nor.chip
         if record.get("jedec") != chip.jedec_hex or record.get("size") != chip.size:
@@ -52,9 +49,13 @@ def run(args) -> int:
                            f"{record.get('size')} bytes); the programmer reaches a {chip.name} "
                            f"(JEDEC {chip.jedec_hex}, {chip.size} bytes)")
         current = session.read_stable(nor, progress)
+        # A restore supersedes an unfinished write to this chip: its journal goes once the chip is back.
+        superseded, _ = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         pl = writer.plan(nor, current, data)
         result = {"chip": chip.name, "jedec": chip.jedec_hex, "backup": str(args.backup),
                   "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes}
+        if not pl.changes and superseded is not None and not args.dry_run:
+            superseded.finish()
         if args.dry_run or not pl.changes:
             result["changed"] = False
             msg = ("no change needed: the chip already holds the backup" if not pl.changes else
@@ -67,12 +68,15 @@ def run(args) -> int:
         header = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
                   "target_sha256": session.sha256(data), "backup": str(before), "layout": "restore",
                   "region": [0, chip.size]}
+        journal = backupmod.Journal.new(chip.jedec_hex)
         try:
             stats = session.apply(nor, current, data, journal, header, progress)
         except writer.FlashError as exc:
             journal.finish()
             raise writer.FlashError(f"{exc}; the flash is now partly written: run this restore again "
                                     f"(what it held before is in {before})", state="partial") from None
+        if superseded is not None:
+            superseded.finish()
         result.update(changed=True, verified=True, previous_contents=str(before),
                       erased=stats["erased"], programmed=stats["programmed"])
         print(json.dumps(result, indent=2) if args.json else

@@ -7,9 +7,14 @@ the ROM it held and of the ROM being written). The directory is
 ``$ROMLAB_BACKUP_DIR``, else ``$XDG_DATA_HOME/romlab/backups``, else
 ``~/.local/share/romlab/backups``.
 
-The journal (``journal-<key>.jsonl`` in the same directory, one per programmer)
-names the backup and the sha256 of the image being written, then gets one line
-per finished block, flushed to disk. ``--resume`` reads it back.
+A write in progress keeps a journal in the same directory: ``journal-<time>-<jedec>.jsonl``
+(a header naming the chip, the backup and the sha256 of the image being written, then one line
+per finished block, each flushed to disk) and the image itself beside it (``.target``). A journal
+belongs to a chip, never to the way the chip is reached (a serial port, a TCP port, a PCI
+address): it matches a chip when the JEDEC ID and size agree and every sector of the chip holds
+either the backup's bytes or the new image's, or is on its way from one to the other (erased,
+or partly programmed towards the image). Every record read back is checked against the shape
+it must have before anything in it is used.
 """
 from __future__ import annotations
 
@@ -64,34 +69,80 @@ def save(data: bytes, record: dict) -> Path:
     return path
 
 
+BACKUP_RECORD = {"chip": str, "jedec": str, "size": int, "sha256": str}
+JOURNAL_HEADER = {"chip": str, "jedec": str, "size": int, "target_sha256": str, "backup": str, "layout": str,
+                  "region": list}
+JOURNAL_LINE = {"done": int, "size": int}
+
+
+def check_record(record, shape: dict, what: str) -> dict:
+    """``record`` if it is a JSON object with every key of ``shape`` of the right type; else one line."""
+    if not isinstance(record, dict):
+        raise RomError(f"{what} is not a JSON object; it is not a romlab record")
+    for key, kind in shape.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RomError(f"{what} has no valid {key!r} ({kind.__name__} expected); it is not a romlab record "
+                           "or it is damaged")
+    return record
+
+
+def _read_json(path: Path, what: str):
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RomError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RomError(f"{what} {path} is not valid JSON; it is not a romlab record or it is damaged") from None
+
+
 def load(path: str | Path) -> tuple[bytes, dict]:
+    """A backup's bytes and record, checked against each other."""
     p = Path(path)
     if p.suffix == ".json":
         p = p.with_suffix(".bin")
+    record_path = p.with_suffix(".json")
+    if not record_path.exists():
+        raise RomError(f"{record_path} is missing: a backup is a .bin with its .json record beside it, and "
+                       f"{p.name} has none" + ("" if p.exists() else f" ({p} does not exist either)"))
+    record = check_record(_read_json(record_path, "backup record"), BACKUP_RECORD, f"backup record {record_path}")
     try:
         data = p.read_bytes()
-        record = json.loads(p.with_suffix(".json").read_text())
     except OSError as exc:
         raise RomError(f"cannot read backup {p}: {exc.strerror} (a backup is a .bin with its .json record)") from None
-    except ValueError:
-        raise RomError(f"backup record {p.with_suffix('.json')} is not valid JSON") from None
-    if hashlib.sha256(data).hexdigest() != record.get("sha256") or len(data) != record.get("size"):
+    if hashlib.sha256(data).hexdigest() != record["sha256"] or len(data) != record["size"]:
         raise RomError(f"backup {p} does not match its record (sha256/size differ); it is damaged")
     return data, record
 
 
 class Journal:
-    def __init__(self, programmer: str):
-        key = hashlib.sha256(programmer.encode()).hexdigest()[:12]
-        self.path = backup_dir() / f"journal-{key}.jsonl"
-        self.programmer = programmer
+    """One interrupted-or-running write: the header, the finished blocks, and the image being written."""
 
-    def exists(self) -> bool:
-        return self.path.exists()
+    def __init__(self, path: Path):
+        self.path = path
+        self.target_path = path.with_suffix(".target")
+        self._fh = None
 
-    def start(self, header: dict) -> None:
+    @classmethod
+    def new(cls, jedec: str) -> "Journal":
+        d = _ensure(backup_dir())
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path, n = d / f"journal-{stamp}-{jedec}.jsonl", 1
+        while path.exists():
+            path, n = d / f"journal-{stamp}-{jedec}-{n}.jsonl", n + 1
+        return cls(path)
+
+    @classmethod
+    def all(cls) -> list["Journal"]:
+        d = backup_dir()
+        return [cls(p) for p in sorted(d.glob("journal-*.jsonl"))] if d.is_dir() else []
+
+    def start(self, header: dict, target: bytes) -> None:
         _ensure(self.path.parent)
-        _fsync_write(self.path, (json.dumps(dict(header, programmer=self.programmer)) + "\n").encode())
+        _fsync_write(self.target_path, target)
+        _fsync_write(self.path, (json.dumps(header) + "\n").encode())
         self._fh = open(self.path, "a")
 
     def done(self, start: int, size: int) -> None:
@@ -100,34 +151,91 @@ class Journal:
         os.fsync(self._fh.fileno())
 
     def read(self) -> tuple[dict, list[tuple[int, int]]]:
+        """The checked header and the finished blocks (a last line cut short by a crash is ignored)."""
         try:
-            lines = self.path.read_text().splitlines()
-        except OSError:
-            raise RomError(f"no interrupted write to resume for this programmer ({self.path} is missing)") from None
-        header = json.loads(lines[0])
+            lines = self.path.read_bytes().decode("utf-8").splitlines()
+        except OSError as exc:
+            raise RomError(f"cannot read journal {self.path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise RomError(f"journal {self.path} is not text; it is damaged") from None
+        if not lines:
+            raise RomError(f"journal {self.path} is empty; it is damaged")
+        try:
+            header = json.loads(lines[0])
+        except ValueError:
+            raise RomError(f"journal {self.path} does not start with a JSON header; it is damaged") from None
+        check_record(header, JOURNAL_HEADER, f"journal {self.path}")
+        region = header["region"]
+        if len(region) != 2 or not all(isinstance(x, int) for x in region) or not 0 <= region[0] <= region[1] \
+                <= header["size"]:
+            raise RomError(f"journal {self.path} has a region that does not fit its chip; it is damaged")
         done = []
         for line in lines[1:]:
             try:
-                entry = json.loads(line)
-            except ValueError:
+                entry = check_record(json.loads(line), JOURNAL_LINE, "journal line")
+            except (ValueError, RomError):
                 break           # a line cut short by the interruption
             done.append((entry["done"], entry["size"]))
         return header, done
+
+    def target(self, header: dict) -> bytes:
+        """The image this journal was writing, checked against its header."""
+        try:
+            data = self.target_path.read_bytes()
+        except OSError as exc:
+            raise RomError(f"cannot read {self.target_path}: {exc.strerror}") from None
+        if len(data) != header["size"] or hashlib.sha256(data).hexdigest() != header["target_sha256"]:
+            raise RomError(f"{self.target_path} does not match its journal; it is damaged")
+        return data
+
+    def matches(self, jedec: str, size: int, current: bytes, sector: int) -> bool:
+        """True when this journal is about this chip: same part, every sector the backup's or the target's."""
+        try:
+            header, _ = self.read()
+            if header["jedec"] != jedec or header["size"] != size or len(current) != size:
+                return False
+            original, _ = load(header["backup"])
+            target = self.target(header)
+        except RomError:
+            return False
+        if len(original) != size:
+            return False
+        for at in range(0, size, sector):
+            piece, new = current[at:at + sector], target[at:at + sector]
+            if piece == new or piece == original[at:at + sector]:
+                continue
+            # The sector the write was on when it stopped: erased, or partly programmed towards the image.
+            if any(b != 0xFF and b != t for b, t in zip(piece, new)):
+                return False
+        return True
 
     def reopen(self) -> None:
         self._fh = open(self.path, "a")
 
     def finish(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh:
-            fh.close()
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        """The write is over (done, or moot): the journal and its image go."""
+        self.close()
+        for p in (self.path, self.target_path):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
 
     def close(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh:
-            fh.close()
+        if self._fh:
+            self._fh.close()
             self._fh = None
+
+
+def pending_for(jedec: str, size: int, current: bytes, sector: int) -> tuple[Journal | None, list[Path]]:
+    """The journal whose write this chip holds, if any; and the journal files that could not be read."""
+    unreadable = []
+    for j in Journal.all():
+        try:
+            j.read()
+        except RomError:
+            unreadable.append(j.path)
+            continue
+        if j.matches(jedec, size, current, sector):
+            return j, unreadable
+    return None, unreadable

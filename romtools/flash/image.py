@@ -186,10 +186,14 @@ def choose_layout(spec: str | None, current: bytes, force: bool = False) -> Layo
             raise RomError("the chip is too small for the I210 layout")
         return Layout("i210", I210_ROM_START, size)
     try:
-        with open(spec) as fh:
-            text = fh.read()
+        with open(spec, "rb") as fh:
+            raw = fh.read(1 << 20)
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise RomError(f"cannot read layout file {spec}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RomError(f"layout file {spec} is not text (it is not UTF-8); give a flashrom-style layout file "
+                       "with lines like 0x10000:0x1ffff rom") from None
     return parse_layout_file(text, size, spec)
 
 

@@ -164,7 +164,7 @@ def apply(nor: SpiNor, current: bytes, target: bytes, journal: backupmod.Journal
     if resume:
         journal.reopen()
     else:
-        journal.start(header)
+        journal.start(header, target)
     protected = nor.unprotect()
     try:
         stats = writer.write(nor, current, target, progress=progress.bar("writing", 1),

@@ -1,0 +1,143 @@
+"""A flash journal belongs to the chip, and every record romlab reads back is checked first.
+
+The chip is a serprog-emu process over an image file; killing its connection mid-write and
+bringing the programmer back on another TCP port is what a USB-serial programmer unplugged and
+plugged in again looks like.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from conftest import run_romlab
+from test_flash_cli import PXE_E1000
+from test_serprog_emu import emulator
+
+SIZE = 131072
+
+
+@pytest.fixture(autouse=True)
+def backups(tmp_path, monkeypatch):
+    d = tmp_path / "backups"
+    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(d))
+    return d
+
+
+def _env():
+    return dict(os.environ)
+
+
+def _one_line(r) -> str:
+    err = r.stderr.decode()
+    assert err.count("\n") == 1 and "internal error" not in err and "Traceback" not in err, err
+    return err
+
+
+def _interrupted(tmp_path, backups, seed=61):
+    """A chip whose write of pxe-e1000.rom was cut by a lost connection; (chip file, original, port)."""
+    chip = tmp_path / "chip.bin"
+    original = random.Random(seed).randbytes(SIZE)
+    chip.write_bytes(original)
+    with emulator(chip, "--fault", "disconnect:300000") as emu:
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert r.returncode == 3 and b"--resume" in r.stderr, r.stderr
+        port = emu.port
+    assert len(list(backups.glob("journal-*.jsonl"))) == 1
+    return chip, original, port
+
+
+def test_class4_resume_on_another_port_finishes_and_restore_gives_the_original_back(tmp_path, backups):
+    chip, original, first_port = _interrupted(tmp_path, backups)
+    rom = Path(PXE_E1000).read_bytes()
+    with emulator(chip) as emu:
+        assert emu.port != first_port
+        plain = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert plain.returncode == 2 and "--resume" in _one_line(plain)
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", "--resume", env=_env())
+        assert r.returncode == 0, r.stderr
+    assert chip.read_bytes() == rom + b"\xff" * (SIZE - len(rom))
+    assert not list(backups.glob("journal-*"))
+    (backup,) = [p for p in backups.glob("*.bin")]
+    with emulator(chip) as emu:
+        r = run_romlab("restore", backup, "--programmer", emu.spec, env=_env())
+        assert r.returncode == 0, r.stderr
+    assert chip.read_bytes() == original
+
+
+def test_class4_a_moot_resume_removes_the_journal(tmp_path, backups):
+    chip, _, _ = _interrupted(tmp_path, backups, seed=62)
+    rom = Path(PXE_E1000).read_bytes()
+    chip.write_bytes(rom + b"\xff" * (SIZE - len(rom)))      # the write was finished some other way
+    with emulator(chip) as emu:
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", "--resume", env=_env())
+        assert r.returncode == 0 and b"nothing was left to write" in r.stdout, r.stderr
+        assert not list(backups.glob("journal-*"))
+        again = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert again.returncode == 0 and b"no change needed" in again.stdout, again.stderr
+
+
+def test_class4_a_journal_of_another_chip_does_not_block(tmp_path, backups):
+    _interrupted(tmp_path, backups, seed=63)
+    other = tmp_path / "other.bin"
+    other.write_bytes(random.Random(64).randbytes(SIZE))       # same part, different contents
+    with emulator(other) as emu:
+        resume = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", "--resume",
+                            env=_env())
+        assert resume.returncode == 2 and "no interrupted write matches" in _one_line(resume)
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert r.returncode == 0, r.stderr
+    assert len(list(backups.glob("journal-*.jsonl"))) == 1     # the first chip's write is still pending
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage\xff", b"[1, 2, 3]\n", b'{"chip": 1}\n',
+                                     b'{"chip": "W25X10", "jedec": "ef3011", "size": 131072}\n'],
+                         ids=["empty", "garbage", "list", "wrong-type", "missing-keys"])
+def test_class5_damaged_journals_are_one_line_errors(tmp_path, backups, content):
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * SIZE)
+    backups.mkdir()
+    (backups / "journal-20260101T000000Z-ef3011.jsonl").write_bytes(content)
+    with emulator(chip) as emu:
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", "--resume", env=_env())
+    assert r.returncode == 2 and "could not be read" in _one_line(r)
+    assert chip.read_bytes() == b"\xff" * SIZE
+
+
+@pytest.mark.parametrize("record", [[1, 2], {"sha256": 5}, {"chip": "W25X10", "jedec": "ef3011"}],
+                         ids=["list", "wrong-type", "missing-keys"])
+def test_class5_restore_with_a_record_of_the_wrong_shape(tmp_path, record):
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * SIZE)
+    (tmp_path / "b.bin").write_bytes(b"\x00" * SIZE)
+    (tmp_path / "b.json").write_text(json.dumps(record))
+    r = run_romlab("restore", tmp_path / "b.bin", "--programmer", f"file:{chip}")
+    assert r.returncode == 2 and "not a romlab record" in _one_line(r)
+    assert chip.read_bytes() == b"\xff" * SIZE
+
+
+def test_class7_restore_without_its_record_names_the_missing_json(tmp_path):
+    (tmp_path / "X.rom").write_bytes(b"\x00" * SIZE)
+    r = run_romlab("restore", tmp_path / "X.rom", "--programmer", f"file:{tmp_path / 'X.rom'}")
+    assert r.returncode == 2 and "X.json is missing" in _one_line(r)
+
+
+def test_class5_layout_file_that_is_not_text(tmp_path):
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * SIZE)
+    layout = tmp_path / "layout.txt"
+    layout.write_bytes(b"\xff\xfe\x00\x01 rom\n")
+    r = run_romlab("flash", PXE_E1000, "--programmer", f"file:{chip}", "--layout", layout)
+    assert r.returncode == 2 and "not UTF-8" in _one_line(r)
+    assert chip.read_bytes() == b"\xff" * SIZE
+
+
+@pytest.mark.parametrize("where", ["dir", "missing-dir"])
+def test_class5_read_into_a_directory_or_a_missing_one(tmp_path, where):
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * SIZE)
+    out = tmp_path if where == "dir" else tmp_path / "nowhere" / "r.bin"
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--read", out)
+    assert r.returncode == 2 and str(out) in _one_line(r)
