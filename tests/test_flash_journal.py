@@ -141,3 +141,15 @@ def test_class5_read_into_a_directory_or_a_missing_one(tmp_path, where):
     out = tmp_path if where == "dir" else tmp_path / "nowhere" / "r.bin"
     r = run_romlab("flash", "--programmer", f"file:{chip}", "--read", out)
     assert r.returncode == 2 and str(out) in _one_line(r)
+
+
+@pytest.mark.parametrize("spec, said", [
+    ("serprog:dev=/dev/nonexistent-romlab", "no such device"),
+    ("serprog:dev=/dev/null", "not a serial port"),
+    ("serprog:tcp=127.0.0.1:1", "nothing listens there"),
+    ("serprog:tcp=localhost:99999", "port from 1 to 65535"),
+])
+def test_class7_a_bad_port_is_explained_without_pyserial_internals(tmp_path, spec, said):
+    r = run_romlab("flash", "--programmer", spec, "--read", tmp_path / "r.bin")
+    err = _one_line(r)
+    assert r.returncode == 2 and said in err and "socket://" not in err and "Errno" not in err

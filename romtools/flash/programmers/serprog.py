@@ -11,6 +11,7 @@ serial buffer, which saves one round trip per command on TCP and USB serial.
 """
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -26,6 +27,27 @@ class SerprogError(RomError):
     pass
 
 
+def _open_failure(dev: str | None, tcp: str | None, exc: Exception) -> str:
+    """pyserial's text names its own internals; say what failed and what to check instead."""
+    import errno as E
+
+    code = getattr(exc, "errno", None)
+    if code is None:  # pyserial wraps the OSError: find its errno in the message
+        for name in ("ECONNREFUSED", "ENOENT", "EACCES", "ENOTTY", "EHOSTUNREACH", "ETIMEDOUT", "EBUSY"):
+            if f"[Errno {getattr(E, name)}]" in str(exc) or f"({getattr(E, name)}," in str(exc):
+                code = getattr(E, name)
+                break
+    if tcp:
+        why = {E.ECONNREFUSED: "nothing listens there", E.ETIMEDOUT: "no answer",
+               E.EHOSTUNREACH: "the host cannot be reached"}.get(code, "the address does not resolve or answer")
+        return (f"cannot connect to the serprog programmer at {tcp}: {why} (is `romlab serprog-emu` or the "
+                "network bridge running on that port?)")
+    why = {E.ENOENT: "no such device", E.EACCES: "permission denied (add yourself to the dialout group, or "
+           "run as root)", E.ENOTTY: "it is not a serial port", E.EBUSY: "another program holds it"}.get(
+        code, os.strerror(code).lower() if code else "it cannot be opened as a serial port")
+    return f"cannot open {dev} for the serprog programmer: {why} (a USB programmer is usually /dev/ttyACM0 or /dev/ttyUSB0)"
+
+
 class SerprogProgrammer(Programmer):
     name = "serprog"
 
@@ -36,8 +58,8 @@ class SerprogProgrammer(Programmer):
         try:
             if tcp:
                 host, _, port = tcp.rpartition(":")
-                if not host or not port.isdigit():
-                    raise SerprogError(f"serprog tcp= wants HOST:PORT, got {tcp!r}")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise SerprogError(f"serprog tcp= wants HOST:PORT with a port from 1 to 65535, got {tcp!r}")
                 self.port = serial.serial_for_url(f"socket://{host}:{port}", timeout=timeout)
                 sock = getattr(self.port, "_socket", None)
                 if sock is not None:
@@ -45,7 +67,7 @@ class SerprogProgrammer(Programmer):
             else:
                 self.port = serial.Serial(dev, baudrate=baud, timeout=timeout)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise SerprogError(f"cannot open serprog programmer {self.target}: {exc}") from None
+            raise SerprogError(_open_failure(dev, tcp, exc)) from None
         try:
             self._synchronize()
             self._setup()
