@@ -126,9 +126,9 @@ def test_refusals_leave_the_flash_alone(tmp_path, backups):
     port = s.getsockname()[1]
     s.close()
     r = romlab("flash", PXE_E1000, "--programmer", f"serprog:tcp=127.0.0.1:{port}")
-    assert r.returncode == 2 and "cannot open serprog" in one_line_error(r)
+    assert r.returncode == 2 and "cannot connect to the serprog programmer" in one_line_error(r)
     r = romlab("flash", PXE_E1000, "--programmer", "serprog:dev=/dev/nonexistent-romlab")
-    assert r.returncode == 2 and "cannot open serprog" in one_line_error(r)
+    assert r.returncode == 2 and "for the serprog programmer: no such device" in one_line_error(r)
     assert chip.read_bytes() == before
 
 
