@@ -109,6 +109,9 @@ def load(path: str | Path) -> tuple[bytes, dict]:
                        f"{p.name} has none" + ("" if p.exists() else f" ({p} does not exist either)"))
     record = check_record(_read_json(record_path, "backup record"), BACKUP_RECORD, f"backup record {record_path}")
     try:
+        if not p.is_file() or p.stat().st_size != record["size"]:
+            raise RomError(f"backup {p} is not a file of the {record['size']} bytes its record gives; it is damaged "
+                           "or not a romlab backup")
         data = p.read_bytes()
     except OSError as exc:
         raise RomError(f"cannot read backup {p}: {exc.strerror} (a backup is a .bin with its .json record)") from None
