@@ -143,3 +143,29 @@ def test_defect4_stats_show_ring_drops_and_accumulate_counters(monkeypatch, impl
         fake.count(D.GPTC, 4)
         s = nic.stats()
         assert (s["rx_good"], s["tx_good"], s["rx_missed"], s["rx_dropped"]) == (7, 4, 1, 1)
+
+
+# -- defect 7 ------------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="defect 7: the rings open on any architecture, with x86-only barriers")
+@pytest.mark.parametrize("machine", ["riscv64", "ppc64le", "the other one"])
+def test_defect7_refuses_an_architecture_whose_dma_barriers_it_lacks(monkeypatch, machine):
+    """The C ring is built with the DMA barriers of x86_64 or aarch64; a machine it has no barriers
+    for, or one other than it was built for, is refused before the device is touched."""
+    import platform
+
+    from drivers.ring import CRing, PyRing
+    from ring_double import make_ring
+
+    if machine == "the other one":
+        machine = "aarch64" if platform.machine() == "x86_64" else "x86_64"
+    fake = D.FakeNic()
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    for impl in ("c", "python"):
+        with pytest.raises(RomError) as exc:
+            open_nic(monkeypatch, fake, impl)
+        msg = str(exc.value)
+        assert machine in msg and "\n" not in msg
+    assert fake.log == []  # no device opened
+    for cls in (CRing, PyRing):
+        with pytest.raises(RomError):
+            make_ring(cls, rx=True)
