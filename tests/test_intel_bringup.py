@@ -36,7 +36,6 @@ def is_read(off, mask, value):
 
 
 # -- defect 6 ------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="defect 6: bus mastering is enabled before the reset")
 @PARTS
 def test_defect6_bus_master_enabled_after_reset(monkeypatch, device_id, pcie):
     fake = D.FakeNic(device_id, pcie)
@@ -52,7 +51,6 @@ def test_defect6_bus_master_enabled_after_reset(monkeypatch, device_id, pcie):
     nic.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect 6: close sleeps a fixed time and never resets the MAC")
 @PARTS
 def test_defect6_close_stops_quiesces_resets_then_frees(monkeypatch, device_id, pcie):
     import drivers.intel
@@ -83,7 +81,6 @@ def test_defect6_close_stops_quiesces_resets_then_frees(monkeypatch, device_id, 
     assert all(s < 0.002 for s in sleeps), f"close slept a fixed {max(sleeps)} s instead of polling"
 
 
-@pytest.mark.xfail(strict=True, reason="defect 6: a second close() writes to an unmapped BAR")
 def test_defect6_close_twice_is_safe(monkeypatch):
     fake = D.FakeNic()
     nic = open_nic(monkeypatch, fake)
@@ -96,7 +93,6 @@ def test_defect6_close_twice_is_safe(monkeypatch):
     assert len(fake.log) == seen
 
 
-@pytest.mark.xfail(strict=True, reason="defect 6: close never resets the MAC")
 def test_defect6_close_with_a_part_that_never_quiesces_still_resets_and_frees(monkeypatch):
     """The reset is what stops the DMA engines; a master-disable that never completes is waited
     for a bounded time (Linux: 80 ms) and the close goes on."""
@@ -110,7 +106,6 @@ def test_defect6_close_with_a_part_that_never_quiesces_still_resets_and_frees(mo
     assert sum(e[0] == "dma_free" for e in log) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="defect 6: close never resets the MAC")
 def test_defect6_close_when_the_reset_never_ends_frees_then_says_so(monkeypatch):
     fake = D.FakeNic()
     nic = open_nic(monkeypatch, fake)
@@ -123,7 +118,6 @@ def test_defect6_close_when_the_reset_never_ends_frees_then_says_so(monkeypatch)
 
 
 # -- defect 4 (IntelNic's part) ------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="defect 4: stats() shows no ring drops and loses the clear-on-read counters")
 @pytest.mark.parametrize("impl", ["c", "python"])
 def test_defect4_stats_show_ring_drops_and_accumulate_counters(monkeypatch, impl):
     fake = D.FakeNic()
@@ -146,7 +140,6 @@ def test_defect4_stats_show_ring_drops_and_accumulate_counters(monkeypatch, impl
 
 
 # -- defect 7 ------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="defect 7: the rings open on any architecture, with x86-only barriers")
 @pytest.mark.parametrize("machine", ["riscv64", "ppc64le", "the other one"])
 def test_defect7_refuses_an_architecture_whose_dma_barriers_it_lacks(monkeypatch, machine):
     """The C ring is built with the DMA barriers of x86_64 or aarch64; a machine it has no barriers
