@@ -67,13 +67,15 @@ def tx_refusal(pkts_size: int, lens, buf_size: int) -> RomError:
     return RomError(f"the batch's lengths add up to {sum(lens)} bytes but it holds {pkts_size}: nothing was sent")
 
 
-def _lens_array(lens) -> array:
+def _lens_array(lens, pkts_size: int, buf_size: int) -> array:
+    """The lengths as the C ring takes them (uint16); one outside that range is refused as the
+    Python ring refuses it."""
     if isinstance(lens, array) and lens.typecode == "H":
         return lens
     try:
         return array("H", lens)
     except OverflowError:
-        raise RomError("a frame length is not within 0..65535 bytes: nothing was sent") from None
+        raise tx_refusal(pkts_size, list(lens), buf_size) from None
 
 
 class RingMemory:
@@ -117,7 +119,7 @@ class CRing:
             self.ffi.release(buf)
 
     def tx_batch(self, pkts: bytes, lens) -> int:
-        lens = _lens_array(lens)
+        lens = _lens_array(lens, len(pkts), self.buf_size)
         ffi = self.ffi
         sent = self.lib.ring_tx_batch(self.r, ffi.from_buffer("uint8_t[]", pkts), len(pkts),
                                       ffi.from_buffer("uint16_t[]", lens), len(lens))

@@ -122,6 +122,17 @@ def test_defect4_tx_frame_over_buf_size_refused(cls):
     refused(ring, bar, mem, pkts, [0])  # an empty frame is no frame either
 
 
+@IMPLS
+def test_tx_lengths_given_as_a_list_are_checked_the_same(cls):
+    ring, bar, mem = make_ring(cls, rx=False)
+    before = state(ring, bar, mem, TDT)
+    for lens in ([60, -1], [60, 70000]):
+        with pytest.raises(RomError, match=f"frame 1 of the batch is {lens[1]} bytes"):
+            ring.tx_batch(frame(1, 200), lens)
+    assert state(ring, bar, mem, TDT) == before
+    assert ring.tx_batch(frame(1, 200), [60, 70]) == 2
+
+
 # -- defect 5 ------------------------------------------------------------------------------------
 class Logged:
     """A descriptor format that logs every call into a list and forwards to the real one."""
