@@ -165,9 +165,12 @@ def c_logged_ops(ring, log):
 
         def cb(desc, *args):
             result = fn(desc, *args)
-            shown = {"tx_done": bool, "rx_done": bool}.get(name, lambda r: r)(result)
             if name == "rx_result":
-                shown = (result, args[0][0])
+                shown = (result, args[0][0])  # the flags and the length it wrote back
+            elif name in ("tx_done", "rx_done"):
+                shown = bool(result)
+            else:
+                shown = result
             log.append((name, (int(ffi.cast("uintptr_t", desc)) - base) // real.desc_size, shown))
             return result
         keep.append(ffi.callback(ffi.typeof(fn), cb))
@@ -183,15 +186,14 @@ def c_logged_ops(ring, log):
 def check_read_order(log):
     """For every descriptor the ring consumed: done bit read (and found set) first, then the
     length and flags, then the descriptor handed back; nothing read past a clear done bit."""
-    last_done = {}
-    for i, (op, idx, result) in enumerate(log):
+    done = {}  # descriptor -> what its last done-bit read found
+    for op, idx, result in log:
         if op == "rx_done":
-            last_done[idx] = (i, result)
+            done[idx] = result
         elif op == "rx_result":
-            assert idx in last_done and last_done[idx][1], f"length of descriptor {idx} read before its done bit"
+            assert done.get(idx), f"length of descriptor {idx} read before its done bit was seen set"
         elif op == "rx_describe":
-            assert idx in last_done and last_done[idx][1]
-            del last_done[idx]
+            assert done.pop(idx, False), f"descriptor {idx} handed back without its done bit seen set"
 
 
 @IMPLS

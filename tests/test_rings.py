@@ -6,42 +6,13 @@ the layout from the 8254x manual: legacy descriptors of 16 bytes, status at byte
 """
 from __future__ import annotations
 
-import mmap
 import struct
 
 import pytest
 
 from drivers import frames
 from drivers.ring import CRing, PyRing
-
-
-class Mem:
-    def __init__(self, size, iova):
-        self.mem = mmap.mmap(-1, size)
-        self.iova, self.size = iova, size
-
-    @property
-    def view(self):
-        return memoryview(self.mem)
-
-
-class Bar:
-    def __init__(self):
-        self.mm = mmap.mmap(-1, 0x20000)
-        self._u32 = memoryview(self.mm).cast("I")
-
-    def read32(self, off):
-        return self._u32[off >> 2]
-
-    def write32(self, off, v):
-        self._u32[off >> 2] = v
-
-
-class RingMem:
-    def __init__(self, count, size):
-        self.count, self.buf_size = count, size
-        self.desc = Mem(count * 16, 0x100000)
-        self.bufs = Mem(count * size, 0x200000)
+from ring_double import Bar, RingMem
 
 
 def pair(rx, count=16, size=2048):
