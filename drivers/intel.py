@@ -5,7 +5,9 @@ table below, not as copied code: the 82574L (QEMU ``e1000e``) needs its
 interrupt-throttle and extended-control set-up, the 82540EM (QEMU ``e1000``)
 does not. Both run here with 16-byte legacy descriptors, so one pair of rings
 (``drivers.ring``) serves them. igb/ixgbe would join with their own flags
-(advanced descriptors, per-queue enable bits) in the same table.
+(per-queue enable bits) in the same table and their advanced descriptors as a
+second format beside ``drivers.descriptors.Legacy`` (``ring_legacy`` in
+drivers/c/ring.c), the rings unchanged.
 
 Bring-up follows the datasheets' order (and iPXE's intel_reset): mask interrupts, reset the MAC
 and wait for the reset to end, mask again, set link up, program the receive and transmit rings,
