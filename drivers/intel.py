@@ -118,7 +118,10 @@ class IntelNic:
             self._read_counters()  # they count from the reset on: start the totals there
             self._init_rings()
         except BaseException:
-            self.close()
+            try:
+                self.close()
+            except RomError:
+                pass  # the error that stopped the open says what went wrong first
             raise
 
     def _is_pcie(self) -> bool:

@@ -162,3 +162,12 @@ def test_defect7_refuses_an_architecture_whose_dma_barriers_it_lacks(monkeypatch
     for cls in (CRing, PyRing):
         with pytest.raises(RomError):
             make_ring(cls, rx=True)
+
+
+def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_open(monkeypatch):
+    fake = D.FakeNic(rst_reads=None)
+    with pytest.raises(RomError) as exc:
+        open_nic(monkeypatch, fake)
+    assert "did not come out of reset" in str(exc.value) and "on close" not in str(exc.value)
+    assert fake.log[-1] == ("vfio_close",) and not fake.dma
+    assert not any(D.bus_master(e) for e in fake.log)  # never mastered the bus
