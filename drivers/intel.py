@@ -5,10 +5,17 @@ table below, not as copied code: the 82574L (QEMU ``e1000e``) needs its
 interrupt-throttle and extended-control set-up, the 82540EM (QEMU ``e1000``)
 does not. Both run here with 16-byte legacy descriptors, so one pair of rings
 (``drivers.ring``) serves them. igb/ixgbe would join with their own flags
-(advanced descriptors, per-queue enable bits) in the same table.
+(per-queue enable bits) in the same table and their advanced descriptors as a
+second format beside ``drivers.descriptors.Legacy`` (``ring_legacy`` in
+drivers/c/ring.c), the rings unchanged.
 
-Bring-up follows the datasheets' order: mask interrupts, reset, mask again, set
-link up, program the receive and transmit rings, enable.
+Bring-up follows the datasheets' order (and iPXE's intel_reset): mask interrupts, reset the MAC
+and wait for the reset to end, mask again, set link up, program the receive and transmit rings,
+and only then let the device master the bus and enable its units. Until the reset has ended the
+device may still be running whatever rings a previous user left it, so it gets no bus mastering
+before. Close undoes it in the reverse order (iPXE's intel_close, Linux's e1000e reset): units
+off, master requests drained on PCI Express parts, MAC reset polled to its end, bus mastering
+off, and only then the DMA memory unmapped.
 """
 from __future__ import annotations
 
@@ -28,6 +35,14 @@ GPRC, GPTC, GORCL, GOTCL, MPC = 0x4074, 0x4080, 0x4088, 0x4090, 0x4010
 
 CTRL_SLU, CTRL_RST = 1 << 6, 1 << 26
 STATUS_LU = 1 << 1
+# PCI Express parts (8257x): master-disable request and its acknowledgement (Linux e1000e's
+# e1000e_disable_pcie_master); conventional PCI parts (8254x) have neither.
+CTRL_GIO_MASTER_DISABLE, STATUS_GIO_MASTER_ENABLE = 1 << 2, 1 << 19
+PCIE_CAP_ID = 0x10
+MASTER_DISABLE_TIMEOUT = 0.08  # s; Linux: MASTER_DISABLE_TIMEOUT, 800 polls 100 us apart
+RESET_TIMEOUT = 1.0  # s
+POLL_INTERVAL = 0.0001  # s between register polls
+IMPLS = ("c", "python")
 RCTL_EN, RCTL_UPE, RCTL_MPE, RCTL_BAM, RCTL_SECRC = 1 << 1, 1 << 3, 1 << 4, 1 << 15, 1 << 26
 TCTL_EN, TCTL_PSP = 1 << 1, 1 << 3
 TCTL_CT, TCTL_COLD = 0x0F << 4, 0x3F << 12
@@ -56,9 +71,16 @@ class IntelNic:
     BUF_SIZE = 2048
 
     def __init__(self, bdf: str, *, impl: str = "c"):
+        from drivers.ring import require_dma_ordering
         from hw.pci import PciDevice
         from hw.vfio import VfioDevice
 
+        if impl not in IMPLS:
+            raise RomError(f"no ring implementation {impl!r}; choose one of {', '.join(IMPLS)}")
+        require_dma_ordering()
+        self._closed = False
+        self.vfio = self.bar = self.rx = self.tx = None
+        self.rx_mem = self.tx_mem = self.pool = None
         dev = PciDevice.open(bdf)
         part = find_part(dev.vendor_id, dev.device_id)
         if part is None:
@@ -72,27 +94,42 @@ class IntelNic:
         self.part, self.impl = part, impl
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)
-        self.rx_mem = self.tx_mem = self.pool = None
+        self._totals = {"rx_good": 0, "tx_good": 0, "rx_missed": 0}
         try:
+            self.pcie = self._is_pcie()
             self.bar = self.vfio.map_bar(0)
             self._reset()
+            self._read_counters()  # they count from the reset on: start the totals there
             self._init_rings()
         except BaseException:
-            self.close()
+            try:
+                self.close()
+            except RomError:
+                pass  # the error that stopped the open says what went wrong first
             raise
+
+    def _is_pcie(self) -> bool:
+        """Whether the part sits on PCI Express (has the capability), which decides the
+        master-disable handshake on close."""
+        from hw.pci import parse_capabilities
+
+        return any(c.id == PCIE_CAP_ID and not c.extended for c in parse_capabilities(self.vfio.read_config(0, 256)))
+
+    def _poll(self, reg: int, mask: int, want_set: bool, timeout: float) -> bool:
+        """Read ``reg`` until the ``mask`` bit reads set (or clear); False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        while bool(self.bar.read32(reg) & mask) != want_set:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_INTERVAL)
+        return True
 
     # -- bring-up ---------------------------------------------------------------------------
     def _reset(self) -> None:
         bar = self.bar
-        self._bus_master(True)
         bar.write32(IMC, 0xFFFFFFFF)
-        bar.write32(CTRL, bar.read32(CTRL) | CTRL_RST)
-        deadline = time.monotonic() + 1.0
-        time.sleep(0.001)
-        while bar.read32(CTRL) & CTRL_RST:
-            if time.monotonic() > deadline:
-                raise RomError(f"{self.bdf}: the NIC did not come out of reset within 1 s")
-            time.sleep(0.001)
+        if not self._mac_reset():
+            raise RomError(f"{self.bdf}: the NIC did not come out of reset within {RESET_TIMEOUT:g} s")
         bar.write32(IMC, 0xFFFFFFFF)
         bar.read32(ICR)
         if self.part.flags & F_IAME:
@@ -106,13 +143,24 @@ class IntelNic:
             self._phy_write(PHY_CTRL, 0x0140 | PHY_CTRL_AUTONEG_EN | PHY_CTRL_RESTART_AN)
         self.wait_link(3.0)
 
+    def _mac_reset(self) -> bool:
+        """Reset the MAC (CTRL.RST) and poll until the bit clears itself; False if it never does.
+
+        A PCI Express part is first asked to stop mastering (CTRL.GIO_MASTER_DISABLE) and polled
+        until it has no request pending (STATUS.GIO_MASTER_ENABLE clear), as Linux's e1000e does
+        before every reset; a part that does not acknowledge in time still stops at the reset."""
+        bar = self.bar
+        if self.pcie:
+            bar.write32(CTRL, bar.read32(CTRL) | CTRL_GIO_MASTER_DISABLE)
+            self._poll(STATUS, STATUS_GIO_MASTER_ENABLE, False, MASTER_DISABLE_TIMEOUT)
+        bar.write32(CTRL, bar.read32(CTRL) | CTRL_RST)
+        time.sleep(POLL_INTERVAL)  # the manuals: no register access for 1 us after setting RST
+        return self._poll(CTRL, CTRL_RST, False, RESET_TIMEOUT)
+
     def _phy_write(self, reg: int, value: int) -> None:
         self.bar.write32(MDIC, value | (reg << 16) | (PHY_ADDR << 21) | MDIC_WRITE)
-        deadline = time.monotonic() + 0.5
-        while not self.bar.read32(MDIC) & MDIC_READY:
-            if time.monotonic() > deadline:
-                raise RomError(f"{self.bdf}: PHY register write timed out")
-            time.sleep(0.0005)
+        if not self._poll(MDIC, MDIC_READY, True, 0.5):
+            raise RomError(f"{self.bdf}: PHY register write timed out")
 
     def wait_link(self, timeout: float) -> bool:
         """Wait for the link (autonegotiation takes about half a second after a reset)."""
@@ -123,27 +171,24 @@ class IntelNic:
             time.sleep(0.01)
         return True
 
-    def _bus_master(self, on: bool) -> None:
-        cmd = int.from_bytes(self.vfio.read_config(4, 2), "little")
-        cmd = (cmd | 0x4) if on else (cmd & ~0x4)
-        self.vfio.write_config(4, cmd.to_bytes(2, "little"))
-
     def _init_rings(self) -> None:
+        from drivers.descriptors import LEGACY
         from drivers.mempool import Mempool
         from drivers.ring import CRing, PyRing, RingMemory
 
         bar = self.bar
         ring_cls = CRing if self.impl == "c" else PyRing
-        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE)
-                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE))
-        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE)
-        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE)
-        self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True)
-        self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False)
+        dsize = LEGACY.desc_size
+        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, dsize)
+                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, dsize))
+        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, dsize)
+        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, dsize)
+        self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True, fmt=LEGACY)
+        self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False, fmt=LEGACY)
         for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
             bar.write32(base, mem.desc.iova & 0xFFFFFFFF)
             bar.write32(base + 4, mem.desc.iova >> 32)
-            bar.write32(base + 8, mem.count * 16)
+            bar.write32(base + 8, mem.count * dsize)
             bar.write32(base + 0x10, 0)
         if self.part.flags & F_RFCTL:
             bar.write32(RFCTL, 0)
@@ -151,6 +196,7 @@ class IntelNic:
         bar.write32(TDT, 0)
         bar.write32(RDT, self.RX_COUNT - 1)
         bar.write32(TIPG, 0x0060200A)
+        self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
         bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
         bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC)
 
@@ -209,10 +255,18 @@ class IntelNic:
             elif mode == "poll" or mode == "adaptive":
                 time.sleep(0.0002 if mode == "adaptive" else 0)
 
+    def _read_counters(self) -> None:
+        """Add the hardware's clear-on-read counters to the totals kept since open."""
+        for name, reg in (("rx_good", GPRC), ("tx_good", GPTC), ("rx_missed", MPC)):
+            self._totals[name] += self.bar.read32(reg)
+
     def stats(self) -> dict[str, int]:
-        """Hardware counters (they clear on read) plus the rings' own counts."""
-        return {"rx_good": self.bar.read32(GPRC), "tx_good": self.bar.read32(GPTC),
-                "rx_missed": self.bar.read32(MPC), "rx_ring": int(self.rx.packets), "tx_ring": int(self.tx.packets)}
+        """Counts since open: the hardware's good frames received and sent and frames it missed
+        (its registers clear when read, so they are added up here), the frames the receive ring
+        dropped (spanning descriptors, in error, or too long), and the rings' own frame counts."""
+        self._read_counters()
+        return {**self._totals, "rx_dropped": int(self.rx.dropped), "rx_ring": int(self.rx.packets),
+                "tx_ring": int(self.tx.packets)}
 
     # -- interrupts -------------------------------------------------------------------------
     def irq_enable(self) -> int:
@@ -257,25 +311,42 @@ class IntelNic:
                 self.vfio.irq_unmask(self._irq_index)
 
     # -- teardown ---------------------------------------------------------------------------
+    def _stop(self) -> str | None:
+        """Stop the device's DMA: units off, master requests drained (PCI Express), MAC reset to
+        its end, bus mastering off. Returns what went wrong, if the reset never ended."""
+        bar = self.bar
+        bar.write32(IMC, 0xFFFFFFFF)
+        bar.write32(RCTL, 0)
+        bar.write32(TCTL, 0)
+        problem = None
+        if not self._mac_reset():
+            problem = (f"{self.bdf}: the NIC did not come out of its reset on close within {RESET_TIMEOUT:g} s; "
+                       f"bus mastering is off and its DMA memory freed, but reset it (or rebind its driver) "
+                       f"before trusting it")
+        self.vfio.set_bus_master(False)
+        return problem
+
     def close(self) -> None:
-        """Stop the rings, turn bus mastering off, free DMA, close VFIO: on every path."""
-        bar = getattr(self, "bar", None)
+        """Stop the device, free DMA, close VFIO, on every path; a second call does nothing."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        problem = None
         try:
-            if bar is not None:
-                bar.write32(IMC, 0xFFFFFFFF)
-                bar.write32(RCTL, 0)
-                bar.write32(TCTL, 0)
-                time.sleep(0.002)
-                self._bus_master(False)
+            if self.bar is not None:
+                problem = self._stop()
         finally:
-            for ring in (getattr(self, "rx", None), getattr(self, "tx", None)):
+            for ring in (self.rx, self.tx):
                 if ring is not None:
                     ring.release()
             self.rx = self.tx = None
             if self.pool is not None:
                 self.pool.free()
             self.rx_mem = self.tx_mem = self.pool = None
-            self.vfio.close()
+            if self.vfio is not None:
+                self.vfio.close()
+        if problem:
+            raise RomError(problem)
 
     def __enter__(self) -> "IntelNic":
         return self

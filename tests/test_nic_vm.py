@@ -34,7 +34,18 @@ def test_frames_cross_intact_both_ways(guest, which):
     assert p["kernel_received_intact"] == 200 and p["kernel_sequences_ok"]
     assert p["recv_rc"] == 0, p.get("recv_error")
     assert p["romlab_received"] == 200 and p["romlab_verified"] == 200 and p["romlab_sequences_ok"]
+    assert p["recv_stats"]["rx_dropped"] == 0 and p["recv_stats"]["rx_good"] >= 200
     assert p["unbind_rc"] == 0
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["romlab-e1000", "romlab-e1000e"])
+def test_python_ring_receives_from_the_device(guest, which):
+    """The Python ring's receive path on the real (emulated) device, not only on test memory."""
+    p = guest["pairs"][which]["python"]
+    assert p["recv_impl"] == "python" and p["recv_rc"] == 0, p.get("recv_error")
+    assert p["romlab_received"] == 200 and p["romlab_verified"] == 200 and p["romlab_sequences_ok"]
+    assert p["recv_stats"]["rx_dropped"] == 0 and p["recv_stats"]["rx_good"] >= 200
+    assert p["recv_stats"]["rx_ring"] == 200
 
 
 def test_mempool_on_hugepages(guest):

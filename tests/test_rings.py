@@ -6,43 +6,13 @@ the layout from the 8254x manual: legacy descriptors of 16 bytes, status at byte
 """
 from __future__ import annotations
 
-import mmap
 import struct
-from array import array
 
 import pytest
 
 from drivers import frames
 from drivers.ring import CRing, PyRing
-
-
-class Mem:
-    def __init__(self, size, iova):
-        self.mem = mmap.mmap(-1, size)
-        self.iova, self.size = iova, size
-
-    @property
-    def view(self):
-        return memoryview(self.mem)
-
-
-class Bar:
-    def __init__(self):
-        self.mm = mmap.mmap(-1, 0x20000)
-        self._u32 = memoryview(self.mm).cast("I")
-
-    def read32(self, off):
-        return self._u32[off >> 2]
-
-    def write32(self, off, v):
-        self._u32[off >> 2] = v
-
-
-class RingMem:
-    def __init__(self, count, size):
-        self.count, self.buf_size = count, size
-        self.desc = Mem(count * 16, 0x100000)
-        self.bufs = Mem(count * size, 0x200000)
+from ring_double import Bar, RingMem
 
 
 def pair(rx, count=16, size=2048):
@@ -86,10 +56,32 @@ def test_rx_batches_match(out_size):
         out = bytearray(out_size)
         n, lens = ring.rx_batch(out, 32)
         got = list(frames.split(out, lens, n))
-        outs.append((n, got, bytes(mem.desc.mem), bar.read32(0x3818)))
+        outs.append((n, got, bytes(mem.desc.mem), bar.read32(0x3818), ring.dropped))
     assert outs[0] == outs[1]
-    n, got, _, tail = outs[0]
+    n, got, _, tail, dropped = outs[0]
     if out_size == 65536:
-        assert n == 5 and [frames.check(f, 3) for f in got] == [0, 1, 2, 3, 5] and tail == 5
+        assert n == 5 and [frames.check(f, 3) for f in got] == [0, 1, 2, 3, 5] and tail == 5 and dropped == 1
     else:
-        assert n == 4 and tail == 3  # 60 + 61 + 62 + 63 = 246 bytes fit in 250, the fifth does not
+        # 60 + 61 + 62 + 63 = 246 bytes fit in 250; frame 4 is dropped for its error, whatever its
+        # size; frame 5 (65 bytes) does not fit what is left and waits for the next batch
+        assert n == 4 and [frames.check(f, 3) for f in got] == [0, 1, 2, 3] and tail == 4 and dropped == 1
+
+
+def test_descriptor_layout_in_the_header_is_the_manuals():
+    """drivers/c/ring.h declares the legacy layout once, for C and Python: it must be the 8254x
+    manual's (legacy transmit descriptor: address 0, length 8, CSO 10, CMD 11, STA 12, CSS 13,
+    special 14; receive descriptor: address 0, length 8, checksum 10, status 12, errors 13,
+    special 14; 16 bytes each)."""
+    from drivers._ring import ffi, lib
+
+    def layout(name):
+        return {field: f.offset for field, f in ffi.typeof(name).fields}
+
+    assert layout("struct legacy_txd") == {"addr": 0, "length": 8, "cso": 10, "cmd": 11, "status": 12, "css": 13,
+                                           "special": 14}
+    assert layout("struct legacy_rxd") == {"addr": 0, "length": 8, "csum": 10, "status": 12, "errors": 13,
+                                           "special": 14}
+    assert ffi.sizeof("struct legacy_txd") == ffi.sizeof("struct legacy_rxd") == 16
+    # command bits EOP, IFCS, RS and status bits DD, EOP, as the manual numbers them
+    assert (lib.LEGACY_TXD_CMD_EOP, lib.LEGACY_TXD_CMD_IFCS, lib.LEGACY_TXD_CMD_RS) == (1 << 0, 1 << 1, 1 << 3)
+    assert (lib.LEGACY_DESC_DD, lib.LEGACY_RXD_EOP) == (1 << 0, 1 << 1)

@@ -1,0 +1,173 @@
+"""IntelNic's bring-up, counters and close against a register-recording double (tests/intel_double.py).
+
+The order checked is the one the 8254x/8257x manuals and iPXE's intel_reset/intel_close follow:
+no bus mastering until the MAC reset has finished; on close, receive and transmit off, (on PCI
+Express parts) master requests disabled and their end polled for, a MAC reset polled to its end,
+and only then bus mastering off and the DMA memory freed. The real devices run this code in
+tests/test_nic_vm.py.
+"""
+from __future__ import annotations
+
+import pytest
+
+import intel_double as D
+from romtools.errors import RomError
+
+PARTS = pytest.mark.parametrize("device_id,pcie", [(0x10D3, True), (0x100E, False)], ids=["82574L", "82540EM"])
+
+
+def open_nic(monkeypatch, nic, impl="c"):
+    from drivers.intel import IntelNic
+
+    D.install(monkeypatch, nic)
+    return IntelNic("0000:00:03.0", impl=impl)
+
+
+def first(log, pred, start=0):
+    return next(i for i in range(start, len(log)) if pred(log[i]))
+
+
+def is_write(off, mask=None, value=None):
+    return lambda e: e[0] == "w" and e[1] == off and (mask is None or bool(e[2] & mask) == value)
+
+
+def is_read(off, mask, value):
+    return lambda e: e[0] == "r" and e[1] == off and bool(e[2] & mask) == value
+
+
+# -- defect 6 ------------------------------------------------------------------------------------
+@PARTS
+def test_defect6_bus_master_enabled_after_reset(monkeypatch, device_id, pcie):
+    fake = D.FakeNic(device_id, pcie)
+    nic = open_nic(monkeypatch, fake)
+    log = fake.log
+    rst = first(log, is_write(D.CTRL, D.CTRL_RST, True))
+    rst_done = first(log, is_read(D.CTRL, D.CTRL_RST, False), rst)
+    bme = [i for i, e in enumerate(log) if D.bus_master(e) is True]
+    assert bme and bme[0] > rst_done, "bus mastering was on before the MAC reset had finished"
+    # ... and the rings are enabled only once the device may master
+    assert first(log, is_write(D.RCTL, 1 << 1, True)) > bme[0]
+    assert first(log, is_write(D.TCTL, 1 << 1, True)) > bme[0]
+    nic.close()
+
+
+@PARTS
+def test_defect6_close_stops_quiesces_resets_then_frees(monkeypatch, device_id, pcie):
+    import drivers.intel
+
+    fake = D.FakeNic(device_id, pcie)
+    nic = open_nic(monkeypatch, fake)
+    start = len(fake.log)
+    sleeps = []
+    real_sleep = drivers.intel.time.sleep
+    monkeypatch.setattr(drivers.intel.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    nic.close()
+    log = fake.log
+    rx_off = first(log, is_write(D.RCTL, 1 << 1, False), start)
+    tx_off = first(log, is_write(D.TCTL, 1 << 1, False), start)
+    rst = first(log, is_write(D.CTRL, D.CTRL_RST, True), start)
+    assert max(rx_off, tx_off) < rst
+    if pcie:  # master requests disabled, and their end seen, before the reset
+        gio = first(log, is_write(D.CTRL, D.CTRL_GIO_MASTER_DISABLE, True), start)
+        quiet = first(log, is_read(D.STATUS, D.STATUS_GIO_MASTER_ENABLE, False), gio)
+        assert max(rx_off, tx_off) < gio < quiet < rst
+    else:  # the 82540EM has no master-disable handshake: none is attempted
+        assert not any(is_write(D.CTRL, D.CTRL_GIO_MASTER_DISABLE, True)(e) for e in log[start:])
+    rst_done = first(log, is_read(D.CTRL, D.CTRL_RST, False), rst)
+    bme_off = first(log, lambda e: D.bus_master(e) is False, start)
+    frees = [i for i, e in enumerate(log) if e[0] == "dma_free"]
+    assert rst_done < bme_off < frees[0]
+    assert log[-1] == ("vfio_close",)
+    assert all(s < 0.002 for s in sleeps), f"close slept a fixed {max(sleeps)} s instead of polling"
+
+
+def test_defect6_close_twice_is_safe(monkeypatch):
+    fake = D.FakeNic()
+    nic = open_nic(monkeypatch, fake)
+    nic.close()
+    seen = len(fake.log)
+    nic.close()
+    assert len(fake.log) == seen  # the second close touches nothing
+    with nic:  # nor does leaving a with-block after a close
+        pass
+    assert len(fake.log) == seen
+
+
+def test_defect6_close_with_a_part_that_never_quiesces_still_resets_and_frees(monkeypatch):
+    """The reset is what stops the DMA engines; a master-disable that never completes is waited
+    for a bounded time (Linux: 80 ms) and the close goes on."""
+    fake = D.FakeNic(gio_reads=None)
+    nic = open_nic(monkeypatch, fake)
+    start = len(fake.log)
+    nic.close()
+    log = fake.log[start:]
+    assert any(is_write(D.CTRL, D.CTRL_RST, True)(e) for e in log)
+    assert [e[0] for e in log if e[0] in ("dma_free", "vfio_close")][-1] == "vfio_close"
+    assert sum(e[0] == "dma_free" for e in log) == 1
+
+
+def test_defect6_close_when_the_reset_never_ends_frees_then_says_so(monkeypatch):
+    fake = D.FakeNic()
+    nic = open_nic(monkeypatch, fake)
+    fake.rst_reads = None  # from now on a MAC reset never finishes
+    with pytest.raises(RomError) as exc:
+        nic.close()
+    assert "reset" in str(exc.value) and "\n" not in str(exc.value)
+    assert fake.log[-1] == ("vfio_close",) and not fake.dma
+    nic.close()  # and closing again is still safe
+
+
+# -- defect 4 (IntelNic's part) ------------------------------------------------------------------
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_defect4_stats_show_ring_drops_and_accumulate_counters(monkeypatch, impl):
+    fake = D.FakeNic()
+    with open_nic(monkeypatch, fake, impl) as nic:
+        first_stats = nic.stats()
+        assert (first_stats["rx_good"], first_stats["rx_dropped"]) == (0, 0)
+        fake.receive(b"\x01" * 2048, eop=False)  # a frame over two descriptors: dropped through its end
+        fake.receive(b"\x02" * 100)
+        fake.receive(b"\x03" * 64)
+        fake.count(D.GPRC, 2)
+        fake.count(D.MPC, 1)
+        n, lens = nic.rx_batch(bytearray(65536))
+        assert (n, list(lens[:n])) == (1, [64])
+        s = nic.stats()
+        assert (s["rx_good"], s["rx_missed"], s["rx_dropped"], s["rx_ring"]) == (2, 1, 1, 1)
+        fake.count(D.GPRC, 5)  # the hardware counter cleared when read: the totals must not
+        fake.count(D.GPTC, 4)
+        s = nic.stats()
+        assert (s["rx_good"], s["tx_good"], s["rx_missed"], s["rx_dropped"]) == (7, 4, 1, 1)
+
+
+# -- defect 7 ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("machine", ["riscv64", "ppc64le", "the other one"])
+def test_defect7_refuses_an_architecture_whose_dma_barriers_it_lacks(monkeypatch, machine):
+    """The C ring is built with the DMA barriers of x86_64 or aarch64; a machine it has no barriers
+    for, or one other than it was built for, is refused before the device is touched."""
+    import platform
+
+    from drivers.ring import CRing, PyRing
+    from ring_double import make_ring
+
+    if machine == "the other one":
+        machine = "aarch64" if platform.machine() == "x86_64" else "x86_64"
+    fake = D.FakeNic()
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    for impl in ("c", "python"):
+        with pytest.raises(RomError) as exc:
+            open_nic(monkeypatch, fake, impl)
+        msg = str(exc.value)
+        assert machine in msg and "\n" not in msg
+    assert fake.log == []  # no device opened
+    for cls in (CRing, PyRing):
+        with pytest.raises(RomError):
+            make_ring(cls, rx=True)
+
+
+def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_open(monkeypatch):
+    fake = D.FakeNic(rst_reads=None)
+    with pytest.raises(RomError) as exc:
+        open_nic(monkeypatch, fake)
+    assert "did not come out of reset" in str(exc.value) and "on close" not in str(exc.value)
+    assert fake.log[-1] == ("vfio_close",) and not fake.dma
+    assert not any(D.bus_master(e) for e in fake.log)  # never mastered the bus
