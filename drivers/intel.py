@@ -271,15 +271,15 @@ class IntelNic:
     # -- interrupts -------------------------------------------------------------------------
     def irq_enable(self) -> int:
         """Route the NIC's interrupt (MSI where offered, else INTx) to an eventfd; return it."""
-        from hw import _vfio_cdef as C
+        from hw import vfio
 
-        index = C.VFIO_PCI_MSI_IRQ_INDEX
+        index = vfio.IRQ_MSI
         try:
             if self.vfio.irq_info(index).count < 1:
                 raise RomError("no MSI")
             fd = self.vfio.irq_enable(index)[0]
         except RomError:
-            index = C.VFIO_PCI_INTX_IRQ_INDEX
+            index = vfio.IRQ_INTX
             fd = self.vfio.irq_enable(index)[0]
         self._irq_index = index
         self._irq_fd = fd
@@ -305,9 +305,9 @@ class IntelNic:
         finally:
             self.bar.write32(IMC, ICR_RXT0)
             self.bar.read32(ICR)  # reading clears the causes
-            from hw import _vfio_cdef as C
+            from hw import vfio
 
-            if self._irq_index == C.VFIO_PCI_INTX_IRQ_INDEX:
+            if self._irq_index == vfio.IRQ_INTX:
                 self.vfio.irq_unmask(self._irq_index)
 
     # -- teardown ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(
-  python3 python3-venv python3-dev gcc make
+  python3 python3-venv python3-dev gcc make gcc-aarch64-linux-gnu
   qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios qemu-system-data ovmf
   flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
   linux-image-amd64
