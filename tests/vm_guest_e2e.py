@@ -230,7 +230,7 @@ def _():
     runs = []
     for delay in (0.0, 0.05, 0.2, 0.5):
         p = subprocess.Popen([PY, "-m", "romlab", "dump", "--pci", e1000, "--via", "vfio", "--raw",
-                              "-o", f"{OUT}/ctrlc.rom"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "-o", f"{OUT}/ctrlc.rom", "--overwrite"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen_vfio = False
         deadline = time.monotonic() + 120
         while p.poll() is None and time.monotonic() < deadline:

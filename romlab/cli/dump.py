@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("--raw", action="store_true", help="the whole ROM BAR, fill included")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the ROM")
     p.add_argument("--json", action="store_true", help="report what was written as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
 
 def run(args) -> int:
@@ -26,7 +27,7 @@ def run(args) -> int:
 
     from hw.access import read_rom
     from hw.pci import parse_bdf
-    from romlab.cli._common import print_json
+    from romlab.cli._common import check_outputs, print_json, write_output
     from romtools.errors import RomError
 
     bdf = str(parse_bdf(args.pci))
@@ -34,18 +35,9 @@ def run(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise RomError(f"directory {out_dir} does not exist")
+    check_outputs([args.output], overwrite=args.overwrite)   # before the device is touched
     data = read_rom(bdf, via=via, raw=args.raw)
-    tmp = f"{args.output}.part{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, args.output)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise RomError(f"cannot write {args.output}: {exc.strerror}") from None
+    write_output(args.output, data, overwrite=args.overwrite)
     doc = {"bdf": bdf, "via": via, "raw": args.raw, "size": len(data), "output": args.output,
            "sha256": hashlib.sha256(data).hexdigest()}
     if args.json:
