@@ -80,3 +80,25 @@ def test_vm_needs_a_command():
     r = run_romlab("vm", "--nic", "e1000")
     assert r.returncode == 2
     assert r.stderr.decode().strip() == "romlab vm: error: no command to run in the guest; put it after --"
+
+
+def _hub_ids(args: list[str]) -> list[int]:
+    """The hubid= of every -netdev hubport in a QEMU argument list."""
+    out = []
+    for flag, value in zip(args, args[1:]):
+        if flag == "-netdev" and value.startswith("hubport,"):
+            out.append(int(dict(kv.split("=", 1) for kv in value.split(",")[1:])["hubid"]))
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="defect 3: link names sharing their first three bytes share one hub")
+def test_defect3_distinct_link_names_never_share_a_hub():
+    specs = ["e1000,link=lab1", "e1000,link=lab2", "e1000e,link=lab1", "rtl8139", "e1000,link=labx"]
+    args = []
+    for i, spec in enumerate(specs):
+        args += vm.Nic.parse(spec).qemu_args(i)
+    hubs = _hub_ids(args)
+    assert len(hubs) == 5
+    # Same name, same hub; different names (and a NIC of its own) never one hub.
+    assert hubs[0] == hubs[2]
+    assert len({hubs[0], hubs[1], hubs[3], hubs[4]}) == 4
