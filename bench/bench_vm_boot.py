@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from romlab import vm  # noqa: E402
+from romlab.lab import vm  # noqa: E402
 
 
 def timed(cmd: list[str], env=None) -> float:

@@ -26,9 +26,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from romlab.boot import UNDIONLY, _stage, is_ipxe, rom_images, skip_reason
-from romlab.labhttp import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
-from romlab.qemu import Machine, Qemu, nic_device
+from romlab.lab.boot import UNDIONLY, _stage, is_ipxe, rom_images, skip_reason
+from romlab.lab.http import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
+from romlab.lab.qemu import Machine, Qemu, nic_device
 from romtools.errors import RomError
 
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
@@ -188,7 +188,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
               dhcp: str, firmware: str = "seabios", accel: str = "tcg", timeout: float | None = None,
               progress=None) -> tuple[PathResult, tuple[int, int] | None]:
     """One boot of ``nic`` taking ``path`` (native or undi); returns its result and the device IDs."""
-    from romlab.netlab import DnsmasqNet, SlirpNet
+    from romlab.lab.netns import DnsmasqNet, SlirpNet
 
     say = progress or (lambda msg: None)
     res = PathResult(path)

@@ -5,7 +5,7 @@ import glob
 import os
 import subprocess
 
-from romlab.qemu import Machine, Netdev, Qemu, find_qemu
+from romlab.lab.qemu import Machine, Netdev, Qemu, find_qemu
 
 # Markers romlab puts in the command lines and temporary paths of what it starts.
 ROMLAB_MARKERS = ("romlab-qemu-", "romlab-boot-", "romlab-bench-", "romlab-dnsmasq-", "romlab-serve-")

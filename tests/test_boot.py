@@ -256,7 +256,7 @@ def test_dnsmasq_path_cleans_up_after_a_hang_a_sigterm_and_a_sigkill(tmp_path):
         time.sleep(0.2)
     assert not romlab_processes()  # QEMU and dnsmasq died with their parent
     assert romlab_netns() == stale  # nothing could remove the namespace...
-    from romlab.netlab import remove_stale_netns
+    from romlab.lab.netns import remove_stale_netns
 
     assert remove_stale_netns() == stale  # ...until the next run sweeps it
     import shutil

@@ -19,7 +19,7 @@ from romtools.flash.bar import Window
 from romtools.flash.nicfamily import family_of
 from romtools.flash.nicsim import NicBarDouble
 from romtools.flash.programmers.nicintel_eeprom import open_nvm
-from romtools.flash.qemubar import QemuNic
+from romlab.lab.regrelay import QemuNic
 
 pytestmark = pytest.mark.qemu
 

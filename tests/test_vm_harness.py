@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import IPXE_QEMU, run_romlab
 
-from romlab import vm
+from romlab.lab import vm
 from romtools.errors import RomError
 
 

@@ -91,8 +91,8 @@ def run(args) -> int:
     import tempfile
 
     from romlab import bench_firmware as bf
-    from romlab.labhttp import parse_size
-    from romlab.qemu import terminate_on_sigterm
+    from romlab.lab.http import parse_size
+    from romlab.lab.qemu import terminate_on_sigterm
 
     terminate_on_sigterm()
     nics = [n.strip() for n in args.nic.split(",") if n.strip()]

@@ -36,13 +36,13 @@ def run(args) -> int:
     import tempfile
     import time
 
-    from romlab import labserve
+    from romlab.lab import serve as labserve
     from romlab.bench_firmware import IPXE_PXE, PATHS
-    from romlab.boot import UNDIONLY
-    from romlab.dhcpprobe import find_dhcp_servers
-    from romlab.labhttp import LabHttp, bind_socket, human_size, parse_size, payload_bytes
-    from romlab.netlab import Dnsmasq
-    from romlab.qemu import terminate_on_sigterm
+    from romlab.lab.boot import UNDIONLY
+    from romlab.lab.dhcpprobe import find_dhcp_servers
+    from romlab.lab.http import LabHttp, bind_socket, human_size, parse_size, payload_bytes
+    from romlab.lab.netns import Dnsmasq
+    from romlab.lab.qemu import terminate_on_sigterm
     from romtools.errors import RomError
 
     terminate_on_sigterm()

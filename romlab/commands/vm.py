@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from romlab import vm
+    from romlab.lab import vm
 
     command = list(args.guest_command)
     if command and command[0] == "--":

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from romlab.bench_firmware import bench_script, mbit
-from romlab.labhttp import LabHttp, ScriptRequest, first_script
+from romlab.lab.http import LabHttp, ScriptRequest, first_script
 from romtools.errors import RomError
 
 
@@ -91,7 +91,7 @@ def path_result(lab: LabHttp, tag: str, runs: int) -> dict:
 
 def interface_ipv4(ifname: str) -> ipaddress.IPv4Interface:
     """The first IPv4 address (with prefix) on ``ifname``, from `ip -4 -o addr`."""
-    from romlab.netlab import _ip
+    from romlab.lab.netns import _ip
 
     r = _ip("-4", "-o", "addr", "show", "dev", ifname, check=False)
     if r.returncode != 0:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from romlab.console import Console
+from romlab.lab.console import Console
 from romtools.errors import RomError
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd"

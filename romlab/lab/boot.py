@@ -17,9 +17,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from romlab.console import Console
-from romlab.labhttp import LabHttp, ScriptRequest
-from romlab.qemu import Machine, Qemu
+from romlab.lab.console import Console
+from romlab.lab.http import LabHttp, ScriptRequest
+from romlab.lab.qemu import Machine, Qemu
 from romtools.errors import RomError
 
 GOALS = ("rom", "nbp", "script")
@@ -208,7 +208,7 @@ def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | Non
          script: str | None = None, timeout: float = 120.0, accel: str = "tcg", dhcp: str = "auto",
          expect: str | None = None, memory: int | None = None, on_event=None) -> BootResult:
     """Boot and return what happened. Raises RomError only for unusable input (exit 2)."""
-    from romlab.netlab import DnsmasqNet, SlirpNet
+    from romlab.lab.netns import DnsmasqNet, SlirpNet
 
     if nbp and script:
         raise RomError("give --nbp or --script, not both")

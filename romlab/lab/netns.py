@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 
-from romlab.qemu import Netdev, _die_with_parent
+from romlab.lab.qemu import Netdev, _die_with_parent
 from romtools.errors import RomError
 
 CLONE_NEWNET = 0x40000000
@@ -100,7 +100,7 @@ class SlirpNet:
         pass
 
     def http_socket(self) -> socket.socket:
-        from romlab.labhttp import bind_socket
+        from romlab.lab.http import bind_socket
 
         return bind_socket("127.0.0.1")
 
@@ -212,7 +212,7 @@ class DnsmasqNet:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def http_socket(self) -> socket.socket:
-        from romlab.labhttp import bind_socket
+        from romlab.lab.http import bind_socket
 
         return bind_socket(self.guest_host, 0, netns=self.netns)
 

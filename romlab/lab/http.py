@@ -265,7 +265,7 @@ def bind_socket(address: str, port: int = 0, netns: str | None = None) -> socket
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
         return s
-    from romlab.netlab import in_netns
+    from romlab.lab.netns import in_netns
 
     with in_netns(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
