@@ -26,7 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from romlab.lab.boot import UNDIONLY, _stage, is_ipxe, rom_images, skip_reason
+from romlab.lab.boot import UNDIONLY, is_ipxe, rom_images, skip_reason
+from romlab.lab.boot import hang_stage as _stage
 from romlab.lab.http import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
 from romlab.lab.qemu import Machine, Qemu, nic_device
 from romtools.errors import RomError
@@ -188,7 +189,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
               dhcp: str, firmware: str = "seabios", accel: str = "tcg", timeout: float | None = None,
               progress=None) -> tuple[PathResult, tuple[int, int] | None]:
     """One boot of ``nic`` taking ``path`` (native or undi); returns its result and the device IDs."""
-    from romlab.lab.netns import DnsmasqNet, SlirpNet
+    from romlab.lab.bootnet import DnsmasqNet, SlirpNet
 
     say = progress or (lambda msg: None)
     res = PathResult(path)

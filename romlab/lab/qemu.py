@@ -1,17 +1,27 @@
-"""Run QEMU with one NIC carrying an option ROM, and watch its serial console.
+"""The one QEMU launcher: every QEMU romlab starts is started, watched and stopped here.
 
-This is the runner behind ``romlab boot`` and ``romlab bench firmware``. It starts
-``qemu-system-x86_64`` (TCG unless asked otherwise: nested KVM on the machines romlab
-targets dies in the mode-switch code option ROMs are made of), reads the serial
-console on a thread into a :class:`romlab.console.Console`, asks QEMU over QMP for the
-PCI IDs it really gave the NIC, and makes sure no QEMU outlives the run: the child
-gets SIGKILL when romlab dies (PR_SET_PDEATHSIG) and :meth:`Qemu.stop` always reaps it.
+Three kinds of guest use it: the firmware boots of ``romlab boot`` and ``romlab bench
+firmware`` (:class:`Qemu`: a ``pc`` machine, its serial console read on a thread into a
+:class:`romlab.lab.console.Console`, the NIC's PCI IDs asked over QMP), the Linux guests of
+``romlab vm`` (started through virtme-run, which builds the kernel's command line and execs
+QEMU) and the register relay (:mod:`romlab.lab.regrelay`). They share:
+
+* :class:`NicSpec`: the one parser of ``--nic MODEL[,KEY=VALUE...]``. Models and their
+  properties are checked against what the installed QEMU says it has (``-device help``), so
+  a typo is a one-line error before anything boots, on any QEMU version;
+* :func:`kvm_works`: the one KVM probe (does KVM boot a Linux kernel here, cached);
+* :func:`romlab.lab.process.launch` and :func:`~romlab.lab.process.stop`: a process that
+  dies with romlab, however romlab dies, and is always reaped.
+
+TCG is the default for firmware boots: nested KVM on the machines romlab targets dies in the
+mode-switch code option ROMs are made of.
 """
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,10 +30,13 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from romlab.lab.console import Console
+from romlab.lab.process import launch, stop
 from romtools.errors import RomError
 
+QEMU = "qemu-system-x86_64"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd"
 FIRMWARES = ("seabios", "ovmf")
@@ -35,54 +48,283 @@ NIC_ALIASES = {
     "virtio-net": ("virtio-net-pci", {"disable-legacy": "on"}),
     "virtio": ("virtio-net-pci", {"disable-legacy": "on"}),
 }
+# romlab's own NIC options; every other KEY=VALUE is a property of the QEMU device.
+LAB_KEYS = ("capture", "link")
+# Device properties romlab sets itself to wire the NIC into its machine.
+OWN_PROPERTIES = ("netdev", "bus", "id")
 
-PR_SET_PDEATHSIG = 1
+KVM_PROBE_TIMEOUT = 15.0
+KVM_DEVICE = "/dev/kvm"
 
 
 def find_qemu() -> str:
-    path = shutil.which("qemu-system-x86_64")
+    path = shutil.which(QEMU)
     if not path:
-        raise RomError("qemu-system-x86_64 is not installed; install Debian's qemu-system-x86 "
-                       "(scripts/setup.sh does)")
+        raise RomError(f"{QEMU} is not installed; install Debian's qemu-system-x86 (scripts/setup.sh does)")
     return path
 
 
-def nic_device(spec: str) -> tuple[str, dict[str, str]]:
-    """``MODEL[,prop=value...]`` -> QEMU device name and properties (aliases resolved)."""
-    model, *rest = spec.split(",")
-    model = model.strip()
-    if not model:
-        raise RomError(f"--nic {spec!r}: give a QEMU NIC model such as e1000, e1000e, rtl8139 or virtio-net")
-    props: dict[str, str] = {}
-    if model in NIC_ALIASES:
-        model, base = NIC_ALIASES[model]
-        props.update(base)
-    for item in rest:
-        if "=" not in item:
-            raise RomError(f"--nic {spec!r}: {item!r} is not prop=value")
-        k, v = item.split("=", 1)
-        props[k] = v
-    return model, props
+def cache_dir() -> Path:
+    """Where romlab keeps what it can reuse between runs (the KVM probe, the relay's program)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "romlab"
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when romlab goes away, however it goes."""
+# -- what this QEMU has ------------------------------------------------------------------
+
+def _qemu_output(qemu: str, *args: str) -> str:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        r = subprocess.run([qemu, *args], capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RomError(f"cannot ask {qemu} what it emulates: {exc}") from None
+    return r.stdout + r.stderr
+
+
+@functools.lru_cache(maxsize=None)
+def qemu_version(qemu: str) -> str:
+    """``7.2.22`` from ``QEMU emulator version 7.2.22 (Debian ...)``."""
+    m = re.search(r"version (\S+)", _qemu_output(qemu, "--version"))
+    return m.group(1) if m else "?"
+
+
+@functools.lru_cache(maxsize=None)
+def qemu_nics(qemu: str) -> dict[str, str]:
+    """The PCI network devices this QEMU emulates: each name and alias -> the device name.
+
+    Read from the "Network devices:" section of ``-device help``, whose lines read
+    ``name "e1000", bus PCI, alias "e1000-82540em", desc "..."``.
+    """
+    out: dict[str, str] = {}
+    section = False
+    for line in _qemu_output(qemu, "-device", "help").splitlines():
+        if line.endswith(":"):
+            section = line.strip() == "Network devices:"
+            continue
+        m = re.match(r'name "([^"]+)", bus PCI(?:, alias "([^"]+)")?', line.strip()) if section else None
+        if m:
+            out[m.group(1)] = m.group(1)
+            if m.group(2):
+                out.setdefault(m.group(2), m.group(1))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def device_properties(qemu: str, model: str) -> frozenset[str]:
+    """The properties ``-device MODEL,help`` lists (``  mac=<str> - ...``)."""
+    text = _qemu_output(qemu, "-device", f"{model},help")
+    return frozenset(m.group(1) for m in re.finditer(r"^\s+([\w.-]+)=<", text, re.M))
+
+
+# -- the NIC spec ----------------------------------------------------------------------------
+
+def _check_mac(value: str) -> str:
+    parts = value.split(":")
+    if len(parts) != 6 or not all(len(x) == 2 and all(c in "0123456789abcdefABCDEF" for c in x) for x in parts):
+        raise RomError(f"bad MAC address {value!r}; write it as 52:54:00:12:34:56")
+    return value.lower()
+
+
+@dataclass
+class NicSpec:
+    """One ``--nic MODEL[,KEY=VALUE...]``: a QEMU NIC model, its device properties, romlab's options.
+
+    ``romfile=`` (empty: no ROM BAR) and ``mac=`` are checked here, the other properties
+    against the device's own list; ``capture=PCAP`` writes the NIC's traffic to a file,
+    ``link=NAME`` (``romlab vm``) joins the NICs sharing that name on one virtual hub.
+    """
+
+    text: str
+    model: str
+    props: dict[str, str] = field(default_factory=dict)
+    capture: str | None = None
+    link: str | None = None
+
+    @property
+    def romfile(self) -> str | None:
+        return self.props.get("romfile")
+
+    @property
+    def mac(self) -> str | None:
+        return self.props.get("mac")
+
+    @classmethod
+    def parse(cls, text: str, qemu: str | None = None) -> "NicSpec":
+        model, *opts = text.split(",")
+        model = model.strip()
+        if not model:
+            raise RomError(f"--nic {text!r}: give a QEMU NIC model such as e1000, e1000e, rtl8139 or virtio-net")
+        qemu = qemu or find_qemu()
+        props: dict[str, str] = {}
+        if model in NIC_ALIASES:
+            model, base = NIC_ALIASES[model]
+            props.update(base)
+        known = qemu_nics(qemu)
+        if model not in known:
+            raise RomError(f"unknown NIC model {model!r}; this QEMU ({qemu_version(qemu)}) emulates "
+                           f"{', '.join(sorted(set(known.values())))}")
+        model = known[model]
+        spec = cls(text, model, props)
+        for opt in opts:
+            key, sep, value = opt.partition("=")
+            if not sep:
+                raise RomError(f"bad NIC option {opt!r} in {text!r}; write KEY=VALUE")
+            if key == "capture":
+                p = Path(value).resolve()
+                if not p.parent.is_dir():
+                    raise RomError(f"capture directory {p.parent} does not exist")
+                spec.capture = str(p)
+            elif key == "link":
+                if not value.isalnum():
+                    raise RomError(f"bad link name {value!r}; use letters and digits")
+                spec.link = value
+            elif key in OWN_PROPERTIES:
+                raise RomError(f"bad NIC option {opt!r} in {text!r}: romlab sets {key}= itself")
+            elif key not in device_properties(qemu, model):
+                raise RomError(f"bad NIC option {opt!r} in {text!r}; {model} has no property {key!r} "
+                               f"(`{QEMU} -device {model},help` lists them) and romlab's own are "
+                               f"{'=, '.join(LAB_KEYS)}=")
+            elif key == "romfile":
+                if value:
+                    p = Path(value).resolve()
+                    if not p.is_file():
+                        raise RomError(f"romfile {value} does not exist")
+                    value = str(p)
+                props[key] = value
+            elif key == "mac":
+                props[key] = _check_mac(value)
+            else:
+                props[key] = value
+        return spec
+
+    def device(self, *, netdev: str | None, ident: str | None = None, bus: str | None = None) -> str:
+        """The ``-device`` value: the model, romlab's wiring, then the properties as given."""
+        parts = [self.model]
+        if ident:
+            parts.append(f"id={ident}")
+        if netdev:
+            parts.append(f"netdev={netdev}")
+        if bus:
+            parts.append(f"bus={bus}")
+        parts += [f"{k}={v}" for k, v in self.props.items()]
+        return ",".join(parts)
+
+    def capture_args(self, netdev: str, ident: str) -> list[str]:
+        """QEMU's filter-dump on the NIC's back end: every frame both ways, as pcap."""
+        if not self.capture:
+            return []
+        return ["-object", f"filter-dump,id={ident},netdev={netdev},file={self.capture}"]
+
+
+def nic_device(spec: str) -> tuple[str, dict[str, str]]:
+    """``MODEL[,prop=value...]`` -> QEMU device name and properties, through :meth:`NicSpec.parse`."""
+    nic = NicSpec.parse(spec)
+    return nic.model, dict(nic.props)
+
+
+# -- the KVM probe -----------------------------------------------------------------------
+
+def kvm_works(kernel: str, log=None, *, device: str | None = None, qemu: str | None = None,
+              timeout: float = KVM_PROBE_TIMEOUT) -> bool:
+    """Whether KVM boots ``kernel`` here with the CPU model virtme-ng asks for (``-cpu host``).
+
+    Some hosts expose /dev/kvm yet fail ``-cpu host`` outright or hang the guest early
+    (nested KVM above all); the probe boots the kernel with no root file system and waits
+    at most ``timeout`` seconds for the "VFS: Unable to mount root" panic a working KVM
+    reaches in a second or two. The answer is cached per kernel, QEMU and host kernel.
+    ``log`` is told the decision and whether it came from the cache.
+    """
+    say = log or (lambda msg: None)
+    device = device or KVM_DEVICE
+    if not os.access(device, os.R_OK | os.W_OK):
+        say(f"KVM probe: {device} is not usable here; using TCG")
+        return False
+    qemu = qemu or find_qemu()
+    key = f"{kernel}|{os.stat(kernel).st_mtime_ns}|{qemu}|{os.stat(qemu).st_mtime_ns}|{os.uname().release}"
+    cache = cache_dir() / "kvm-probe.json"
+    try:
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            ok = bool(data["kvm"])
+            say(f"KVM probe (cached): {'boots' if ok else 'does not boot Linux here'}; "
+                f"using {'KVM' if ok else 'TCG'}")
+            return ok
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "256", "-display", "none",
+           "-serial", "stdio", "-monitor", "none", "-no-reboot", "-kernel", kernel,
+           "-append", "console=ttyS0 panic=-1 loglevel=4"]
+    proc = launch(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    ok = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        ok = b"Unable to mount root" in out or b"Kernel panic" in out
+        why = "" if ok else " (it stopped without reaching the kernel's panic)"
+    except subprocess.TimeoutExpired:
+        why = f" (no answer in {timeout:g} s)"
+    finally:
+        stop(proc)
+        if proc.stdout:
+            proc.stdout.close()
+    say(f"KVM probe: {'boots' if ok else 'does not boot Linux here' + why}; using {'KVM' if ok else 'TCG'}")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "kvm": ok}))
     except OSError:
         pass
+    return ok
 
 
-def kvm_usable() -> bool:
-    """Whether /dev/kvm can be opened; it says nothing about KVM running ROM code well."""
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
+def choose_accel(accel: str, kernel: str, log=None) -> str:
+    """``kvm`` or ``tcg`` for ``--accel auto|kvm|tcg``: auto asks the probe."""
+    if accel not in ("auto", "kvm", "tcg"):
+        raise RomError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
+    if accel == "auto":
+        return "kvm" if kvm_works(kernel, log) else "tcg"
+    return accel
 
+
+# -- QMP -----------------------------------------------------------------------------------
+
+class Qmp:
+    """QEMU's monitor on its unix socket, through the QEMU project's own client (``qemu.qmp``).
+
+    The socket is connected here, retrying until QEMU has made it (or died, or the deadline
+    passed); the client then reads the greeting and negotiates capabilities.
+    """
+
+    def __init__(self, path: str, deadline: float, alive=lambda: True):
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or not alive():
+                    sock.close()
+                    raise TimeoutError("QEMU did not open its QMP socket") from None
+                time.sleep(0.05)
+        self.monitor = QEMUMonitorProtocol(sock)
+        try:
+            self.monitor.connect()
+        except BaseException:
+            self.close()
+            raise
+        self.monitor.settimeout(max(1.0, deadline - time.monotonic()))
+
+    def command(self, name: str, **arguments) -> object:
+        return self.monitor.cmd(name, **arguments)
+
+    def close(self) -> None:
+        try:
+            self.monitor.close()
+        except Exception:  # the socket is gone with QEMU: nothing left to close
+            pass
+
+
+# -- a firmware boot ---------------------------------------------------------------------------
 
 @dataclass
 class Netdev:
@@ -113,7 +355,7 @@ class Netdev:
 
 @dataclass
 class Machine:
-    nic: str
+    nic: str | NicSpec
     rom: str | None
     firmware: str = "seabios"
     netdev: Netdev = field(default_factory=Netdev)
@@ -122,53 +364,8 @@ class Machine:
     mac: str | None = None
 
 
-class Qmp:
-    """The few QMP commands romlab needs, over QEMU's unix socket."""
-
-    def __init__(self, path: str, deadline: float, alive=lambda: True):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > deadline or not alive():
-                    self.sock.close()
-                    raise TimeoutError("QEMU did not open its QMP socket") from None
-                time.sleep(0.05)
-        self.sock.settimeout(max(1.0, deadline - time.monotonic()))
-        self.buf = b""
-        self._read()  # greeting
-        self.command("qmp_capabilities")
-
-    def _read(self) -> dict:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("QEMU closed its QMP socket")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def command(self, name: str, **arguments) -> object:
-        msg = {"execute": name}
-        if arguments:
-            msg["arguments"] = arguments
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = self._read()
-            if "event" in reply:
-                continue
-            if "error" in reply:
-                raise RuntimeError(f"QMP {name}: {reply['error'].get('desc')}")
-            return reply.get("return")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class Qemu:
-    """One QEMU process. Use as a context manager; leaving it always stops QEMU."""
+    """One firmware boot: a ``pc`` machine with one NIC. Use as a context manager; leaving it always stops QEMU."""
 
     def __init__(self, machine: Machine, *, workdir: str | None = None):
         self.machine = machine
@@ -189,19 +386,23 @@ class Qemu:
         m = self.machine
         if m.firmware not in FIRMWARES:
             raise RomError(f"--firmware {m.firmware!r}: choose one of {', '.join(FIRMWARES)}")
-        model, props = nic_device(m.nic)
-        dev = [model, "id=nic0", "netdev=n0"]
-        if m.rom is not None:
-            dev.append(f"romfile={m.rom}")
-        if m.mac:
-            dev.append(f"mac={m.mac}")
-        dev += [f"{k}={v}" for k, v in props.items()]
         if m.accel not in ("tcg", "kvm"):
             raise RomError(f"--accel {m.accel!r}: choose tcg or kvm")
-        cmd = [find_qemu(), "-accel", m.accel, "-machine", "pc", "-m", str(m.memory),
+        qemu = find_qemu()
+        spec = m.nic if isinstance(m.nic, NicSpec) else NicSpec.parse(m.nic, qemu)
+        if spec.link:
+            raise RomError(f"--nic {spec.text!r}: link= joins the NICs of one `romlab vm` guest; "
+                           "a firmware boot has one NIC")
+        spec = NicSpec(spec.text, spec.model, dict(spec.props), spec.capture)
+        if m.rom is not None:
+            spec.props["romfile"] = m.rom
+        if m.mac:
+            spec.props["mac"] = _check_mac(m.mac)
+        cmd = [qemu, "-accel", m.accel, "-machine", "pc", "-m", str(m.memory),
                "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-               "-device", ",".join(dev), "-netdev", m.netdev.arg("n0"), "-boot", "n"]
+               "-device", spec.device(netdev="n0", ident="nic0"), "-netdev", m.netdev.arg("n0"),
+               *spec.capture_args("n0", "dump0"), "-boot", "n"]
         if m.firmware == "ovmf":
             for path in (OVMF_CODE, OVMF_VARS):
                 if not os.path.exists(path):
@@ -218,17 +419,11 @@ class Qemu:
 
     # -- life cycle -----------------------------------------------------
     def start(self) -> "Qemu":
-        cmd = self.command_line()
         if self.machine.rom and not os.path.isfile(self.machine.rom):
             raise RomError(f"{self.machine.rom}: no such ROM file")
-        err = open(self.stderr_path, "wb")
-        try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                         preexec_fn=_die_with_parent, cwd=self.workdir)
-        except OSError as exc:
-            raise RomError(f"cannot start QEMU: {exc.strerror or exc}") from None
-        finally:
-            err.close()
+        cmd = self.command_line()
+        with open(self.stderr_path, "wb") as err:
+            self.proc = launch(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=self.workdir)
         self.started = time.monotonic()
         self.console.started = self.started
         self._reader = threading.Thread(target=self._read_console, name="qemu-console", daemon=True)
@@ -249,10 +444,12 @@ class Qemu:
 
     def query_nic_ids(self, timeout: float = 20.0) -> tuple[int, int] | None:
         """(vendor, device) QEMU gave the NIC, read over QMP; None if QEMU is already gone."""
+        from qemu.qmp import QMPError
+
         deadline = time.monotonic() + timeout
         try:
             q = Qmp(self.qmp_path, deadline, self.alive)
-        except (TimeoutError, OSError, ConnectionError):
+        except (TimeoutError, OSError, EOFError, QMPError):
             return None
         try:
             for bus in q.command("query-pci"):
@@ -260,7 +457,7 @@ class Qemu:
                     if dev.get("qdev_id") == "nic0":
                         self.nic_ids = (dev["id"]["vendor"], dev["id"]["device"])
                         return self.nic_ids
-        except (OSError, ConnectionError, RuntimeError, ValueError):
+        except (TimeoutError, OSError, EOFError, QMPError, ValueError, KeyError):
             return None
         finally:
             q.close()
@@ -287,16 +484,7 @@ class Qemu:
         """Stop QEMU (SIGKILL: nothing in the guest needs a clean shutdown) and reap it."""
         p = self.proc
         if p is not None:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            self.exit_code = p.returncode
+            self.exit_code = stop(p)
             if self._reader is not None:
                 self._reader.join(timeout=5)
             if p.stdout:
