@@ -10,14 +10,17 @@ should not pay.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import re
 import socket
+import threading
 
 from romtools.errors import RomError
 
 NETNS_PREFIX = "romlab-"
+CLONE_NEWNET = 0x40000000
 
 
 def _pyroute2():
@@ -88,22 +91,42 @@ def remove_stale_netns() -> list[str]:
 
 
 def make_netns_with_tap(name: str, tap: str, address: str, prefixlen: int) -> None:
-    """A new namespace ``name`` with its loopback up and a tap device ``tap`` up at ``address``."""
+    """A new namespace ``name`` with its loopback up and a tap device ``tap`` up at ``address``.
+
+    The work is done on a thread of its own that moves into the new namespace (a namespace is
+    per thread), names it by bind-mounting its ``/proc/thread-self/ns/net`` where ``ip netns``
+    looks, and configures it over netlink from inside. pyroute2's own ``netns.create`` and
+    ``NetNS`` fork a helper process for this, which can deadlock in a process that already
+    runs threads (a lock held by another thread at the fork).
+    """
     pr = _pyroute2()
-    try:
-        pr.netns.create(name)
-    except Exception as exc:  # pyroute2 reports a failed mount or unshare from its child process
-        raise RomError(f"cannot make network namespace {name}: {_why(exc)}") from None
-    try:
-        with pr.NetNS(name) as ns:
-            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            ns.link("add", ifname=tap, kind="tuntap", mode="tap")
-            (index,) = ns.link_lookup(ifname=tap)
-            ns.addr("add", index=index, address=address, prefixlen=prefixlen)
-            ns.link("set", index=index, state="up")
-    except Exception as exc:
-        remove_netns(name)
-        raise RomError(f"cannot set up tap {tap} in network namespace {name}: {_why(exc)}") from None
+    failure: list[BaseException] = []
+
+    def inside() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+            pr.netns.attach(name, "thread-self")
+        except BaseException as exc:
+            failure.append(RomError(f"cannot make network namespace {name}: {_why(exc)}"))
+            return
+        try:
+            with pr.IPRoute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                ipr.link("add", ifname=tap, kind="tuntap", mode="tap")
+                (index,) = ipr.link_lookup(ifname=tap)
+                ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+                ipr.link("set", index=index, state="up")
+        except BaseException as exc:
+            remove_netns(name)
+            failure.append(RomError(f"cannot set up tap {tap} in network namespace {name}: {_why(exc)}"))
+
+    t = threading.Thread(target=inside, name="romlab-netns")
+    t.start()
+    t.join()
+    if failure:
+        raise failure[0]
 
 
 def interface_ipv4(ifname: str) -> ipaddress.IPv4Interface:
