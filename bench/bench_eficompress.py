@@ -13,8 +13,13 @@ import statistics
 import struct
 import sys
 import time
+from pathlib import Path
 
 import pefile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from romlab.bench.render import text_table  # noqa: E402
 
 ROUNDS = 7
 TARGET = 1.5
@@ -50,8 +55,7 @@ def main() -> int:
         print("no /usr/lib/ipxe/qemu/efi-*.rom: install Debian's ipxe-qemu (scripts/setup.sh)", file=sys.stderr)
         return 1
 
-    print(f"{'driver':<20} {'bytes':>7} {'edk2':>7} {'romlab':>7} {'size':>7} {'same':>5} "
-          f"{'edk2 ms':>8} {'romlab ms':>9} {'time':>6}")
+    rows = []
     tot_ref = tot_ours = 0.0
     identical = 0
     for name, drv in cases:
@@ -69,8 +73,11 @@ def main() -> int:
         tot_ours += o
         same = ours == ref
         identical += same
-        print(f"{name:<20} {len(drv):>7} {len(ref):>7} {len(ours):>7} {len(ours) / len(ref):>7.4f} "
-              f"{'yes' if same else 'no':>5} {r * 1e3:>8.2f} {o * 1e3:>9.2f} {o / r:>5.2f}x")
+        rows.append([name, str(len(drv)), str(len(ref)), str(len(ours)), f"{len(ours) / len(ref):.4f}",
+                     "yes" if same else "no", f"{r * 1e3:.2f}", f"{o * 1e3:.2f}", f"{o / r:.2f}x"])
+    print(text_table([("driver", "left"), ("bytes", "right"), ("edk2", "right"), ("romlab", "right"),
+                      ("size", "right"), ("same", "right"), ("edk2 ms", "right"), ("romlab ms", "right"),
+                      ("time", "right")], rows))
     ratio = tot_ours / tot_ref
     print(f"byte-identical to EDK2: {identical}/{len(cases)}; total time {tot_ours * 1e3:.1f} ms vs "
           f"{tot_ref * 1e3:.1f} ms = {ratio:.2f}x  target <= {TARGET}x: {'met' if ratio <= TARGET else 'MISSED'}")

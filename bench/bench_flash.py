@@ -20,6 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from romlab.bench.render import text_table  # noqa: E402
+
 SIZE = 512 * 1024
 PY = sys.executable
 
@@ -95,10 +100,10 @@ def main() -> int:
         results[tool] = {"wall": wall, "write": s["write_seconds"], "commands": set(s["commands"]),
                          "spi_ops": s["spi_ops"]}
     extra = results["romlab"]["commands"] - results["flashrom"]["commands"]
-    for tool, r in results.items():
-        kib_s = SIZE / 1024 / r["write"]
-        print(f"{tool:9s} write phase {r['write']:7.3f} s  {kib_s:8.1f} KiB/s  "
-              f"({r['spi_ops']} SPI ops, whole run {r['wall']:.2f} s)")
+    print(text_table([("tool", "left"), ("write phase s", "right"), ("KiB/s", "right"), ("SPI ops", "right"),
+                      ("whole run s", "right")],
+                     [[tool, f"{r['write']:.3f}", f"{SIZE / 1024 / r['write']:.1f}", str(r["spi_ops"]),
+                       f"{r['wall']:.2f}"] for tool, r in results.items()]))
     ratio = results["flashrom"]["write"] / results["romlab"]["write"]
     print(f"romlab/flashrom write throughput ratio: {ratio:.2f} (target >= 1.00)")
     print("serprog commands used by romlab: " + " ".join("%02x" % c for c in sorted(results["romlab"]["commands"]))

@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from romlab.bench.render import text_table  # noqa: E402
 from romlab.lab import vm  # noqa: E402
 from romlab.lab.qemu import NicSpec, kvm_works  # noqa: E402
 
@@ -54,9 +55,8 @@ def main() -> None:
     bare += [f"-q={a}" for a in qemu]
     ref = timed(bare)
 
-    print(f"{'':28} {'seconds':>8}")
-    print(f"{'romlab vm -- true':28} {ours:8.1f}")
-    print(f"{'virtme-run (reference)':28} {ref:8.1f}")
+    print(text_table([("", "left"), ("seconds", "right")],
+                     [["romlab vm -- true", f"{ours:.1f}"], ["virtme-run (reference)", f"{ref:.1f}"]]))
     print(f"ratio romlab/reference: {ours / ref:.2f}")
 
 

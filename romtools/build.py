@@ -172,8 +172,12 @@ def pad_target(data_len: int, to: str) -> int:
         raise RomError(f"--to {to!r} is not a size (e.g. 128K, 0x20000), 'flash', 'virtualbox' or 'vmware'") from None
 
 
-def pad(data: bytes, to: str) -> bytes:
+def pad(data: bytes, to: str, limit: int | None = None) -> bytes:
+    """``data`` padded with 0xFF to ``to``; a target over ``limit`` bytes is refused."""
     target = pad_target(len(data), to)
+    if limit is not None and target > limit:
+        raise RomError(f"--to {to} asks for {target} bytes, more than the largest flash part romlab knows "
+                       f"({limit >> 10} KiB); nothing written")
     if target < len(data):
         raise RomError(f"the ROM is {len(data)} bytes and does not fit in {target} bytes; nothing written")
     if target % S.BLOCK:

@@ -8,62 +8,9 @@ the absolute byte offset it concerns and one sentence.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from romtools import schemas as S
+from romtools.rules import RULES, SEVERITIES, Rule  # noqa: F401  (the table lint --rules prints)
 from romtools.walker import Finding, Image, Walk
-
-SEVERITIES = ("error", "warning", "info")
-
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: str
-    source: str
-    summary: str
-
-
-RULES = {r.id: r for r in [
-    # Walk and structure (reported by the walker).
-    Rule("truncated", "error", "Linux pci_get_rom_size", "an image extends past the end of the input"),
-    Rule("image-length-zero", "error", "PciBusDxe, Linux", "PCIR ImageLength is 0"),
-    Rule("last-flag-missing", "error", "PciBusDxe", "the input ends but no image carries the last-image flag"),
-    Rule("last-flag-early", "error", "PCI firmware spec", "an image marked last is followed by another image"),
-    Rule("pcir-pointer", "error", "PciBusDxe, Linux", "the PCIR pointer is 0, out of bounds or finds no 'PCIR'"),
-    Rule("pcir-misaligned", "error", "PciBusDxe", "the PCIR pointer is not DWORD-aligned"),
-    Rule("device-list-bounds", "error", "PCI 3.0", "the device list lies outside its image"),
-    Rule("device-list-unterminated", "error", "PCI 3.0", "the device list has no 0 terminator inside its image"),
-    Rule("non-pci-rom", "info", "PC option ROM", "no PCIR: an ISA-style option ROM"),
-    Rule("pnp-signature", "warning", "PnP BIOS", "word 0x1A points to something that is not a $PnP header"),
-    Rule("trailing-fill", "info", "Linux pci_get_rom_size", "fill bytes follow the last image"),
-    Rule("trailing-bytes", "warning", "Linux pci_get_rom_size", "bytes that belong to no image follow the last one"),
-    Rule("init-size-zero", "warning", "PC option ROM", "header byte 2 (size) is 0"),
-    # Per-image rules.
-    Rule("pcir-length", "error", "iPXE ROM.pm, PCI 3.0", "PCIR Length does not match its revision"),
-    Rule("pcir-revision", "warning", "PCI 3.0", "PCIR revision is not 0 to 3"),
-    Rule("init-size-exceeds-image", "error", "PciBusDxe", "InitializationSize is larger than ImageLength"),
-    Rule("runtime-exceeds-image", "warning", "PCI 3.0", "MaxRuntimeImageLength is larger than ImageLength"),
-    Rule("code-type-unknown", "warning", "PCI 3.0", "CodeType is not one the PCI specification defines"),
-    Rule("indicator-reserved", "warning", "PCI 3.0", "Indicator bits other than bit 7 are set"),
-    Rule("device-list-missing-device", "warning", "PCI 3.0", "the PCIR device ID is not in its own device list"),
-    Rule("efi-signature", "error", "PciBusDxe", "an EFI image lacks the 0x0EF1 signature"),
-    Rule("efi-subsystem", "error", "PciBusDxe", "EFI subsystem is not a boot-service (0x0B) or runtime (0x0C) driver"),
-    Rule("efi-compression", "error", "PciBusDxe", "EFI CompressionType is above 1"),
-    Rule("efi-machine-unknown", "warning", "PE/COFF", "EFI machine type is not a known one"),
-    Rule("efi-offset", "error", "PciBusDxe", "EfiImageHeaderOffset is not inside InitializationSize"),
-    Rule("efi-pe-mismatch", "error", "UEFI LoadImage", "the PE driver's machine or subsystem differs from the ROM header"),
-    Rule("checksum-legacy", "error", "PC BIOS", "a legacy image's bytes do not sum to 0"),
-    Rule("checksum-pnp", "warning", "PnP BIOS", "the $PnP header does not sum to 0 (SeaBIOS and UEFI CSMs do not check it)"),
-    Rule("checksum-undi", "error", "PXE 2.1", "the UNDI ROM ID does not sum to 0"),
-    Rule("checksum-ipxe", "error", "iPXE", "the iPXE header does not sum to 0"),
-    Rule("checksum-efirom", "error", "iPXE efirom", "an iPXE-layout EFI image does not sum to 0"),
-    Rule("undi-loader-zero", "error", "iPXE undirom.c", "the UNDI ROM ID has no loader entry"),
-    Rule("undi-pointer", "warning", "iPXE undirom.c", "word 0x16 is set but no UNDI ROM ID is there"),
-    # Cross-image rules.
-    Rule("ids-mismatch", "warning", "consistency", "images disagree on vendor or device ID"),
-    Rule("class-mismatch", "warning", "consistency", "images disagree on class code"),
-]}
 
 CHECKSUM_RULES = {
     "legacy image": "checksum-legacy",
@@ -94,6 +41,10 @@ def _image_rules(img: Image) -> list[Finding]:
         add("pcir-revision", po + 0x0C, f"PCIR revision {p.revision} is not 0 to 3")
     elif p.length != want:
         add("pcir-length", po + 0x0A, f"PCIR Length is 0x{p.length:x}, revision {p.revision} needs 0x{want:x}")
+    if p.vendor_id == 0 or p.device_id == 0:
+        add("pcir-ids-zero", po + (4 if p.vendor_id == 0 else 6),
+            f"PCIR names {p.vendor_id:04x}:{p.device_id:04x}; no device has ID 0000, so no BIOS or UEFI will run "
+            "this image (set the IDs with romlab patch --vendor/--device)")
     if p.code_type not in S.SPEC_CODE_TYPES:
         add("code-type-unknown", po + 0x14, f"CodeType 0x{p.code_type:02x} ({S.code_type_name(p.code_type)}) "
             "is not defined by the PCI specification")
@@ -148,11 +99,11 @@ def _cross_rules(walk: Walk) -> list[Finding]:
     for img in pci[1:]:
         a, b = first.pcir, img.pcir
         if (a.vendor_id, a.device_id) != (b.vendor_id, b.device_id):
-            out.append(Finding("ids-mismatch", "warning", img.pcir_offset + 4,
+            out.append(Finding("ids-mismatch", RULES["ids-mismatch"].severity, img.pcir_offset + 4,
                                f"image {img.index} is for {b.vendor_id:04x}:{b.device_id:04x}, image 0 for "
                                f"{a.vendor_id:04x}:{a.device_id:04x}", img.index))
         if a.class_code != b.class_code and b.code_type != 0xFF:
-            out.append(Finding("class-mismatch", "warning", img.pcir_offset + 0x0D,
+            out.append(Finding("class-mismatch", RULES["class-mismatch"].severity, img.pcir_offset + 0x0D,
                                f"image {img.index} has class {b.class_code:06x}, image 0 {a.class_code:06x}",
                                img.index))
     return out

@@ -7,6 +7,7 @@ names costs a few milliseconds, where building a full table would cost the
 from __future__ import annotations
 
 import os
+import re
 
 PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
 
@@ -27,6 +28,9 @@ class PciIds:
                 self._text = b""
         return self._text
 
+    # A top-level line: anything but a tab (sub-entries), a comment or an empty line.
+    _TOP = re.compile(rb"\n[^\t#\n]")
+
     def _block(self, head: bytes) -> tuple[int, int] | None:
         """Span of the block whose top-level line starts with ``head`` (up to the next top-level line)."""
         text = self.text
@@ -34,14 +38,8 @@ class PciIds:
         if pos < 0:
             return None
         start = pos + 1
-        nxt = start
-        while True:
-            nxt = text.find(b"\n", nxt + 1)
-            if nxt < 0 or nxt + 1 >= len(text):
-                return start, len(text)
-            c = text[nxt + 1:nxt + 2]
-            if c not in (b"\t", b"#", b"\n"):
-                return start, nxt + 1
+        nxt = self._TOP.search(text, start)
+        return (start, nxt.start() + 1) if nxt else (start, len(text))
 
     @staticmethod
     def _rest(line: bytes, skip: int) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from construct import ConstructError
 
 from romtools import schemas as S
+from romtools.rules import RULES
 from romtools.errors import NotAnOptionRom, RomError
 
 _u16 = struct.Struct("<H").unpack_from
@@ -106,6 +107,11 @@ class Image:
     pe: dict[str, Any] | None = None
     checksums: list[Checksum] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
+    # (name, start, end) of every structure found in the image, absolute offsets, end exclusive.
+    spans: list[tuple[str, int, int]] = field(default_factory=list)
+    # Names of the structures the walker found unsound (out of the image, overlapping, unterminated):
+    # ``patch`` refuses to edit them.
+    unsound: set[str] = field(default_factory=set)
 
     @property
     def code_type(self) -> int | None:
@@ -209,8 +215,9 @@ class _Walker:
         self.findings: list[Finding] = []
         self.images: list[Image] = []
 
-    def note(self, rule, severity, offset, message, image=None):
-        self.findings.append(Finding(rule, severity, offset, message, image))
+    def note(self, rule, offset, message, image=None):
+        """A finding of ``rule``, at the severity the rule table gives it."""
+        self.findings.append(Finding(rule, RULES[rule].severity, offset, message, image))
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -242,10 +249,10 @@ class _Walker:
                 if index == 0:
                     return self.non_pci(pcir_ptr)
                 why = self.pcir_problem(off, pcir_ptr)
-                self.note("pcir-pointer", "error", off + 0x18, f"image {index}: {why}", index)
+                self.note("pcir-pointer", off + 0x18, f"image {index}: {why}", index)
                 return self.finish(Stop("bad-pcir", off + 0x18, f"image {index} at 0x{off:x}: {why}", True))
             if pcir_ptr % 4:
-                self.note("pcir-misaligned", "error", off + 0x18,
+                self.note("pcir-misaligned", off + 0x18,
                           f"image {index}: PCIR pointer 0x{pcir_ptr:04x} is not DWORD-aligned; "
                           "UEFI PciBusDxe rejects such an image", index)
             revision = data[pcir_abs + S.PCIR_REVISION_OFFSET]
@@ -258,12 +265,12 @@ class _Walker:
             image = self.decode_image(index, off, pcir_abs, pcir, length)
             self.images.append(image)
             if length == 0:
-                self.note("image-length-zero", "error", pcir_abs + 0x10,
+                self.note("image-length-zero", pcir_abs + 0x10,
                           f"image {index}: PCIR ImageLength is 0, so no walker can find the next image", index)
                 return self.finish(Stop("zero-length", pcir_abs + 0x10, f"image {index} at 0x{off:x} has "
                                         "ImageLength 0; the walk cannot go on", True))
             if off + length > n:
-                self.note("truncated", "error", n, f"image {index} at 0x{off:x} is truncated: its PCIR says "
+                self.note("truncated", n, f"image {index} at 0x{off:x} is truncated: its PCIR says "
                           f"{length} bytes, {n - off} are present ({off + length - n} missing)", index)
                 return self.finish(Stop("truncated", n, f"image {index} at 0x{off:x} is truncated: PCIR "
                                         f"ImageLength says {length} bytes (to 0x{off + length:x}), the input ends "
@@ -272,7 +279,7 @@ class _Walker:
             if image.last:
                 return self.finish(Stop("last-image", off, f"image {index} carries the last-image flag", False))
             if off >= n:
-                self.note("last-flag-missing", "error", pcir_abs + S.PCIR_INDICATOR_OFFSET,
+                self.note("last-flag-missing", pcir_abs + S.PCIR_INDICATOR_OFFSET,
                           f"no image is marked last: image {index}'s Indicator is 0x{pcir.indicator:02x} "
                           "and the input ends after it", index)
                 return self.finish(Stop("no-last-image", off, f"the input ends after image {index} at 0x{off:x} "
@@ -294,20 +301,20 @@ class _Walker:
         length = header.init_size * S.BLOCK
         image = Image(0, 0, False, length, min(length, n), "legacy", header)
         if pcir_ptr == 0:
-            self.note("non-pci-rom", "info", 0x18, "word 0x18 is 0: a non-PCI (ISA-style) option ROM with no "
+            self.note("non-pci-rom", 0x18, "word 0x18 is 0: a non-PCI (ISA-style) option ROM with no "
                       "PCI data structure", 0)
         else:
             odd = " (odd," if pcir_ptr % 2 else " ("
             where = "past the end" if pcir_ptr + 4 > n else "at bytes that are not 'PCIR'"
-            self.note("pcir-pointer", "warning", 0x18, f"word 0x18 holds 0x{pcir_ptr:04x}{odd} {where}), not a "
+            self.note("non-pci-pcir-word", 0x18, f"word 0x18 holds 0x{pcir_ptr:04x}{odd} {where}), not a "
                       "PCI data structure pointer: decoded as a non-PCI option ROM", 0)
         self.decode_legacy(image, limit=min(max(length, HEADER_SIZE), n))
         self.images.append(image)
         if length == 0:
-            self.note("init-size-zero", "warning", 2, "header byte 2 (size) is 0", 0)
+            self.note("init-size-zero", 2, "header byte 2 (size) is 0", 0)
             return self.finish(Stop("non-pci", HEADER_SIZE, "non-PCI option ROM with size 0", False))
         if length > n:
-            self.note("truncated", "error", n, f"the ROM header says {length} bytes, {n} are present", 0)
+            self.note("truncated", n, f"the ROM header says {length} bytes, {n} are present", 0)
             return self.finish(Stop("truncated", n, f"non-PCI option ROM is truncated: header byte 2 says "
                                     f"{length} bytes, the input has {n}", True))
         return self.finish(Stop("non-pci", length, "non-PCI option ROM: a single image sized by header byte 2",
@@ -323,16 +330,16 @@ class _Walker:
             if rest.count(fill) == len(rest):
                 walk.trailing_fill = fill
             if fill in (0x00, 0xFF) and walk.trailing_fill is not None:
-                self.note("trailing-fill", "info", start, f"{len(rest)} bytes of 0x{fill:02X} fill follow the "
+                self.note("trailing-fill", start, f"{len(rest)} bytes of 0x{fill:02X} fill follow the "
                           "last image")
             elif rest[:2] == S.ROM_SIGNATURE and len(rest) >= HEADER_SIZE and self._pcir_at(start):
                 last = self.images[-1]
-                self.note("last-flag-early", "error",
+                self.note("last-flag-early",
                           (last.pcir_offset + S.PCIR_INDICATOR_OFFSET) if last.pcir_offset is not None else 0,
                           f"image {last.index} carries the last-image flag but another image follows at "
                           f"0x{start:x}", last.index)
             else:
-                self.note("trailing-bytes", "warning", start, f"{len(rest)} bytes that belong to no image follow "
+                self.note("trailing-bytes", start, f"{len(rest)} bytes that belong to no image follow "
                           "the last image")
         return walk
 
@@ -360,7 +367,54 @@ class _Walker:
             self.decode_legacy(image, limit)
         elif kind == "efi":
             self.decode_efi(image, limit)
+        self.check_spans(image)
         return image
+
+    def check_spans(self, image: Image) -> None:
+        """Every structure inside its image and apart from the others, or a finding that says not.
+
+        A pointer into the next image, past the end, or onto another structure is what turns an
+        edit of one field into damage elsewhere, so each is an error here and ``patch`` refuses to
+        edit a structure named in ``image.unsound``.
+        """
+        off, end = image.offset, image.offset + image.length
+        spans = [("ROM header", off, off + (HEADER_SIZE if image.header_kind == "legacy" else 0x1A))]
+        if image.pcir is not None:
+            spans.append(("PCIR", image.pcir_offset, image.pcir_offset + S.pcir_schema(image.pcir.revision).sizeof()))
+        if image.device_list_offset is not None and "device list" not in image.unsound:
+            start = image.device_list_offset
+            spans.append(("device list", start, start + 2 * (len(image.device_list or []) + 1)))
+        if image.pnp is not None:
+            spans.append(("$PnP header", image.pnp_offset, image.pnp_offset + max(image.pnp.length * 16, 0x20)))
+            for which in ("manufacturer", "product"):
+                ptr = getattr(image.pnp, f"{which}_ptr")
+                text = image.pnp_strings.get(which)
+                name = f"$PnP {which} string"
+                if ptr and text is None:
+                    image.unsound.add(name)
+                    self.note("pnp-string-bounds", image.pnp_offset + (0x0E if which == "manufacturer" else 0x10),
+                              f"image {image.index}: the {name} pointer 0x{ptr:04x} points outside the image or "
+                              f"to a string with no NUL before the image ends", image.index)
+                elif ptr:
+                    spans.append((name, off + ptr, off + ptr + len(text) + 1))
+        if image.undi is not None:
+            spans.append(("UNDI ROM ID", image.undi_offset, image.undi_offset + max(image.undi.struct_length, 0x10)))
+        if image.ipxe is not None:
+            spans.append(("iPXE header", image.ipxe_offset, image.ipxe_offset + max(image.ipxe.length, 8)))
+        image.spans = spans
+        if image.length == 0:
+            return
+        for name, a, b in spans:
+            if a < off or b > end:
+                image.unsound.add(name)
+                self.note("structure-bounds", a, f"image {image.index}: the {name} at 0x{a:x}-0x{b - 1:x} "
+                          f"reaches outside its image (0x{off:x}-0x{end - 1:x})", image.index)
+        for i, (n1, a1, b1) in enumerate(spans):
+            for n2, a2, b2 in spans[i + 1:]:
+                if a1 < b2 and a2 < b1:
+                    image.unsound.update((n1, n2))
+                    self.note("structure-overlap", max(a1, a2), f"image {image.index}: the {n1} "
+                              f"(0x{a1:x}-0x{b1 - 1:x}) and the {n2} (0x{a2:x}-0x{b2 - 1:x}) overlap", image.index)
 
     def decode_device_list(self, image: Image, limit: int) -> None:
         start = image.pcir_offset + image.pcir.device_list_offset
@@ -375,12 +429,13 @@ class _Walker:
             ids.append(value)
             pos += 2
         image.device_list = ids
+        image.unsound.add("device list")
         if start >= limit:
-            self.note("device-list-bounds", "error", image.pcir_offset + 0x08,
+            self.note("device-list-bounds", image.pcir_offset + 0x08,
                       f"image {image.index}: the device list offset 0x{image.pcir.device_list_offset:04x} points "
                       f"outside the image (0x{start:x})", image.index)
         else:
-            self.note("device-list-unterminated", "error", start, f"image {image.index}: the PCI 3.0 device list "
+            self.note("device-list-unterminated", start, f"image {image.index}: the PCI 3.0 device list "
                       f"at 0x{start:x} has no 0 terminator before the image ends", image.index)
 
     def decode_legacy(self, image: Image, limit: int) -> None:
@@ -393,7 +448,7 @@ class _Walker:
             pnp = _parse(S.PnpHeader, data, pnp_abs, limit)
             if pnp is None:
                 # A non-PCI ROM's header words are often code or a deliberately spoiled "$PoO".
-                self.note("pnp-signature", "warning" if image.pci else "info", off + 0x1A, f"image {image.index}: word 0x1A points to "
+                self.note("pnp-signature" if image.pci else "non-pci-pnp-signature", off + 0x1A, f"image {image.index}: word 0x1A points to "
                           f"0x{h.pnp_ptr:04x} but no $PnP header is there", image.index)
             else:
                 image.pnp_offset, image.pnp = pnp_abs, pnp
@@ -466,21 +521,52 @@ def walk(data, trailing: bool = True) -> Walk:
     return _Walker(data, trailing).run()
 
 
-def read_input(path) -> bytes:
-    """Read a ROM file, turning every OS-level failure into a one-line ``RomError``."""
+# The largest expansion ROM a PCI device can decode (a 16 MiB ROM BAR): no ROM verb reads more.
+MAX_ROM = 16 << 20
+_CHUNK = 1 << 20
+
+
+def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | None = None) -> bytes:
+    """Read a ROM file, at most ``limit`` bytes; every OS-level failure becomes a one-line ``RomError``.
+
+    Endless inputs (``/dev/zero``, a pipe from a runaway program) and huge ones are cut at
+    ``limit``, read in chunks so a character device (an MTD flash) works as well as a file; a FIFO
+    is refused before it is opened, since opening one with no writer blocks for ever.
+    """
     import os
+    import stat
 
     p = os.fspath(path)
     try:
-        if os.path.isdir(p):
-            raise RomError(f"{p} is a directory, not a ROM file")
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            raise RomError(f"{p} is a directory, not a {what}")
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            raise RomError(f"{p} is a {'FIFO' if stat.S_ISFIFO(st.st_mode) else 'socket'}; give a regular file "
+                           "or a device (save the stream to a file first)")
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            raise RomError(_too_big(p, limit, what, bound))
+        buf = bytearray()
         with open(p, "rb") as f:
-            return f.read()
+            while len(buf) <= limit:
+                chunk = f.read(min(_CHUNK, limit + 1 - len(buf)))
+                if not chunk:
+                    break
+                buf += chunk
+        if len(buf) > limit:
+            raise RomError(_too_big(p, limit, what, bound))
+        return bytes(buf)
     except FileNotFoundError:
         raise RomError(f"{p}: no such file") from None
     except PermissionError:
         raise RomError(f"{p}: permission denied (check the file's mode, or run as a user who may read it)") from None
     except IsADirectoryError:
-        raise RomError(f"{p} is a directory, not a ROM file") from None
+        raise RomError(f"{p} is a directory, not a {what}") from None
     except OSError as exc:
         raise RomError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def _too_big(path: str, limit: int, what: str, bound: str | None) -> str:
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
+    return (f"{path} is larger than {size}, " + (bound or "the largest ROM a PCI device can hold (a 16 MiB ROM BAR)")
+            + f"; it is not a {what} romlab will read")

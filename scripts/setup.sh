@@ -25,21 +25,36 @@ missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+LOG=${ROMLAB_SETUP_LOG:-$PWD/.setup.log}
+: > "$LOG"
+# One line per step on screen; apt's and pip's own progress goes to the log, whose last lines are shown on failure.
+step() {
+  local what=$1; shift
+  echo "setup: $what"
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "setup: failed: $what (last lines of $LOG below)" >&2
+    tail -n 25 "$LOG" >&2
+    exit 1
+  fi
+}
+
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing Debian packages: ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  step "apt-get update" $SUDO apt-get update
+  step "installing Debian packages: ${missing[*]}" \
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  step "creating .venv" "$PY" -m venv .venv
 fi
 stamp=.venv/.romlab-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
    || [ -n "$(find romtools drivers \( -name '*.c' -o -name '*.h' -o -name '_*_build.py' -o -name cheader.py \) -newer "$stamp" 2>/dev/null)" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  step "upgrading pip in .venv" .venv/bin/pip install --upgrade pip
+  # compat mode puts the checkout on sys.path with a .pth line: no import hook to load in every
+  # process, which a fresh `romlab inspect` would pay for.
+  step "installing romlab and its test tools into .venv" .venv/bin/pip install -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

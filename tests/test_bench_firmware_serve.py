@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -50,13 +49,27 @@ class Lab:
         return self
 
     def plain_dhcp(self, workdir):
+        """Start dnsmasq as a plain DHCP server and return once it says it serves its range: it logs
+        that line after binding its sockets. Its log is read to the end so it never blocks on it."""
         p = subprocess.Popen(["ip", "netns", "exec", self.dhcp, "dnsmasq", "--keep-in-foreground",
                               "--conf-file=/dev/null", "--port=0", "--interface=v1", "--bind-interfaces",
                               f"--dhcp-range={NET}.100,{NET}.150,255.255.255.0,1h", "--user=root", "--group=root",
                               f"--dhcp-leasefile={workdir}/leases", "--pid-file=", "--log-facility=-"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.procs.append(p)
-        time.sleep(0.5)
+        log: list[str] = []
+        answered = threading.Event()  # set on the serving line, or when dnsmasq exits
+
+        def read_log():
+            for line in p.stderr:
+                log.append(line.rstrip("\n"))
+                if "DHCP, IP range" in line:
+                    answered.set()
+            answered.set()
+
+        threading.Thread(target=read_log, daemon=True).start()
+        assert answered.wait(30) and any("DHCP, IP range" in ln for ln in log), \
+            f"dnsmasq did not start serving DHCP: {log}"
         return p
 
     def __exit__(self, *exc):

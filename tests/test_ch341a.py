@@ -17,7 +17,8 @@ from conftest import run_romlab
 
 from romtools.flash import ch341a as proto
 from romtools.flash import chips, writer
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.ch341a import Ch341aDevice
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.programmers.ch341a import Ch341aError, Ch341aProgrammer
 from romtools.flash.spinor import SpiNor
 
@@ -67,7 +68,7 @@ def test_client_and_device_end_flash_a_chip():
     part = chips.by_name("W25X10")
     old = random.Random(1).randbytes(part.size)
     sim = SimChip(part, bytearray(old))
-    dev = proto.Ch341aDevice(sim)
+    dev = Ch341aDevice(sim)
     link = QueueLink(dev)
     prog = Ch341aProgrammer(link)
     assert link.transfers[:2] == proto.init_packets()

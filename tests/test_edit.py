@@ -107,7 +107,7 @@ def test_patch_strings_class_and_last(tmp_path):
     img = doc["images"][0]
     assert img["pnp"]["product"] == "Lab" and img["pnp"]["manufacturer"] == "romlab"
     assert img["pcir"]["class_code"] == 0x020080 and all(c["valid"] for c in img["checksums"])
-    r = run_romlab("patch", src, "--image", "1", "--not-last", "--fix-checksums", "-o", out)
+    r = run_romlab("patch", src, "--image", "1", "--not-last", "--fix-checksums", "-o", out, "--overwrite")
     assert r.returncode == 0
     assert out.read_bytes()[0x12631] == 0x00 and run_romlab("lint", out).returncode == 1
     r = run_romlab("patch", src, "--last", "--fix-checksums", "-o", out)
@@ -151,7 +151,7 @@ def test_pad(tmp_path):
     data = out.read_bytes()
     assert len(data) == 131072 and data[:75264] == src.read_bytes() and set(data[75264:]) == {0xFF}
     assert run_romlab("inspect", out).returncode == 0
-    assert run_romlab("pad", src, "--to", "256K", "-o", out).returncode == 0 and len(out.read_bytes()) == 262144
+    assert run_romlab("pad", src, "--to", "256K", "-o", out, "--overwrite").returncode == 0 and len(out.read_bytes()) == 262144
 
 
 def test_edk2_layout_device_list_and_compression_flag(tmp_path):
@@ -183,7 +183,7 @@ BAD = [
     ("size too small", ["pad", "{pxe}", "--to", "32K", "-o", "{out}"], "does not fit"),
     ("virtualbox limit", ["pad", "{pxe}", "--to", "virtualbox", "-o", "{out}"], "does not fit"),
     ("efi-driver of legacy", ["extract", "{pxe}", "--image", "0", "--efi-driver", "-o", "{out}"], "not an EFI image"),
-    ("output is input", ["patch", "{pxe_copy}", "--vendor", "8087", "-o", "{pxe_copy}"], "is the input file"),
+    ("output is input", ["patch", "{pxe_copy}", "--vendor", "8087", "-o", "{pxe_copy}"], "is an input file"),
     ("split truncated", ["split", "{trunc}", "-o", "{outdir}"], "does not walk cleanly"),
     ("nothing to change", ["patch", "{pxe}", "-o", "{out}"], "nothing to change"),
 ]

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from romtools.flash import chips, sfdp
-from romtools.flash.chipsim import Faults, SimChip
+from romtools.flash.sim.chip import Faults, SimChip
 
 
 def sim(name="W25X10", fill=0xFF, **kw):

@@ -8,7 +8,7 @@ import pytest
 from romtools.errors import RomError
 from romtools.flash import chips, writer
 from romtools.flash.chips import Chip
-from romtools.flash.chipsim import Faults, SimChip
+from romtools.flash.sim.chip import Faults, SimChip
 from romtools.flash.programmers.base import Programmer
 from romtools.flash.spinor import SpiNor
 

@@ -3,7 +3,7 @@
 No Intel NIC is plugged into this machine, so the device comes from a crafted
 sysfs tree (ROMLAB_SYSFS: vendor, device, config with the command register,
 resource0, a driver link) and its BAR0 from the register double
-(romtools.flash.nicsim) with the chip model behind FLA; the CLI runs in-process
+(romtools.flash.sim.nic) with the chip model behind FLA; the CLI runs in-process
 with PciTarget.open_bar0 swapped for the double. The refusals that never reach
 the registers (wrong IDs, other vendors, missing device, decoding off, not root)
 run the real CLI in a subprocess on the crafted tree.
@@ -25,9 +25,9 @@ from test_flash_cli import nvm_image, synthetic_rom
 from romlab import cli
 from romtools.flash import chips
 from romtools.flash.bar import PciTarget
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.nicfamily import FAMILIES
-from romtools.flash.nicsim import NicBarDouble
+from romtools.flash.sim.nic import NicBarDouble
 
 FAM = {f.key: f for f in FAMILIES}
 PXE_E1000E = "/usr/lib/ipxe/qemu/pxe-e1000e.rom"     # PCIR 8086:10d3 (hex dump at 0x1c)

@@ -129,7 +129,7 @@ def guest_ch341a(share: str) -> None:
     shutil.copyfile(s / "original.bin", image)
     # dummy_hcd at its default high speed: see romtools/flash/ch341a_gadget.py for why not full speed.
     out["modprobe"] = [_run(["modprobe", "dummy_hcd"]), _run(["modprobe", "gadgetfs"])]
-    emu = subprocess.Popen([sys.executable, "-m", "romtools.flash.ch341a_gadget", "--image", str(image),
+    emu = subprocess.Popen([sys.executable, "-m", "romtools.flash.sim.ch341a_gadget", "--image", str(image),
                             "--chip", CHIP, "--stats", str(s / "emulator-stats.json")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

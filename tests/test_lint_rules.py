@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -28,13 +29,24 @@ def _efi_offset(b):
     w16(b, 0x12616, 0xFFFF)
 
 
-VGA = SEABIOS / "vgabios-stdvga.bin"  # PCIR at 0x99dc, revision 0
+VGA = SEABIOS / "vgabios-stdvga.bin"
+LINUXBOOT = Path("/usr/share/qemu/linuxboot.bin")  # PCIR at 0x99dc, revision 0
 
 
 def _vga_rev3_list_out_of_bounds(b):
     b[0x99DC + 0x0C] = 3
     w16(b, 0x99DC + 0x0A, 0x1C)
     w16(b, 0x99DC + 0x08, 0xFF00)
+
+
+def _vga_rev3_list_on_pcir(b):
+    _vga_rev3_list_out_of_bounds(b)
+    w16(b, 0x99DC + 0x08, 2)  # the list would start at 0x99de, inside the PCIR (0x99dc-0x99f7)
+
+
+def _pnp_product_unterminated(b):
+    b[0x8000:0x8064] = b"A" * 100  # no NUL within the 80 characters a $PnP string may have
+    w16(b, 0x40 + 0x10, 0x8000)
 
 
 def _pe_machine(b):
@@ -58,6 +70,13 @@ CASES = [
     # 0x1c + 0xfff0 = 0x1000c: no aligned zero word from there to the image end at 75264.
     ("device-list-unterminated", PXE, lambda b: w16(b, 0x24, 0xFFF0), 0x1000C, "error"),
     ("device-list-bounds", VGA, _vga_rev3_list_out_of_bounds, 0x99E4, "error"),
+    ("pcir-ids-zero", PXE, lambda b: w16(b, 0x1C + 6, 0), 0x1C + 6, "error"),
+    # linuxboot.bin: a non-PCI ROM whose word 0x18 is 0 and whose word 0x1a finds its $PnP at 0x1c.
+    ("non-pci-pcir-word", LINUXBOOT, lambda b: w16(b, 0x18, 0x8DCB), 0x18, "warning"),
+    ("non-pci-pnp-signature", LINUXBOOT, lambda b: b.__setitem__(0x1C, ord("X")), 0x1A, "info"),
+    ("structure-overlap", VGA, _vga_rev3_list_on_pcir, 0x99DE, "error"),
+    ("structure-bounds", VGA, lambda b: w16(b, 0x99DC + 0x10, 2), 0x99DC, "error"),
+    ("pnp-string-bounds", PXE, _pnp_product_unterminated, 0x50, "error"),
     ("device-list-missing-device", PXE, lambda b: w16(b, 0x22, 0x10D3), 0x1C + 0x4BF, "warning"),
     ("last-flag-missing", EFI, lambda b: b.__setitem__(0x12631, 0), 0x12631, "error"),
     ("last-flag-early", EFI, lambda b: b.__setitem__(0x31, 0x80), 0x31, "error"),
@@ -127,3 +146,21 @@ def test_strict_fails_on_warnings(tmp_path):
 
 def test_seabios_vga_lints_clean():
     assert run_romlab("lint", "--strict", corpus(SEABIOS / "vgabios-stdvga.bin")).returncode == 0
+
+
+def test_every_finding_has_the_severity_rules_lists():
+    """On every ROM Debian ships, lint's findings carry exactly the severity `lint --rules` gives them."""
+    listed = {}
+    for line in run_romlab("lint", "--rules").stdout.decode().splitlines():
+        rule, severity = line.split()[:2]
+        listed[rule] = severity
+    roms = sorted(IPXE_QEMU.glob("*.rom")) + sorted(SEABIOS.glob("*.bin")) + sorted(Path("/usr/share/qemu").glob("*.bin"))
+    seen = 0
+    for rom in roms:
+        r = run_romlab("lint", "--json", rom)
+        if r.returncode == 2:
+            continue
+        for f in json.loads(r.stdout)["findings"]:
+            assert f["severity"] == listed[f["rule"]], (rom.name, f)
+            seen += 1
+    assert seen > 10

@@ -1,6 +1,6 @@
 """nicintel_eeprom against the register-level double: 82580 EEC bit-banging, I210 EEWR + FLUPD.
 
-The double (romtools.flash.nicsim) follows the reference facts: EEC bits SK 0,
+The double (romtools.flash.sim.nic) follows the reference facts: EEC bits SK 0,
 CS 1, SI 2, SO 3, REQ 6, GNT 7, PRES 8, SIZE 14:11 (7 = 16 KiB, 8 = 32 KiB),
 FLUPD 23, FLUDONE 26; EERD/EEWR with START/CMDV bit 0, DONE bit 1, address from
 bit 2, data in bits 31:16; the I210 block at BAR0+0x12000. The 82580's EEPROM is
@@ -16,9 +16,9 @@ import pytest
 
 from romtools.flash import chips
 from romtools.flash.bar import Window
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.nicfamily import FAMILIES
-from romtools.flash.nicsim import NicBarDouble, SpiEeprom
+from romtools.flash.sim.nic import NicBarDouble, SpiEeprom
 from romtools.flash.programmers.nicintel_eeprom import (Eeprom82580, I210Nvm, NvmAccess, NvmError,
                                                         open_nvm)
 

@@ -17,7 +17,7 @@ import pytest
 
 from romtools.flash.bar import Window
 from romtools.flash.nicfamily import family_of
-from romtools.flash.nicsim import NicBarDouble
+from romtools.flash.sim.nic import NicBarDouble
 from romtools.flash.programmers.nicintel_eeprom import open_nvm
 from romlab.lab.regrelay import QemuNic
 

@@ -1,4 +1,4 @@
-"""nicintel_spi against the register-level double of BAR0 (romtools.flash.nicsim).
+"""nicintel_spi against the register-level double of BAR0 (romtools.flash.sim.nic).
 
 No Intel NIC with a SPI flash exists on this machine and QEMU's Intel models have
 no FLA register, so the FLA/EECD side runs against the double, which puts the
@@ -18,9 +18,9 @@ import pytest
 
 from romtools.flash import chips, writer
 from romtools.flash.bar import Window
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.nicfamily import FAMILIES, family_of
-from romtools.flash.nicsim import NicBarDouble
+from romtools.flash.sim.nic import NicBarDouble
 from romtools.flash.programmers.nicintel_spi import NicFlashError, NicIntelSpi
 from romtools.flash.spinor import SpiNor
 

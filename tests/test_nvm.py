@@ -21,9 +21,9 @@ from conftest import run_romlab
 from test_flash_pci import BDF, card, one_line, run
 
 from romtools.flash import chips
-from romtools.flash.chipsim import SimChip
+from romtools.flash.sim.chip import SimChip
 from romtools.flash.nicfamily import FAMILIES
-from romtools.flash.nicsim import NicBarDouble, SpiEeprom
+from romtools.flash.sim.nic import NicBarDouble, SpiEeprom
 
 FAM = {f.key: f for f in FAMILIES}
 MAC = "52:54:00:12:34:56"

@@ -49,4 +49,4 @@ def test_scan_of_a_file_with_no_rom(tmp_path):
     p = tmp_path / "zeros.bin"
     p.write_bytes(b"\0" * 100000)
     r = run_romlab("scan", p)
-    assert r.returncode == 1 and b"no option ROM found" in r.stdout
+    assert r.returncode == 1 and b"no option ROM found" in r.stderr and r.stdout == b""

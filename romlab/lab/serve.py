@@ -21,7 +21,7 @@ import statistics
 import threading
 from dataclasses import dataclass, field
 
-from romlab.bench_firmware import bench_script, mbit
+from romlab.bench.firmware import bench_script, mbit
 from romlab.lab.http import LabHttp, ScriptRequest, first_script
 from romtools.errors import RomError
 

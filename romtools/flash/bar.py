@@ -6,7 +6,7 @@ one interface lets the same code run on:
 
 * ``ResourceBar``: a real device's BAR0, mmap'ed from sysfs ``resource0``;
 * ``VfioBar``: BAR0 through VFIO (``hw.vfio``), for a device bound to vfio-pci;
-* ``romtools.flash.nicsim``: the register-level double used by the tests;
+* ``romtools.flash.sim.nic``: the register-level double used by the tests;
 * ``romtools.flash.qemubar``: a NIC that QEMU emulates, reached without a guest OS.
 
 ``Window`` shifts offsets to a register block (the flash registers of an 82599

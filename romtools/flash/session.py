@@ -13,7 +13,6 @@ import time
 from romtools.errors import RomError
 from romtools.flash import backup as backupmod
 from romtools.flash import writer
-from romtools.flash.programmers import open_programmer
 from romtools.flash.spinor import SpiNor
 
 
@@ -42,8 +41,8 @@ class Progress:
         return update
 
 
-def open_chip(spec: str, chip_name: str | None = None):
-    prog = open_programmer(spec, chip=chip_name)
+def open_chip(prog):
+    """Identify the chip behind an open programmer; the programmer is closed if that fails."""
     try:
         nor = SpiNor(prog)
         nor.identify()

@@ -1,6 +1,6 @@
 """Programmers: the ways romlab reaches a SPI NOR chip.
 
-``open_programmer`` turns a ``--programmer`` value into an open programmer:
+``parse_spec`` reads a ``--programmer`` value and ``open_hardware`` opens the real ones:
 
   serprog:tcp=HOST:PORT          serprog over TCP (a network bridge or ``romlab serprog-emu``)
   serprog:dev=PATH[,baud=N]      serprog over a serial device (default 115200 baud)
@@ -41,13 +41,16 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     raise RomError(f"unknown programmer {spec!r}; use one of: {', '.join(SPECS)}")
 
 
-def open_programmer(spec: str, chip: str | None = None):
-    kind, opts = parse_spec(spec)
+def open_hardware(kind: str, opts: dict):
+    """A programmer that reaches a real chip, from ``parse_spec``'s answer.
+
+    ``file:`` is not one: a flash image file is driven through the chip model
+    (``romtools.flash.sim.fileprog``), which the CLI opens itself.
+    """
     if kind == "ch341a":
         from romtools.flash.programmers.ch341a import Ch341aProgrammer
         return Ch341aProgrammer()
-    if kind == "file":
-        from romtools.flash.programmers.file import FileProgrammer
-        return FileProgrammer(opts["path"], chip=chip)
-    from romtools.flash.programmers.serprog import SerprogProgrammer
-    return SerprogProgrammer(dev=opts.get("dev"), tcp=opts.get("tcp"), baud=opts.get("baud", 115200))
+    if kind == "serprog":
+        from romtools.flash.programmers.serprog import SerprogProgrammer
+        return SerprogProgrammer(dev=opts.get("dev"), tcp=opts.get("tcp"), baud=opts.get("baud", 115200))
+    raise RomError(f"{kind!r} is not a hardware programmer; use one of: {', '.join(SPECS)}")

@@ -1,0 +1,145 @@
+"""``romlab bench``: measurements. ``bench firmware`` compares a NIC's UNDI path with native drivers."""
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
+DESCRIPTION = """\
+romlab bench firmware: for each NIC, one QEMU boot downloads the payload over HTTP N times with
+native drivers (the ROM's own iPXE; Debian's ipxe.pxe chainloaded for a ROM that is not iPXE)
+and one boot with the ROM's UNDI (Debian's undionly.kpxe chainloaded). romlab serves the payload
+and times each transfer on the server from the payload request to a second request the client
+makes only after imgfetch succeeded; a transfer counts only when every byte went out and the
+client confirmed. The table gives the median Mbit/s of each path, the spread over runs
+((max-min)/median) and native/UNDI. A ROM that is not iPXE needs --dhcp dnsmasq (root): dnsmasq
+on a tap in a network namespace hands PXE clients the NBP and iPXE clients romlab's script.
+Exit status: 0 every transfer complete, 1 some NIC or path failed (the table says which),
+2 unusable input."""
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="bench", metavar="WHAT")
+    f = sub.add_parser("firmware", help="UNDI against native drivers under QEMU, per NIC",
+                       description=DESCRIPTION)
+    f.add_argument("--nic", default="e1000,e1000e,rtl8139,virtio-net", metavar="LIST",
+                   help="comma-separated QEMU NIC models (default: e1000,e1000e,rtl8139,virtio-net)")
+    f.add_argument("--rom", default="auto", metavar="auto|PATH",
+                   help="the ROM: auto picks Debian's /usr/lib/ipxe/qemu/pxe-<model>.rom per NIC")
+    f.add_argument("--size", default="16M", metavar="SIZE", help="payload size (default 16M)")
+    f.add_argument("--runs", type=int, default=3, metavar="N", help="downloads per path and NIC (default 3)")
+    f.add_argument("--dhcp", choices=("auto", "slirp", "dnsmasq"), default="auto",
+                   help="DHCP/TFTP server (default: slirp for iPXE ROMs, dnsmasq otherwise)")
+    f.add_argument("--firmware", choices=("seabios",), default="seabios",
+                   help="firmware (SeaBIOS: UNDI is a legacy BIOS interface)")
+    f.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
+    f.add_argument("--timeout", type=float, metavar="S",
+                   help="give up on a boot after S seconds (default: 120 s plus 1 Mbit/s for every run)")
+    f.add_argument("--json", metavar="OUT", help="write the raw runs as JSON to OUT ('-' for stdout)")
+    f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
+    f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
+    f.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    n = sub.add_parser("native", help="transmit throughput: romlab's C path, its pure-Python twin and the kernel "
+                                      "driver (pktgen) on one NIC",
+                       description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
+                                   "run: the kernel's driver through pktgen, then romlab's driver through VFIO with "
+                                   "the C batch path and the pure-Python path. The NIC is given back to its kernel "
+                                   "driver afterwards.")
+    n.add_argument("--pci", required=True, metavar="BDF", help="the NIC (e1000 or e1000e), bound to its kernel driver")
+    n.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
+    n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
+    n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
+    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
+
+
+def _run_native(args) -> int:
+    import json
+    import sys
+
+    from romlab.bench import native as bn
+    from romlab.bench import render
+    from romtools.errors import RomError
+
+    try:
+        sizes = [int(x) for x in args.size.split(",") if x]
+        batches = [int(x) for x in args.batch.split(",") if x]
+    except ValueError:
+        raise RomError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
+    if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
+        raise RomError("frame sizes must be 60..1514 and batches 1..511")
+    figures = bn.run(args.pci, sizes, batches, args.seconds)
+    if args.plot:
+        render.native_plot(figures, args.plot)
+    if args.json:
+        json.dump({"schema": "romlab.bench-native/1", "pci": args.pci, "figures": [f.as_dict() for f in figures],
+                   "table": render.native_table(figures)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render.native_table(figures))
+    return 0
+
+
+def run(args) -> int:
+    import sys
+
+    from romtools.errors import RomError
+
+    if getattr(args, "bench", None) == "native":
+        return _run_native(args)
+    if getattr(args, "bench", None) != "firmware":
+        raise RomError("say what to measure: romlab bench firmware --help, romlab bench native --help")
+    import json
+    import os
+    import tempfile
+
+    from romlab.bench import firmware as bf
+    from romlab.bench import render
+    from romlab.lab.http import parse_size
+    from romlab.lab.qemu import terminate_on_sigterm
+
+    terminate_on_sigterm()
+    nics = [n.strip() for n in args.nic.split(",") if n.strip()]
+    if not nics:
+        raise RomError("--nic: give at least one NIC model")
+    if args.runs < 1:
+        raise RomError("--runs must be 1 or more")
+    size = parse_size(args.size)
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"romlab bench: {msg}", file=sys.stderr, flush=True)
+
+    doc = bf.run_bench(nics=nics, rom=args.rom, size=size, runs=args.runs, dhcp=args.dhcp,
+                       firmware=args.firmware, accel=args.accel, timeout=args.timeout, progress=progress)
+    doc["table"] = render.firmware_table(doc)
+    if args.json == "-":
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(doc["table"])
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(doc, f, indent=2)
+                f.write("\n")
+    png = args.plot
+    tmp_png = None
+    if args.html and not png:
+        fd, tmp_png = tempfile.mkstemp(suffix=".png", prefix="romlab-bench-")
+        os.close(fd)
+        png = tmp_png
+    try:
+        if png:
+            render.firmware_plot(doc, png)
+        if args.html:
+            with open(args.html, "w") as f:
+                f.write(render.firmware_html(doc, png))
+    finally:
+        if tmp_png:
+            os.unlink(tmp_png)
+    failed = [(n["nic"], p, n[p]["error"] or "incomplete transfer") for n in doc["nics"] for p in bf.PATHS
+              if n.get(p) and not n[p]["ok"]]
+    for nic, p, err in failed:
+        print(f"romlab bench: {nic} {p}: {err}", file=sys.stderr)
+    slower = [n["nic"] for n in doc["nics"] if n["ratio_native_over_undi"] and n["ratio_native_over_undi"] > 1]
+    if not args.quiet and not failed:
+        progress(f"UNDI slower than native on {len(slower)} of {len(doc['nics'])} NIC(s)")
+    return 1 if failed else 0

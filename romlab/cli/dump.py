@@ -1,0 +1,55 @@
+"""``romlab dump``: copy a device's expansion ROM to a file."""
+from __future__ import annotations
+
+NAME = "dump"
+HELP = "copy a PCI device's option ROM to a file"
+DESCRIPTION = (
+    "Copy the option ROM of a PCI device to FILE. By default only the images are kept, trimmed the way "
+    "the kernel's pci_get_rom_size does (follow 55AA/PCIR images to the last-image flag); --raw keeps "
+    "the whole ROM BAR, fill included, and reads it through VFIO. --via vfio binds the device to "
+    "vfio-pci for the read if it is not bound already and gives it back to its driver afterwards.")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--pci", metavar="BDF", required=True, help="the device, e.g. 03:00.0 or 0000:03:00.0")
+    p.add_argument("--via", choices=("sysfs", "vfio"), default=None,
+                   help="sysfs rom file (default) or the VFIO ROM region (default with --raw)")
+    p.add_argument("--raw", action="store_true", help="the whole ROM BAR, fill included")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write the ROM")
+    p.add_argument("--json", action="store_true", help="report what was written as JSON")
+
+
+def run(args) -> int:
+    import hashlib
+    import os
+    import sys
+
+    from hw.pci import parse_bdf, read_rom
+    from romlab.cli._common import print_json
+    from romtools.errors import RomError
+
+    bdf = str(parse_bdf(args.pci))
+    via = args.via or ("vfio" if args.raw else "sysfs")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise RomError(f"directory {out_dir} does not exist")
+    data = read_rom(bdf, via=via, raw=args.raw)
+    tmp = f"{args.output}.part{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, args.output)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RomError(f"cannot write {args.output}: {exc.strerror}") from None
+    doc = {"bdf": bdf, "via": via, "raw": args.raw, "size": len(data), "output": args.output,
+           "sha256": hashlib.sha256(data).hexdigest()}
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"{bdf}: wrote {len(data)} bytes ({'whole ROM BAR' if args.raw else 'ROM images'}, via {via}) "
+              f"to {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,236 @@
+"""``romlab flash``: write an option ROM to a NIC's SPI flash, in-system or through a programmer."""
+from __future__ import annotations
+
+NAME = "flash"
+HELP = "write an option ROM to a NIC's SPI flash, in-system or through a programmer (backup, minimal erase, verify)"
+DESCRIPTION = """\
+Write ROM into the SPI NOR flash of an Intel NIC in this machine (--pci BDF, as root) or of a chip
+reached through --programmer:
+  serprog:tcp=HOST:PORT      a serprog programmer over TCP (or `romlab serprog-emu`)
+  serprog:dev=PATH[,baud=N]  a serprog programmer on a serial port
+  file:PATH                  a flash image file, handled as a chip of its size
+  ch341a                     a CH341A USB programmer (1a86:5512; mind its 5 V data lines)
+In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's nicintel_spi:
+8254x, 8257x/82583, 82599, I210), knows where the ROM goes (I210: from 0x2000, after the NVM, which
+it never writes), and refuses a ROM whose PCIR vendor/device IDs are not the card's (--force-ids).
+A bound driver (e1000e, e1000) keeps the kernel from mapping BAR 0: add --unbind, or use --via vfio.
+For other NICs it says which programmer to use instead. See docs/flashing.md.
+Before anything is erased the whole chip is read (every piece twice, compared) and saved as a
+backup in $ROMLAB_BACKUP_DIR (default ~/.local/share/romlab/backups) with a JSON record;
+`romlab restore BACKUP` writes one back. Only blocks that differ are erased and programmed, each is
+read back, then the whole chip is verified. The ROM goes where --layout says: rom-at-0 (82574L-class
+cards), i210 (ROM at 0x2000 after the NVM) or a flashrom-style layout FILE with a region named rom;
+without --layout romlab decides only for a blank chip or one holding an option ROM at 0, and refuses
+when it finds an Intel NVM. An interrupted write is finished with --resume.
+Exit codes: 0 done (or nothing to change), 1 --verify-only found differences, 2 nothing was
+changed (unusable input, no chip, unreliable reads), 3 the flash was left partly written (the
+message names the backup)."""
+
+
+def add_arguments(p):
+    p.add_argument("rom", nargs="?", help="option ROM file to write (not needed with --read)")
+    from romlab.cli._common import add_flash_target_arguments
+
+    add_flash_target_arguments(p)
+    p.add_argument("--force-ids", action="store_true",
+                   help="with --pci: write a ROM whose PCIR IDs are not the card's")
+    p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
+    p.add_argument("--layout", metavar="rom-at-0|i210|FILE", help="where the ROM goes on the flash")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--read", metavar="OUT", help="only read the whole chip into OUT")
+    mode.add_argument("--verify-only", action="store_true", help="compare the chip with ROM, change nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print chip, layout, blocks to erase and bytes to write; change nothing")
+    mode.add_argument("--resume", action="store_true", help="finish an interrupted write from its journal")
+    p.add_argument("--force", action="store_true",
+                   help="write at 0 over an Intel NVM, or a ROM whose checksum is wrong")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def _report(args, result: dict, lines: list[str]) -> None:
+    import json
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for line in lines:
+            print(line)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from romtools.errors import RomError
+    from romtools.flash import backup as backupmod
+    from romlab.cli._common import open_programmer
+    from romtools.flash import image, session, writer
+
+    progress = session.Progress(False if args.no_progress or args.json else None)
+    if args.force_ids and not args.pci:
+        raise RomError("--force-ids goes with --pci (only an in-system target has PCI IDs to compare)")
+
+    def warn(msg: str) -> None:
+        import sys
+        print(f"romlab flash: warning: {msg}", file=sys.stderr)
+
+    def open_target():
+        """(programmer, SPI NOR, PciSession or None)."""
+        if args.pci:
+            pci = session.PciSession(args.pci, via=args.via, warn=None if args.json else warn, unbind=args.unbind)
+            return pci.prog, pci.nor, pci
+        prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
+        return prog, nor, None
+
+    if args.read:
+        if args.rom:
+            raise RomError("--read takes no ROM argument")
+        prog, nor, _ = open_target()
+        with prog:
+            data = session.read_stable(nor, progress)
+        Path(args.read).write_bytes(data)
+        _report(args, {"chip": nor.chip.name, "jedec": nor.chip.jedec_hex, "size": len(data),
+                       "sha256": session.sha256(data), "output": args.read},
+                [f"chip: {nor.chip.vendor} {nor.chip.name} ({len(data) // 1024} KiB, JEDEC {nor.chip.jedec_hex})",
+                 f"read {len(data)} bytes into {args.read} (sha256 {session.sha256(data)})"])
+        return 0
+
+    if not args.rom:
+        raise RomError("give the ROM file to write (or --read OUT)")
+    try:
+        rom = Path(args.rom).read_bytes()
+    except OSError as exc:
+        raise RomError(f"cannot read {args.rom}: {exc.strerror}") from None
+    info = image.check_option_rom(rom, args.rom)
+    if sum(rom[:info.length]) & 0xFF and not args.force:
+        raise RomError(f"{args.rom}: the ROM's 8-bit checksum is not 0, so a BIOS would skip it "
+                       "(fix it, or --force)")
+
+    key = args.programmer
+    if args.pci:
+        from romtools.flash.bar import PciTarget
+        from romtools.flash.nicfamily import require_family
+        card = PciTarget.open(args.pci)
+        fam = require_family(card.vendor, card.device, f"{card.bdf} is")
+        if fam.flash is None:
+            raise RomError(f"{card.bdf} ({card.ids}, {fam.name}): {fam.note}")
+        key = f"pci:{card.bdf}"
+        if not args.force_ids:
+            # Checked before the card is touched: the IDs are those sysfs shows.
+            image.check_target_ids(rom[:info.length], card.vendor, card.device, args.rom)
+    journal = backupmod.Journal(key)
+    if args.resume:
+        header, done = journal.read()
+    elif journal.exists() and not (args.dry_run or args.verify_only):
+        raise RomError(f"an interrupted write to {key} is pending ({journal.path}); finish it "
+                       "with --resume, or restore its backup and delete the journal")
+
+    prog, nor, pci = open_target()
+    with prog:
+        chip = nor.chip
+        chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
+        if len(rom) > chip.size:
+            raise RomError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
+
+        if args.resume:
+            if header.get("jedec") != chip.jedec_hex or header.get("size") != chip.size:
+                raise RomError(f"the journal is for a {header.get('chip')} (JEDEC {header.get('jedec')}), "
+                               f"the programmer reaches a {chip.name}")
+            original, _ = backupmod.load(header["backup"])
+            resumed_blocks = len(done)
+            layout = image.Layout(header["layout"], header["region"][0], header["region"][1])
+            target = image.build_target(original, layout, rom)
+            if session.sha256(target) != header["target_sha256"]:
+                raise RomError("this ROM and layout are not what the interrupted write was writing "
+                               f"(journal {journal.path})")
+            current = session.read_stable(nor, progress)
+            backup_path = header["backup"]
+        else:
+            current = session.read_stable(nor, progress)
+            if pci is not None:
+                layout = pci.layout(args.layout, current, force=args.force)
+            else:
+                layout = image.choose_layout(args.layout, current, force=args.force)
+            target = image.build_target(current, layout, rom)
+            backup_path = None
+
+        pl = writer.plan(nor, current, target)
+        result = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
+                  "programmer": prog.describe(), "rom": args.rom, "rom_pci_ids": info.pci_ids,
+                  **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids, "family": pci.family.key}
+                     if pci else {}),
+                  "rom_bytes": len(rom), "layout": {"name": layout.name, "start": layout.start,
+                                                    "end": layout.end},
+                  "erase_blocks": [{"start": s.start, "size": s.size, "opcode": s.erase_op}
+                                   for s in pl.steps if s.erase_op is not None],
+                  "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes,
+                  "unchanged_sectors": pl.unchanged_sectors}
+        lines = ([f"card: {pci.target.bdf} {pci.target.ids} ({pci.family.name}), ROM region from "
+                  f"0x{pci.family.rom_start:x}"] if pci else []) + [chip_line,
+                 f"rom: {args.rom} ({len(rom)} bytes, PCI {info.pci_ids}, {info.images} image(s))",
+                 f"layout: {layout.name}, ROM region 0x{layout.start:06x}-0x{layout.end - 1:06x}, "
+                 f"{layout.size - len(rom)} bytes of 0xFF padding"]
+
+        if args.verify_only:
+            same = current == target
+            result["matches"] = same
+            lines.append("flash matches the ROM" if same else
+                         f"flash differs: {len(pl.steps)} block(s) would change")
+            _report(args, result, lines)
+            return 0 if same else 1
+
+        if args.dry_run:
+            result["dry_run"] = True
+            erases = [s for s in pl.steps if s.erase_op is not None]
+            if not pl.changes:
+                lines.append("no change needed: the flash already holds this image")
+            else:
+                lines.append(f"would erase {len(erases)} block(s), {pl.erase_bytes} bytes"
+                             + (":" if erases else ""))
+                for s in erases:
+                    lines.append(f"  0x{s.start:06x}-0x{s.start + s.size - 1:06x} "
+                                 f"({s.size // 1024} KiB, opcode 0x{s.erase_op:02x})")
+                lines.append(f"would program {pl.program_bytes} bytes "
+                             f"({pl.unchanged_sectors} sector(s) already right)")
+            _report(args, result, lines)
+            return 0
+
+        if backup_path is None:
+            found = None
+            try:
+                found = image.check_option_rom(current, "flash").pci_ids if current[:2] == b"\x55\xaa" else None
+            except RomError:
+                pass
+            backup_path = str(backupmod.save(current, {
+                "target": prog.describe(), "programmer": key, "chip": chip.name,
+                **({"pci": pci.target.bdf, "card_pci_ids": pci.target.ids} if pci else {}),
+                "jedec": chip.jedec_hex, "pci_ids_in_backup": found,
+                "writing": {"rom": str(Path(args.rom).resolve()), "rom_sha256": session.sha256(rom),
+                            "pci_ids": info.pci_ids}}))
+        result["backup"] = backup_path
+        lines.append(f"backup: {backup_path}")
+
+        if not pl.changes:
+            result["changed"] = False
+            lines.append("no change needed: the flash already holds this image")
+            _report(args, result, lines)
+            return 0
+
+        header = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
+                  "target_sha256": session.sha256(target), "backup": backup_path,
+                  "layout": layout.name, "region": [layout.start, layout.end],
+                  "rom_sha256": session.sha256(rom)}
+        try:
+            stats = session.apply(nor, current, target, journal, header, progress, resume=args.resume)
+        except writer.FlashError as exc:
+            how = f"--pci {pci.target.bdf}" if pci else f"--programmer {args.programmer}"
+            raise writer.FlashError(f"{exc}; the flash is now partly written: run the same command with "
+                                    f"--resume, or `romlab restore {backup_path} {how}`", state="partial") from None
+        if args.resume:
+            result["blocks_done_before_resume"] = resumed_blocks
+        result.update(changed=True, verified=True, retries=stats["retries"],
+                      erased=stats["erased"], programmed=stats["programmed"])
+        lines.append(f"erased {stats['erased']} bytes, programmed {stats['programmed']} bytes"
+                     + (f", {stats['retries']} block(s) retried" if stats["retries"] else ""))
+        lines.append("verified: the flash holds the ROM" + (" (resumed)" if args.resume else ""))
+        _report(args, result, lines)
+        return 0

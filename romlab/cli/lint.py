@@ -1,0 +1,39 @@
+"""``romlab lint``: judge an option ROM by what PciBusDxe, Linux and iPXE accept."""
+from __future__ import annotations
+
+from romlab.cli._common import add_source_arguments, load_source, print_json
+
+NAME = "lint"
+HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"
+DESCRIPTION = (HELP + ". Exit status: 0 no errors (warnings fail only with --strict), 1 at least one error, "
+               "2 unusable input.")
+
+
+def add_arguments(p) -> None:
+    add_source_arguments(p)
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/1 JSON document")
+    p.add_argument("--rules", action="store_true", help="list every rule and exit")
+
+
+def run(args) -> int:
+    from romlab.report import LINT_SCHEMA
+    from romtools.lint import RULES, exit_status, lint
+    from romtools.walker import walk
+
+    if args.rules:
+        for r in RULES.values():
+            print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
+        return 0
+    data, source = load_source(args)
+    findings = lint(walk(data))
+    status = exit_status(findings, args.strict)
+    if args.json:
+        print_json({"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,
+                    "findings": [f.as_dict() for f in findings]})
+    else:
+        for f in findings:
+            print(f"{source}:0x{f.offset:05x}: {f.severity}: [{f.rule}] {f.message}")
+        counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+        print(f"{source}: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
+    return status

@@ -1,0 +1,165 @@
+"""``romlab nic``: drive a NIC from user space through VFIO with romlab's own drivers."""
+from __future__ import annotations
+
+from romlab.cli._common import print_json
+
+NAME = "nic"
+HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
+
+
+def add_arguments(p) -> None:
+    sub = p.add_subparsers(dest="nic_cmd", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="part, MAC, link, EEPROM words")
+    send = sub.add_parser("send", help="transmit test frames")
+    recv = sub.add_parser("recv", help="receive frames")
+    for s in (info, send, recv):
+        s.add_argument("--pci", required=True, metavar="BDF", help="the NIC, bound to vfio-pci")
+        s.add_argument("--json", action="store_true", help="report as JSON")
+        s.add_argument("--impl", choices=("c", "python"), default="c", help="ring code: C batch path or pure Python")
+    send.add_argument("--count", type=int, default=1000, help="frames to send (default 1000)")
+    send.add_argument("--size", type=int, default=64, help="frame size without FCS, 60..1514 (default 64)")
+    send.add_argument("--batch", type=int, default=32, help="frames per batch (default 32)")
+    send.add_argument("--dst", default="ff:ff:ff:ff:ff:ff", help="destination MAC (default broadcast)")
+    send.add_argument("--seed", type=int, default=1, help="payload seed (receivers check with the same seed)")
+    send.add_argument("--rate", type=float, default=0, metavar="PPS", help="pace to about PPS frames/s (default: flat out)")
+    recv.add_argument("--count", type=int, default=1, help="stop after this many intact romlab test frames "
+                      "(with --any: frames of any kind)")
+    recv.add_argument("--any", action="store_true", help="count every frame, not only romlab test frames")
+    recv.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds")
+    recv.add_argument("--seed", type=int, default=1, help="payload seed of romlab test frames to verify")
+    recv.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcap file")
+    recv.add_argument("--mode", choices=("adaptive", "poll", "irq"), default="adaptive",
+                      help="wait for frames by polling, by interrupt (MSI or INTx through an eventfd), or "
+                           "adaptively: poll while busy, sleep on the interrupt when idle (default)")
+
+
+def _open(args):
+    from drivers.intel import IntelNic
+
+    return IntelNic(args.pci, impl=args.impl)
+
+
+def run(args) -> int:
+    from romtools.errors import RomError
+
+    if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 511):
+        raise RomError("--count must be positive and --batch between 1 and 511")
+    return {"info": _info, "send": _send, "recv": _recv}[args.nic_cmd](args)
+
+
+def _info(args) -> int:
+    from drivers.frames import fmt_mac
+
+    with _open(args) as nic:
+        words = [nic.eeprom_word(i) for i in range(0x40)]
+        doc = {"schema": "romlab.nic-info/1", "bdf": nic.bdf, "part": nic.part.name, "mac": fmt_mac(nic.mac),
+               "link_up": nic.link_up, "hugepages": nic.pool.hugepages, "eeprom_mac": fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
+               "eeprom_checksum": sum(words) & 0xFFFF}
+    if args.json:
+        print_json(doc)
+    else:
+        for k, v in doc.items():
+            if k != "schema":
+                print(f"{k:16} {v:#06x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:16} {v}")
+    return 0
+
+
+def _send(args) -> int:
+    import sys
+    import time
+
+    from drivers import frames
+    from romtools.errors import RomError
+
+    try:
+        dst = frames.parse_mac(args.dst)
+        frames.frame(b"\0" * 6, dst, 0, 0, args.size)
+    except ValueError as exc:
+        raise RomError(str(exc)) from None
+    with _open(args) as nic:
+        src = nic.mac
+        print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, sending {args.count} frames", file=sys.stderr, flush=True)
+        sent, t0 = 0, time.perf_counter()
+        report = t0 + 1.0
+        while sent < args.count:
+            if args.rate > 0:
+                ahead = sent / args.rate - (time.perf_counter() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if time.perf_counter() > report:
+                print(f"romlab nic: sent {sent}", file=sys.stderr, flush=True)
+                report += 1.0
+            n = min(args.batch, args.count - sent)
+            data, lens = frames.batch(src, dst, args.seed, sent, n, args.size)
+            done = 0
+            deadline = time.monotonic() + 5
+            while done < n:
+                k = nic.tx_batch(data[done * args.size:], lens[done:])
+                done += k
+                if not k:
+                    if time.monotonic() > deadline:
+                        raise RomError(f"{nic.bdf}: the transmit ring did not drain for 5 s (link down?)")
+                    time.sleep(0.0002)
+            sent += n
+        flushed = nic.tx_flush()
+        dt = time.perf_counter() - t0
+        stats = nic.stats()
+    doc = {"schema": "romlab.nic-send/1", "sent": sent, "size": args.size, "seconds": dt, "flushed": flushed,
+           "pps": sent / dt, "mbps": sent * args.size * 8 / dt / 1e6, "stats": stats}
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"sent {sent} frames of {args.size} bytes in {dt:.3f} s: {doc['pps']:.0f} pkt/s, "
+              f"{doc['mbps']:.1f} Mbit/s (hardware counted {stats['tx_good']})")
+    return 0 if flushed else 1
+
+
+def _pcap_writer(path):
+    import struct
+
+    f = open(path, "wb")
+    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return f
+
+
+def _recv(args) -> int:
+    import struct
+    import sys
+    import time
+
+    from drivers import frames
+
+    pcap = _pcap_writer(args.pcap) if args.pcap else None
+    got, good, seqs = 0, 0, []
+    link, stats, interrupts = None, {}, 0
+    out = bytearray(256 * 2048)
+    try:
+        with _open(args) as nic:
+            print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, receiving", file=sys.stderr, flush=True)
+            deadline = time.monotonic() + args.timeout
+            while (got if args.any else good) < args.count and time.monotonic() < deadline:
+                n, lens = nic.rx_wait_batch(out, max(0.0, deadline - time.monotonic()), args.mode)
+                if not n:
+                    continue
+                for f in frames.split(out, lens, n):
+                    got += 1
+                    seq = frames.check(f, args.seed)
+                    if seq is not None:
+                        good += 1
+                        seqs.append(seq)
+                    if pcap:
+                        now = time.time()
+                        pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(f), len(f)) + f)
+            link, stats = nic.link_up, nic.stats()
+            interrupts = getattr(nic, "interrupts", 0)
+    finally:
+        if pcap:
+            pcap.close()
+    doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs, "link_up": link,
+           "stats": stats, "mode": args.mode, "interrupts": interrupts}
+    if args.json:
+        print_json(doc)
+    else:
+        print(f"received {got} frames, {good} intact romlab test frames (link {'up' if link else 'down'}, "
+              f"hardware counted {stats.get('rx_good')}, missed {stats.get('rx_missed')})")
+    return 0 if (got if args.any else good) >= args.count else 1

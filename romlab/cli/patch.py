@@ -1,0 +1,100 @@
+"""``romlab patch``: retarget and fix an option ROM, writing a new file."""
+from __future__ import annotations
+
+from romlab.cli import terminal_safe
+from romlab.cli._common import add_overwrite_argument, hex_id, print_json, write_output
+
+NAME = "patch"
+HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("file", help="ROM to patch (never changed unless --in-place)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="write the patched ROM here")
+    out.add_argument("--in-place", action="store_true", help="replace FILE, keeping FILE.bak")
+    p.add_argument("--image", type=int, help="image to change (default: every PCI image)")
+    p.add_argument("--vendor", type=hex_id(), help="PCIR vendor ID")
+    p.add_argument("--device", type=hex_id(), help="PCIR device ID (also kept in a revision-3 device list)")
+    p.add_argument("--add-device", type=hex_id(), action="append", default=[], metavar="ID",
+                   help="add ID to the PCI 3.0 device list (the image grows if it must)")
+    p.add_argument("--remove-device", type=hex_id(), action="append", default=[], metavar="ID",
+                   help="remove ID from the PCI 3.0 device list")
+    p.add_argument("--class", dest="class_code", type=hex_id(24), help="class code, e.g. 020000")
+    last = p.add_mutually_exclusive_group()
+    last.add_argument("--last", action="store_true", help="set the last-image flag (needs --image on multi-image ROMs)")
+    last.add_argument("--not-last", action="store_true", help="clear the last-image flag")
+    p.add_argument("--pnp-manufacturer", metavar="TEXT", help="replace the $PnP manufacturer string")
+    p.add_argument("--pnp-product", metavar="TEXT", help="replace the $PnP product string")
+    p.add_argument("--fix-checksums", action="store_true",
+                   help="fix every checksum: legacy image, $PnP, UNDI ROM ID, iPXE header, iPXE .efirom byte")
+    p.add_argument("--checksum-byte", choices=("header", "last", "none"), default="header",
+                   help="where the legacy image's checksum is adjusted: header byte 6 (default, as iPXE), the "
+                        "image's last byte (as EfiRom), or nowhere")
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    add_overwrite_argument(p)
+
+
+def run(args) -> int:
+    import sys
+
+    from romtools.checksums import fix_rom_checksums
+    from romtools.errors import RomError
+    from romtools.patch import RomPatcher
+    from romtools.walker import read_input, walk
+
+    data = read_input(args.file)
+    patcher = RomPatcher(data)
+    targets = patcher.select(args.image)
+    changes = []
+    for i in targets:
+        if args.vendor is not None:
+            patcher.set_vendor(i, args.vendor)
+            changes.append(f"image {i}: vendor 0x{args.vendor:04x}")
+        if args.device is not None:
+            patcher.set_device(i, args.device)
+            changes.append(f"image {i}: device 0x{args.device:04x}")
+        for d in args.add_device:
+            patcher.add_device(i, d)
+            changes.append(f"image {i}: device list + 0x{d:04x}")
+        for d in args.remove_device:
+            patcher.remove_device(i, d)
+            changes.append(f"image {i}: device list - 0x{d:04x}")
+        if args.class_code is not None:
+            patcher.set_class(i, args.class_code)
+            changes.append(f"image {i}: class {args.class_code:06x}")
+        for which in ("manufacturer", "product"):
+            text = getattr(args, f"pnp_{which}")
+            if text is not None:
+                patcher.set_pnp_string(i, which, text)
+                changes.append(f"image {i}: $PnP {which} {text!r}")
+    if args.last or args.not_last:
+        if args.image is None and len(patcher.images()) > 1:
+            raise RomError("--last/--not-last on a multi-image ROM needs --image N")
+        for i in targets:
+            patcher.set_last(i, args.last)
+            changes.append(f"image {i}: last-image flag {'set' if args.last else 'cleared'}")
+    buf = bytearray(patcher.result())
+    warnings = list(patcher.notes)
+    if args.fix_checksums:
+        warnings += fix_rom_checksums(buf, args.checksum_byte)
+        changes.append(f"checksums fixed (legacy byte: {args.checksum_byte})")
+    if not changes:
+        raise RomError("nothing to change: give at least one of --vendor, --device, --add-device, --remove-device, "
+                       "--class, --last, --not-last, --pnp-manufacturer, --pnp-product, --fix-checksums")
+    bad = [c for img in walk(bytes(buf)).images for c in img.checksums if c.complete and c.value]
+    if bad:
+        warnings.append("checksums now invalid: " + ", ".join(f"{c.name} at 0x{c.offset:x}" for c in bad)
+                        + " (add --fix-checksums)")
+    out = args.file if args.in_place else args.output
+    backup = write_output(out, bytes(buf), inputs=(args.file,), in_place=args.in_place, overwrite=args.overwrite)
+    if args.json:
+        print_json({"schema": "romlab.patch/1", "input": args.file, "output": out, "backup": backup,
+                    "changes": changes, "warnings": warnings})
+    else:
+        for c in changes:
+            print(c)
+        for w in warnings:
+            print(terminal_safe(f"warning: {w}"), file=sys.stderr)
+        print(f"wrote {out}" + (f" (backup {backup})" if backup else ""))
+    return 0

@@ -1,0 +1,79 @@
+"""``romlab scan``: list the option ROMs inside a larger firmware or flash dump."""
+from __future__ import annotations
+
+from romlab.cli._common import add_overwrite_argument, check_outputs, print_json, write_output
+
+NAME = "scan"
+HELP = "find option ROMs at any offset inside a firmware or flash dump"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("file", help="firmware image, flash dump or any file to search")
+    p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
+    p.add_argument("--json", action="store_true", help="print the romlab.scan/1 JSON document")
+    add_overwrite_argument(p)
+    p.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="N",
+                   help="read at most N bytes (K, M, G suffixes; default 256M): more is refused")
+
+
+def _size(text: str) -> int:
+    import argparse
+
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = units.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in units else t
+    if not digits.isdigit() or int(digits) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64M or 1G")
+    return int(digits) * mult
+
+
+def run(args) -> int:
+    import os
+    import sys
+
+    from romtools.errors import RomError
+    from romtools.scan import scan
+    from romtools.walker import read_input
+
+    data = read_input(args.file, limit=args.max_bytes, what="file to scan",
+                      bound="scan's bound (--max-bytes; raise it to read more)")
+    found = scan(data)
+    rows = []
+    for f in found:
+        imgs = f.walk.images
+        rows.append({
+            "offset": f.offset, "length": f.length, "images": len(imgs), "clean": f.walk.clean,
+            "stop": f.walk.stop.message,
+            "ids": [{"vendor_id": i.pcir.vendor_id, "device_id": i.pcir.device_id, "code_type": i.pcir.code_type}
+                    if i.pcir is not None else None for i in imgs],
+        })
+    written = []
+    if args.extract:
+        if os.path.exists(args.extract) and not os.path.isdir(args.extract):
+            raise RomError(f"{args.extract} exists and is not a directory; give a directory for --extract")
+        paths = [os.path.join(args.extract, f"rom-{f.offset:08x}.bin") for f in found]
+        check_outputs(paths, inputs=(args.file,), overwrite=args.overwrite)
+        try:
+            os.makedirs(args.extract, exist_ok=True)
+        except OSError as exc:
+            raise RomError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
+        for f, path in zip(found, paths):
+            write_output(path, data[f.offset:f.offset + f.length], inputs=(args.file,), overwrite=args.overwrite)
+            written.append(path)
+    if args.json:
+        print_json({"schema": "romlab.scan/1", "source": args.file, "size": len(data), "roms": rows,
+                    "extracted": written})
+    else:
+        if not rows:
+            print(f"romlab scan: {args.file}: no option ROM found in {len(data)} bytes", file=sys.stderr)
+        for r, f in zip(rows, found):
+            ids = ", ".join(f"{i['vendor_id']:04x}:{i['device_id']:04x}/type {i['code_type']:#04x}" if i else "non-PCI"
+                            for i in r["ids"])
+            state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']}"
+            print(f"0x{r['offset']:08x}  {r['length']:8} bytes  {r['images']} image(s)  [{ids}]  {state}")
+        for path in written:
+            print(f"wrote {path}")
+    if not found:
+        return 1
+    return 0 if all(r["clean"] for r in rows) else 1
