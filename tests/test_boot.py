@@ -89,11 +89,11 @@ def test_hanging_rom_ends_with_one_line_the_last_console_lines_and_no_qemu(tmp_p
     rom = tmp_path / "hang.rom"
     rom.write_bytes(hanging_rom())
     t = time.monotonic()
-    r = run_romlab("boot", "--nic", "e1000", "--rom", rom, "--timeout", "12", timeout=90)
+    r = run_romlab("boot", "--nic", "e1000", "--rom", rom, "--timeout", "6", timeout=90)
     assert time.monotonic() - t < 60
     assert r.returncode == 1
     err = r.stderr.decode().strip().splitlines()
-    assert err[-1].startswith("romlab boot: error: hung: no result after 12 s"), err
+    assert err[-1].startswith("romlab boot: error: hung: no result after 6 s"), err
     assert "before any ROM output" in err[-1]
     assert f"  | SeaBIOS (version {seabios_version()})" in err
     assert_clean()
@@ -239,7 +239,7 @@ def test_dnsmasq_path_cleans_up_after_a_hang_a_sigterm_and_a_sigkill(tmp_path):
             time.sleep(0.2)
         return False
 
-    p = subprocess.Popen(cmd + ["--timeout", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd + ["--timeout", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert started(p)
     _, err = p.communicate(timeout=90)
     assert p.returncode == 1 and err.decode().strip().splitlines()[-1].startswith("romlab boot: error: hung:")
