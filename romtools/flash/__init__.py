@@ -8,6 +8,6 @@ injection), ``serprog`` (the protocol and the programmer end), ``programmers``
 ``nicintel_eeprom``), ``image`` (option-ROM check, layouts), ``backup``
 (backups and the resume journal), ``bar`` (a NIC's register BAR behind
 read32/write32), ``nicfamily`` (which Intel NICs, where their registers are),
-``nicsim`` (a register-level double of an Intel NIC's BAR0), ``qemubar`` (BAR0
-of a NIC QEMU emulates, with no guest OS).
+``nicsim`` (a register-level double of an Intel NIC's BAR0). The BAR0 of a NIC
+QEMU emulates is reached through the lab's register relay (``romlab.lab.regrelay``).
 """
