@@ -135,9 +135,13 @@ def test_bench_refuses_unusable_input(tmp_path):
     assert r.returncode == 2
     assert r.stderr.decode().strip() == ("romlab bench: error: 'lots' is not a size; write it like 16M, 512K "
                                          "or 2097152")
+    # tulip is a NIC QEMU emulates but ipxe-qemu ships no ROM for; a model QEMU lacks is named as such.
+    r = run_romlab("bench", "firmware", "--nic", "tulip", "--size", "1M")
+    assert r.returncode == 2
+    assert "no Debian ROM /usr/lib/ipxe/qemu/pxe-tulip.rom" in r.stderr.decode()
     r = run_romlab("bench", "firmware", "--nic", "pcnet-no-such", "--size", "1M")
     assert r.returncode == 2
-    assert "no Debian ROM /usr/lib/ipxe/qemu/pxe-pcnet-no-such.rom" in r.stderr.decode()
+    assert "unknown NIC model 'pcnet-no-such'" in r.stderr.decode()
     r = run_romlab("bench")
     assert r.returncode == 2 and "romlab bench firmware --help" in r.stderr.decode()
 
