@@ -31,12 +31,13 @@ from romlab.lab.qemu import NicSpec, choose_accel, find_qemu
 from romtools.errors import RomError
 
 # Drivers for what q35 and the CPU bring along that no NIC work needs: the watchdogs, the PC
-# speaker, the SATA CD-ROM, SMBus, nested KVM, CPU crypto. udev would load each one from the 9p
-# root at boot, which under TCG costs seconds apiece. Blacklisting keeps udev from loading them by
-# alias; `modprobe NAME` still loads one on purpose.
+# speaker, the CD-ROM, nested KVM, CPU crypto. udev would load each one from the 9p root at boot,
+# which under TCG costs seconds apiece. Blacklisting keeps udev from loading them by alias;
+# `modprobe NAME` still loads one on purpose. The ICH9 functions keep their drivers (ahci,
+# lpc_ich, i801_smbus): they are the guest's example of an IOMMU group a NIC must not share.
 UNNEEDED_MODULES = ("kvm", "kvm_amd", "kvm_intel", "i6300esb", "iTCO_wdt", "iTCO_vendor_support", "pcspkr",
-                    "ahci", "sr_mod", "lpc_ich", "i2c_i801", "powernow_k8", "aesni_intel",
-                    "ghash_clmulni_intel", "crc32_pclmul", "crc32c_intel", "serio_raw", "psmouse", "joydev")
+                    "sr_mod", "powernow_k8", "aesni_intel", "ghash_clmulni_intel", "crc32_pclmul", "crc32c_intel",
+                    "serio_raw", "psmouse", "joydev")
 GUEST_CMDLINE = ("intel_iommu=on", "modprobe.blacklist=" + ",".join(UNNEEDED_MODULES))
 DEFAULT_TIMEOUT = 600.0
 STOP_GRACE = 5.0  # seconds virtme-run gets to take its QEMU down after SIGTERM
