@@ -19,8 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from romlab import vm  # noqa: E402
 from romlab.bench.render import text_table  # noqa: E402
+from romlab.lab import vm  # noqa: E402
+from romlab.lab.qemu import NicSpec, kvm_works  # noqa: E402
 
 
 def timed(cmd: list[str], env=None) -> float:
@@ -37,17 +38,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["XDG_CACHE_HOME"] = cache
         t0 = time.monotonic()
-        kvm = vm.kvm_boots(kernel)
+        kvm = kvm_works(kernel)
         probe = time.monotonic() - t0
     accel = "kvm" if kvm else "tcg"
     print(f"KVM probe: {probe:.1f} s, KVM {'boots Linux' if kvm else 'does not boot Linux here'}; using {accel.upper()}")
 
-    nic = vm.Nic.parse("e1000")
+    nic = NicSpec.parse("e1000")
     ours = timed([sys.executable, "-m", "romlab", "vm", "--accel", accel, "--nic", "e1000", "--", "true"])
 
     qemu = ["-machine", "q35,kernel-irqchip=split",
-            "-device", "intel-iommu,intremap=on,caching-mode=on,aw-bits=48", *nic.qemu_args(0)]
-    bare = [vm._virtme_run(), "--kimg", kernel, "--mods", "auto", "--disable-microvm", "--memory", "1G",
+            "-device", "intel-iommu,intremap=on,caching-mode=on,aw-bits=48", *vm.nic_args([nic])]
+    bare = [vm.virtme_run(), "--kimg", kernel, "--mods", "auto", "--disable-microvm", "--memory", "1G",
             "--cpus", "2", "-a", "intel_iommu=on", "--script-sh", "true"]
     if not kvm:
         bare.append("--disable-kvm")

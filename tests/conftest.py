@@ -7,8 +7,10 @@ test is turned into a failure, so a green run means they really ran.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,49 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"test needing {'/'.join(marks)} was skipped under CI: {reason}"
 
 
+# What this test run starts, so that leftover checks (tests/qemu_console.py) look only at it and
+# not at other romlab runs on the same machine: every process started from here gets TMPDIR below
+# (romlab's temporary directories, and so the paths in its QEMU and dnsmasq command lines, are
+# under it), and the romlab processes run_romlab starts are remembered by PID (romlab names its
+# network namespaces after its PID).
+RUN_TMPDIR = ""
+ROMLAB_PIDS: list[int] = []
+
+
+def pytest_configure(config):
+    global RUN_TMPDIR
+    tempfile.gettempdir()  # pytest's own temporary files stay where they were
+    RUN_TMPDIR = tempfile.mkdtemp(prefix="romlab-testrun-")
+    os.chmod(RUN_TMPDIR, 0o1777)  # some checks run romlab as another user
+    os.environ["TMPDIR"] = RUN_TMPDIR
+
+
+def pytest_unconfigure(config):
+    if RUN_TMPDIR:
+        shutil.rmtree(RUN_TMPDIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _romlab_pids():
+    """Each test's leftover check covers the romlab processes that test started."""
+    ROMLAB_PIDS.clear()
+    yield
+
+
 def run_romlab(*args: str, input: bytes | None = None, timeout: float = 120, env=None,
                user: str | None = None) -> subprocess.CompletedProcess:
     """Run the installed CLI in a fresh process, as a user would."""
     cmd = [sys.executable, "-m", "romlab", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, input=input, timeout=timeout, env=env, text=False)
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as p:
+        ROMLAB_PIDS.append(p.pid)
+        try:
+            out, err = p.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def serve_cmd(lab, *args):
 def test_serve_refuses_without_a_dhcp_server_then_benches_two_clients(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    from romlab.qemu import Machine, Netdev, Qemu
+    from romlab.lab.qemu import Machine, Netdev, Qemu
 
     with Lab() as lab:
         r = subprocess.run(serve_cmd(lab, "--payload", "1M", "--probe-seconds", "2"), capture_output=True,

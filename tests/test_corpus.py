@@ -1,27 +1,61 @@
-"""Verdicts on the ROMs Debian ships: every file read where its package put it."""
+"""Verdicts on the ROMs Debian ships: every file read where its package put it.
+
+The files are the ones the installed packages list (`dpkg -L`), not a list written for one
+Debian release: QEMU 8 dropped sgabios.bin, and the number of iPXE ROMs follows ipxe-qemu."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import IPXE_QEMU, QEMU_SHARE, SEABIOS, corpus, run_romlab
 
-IPXE_ROMS = sorted(str(p) for p in IPXE_QEMU.glob("*.rom"))
-PCI_VGA = [str(SEABIOS / f"vgabios-{n}.bin") for n in ("ati", "bochs-display", "cirrus", "qxl", "stdvga",
-                                                        "virtio", "vmware")]
-NON_PCI = [str(SEABIOS / f) for f in ("vgabios.bin", "vgabios-isavga.bin", "vgabios-ramfb.bin")] + [
+PACKAGES = ("ipxe-qemu", "ipxe", "seabios", "qemu-system-data")
+
+
+def _packaged() -> set[str]:
+    r = subprocess.run(["dpkg", "-L", *PACKAGES], capture_output=True, text=True)
+    return {ln.strip() for ln in r.stdout.splitlines() if ln.startswith("/")}
+
+
+PACKAGED = _packaged()
+
+
+def installed(paths: list[str]) -> list[str]:
+    """The candidates the installed packages ship."""
+    return [p for p in paths if p in PACKAGED]
+
+
+IPXE_ROMS = sorted(p for p in PACKAGED if p.startswith(f"{IPXE_QEMU}/") and p.endswith(".rom"))
+PCI_VGA = installed([str(SEABIOS / f"vgabios-{n}.bin") for n in ("ati", "bochs-display", "cirrus", "qxl", "stdvga",
+                                                                 "virtio", "vmware")])
+NON_PCI = installed([str(SEABIOS / f) for f in ("vgabios.bin", "vgabios-isavga.bin", "vgabios-ramfb.bin")] + [
     str(QEMU_SHARE / f"{n}.bin") for n in ("linuxboot", "linuxboot_dma", "multiboot", "multiboot_dma", "pvh",
-                                           "sgabios")]
-NOT_ROMS = [str(QEMU_SHARE / f) for f in ("QEMU,VGA.bin", "QEMU,cgthree.bin", "QEMU,tcx.bin", "qboot.rom",
-                                          "bios-microvm.bin")] + [
+                                           "sgabios")])
+NOT_ROMS = installed([str(QEMU_SHARE / f) for f in ("QEMU,VGA.bin", "QEMU,cgthree.bin", "QEMU,tcx.bin", "qboot.rom",
+                                                    "bios-microvm.bin")] + [
     str(SEABIOS / f) for f in ("bios.bin", "bios-256k.bin", "bios-microvm.bin")] + [
-    "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.lkrn"]
+    "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.lkrn"])
 
 
-def test_ipxe_corpus_has_sixteen_roms():
-    assert len(IPXE_ROMS) == 16, IPXE_ROMS
+def test_corpus_packages_are_installed():
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *PACKAGES], capture_output=True,
+                       text=True)
+    status = dict(ln.split(" ", 1) for ln in r.stdout.splitlines())
+    assert all(status.get(p, "").endswith("installed") for p in PACKAGES), \
+        f"{status}: run scripts/setup.sh to install the Debian ROM packages"
+    # Each list keeps most of its candidates on any release (a renamed file would empty it).
+    assert len(PCI_VGA) >= 5 and len(NON_PCI) >= 5 and len(NOT_ROMS) >= 5
+
+
+def test_ipxe_corpus_is_one_pxe_and_one_efi_rom_per_nic():
+    names = [Path(p).name for p in IPXE_ROMS]
+    pxe = {n[4:] for n in names if n.startswith("pxe-")}
+    efi = {n[4:] for n in names if n.startswith("efi-")}
+    assert pxe and pxe == efi and len(names) == 2 * len(pxe), names
+    assert {"e1000.rom", "e1000e.rom", "rtl8139.rom", "virtio.rom"} <= pxe
 
 
 def _inspect(path):

@@ -19,7 +19,7 @@ from hw.mmio import Window
 from hw.parts import family_of
 from romtools.flash.sim.nic import NicBarDouble
 from romtools.flash.programmers.nicintel_eeprom import open_nvm
-from romtools.flash.qemubar import QemuNic
+from romlab.lab.regrelay import QemuNic
 
 pytestmark = pytest.mark.qemu
 

@@ -1,7 +1,7 @@
 """`romlab nvm`: on QEMU 7.2's e1000 and e1000e (real device models), and on the BAR0 double.
 
 QEMU part: the real CLI in a subprocess reaches QEMU's NIC through the register
-relay (romtools.flash.qemubar); expected values come from QEMU's source
+relay (romlab.lab.regrelay); expected values come from QEMU's source
 (e1000_eeprom_template, e1000e_eeprom_template, e1000x_core_prepare_eeprom: MAC
 in words 0-2, device ID in words 0x0B/0x0D, checksum word 0x3F) and from the
 -device mac= given.

@@ -10,7 +10,7 @@ For each NIC two QEMU boots download the same payload several times over HTTP:
 The client reports which driver it runs (iPXE's ``${netX/chip}``: the native driver's name,
 or ``undionly``) when it asks for its next script, so the server knows each boot took the
 path it was meant to take, and breaks the chainload loop on that fact. Each transfer is
-timed by :class:`romlab.labhttp.LabHttp` from the payload request to the done request the
+timed by :class:`romlab.lab.http.LabHttp` from the payload request to the done request the
 client's script makes only after ``imgfetch`` succeeded, and counts as complete only when
 every byte went out and the client confirmed. The table, plot and HTML page are drawn by
 :mod:`romlab.bench.render` from the document :func:`run_bench` returns.
@@ -27,9 +27,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from romlab.boot import UNDIONLY, _stage, is_ipxe, rom_images, skip_reason
-from romlab.labhttp import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
-from romlab.qemu import Machine, Qemu, nic_device
+from romlab.lab.boot import UNDIONLY, is_ipxe, rom_images, skip_reason
+from romlab.lab.boot import hang_stage
+from romlab.lab.http import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
+from romlab.lab.qemu import Machine, Qemu, nic_device
 from romtools.errors import RomError
 
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
@@ -189,7 +190,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
               dhcp: str, firmware: str = "seabios", accel: str = "tcg", timeout: float | None = None,
               progress=None) -> tuple[PathResult, tuple[int, int] | None]:
     """One boot of ``nic`` taking ``path`` (native or undi); returns its result and the device IDs."""
-    from romlab.netlab import DnsmasqNet, SlirpNet
+    from romlab.lab.bootnet import DnsmasqNet, SlirpNet
 
     say = progress or (lambda msg: None)
     res = PathResult(path)
@@ -275,7 +276,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
             res.error = f"QEMU stopped: {qemu.qemu_error() or 'the guest reset'}"
         else:
             last = c.tail(1)
-            res.error = (f"no result after {timeout:.0f} s, {_stage(c)}"
+            res.error = (f"no result after {timeout:.0f} s, {hang_stage(c)}"
                          + (f"; last console line: {last[0].strip()!r}" if last else ""))
         return res, ids
 

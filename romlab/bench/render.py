@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from romlab.bench.firmware import PATHS, SCHEMA
-from romlab.labhttp import human_size
+from romlab.lab.http import human_size
 
 METADATA_DECIMALS = 2
 PNG_KEY = "romlab.bench-firmware"

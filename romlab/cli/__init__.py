@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from romtools.errors import RomError
 
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = sys.argv[1:] if argv is None else [*argv]  # `list` here is the list verb's module once it ran
     parser = build_parser(_verb_in(argv))
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -93,8 +93,8 @@ def run(args) -> int:
 
     from romlab.bench import firmware as bf
     from romlab.bench import render
-    from romlab.labhttp import parse_size
-    from romlab.qemu import terminate_on_sigterm
+    from romlab.lab.http import parse_size
+    from romlab.lab.qemu import terminate_on_sigterm
 
     terminate_on_sigterm()
     nics = [n.strip() for n in args.nic.split(",") if n.strip()]

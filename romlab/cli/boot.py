@@ -55,8 +55,8 @@ def run(args) -> int:
     import json
     import sys
 
-    from romlab.boot import boot
-    from romlab.qemu import terminate_on_sigterm
+    from romlab.lab.boot import boot
+    from romlab.lab.qemu import terminate_on_sigterm
 
     terminate_on_sigterm()
     live = not args.json and sys.stdout.isatty()

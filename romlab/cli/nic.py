@@ -115,15 +115,13 @@ def _send(args) -> int:
 
 
 def _pcap_writer(path):
-    import struct
+    """A libpcap file of Ethernet frames (link type 1), written by dpkt."""
+    import dpkt
 
-    f = open(path, "wb")
-    f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    return f
+    return dpkt.pcap.Writer(open(path, "wb"), snaplen=65535, linktype=dpkt.pcap.DLT_EN10MB)
 
 
 def _recv(args) -> int:
-    import struct
     import sys
     import time
 
@@ -148,8 +146,7 @@ def _recv(args) -> int:
                         good += 1
                         seqs.append(seq)
                     if pcap:
-                        now = time.time()
-                        pcap.write(struct.pack("<IIII", int(now), int(now % 1 * 1e6), len(f), len(f)) + f)
+                        pcap.writepkt(f, time.time())
             link, stats = nic.link_up, nic.stats()
             interrupts = getattr(nic, "interrupts", 0)
     finally:

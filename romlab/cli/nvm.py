@@ -37,7 +37,7 @@ def _open(args):
     from romtools.flash.session import require_part
 
     if args.qemu:
-        from romtools.flash.qemubar import QemuNic
+        from romlab.lab.regrelay import QemuNic
         nic = QemuNic(args.qemu)
         try:
             fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu} is").family

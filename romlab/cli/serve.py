@@ -36,13 +36,14 @@ def run(args) -> int:
     import tempfile
     import time
 
-    from romlab import labserve
     from romlab.bench.firmware import IPXE_PXE, PATHS
-    from romlab.boot import UNDIONLY
-    from romlab.dhcpprobe import find_dhcp_servers
-    from romlab.labhttp import LabHttp, bind_socket, human_size, parse_size, payload_bytes
-    from romlab.netlab import Dnsmasq
-    from romlab.qemu import terminate_on_sigterm
+    from romlab.lab import serve as labserve
+    from romlab.lab.boot import UNDIONLY
+    from romlab.lab.dhcpprobe import find_dhcp_servers
+    from romlab.lab.dnsmasq import Dnsmasq
+    from romlab.lab.http import LabHttp, bind_socket, human_size, parse_size, payload_bytes
+    from romlab.lab.netns import interface_ipv4
+    from romlab.lab.qemu import terminate_on_sigterm
     from romtools.errors import RomError
 
     terminate_on_sigterm()
@@ -51,7 +52,7 @@ def run(args) -> int:
     if args.runs < 1:
         raise RomError("--runs must be 1 or more")
     size = parse_size(args.payload)
-    iface = labserve.interface_ipv4(args.interface)
+    iface = interface_ipv4(args.interface)
 
     def say(msg: str) -> None:
         print(f"romlab serve: {msg}", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nic", action="append", default=[], metavar="MODEL[,romfile=PATH][,mac=MAC][,capture=PCAP]",
+    p.add_argument("--nic", action="append", default=[], metavar="MODEL[,romfile=PATH][,mac=MAC][,capture=PCAP][,link=NAME]",
                    help="an emulated NIC, each in a PCIe slot of its own (repeat for more); capture= writes "
                         "its traffic to a pcap file")
     p.add_argument("--memory", default="1G", help="guest memory (default 1G)")
@@ -29,12 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from romlab import vm
+    from romlab.lab import vm
+    from romlab.lab.qemu import NicSpec
 
     command = list(args.guest_command)
     if command and command[0] == "--":
         command = command[1:]
-    nics = [vm.Nic.parse(s) for s in args.nic]
+    nics = [NicSpec.parse(s) for s in args.nic]
     result = vm.run(command, nics, memory=args.memory, cpus=args.cpus, timeout=args.timeout,
                     accel=args.accel, shares=args.share, verbose=args.verbose)
     if args.verbose:

@@ -10,7 +10,7 @@ sent romlab's script over HTTP. Each client (by MAC) is then driven by :class:`L
   through the ROM's UNDI, in the same boot;
 * a client that comes up on undionly (its ROM is not iPXE) downloads N times through the UNDI.
 
-Transfers are timed by :class:`romlab.labhttp.LabHttp` exactly as in ``romlab bench firmware``;
+Transfers are timed by :class:`romlab.lab.http.LabHttp` exactly as in ``romlab bench firmware``;
 a client's result is reported as soon as its last path finishes.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from romlab.bench.firmware import bench_script, mbit
-from romlab.labhttp import LabHttp, ScriptRequest, first_script
+from romlab.lab.http import LabHttp, ScriptRequest, first_script
 from romtools.errors import RomError
 
 
@@ -87,19 +87,6 @@ def path_result(lab: LabHttp, tag: str, runs: int) -> dict:
         med = statistics.median(speeds)
         out.update(median=med, min=min(speeds), max=max(speeds), spread_pct=(max(speeds) - min(speeds)) / med * 100)
     return out
-
-
-def interface_ipv4(ifname: str) -> ipaddress.IPv4Interface:
-    """The first IPv4 address (with prefix) on ``ifname``, from `ip -4 -o addr`."""
-    from romlab.netlab import _ip
-
-    r = _ip("-4", "-o", "addr", "show", "dev", ifname, check=False)
-    if r.returncode != 0:
-        raise RomError(f"no interface {ifname}: {r.stderr.strip() or 'ip failed'}")
-    m = re.search(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)", r.stdout)
-    if not m:
-        raise RomError(f"{ifname} has no IPv4 address; give it one (the clients fetch from it)")
-    return ipaddress.IPv4Interface(m.group(1))
 
 
 def dnsmasq_args(ifname: str, iface: ipaddress.IPv4Interface, tftp_dir: str, script_url: str,

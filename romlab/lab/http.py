@@ -25,6 +25,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from romlab.lab.netns import in_netns
+from romtools.errors import RomError
+
 CHUNK = 256 * 1024
 
 
@@ -265,8 +268,6 @@ def bind_socket(address: str, port: int = 0, netns: str | None = None) -> socket
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
         return s
-    from romlab.netlab import in_netns
-
     with in_netns(netns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -283,8 +284,6 @@ def human_size(n: int) -> str:
 
 def parse_size(text: str) -> int:
     """``16M``, ``2MiB``, ``512K``, ``1000000`` -> bytes (K/M/G are binary)."""
-    from romtools.errors import RomError
-
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     mult = 1
     if t and t[-1] in "KMG":

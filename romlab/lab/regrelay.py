@@ -14,7 +14,9 @@ port into a register relay: the host sends
 
 and the host side finds the NIC through PCI configuration cycles (ports
 0xCF8/0xCFC), so each register access is one exchange on the serial line.
-It boots in a fraction of a second under TCG; no kernel, no accelerator.
+It boots in a fraction of a second under TCG; no kernel, no accelerator. QEMU is started
+by the lab's launcher (it dies with romlab) and the NIC is given as a ``--nic`` spec, read by
+the lab's one parser.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from romlab.lab.process import launch, stop
+from romlab.lab.qemu import NicSpec, cache_dir, find_qemu
 from romtools.errors import RomError
 from hw.mmio import Bar
 
@@ -142,15 +146,10 @@ stack_top:
 PCI_CLASS_NETWORK = 0x02
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "romlab"
-
-
 def build_stub() -> Path:
     """Assemble and link the relay (once; cached by the source's hash)."""
     digest = hashlib.sha256(STUB_SOURCE.encode()).hexdigest()[:12]
-    out = _cache_dir() / f"qemubar-{digest}.elf"
+    out = cache_dir() / f"regrelay-{digest}.elf"
     if out.exists():
         return out
     for tool in ("as", "ld"):
@@ -175,23 +174,24 @@ def build_stub() -> Path:
 class QemuNic(Bar):
     """One NIC in a QEMU ``pc`` machine, its BAR0 driven over the relay.
 
-    ``device`` is a QEMU ``-device`` value such as ``e1000,mac=52:54:00:12:34:56``.
-    The NIC's option ROM is left out (``romfile=``) unless the value names one,
-    since nothing here runs it.
+    ``device`` is a ``--nic`` spec such as ``e1000,mac=52:54:00:12:34:56``. The NIC's
+    option ROM is left out (``romfile=``) unless the spec names one, since nothing here
+    runs it; the NIC has no network back end, since nothing here sends a frame.
     """
 
-    def __init__(self, device: str, timeout: float = 20.0, qemu: str = "qemu-system-x86_64"):
-        exe = shutil.which(qemu)
-        if exe is None:
-            raise RomError(f"{qemu} is not installed (Debian package qemu-system-x86)")
-        if "romfile=" not in device:
-            device += ",romfile="
+    def __init__(self, device: str, timeout: float = 20.0):
+        qemu = find_qemu()
+        nic = NicSpec.parse(device, qemu)
+        if nic.capture or nic.link:
+            raise RomError(f"--qemu {device!r}: the register relay's NIC has no network, so no capture= or link=")
+        nic.props.setdefault("romfile", "")
         stub = build_stub()
         self.timeout = timeout
         self.errlog = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [exe, "-machine", "pc", "-accel", "tcg", "-display", "none", "-nodefaults", "-no-user-config",
-             "-m", "32", "-monitor", "none", "-serial", "stdio", "-kernel", str(stub), "-device", device],
+        self.proc = launch(
+            [qemu, "-machine", "pc", "-accel", "tcg", "-display", "none", "-nodefaults", "-no-user-config",
+             "-m", "32", "-monitor", "none", "-serial", "stdio", "-kernel", str(stub),
+             "-device", nic.device(netdev=None)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, bufsize=0)
         try:
             hello = self._recv(1, "start")
@@ -280,8 +280,7 @@ class QemuNic(Bar):
             return
         self.proc = None
         try:
-            proc.kill()
-            proc.wait(timeout=10)
+            stop(proc)
         finally:
             for f in (proc.stdin, proc.stdout):
                 try:

@@ -2,7 +2,7 @@
 
 A boot has a *goal*: the ROM ran (the firmware passed the boot to it), an NBP was
 downloaded and started, or an iPXE script ran to its end. :func:`boot` starts QEMU,
-feeds the serial console into a :class:`romlab.console.Console`, and watches for the goal
+feeds the serial console into a :class:`romlab.lab.console.Console`, and watches for the goal
 or for the end of hope: the firmware giving up ("No bootable device"), an NBP that could
 not be fetched or run, QEMU dying, or the time limit. A ROM the firmware never ran is
 checked against the PCI IDs QEMU reports for the device (SeaBIOS runs a legacy image only
@@ -17,9 +17,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from romlab.console import Console
-from romlab.labhttp import LabHttp, ScriptRequest
-from romlab.qemu import Machine, Qemu
+from romlab.lab.bootnet import DnsmasqNet, SlirpNet
+from romlab.lab.console import Console
+from romlab.lab.http import LabHttp, ScriptRequest
+from romlab.lab.qemu import Machine, Qemu
 from romtools.errors import RomError
 
 GOALS = ("rom", "nbp", "script")
@@ -208,8 +209,6 @@ def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | Non
          script: str | None = None, timeout: float = 120.0, accel: str = "tcg", dhcp: str = "auto",
          expect: str | None = None, memory: int | None = None, on_event=None) -> BootResult:
     """Boot and return what happened. Raises RomError only for unusable input (exit 2)."""
-    from romlab.netlab import DnsmasqNet, SlirpNet
-
     if nbp and script:
         raise RomError("give --nbp or --script, not both")
     if rom and not os.path.isfile(rom):
@@ -321,11 +320,11 @@ def _failure(watch: _Watch, qemu: Qemu, c: Console, images, ids, firmware: str, 
         return "stopped", "QEMU stopped (the guest reset or powered off) before the goal was reached"
     last = c.tail(1)
     where = f"; last console line: {last[0].strip()!r}" if last else "; the console stayed silent"
-    return "hung", f"no result after {timeout:g} s, {_stage(c)}{where}"
+    return "hung", f"no result after {timeout:g} s, {hang_stage(c)}{where}"
 
 
-def _stage(c: Console) -> str:
-    """How far the boot got, for a hang: the last milestone the console showed."""
+def hang_stage(c: Console) -> str:
+    """How far a boot that hung got, from the last milestone its console showed (shared with the bench)."""
     if c.find("fetch") or c.find("pxe_nbp"):
         return "stuck after a transfer"
     if c.find("netdev") or c.find("dhcp") or c.find("pxe_start"):
