@@ -21,8 +21,16 @@ from __future__ import annotations
 
 import time
 
-from hw.parts import DRIVER_PARTS, F_AUTONEG, F_EERD_SHIFT_2, F_IAME, F_ITR, F_RFCTL, Part  # noqa: F401
-from romtools.errors import RomError
+from hw.errors import HardwareError, RomlabError
+from hw.parts import (  # noqa: F401
+    DRIVER_PARTS,
+    F_AUTONEG,
+    F_EERD_SHIFT_2,
+    F_IAME,
+    F_ITR,
+    F_RFCTL,
+    Part,
+)
 
 # Registers (byte offsets into BAR0), 8254x/8257x software developer's manuals.
 CTRL, STATUS, EECD, EERD, CTRL_EXT, MDIC = 0x0000, 0x0008, 0x0010, 0x0014, 0x0018, 0x0020
@@ -76,7 +84,7 @@ class IntelNic:
         from hw.vfio import VfioDevice
 
         if impl not in IMPLS:
-            raise RomError(f"no ring implementation {impl!r}; choose one of {', '.join(IMPLS)}")
+            raise HardwareError(f"no ring implementation {impl!r}; choose one of {', '.join(IMPLS)}")
         require_dma_ordering()
         self._closed = False
         self.vfio = self.bar = self.rx = self.tx = None
@@ -84,13 +92,13 @@ class IntelNic:
         dev = PciDevice.open(bdf)
         part = find_part(dev.vendor_id, dev.device_id)
         if part is None:
-            raise RomError(f"{dev.bdf} is {dev.vendor_id:04x}:{dev.device_id:04x}, not a NIC this driver supports "
+            raise HardwareError(f"{dev.bdf} is {dev.vendor_id:04x}:{dev.device_id:04x}, not a NIC this driver supports "
                            f"({', '.join(f'{p.vendor:04x}:{p.device:04x}' for p in PARTS.values())})")
         if dev.driver not in (None, "vfio-pci"):
-            raise RomError(f"{dev.bdf} is still bound to its kernel driver {dev.driver}; run "
+            raise HardwareError(f"{dev.bdf} is still bound to its kernel driver {dev.driver}; run "
                            f"'romlab vfio bind {dev.bdf}' first")
         if dev.driver is None:
-            raise RomError(f"{dev.bdf} is bound to no driver; run 'romlab vfio bind {dev.bdf}' first")
+            raise HardwareError(f"{dev.bdf} is bound to no driver; run 'romlab vfio bind {dev.bdf}' first")
         self.part, self.impl = part, impl
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)
@@ -104,7 +112,7 @@ class IntelNic:
         except BaseException:
             try:
                 self.close()
-            except RomError:
+            except RomlabError:
                 pass  # the error that stopped the open says what went wrong first
             raise
 
@@ -129,7 +137,7 @@ class IntelNic:
         bar = self.bar
         bar.write32(IMC, 0xFFFFFFFF)
         if not self._mac_reset():
-            raise RomError(f"{self.bdf}: the NIC did not come out of reset within {RESET_TIMEOUT:g} s")
+            raise HardwareError(f"{self.bdf}: the NIC did not come out of reset within {RESET_TIMEOUT:g} s")
         bar.write32(IMC, 0xFFFFFFFF)
         bar.read32(ICR)
         if self.part.flags & F_IAME:
@@ -160,7 +168,7 @@ class IntelNic:
     def _phy_write(self, reg: int, value: int) -> None:
         self.bar.write32(MDIC, value | (reg << 16) | (PHY_ADDR << 21) | MDIC_WRITE)
         if not self._poll(MDIC, MDIC_READY, True, 0.5):
-            raise RomError(f"{self.bdf}: PHY register write timed out")
+            raise HardwareError(f"{self.bdf}: PHY register write timed out")
 
     def wait_link(self, timeout: float) -> bool:
         """Wait for the link (autonegotiation takes about half a second after a reset)."""
@@ -218,7 +226,7 @@ class IntelNic:
             if v & done:
                 return v >> 16
             if time.monotonic() > deadline:
-                raise RomError(f"{self.bdf}: EEPROM read of word {word} timed out")
+                raise HardwareError(f"{self.bdf}: EEPROM read of word {word} timed out")
 
     @property
     def link_up(self) -> bool:
@@ -276,9 +284,9 @@ class IntelNic:
         index = vfio.IRQ_MSI
         try:
             if self.vfio.irq_info(index).count < 1:
-                raise RomError("no MSI")
+                raise HardwareError("no MSI")
             fd = self.vfio.irq_enable(index)[0]
-        except RomError:
+        except RomlabError:
             index = vfio.IRQ_INTX
             fd = self.vfio.irq_enable(index)[0]
         self._irq_index = index
@@ -346,7 +354,7 @@ class IntelNic:
             if self.vfio is not None:
                 self.vfio.close()
         if problem:
-            raise RomError(problem)
+            raise HardwareError(problem)
 
     def __enter__(self) -> "IntelNic":
         return self

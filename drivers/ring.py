@@ -13,7 +13,7 @@ per packet on either side.
 What the rings promise, in both implementations:
 
 - transmit: a batch whose lengths are not all within 1..buf_size, or add up to more than the
-  bytes given, is refused whole with a RomError, the ring untouched; frames are never cut.
+  bytes given, is refused whole with a RomlabError, the ring untouched; frames are never cut.
 - receive: a frame spanning several descriptors, in error, with a length over buf_size, or longer
   than the caller's whole out buffer is dropped and counted in ``dropped``; a frame that does not
   fit what is left of the out buffer waits for the next batch.
@@ -30,7 +30,7 @@ from array import array
 
 from drivers._ring import ffi, lib
 from drivers.descriptors import LEGACY, RING_RX_EOP, RING_RX_ERROR
-from romtools.errors import RomError
+from hw.errors import HardwareError, RomlabError
 
 DESC_SIZE = LEGACY.desc_size
 
@@ -53,18 +53,18 @@ def require_dma_ordering() -> None:
     machine = platform.machine()
     built = ffi.string(lib.ring_barrier_arch()).decode()
     if not built or _MACHINES.get(machine.lower()) != built or sys.byteorder != "little":
-        raise RomError(f"romlab's NIC rings have DMA barriers for little-endian x86_64 and aarch64 only "
+        raise HardwareError(f"romlab's NIC rings have DMA barriers for little-endian x86_64 and aarch64 only "
                        f"(this build: {built or 'none'}); this machine is {machine or 'unknown'}, so no "
                        f"device is opened")
 
 
-def tx_refusal(pkts_size: int, lens, buf_size: int) -> RomError:
+def tx_refusal(pkts_size: int, lens, buf_size: int) -> RomlabError:
     """The one-line error for a refused transmit batch, naming the first offending length."""
     for i, n in enumerate(lens):
         if not 1 <= n <= buf_size:
-            return RomError(f"frame {i} of the batch is {n} bytes; frames must be 1..{buf_size} bytes "
+            return HardwareError(f"frame {i} of the batch is {n} bytes; frames must be 1..{buf_size} bytes "
                             f"(one descriptor buffer each): nothing was sent")
-    return RomError(f"the batch's lengths add up to {sum(lens)} bytes but it holds {pkts_size}: nothing was sent")
+    return HardwareError(f"the batch's lengths add up to {sum(lens)} bytes but it holds {pkts_size}: nothing was sent")
 
 
 def _lens_array(lens, pkts_size: int, buf_size: int) -> array:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from construct import ConstructError
 
+from hw.errors import FormatError
 from romtools import schemas as S
 from romtools.checksums import fix_image_checksums
-from romtools.errors import RomError
 from romtools.walker import walk
 
 MAX_EFI_IMAGE = 0xFFFF * S.BLOCK  # InitializationSize is 16 bits of 512-byte blocks
@@ -31,21 +31,21 @@ class PeInfo:
 
 
 def pe_info(pe: bytes) -> PeInfo:
-    """Machine and subsystem of a PE/COFF image, or a RomError saying why it is not an EFI driver."""
+    """Machine and subsystem of a PE/COFF image, or a RomlabError saying why it is not an EFI driver."""
     try:
         dos = S.DosHeaderStart.parse(pe[:S.DosHeaderStart.sizeof()])
         nt = S.PeHeaderStart.parse(pe[dos.e_lfanew:dos.e_lfanew + S.PeHeaderStart.sizeof()])
     except ConstructError:
-        raise RomError("not a PE/COFF image (no MZ/PE signatures); give an EFI driver (.efi)") from None
+        raise FormatError("not a PE/COFF image (no MZ/PE signatures); give an EFI driver (.efi)") from None
     if nt.optional_magic not in (0x10B, 0x20B):
-        raise RomError(f"PE optional header magic 0x{nt.optional_magic:x} is neither PE32 nor PE32+")
+        raise FormatError(f"PE optional header magic 0x{nt.optional_magic:x} is neither PE32 nor PE32+")
     sub_at = dos.e_lfanew + S.PE_SUBSYSTEM_OFFSET
     if sub_at + 2 > len(pe):
-        raise RomError("PE image is truncated before its subsystem field")
+        raise FormatError("PE image is truncated before its subsystem field")
     subsystem = int.from_bytes(pe[sub_at:sub_at + 2], "little")
     if subsystem not in (0x0B, 0x0C):
         name = S.EFI_SUBSYSTEMS.get(subsystem, "not an EFI subsystem")
-        raise RomError(f"PE subsystem is 0x{subsystem:x} ({name}); an option ROM carries a boot-service (0x0B) "
+        raise FormatError(f"PE subsystem is 0x{subsystem:x} ({name}); an option ROM carries a boot-service (0x0B) "
                        "or runtime (0x0C) EFI driver")
     return PeInfo(nt.machine, subsystem)
 
@@ -58,12 +58,12 @@ def efi_rom(pe: bytes, vendor: int, devices: list[int], *, compress: bool = Fals
             layout: str = "edk2", code_revision: int = 0, last: bool = True) -> bytes:
     """One EFI option-ROM image carrying ``pe``."""
     if not devices:
-        raise RomError("give at least one --device")
+        raise FormatError("give at least one --device")
     for d in [vendor, *devices]:
         if not 0 <= d <= 0xFFFF:
-            raise RomError(f"PCI ID 0x{d:x} does not fit in 16 bits")
+            raise FormatError(f"PCI ID 0x{d:x} does not fit in 16 bits")
     if 0 in devices and len(devices) > 1:
-        raise RomError("device ID 0 cannot be used: it ends the PCI 3.0 device list")
+        raise FormatError("device ID 0 cannot be used: it ends the PCI 3.0 device list")
     info = pe_info(pe)
     payload = pe
     if compress:
@@ -73,7 +73,7 @@ def efi_rom(pe: bytes, vendor: int, devices: list[int], *, compress: bool = Fals
     indicator = S.LAST_IMAGE if last else 0
     if layout == "ipxe":
         if len(devices) > 1:
-            raise RomError("the iPXE layout has a revision-0 PCIR and so no device list; use --layout edk2 "
+            raise FormatError("the iPXE layout has a revision-0 PCIR and so no device list; use --layout edk2 "
                            "for several devices")
         size = _round_block(IPXE_PE_OFFSET + len(payload))
         klass = CLASS_NETWORK if class_code is None else class_code
@@ -111,9 +111,9 @@ def efi_rom(pe: bytes, vendor: int, devices: list[int], *, compress: bool = Fals
         out[0x38:0x38 + len(dev_list)] = dev_list
         out[pe_at:pe_at + len(payload)] = payload
     else:
-        raise RomError(f"unknown layout {layout!r}: use edk2 or ipxe")
+        raise FormatError(f"unknown layout {layout!r}: use edk2 or ipxe")
     if len(out) > MAX_EFI_IMAGE:
-        raise RomError(f"the EFI image would be {len(out)} bytes, more than an image can declare "
+        raise FormatError(f"the EFI image would be {len(out)} bytes, more than an image can declare "
                        f"({MAX_EFI_IMAGE}); try --compress")
     return bytes(out)
 
@@ -127,13 +127,13 @@ def combine(images: list[bytes], checksum_byte: str = "header") -> tuple[bytes, 
         w = walk(data)
         # A split-out image that is not marked last is fine: combine sets the flags anyway.
         if w.stop.problem and w.stop.reason != "no-last-image":
-            raise RomError(f"input {n + 1} is not a clean ROM: {w.stop.message}; fix it first (romlab lint)")
+            raise FormatError(f"input {n + 1} is not a clean ROM: {w.stop.message}; fix it first (romlab lint)")
         for img in w.images:
             if not img.pci:
-                raise RomError(f"input {n + 1} is a non-PCI option ROM; only PCI images can be stacked")
+                raise FormatError(f"input {n + 1} is a non-PCI option ROM; only PCI images can be stacked")
             parts.append(bytearray(data[img.offset:img.end]))
     if not parts:
-        raise RomError("nothing to combine")
+        raise FormatError("nothing to combine")
     warnings: list[str] = []
     for i, part in enumerate(parts):
         w = walk(bytes(part), trailing=False)
@@ -169,17 +169,17 @@ def pad_target(data_len: int, to: str) -> int:
     try:
         return int(to, 0) * mult
     except ValueError:
-        raise RomError(f"--to {to!r} is not a size (e.g. 128K, 0x20000), 'flash', 'virtualbox' or 'vmware'") from None
+        raise FormatError(f"--to {to!r} is not a size (e.g. 128K, 0x20000), 'flash', 'virtualbox' or 'vmware'") from None
 
 
 def pad(data: bytes, to: str, limit: int | None = None) -> bytes:
     """``data`` padded with 0xFF to ``to``; a target over ``limit`` bytes is refused."""
     target = pad_target(len(data), to)
     if limit is not None and target > limit:
-        raise RomError(f"--to {to} asks for {target} bytes, more than the largest flash part romlab knows "
+        raise FormatError(f"--to {to} asks for {target} bytes, more than the largest flash part romlab knows "
                        f"({limit >> 10} KiB); nothing written")
     if target < len(data):
-        raise RomError(f"the ROM is {len(data)} bytes and does not fit in {target} bytes; nothing written")
+        raise FormatError(f"the ROM is {len(data)} bytes and does not fit in {target} bytes; nothing written")
     if target % S.BLOCK:
-        raise RomError(f"{target} is not a multiple of 512 bytes")
+        raise FormatError(f"{target} is not a multiple of 512 bytes")
     return data + b"\xff" * (target - len(data))

@@ -8,8 +8,8 @@ when the byte it would change does not look like padding.
 """
 from __future__ import annotations
 
+from hw.errors import FormatError
 from romtools import schemas as S
-from romtools.errors import RomError
 from romtools.walker import ipxe_efirom_layout, walk
 
 POLICIES = ("header", "last", "none")
@@ -26,7 +26,7 @@ def _adjust(buf: bytearray, start: int, length: int, byte_at: int) -> bool:
 def fix_image_checksums(buf: bytearray, policy: str = "header", base: int = 0) -> list[str]:
     """Fix the checksums of the image at ``base`` of ``buf`` in place; return warnings."""
     if policy not in POLICIES:
-        raise RomError(f"--checksum-byte must be one of {', '.join(POLICIES)}")
+        raise FormatError(f"--checksum-byte must be one of {', '.join(POLICIES)}")
     w = walk(memoryview(buf)[base:], trailing=False)
     img = w.images[0]
     warnings: list[str] = []
@@ -36,7 +36,7 @@ def fix_image_checksums(buf: bytearray, policy: str = "header", base: int = 0) -
     if img.header_kind == "legacy":
         span = img.init_size
         if base + span > len(buf):
-            raise RomError(f"image {img.index}: its size byte says {span} bytes but only {len(buf) - base} "
+            raise FormatError(f"image {img.index}: its size byte says {span} bytes but only {len(buf) - base} "
                            "are present; cannot fix its checksum")
         total = sum(buf[base:base + span]) & 0xFF
         if total and policy == "none":

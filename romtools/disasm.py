@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from romtools.errors import RomError
+from hw.errors import FormatError
 from romtools.walker import Walk
 
 _JUMPS = {"jmp"}
@@ -77,20 +77,20 @@ def disassemble(code: bytes, image_offset: int, start: int, count: int, follow: 
 
 def disassemble_entry(walk: Walk, data: bytes, image: int, entry: str, count: int = 32) -> Listing:
     if count <= 0:
-        raise RomError("--count must be a positive number of instructions")
+        raise FormatError("--count must be a positive number of instructions")
     if not 0 <= image < len(walk.images):
-        raise RomError(f"image {image} does not exist: this ROM has images 0 to {len(walk.images) - 1}")
+        raise FormatError(f"image {image} does not exist: this ROM has images 0 to {len(walk.images) - 1}")
     img = walk.images[image]
     if img.header_kind != "legacy":
-        raise RomError(f"image {image} is {img.kind}, not x86 real-mode code; disasm works on legacy images")
+        raise FormatError(f"image {image} is {img.kind}, not x86 real-mode code; disasm works on legacy images")
     found = next((e for e in img.entries if e.name == entry), None)
     if found is None:
         have = ", ".join(e.name for e in img.entries if e.target is not None) or "none"
-        raise RomError(f"image {image} has no {entry} entry point (it has: {have})")
+        raise FormatError(f"image {image} has no {entry} entry point (it has: {have})")
     code = bytes(data[img.offset:img.offset + img.available])
     start = (found.pointer_offset if entry == "init" else found.target) - img.offset
     if not 0 <= start < len(code):
-        raise RomError(f"the {entry} entry 0x{start:x} lies outside image {image}")
+        raise FormatError(f"the {entry} entry 0x{start:x} lies outside image {image}")
     listing = disassemble(code, img.offset, start, count)
     listing.image, listing.entry = image, entry
     return listing

@@ -3,7 +3,7 @@
 ``compress`` makes the same bytes as EDK2's EfiCompress (the encoder EfiRom and iPXE's
 efirom use), so a rebuilt image can be compared with a shipped one byte for byte.
 ``decompress`` takes data from ROMs of unknown origin: it checks the header, every code
-table and every copy, and turns anything malformed into a one-line ``RomError`` rather
+table and every copy, and turns anything malformed into a one-line ``RomlabError`` rather
 than a crash, a hang or a huge allocation.  Both run in C (``romtools/c/eficompress.c``).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from romtools.errors import RomError
+from hw.errors import FormatError
 
 # Refuse to expand beyond this unless the caller says otherwise: a PCI expansion ROM is at
 # most 16 MiB, so 64 MiB leaves room without letting a forged header claim gigabytes.
@@ -23,7 +23,7 @@ def _lib():
     try:
         from romtools._eficompress import ffi, lib
     except ImportError as exc:  # the extension is built by `pip install -e .`
-        raise RomError(f"the EFI compression extension is not built ({exc}); "
+        raise FormatError(f"the EFI compression extension is not built ({exc}); "
                        "run scripts/setup.sh or `pip install -e .`") from exc
     return ffi, lib
 
@@ -37,9 +37,9 @@ class Header:
 
 
 def read_header(data: bytes) -> Header:
-    """The header fields, without decoding; raises RomError if fewer than 8 bytes."""
+    """The header fields, without decoding; raises RomlabError if fewer than 8 bytes."""
     if len(data) < HEADER_SIZE:
-        raise RomError(f"EFI-compressed data needs an 8-byte header, got {len(data)} bytes; "
+        raise FormatError(f"EFI-compressed data needs an 8-byte header, got {len(data)} bytes; "
                        "this is not EFI-compressed data")
     comp, orig = struct.unpack_from("<II", data, 0)
     return Header(comp, orig)
@@ -55,7 +55,7 @@ def compress_with_stats(data: bytes) -> tuple[bytes, CompressStats]:
     """``compress`` plus what the encoder did (block count, match-finder fix-ups)."""
     ffi, lib = _lib()
     if len(data) > lib.EFIC_MAX_INPUT:
-        raise RomError(f"{len(data)} bytes is too much for EFI compression "
+        raise FormatError(f"{len(data)} bytes is too much for EFI compression "
                        f"(limit {lib.EFIC_MAX_INPUT} bytes)")
     src = ffi.from_buffer("uint8_t[]", data)
     out = ffi.new("uint8_t **")
@@ -65,7 +65,7 @@ def compress_with_stats(data: bytes) -> tuple[bytes, CompressStats]:
     if rc == lib.EFIC_ENOMEM:
         raise MemoryError("EFI compression ran out of memory")
     if rc != lib.EFIC_OK:
-        raise RomError(f"EFI compression failed internally (code {rc}); "
+        raise FormatError(f"EFI compression failed internally (code {rc}); "
                        "please report it with the input that caused it")
     try:
         result = ffi.buffer(out[0], out_len[0])[:]
@@ -141,7 +141,7 @@ def decompress(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     if rc == lib.EFIC_ENOMEM:
         raise MemoryError("EFI decompression ran out of memory")
     if rc != lib.EFIC_OK:
-        raise RomError(_fault_message(lib, rc, fault))
+        raise FormatError(_fault_message(lib, rc, fault))
     try:
         return ffi.buffer(out[0], out_len[0])[:]
     finally:

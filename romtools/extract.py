@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hw.errors import FormatError
 from romtools import schemas as S
-from romtools.errors import RomError
 from romtools.walker import Image
 
 
@@ -35,7 +35,7 @@ def pe_length(pe: bytes) -> tuple[int, object]:
     try:
         p = pefile.PE(data=pe, fast_load=True)
     except pefile.PEFormatError as exc:
-        raise RomError(f"the EFI image does not hold a valid PE/COFF driver: {exc}") from None
+        raise FormatError(f"the EFI image does not hold a valid PE/COFF driver: {exc}") from None
     end = p.OPTIONAL_HEADER.SizeOfHeaders
     for s in p.sections:
         if s.SizeOfRawData:
@@ -44,7 +44,7 @@ def pe_length(pe: bytes) -> tuple[int, object]:
     if sec.Size:
         end = max(end, sec.VirtualAddress + sec.Size)  # a file offset, for this directory alone
     if end > len(pe):
-        raise RomError(f"the PE driver says it needs {end} bytes but the image holds {len(pe)}: truncated")
+        raise FormatError(f"the PE driver says it needs {end} bytes but the image holds {len(pe)}: truncated")
     return end, p
 
 
@@ -68,12 +68,12 @@ def _certificates(pe: bytes, p) -> list[dict]:
 def efi_driver(data: bytes, img: Image) -> tuple[bytes, DriverReport]:
     """The PE driver of an EFI image (decompressed when compressed), checked against its ROM header."""
     if img.header_kind != "efi":
-        raise RomError(f"image {img.index} is {img.kind}, not an EFI image; --efi-driver needs an EFI image")
+        raise FormatError(f"image {img.index} is {img.kind}, not an EFI image; --efi-driver needs an EFI image")
     h = img.header
     start = img.offset + h.efi_image_offset
     end = img.offset + img.available
     if not img.offset < start < end:
-        raise RomError(f"image {img.index}: EfiImageHeaderOffset 0x{h.efi_image_offset:x} is outside the image")
+        raise FormatError(f"image {img.index}: EfiImageHeaderOffset 0x{h.efi_image_offset:x} is outside the image")
     body = bytes(data[start:end])
     compressed = h.compression == 1
     if compressed:
@@ -81,15 +81,15 @@ def efi_driver(data: bytes, img: Image) -> tuple[bytes, DriverReport]:
 
         body = decompress(body)
     elif h.compression > 1:
-        raise RomError(f"image {img.index}: CompressionType {h.compression} is not one romlab knows")
+        raise FormatError(f"image {img.index}: CompressionType {h.compression} is not one romlab knows")
     size, p = pe_length(body)
     pe = body[:size]
     machine, subsystem = p.FILE_HEADER.Machine, p.OPTIONAL_HEADER.Subsystem
     if machine != h.machine:
-        raise RomError(f"image {img.index}: the driver is for machine 0x{machine:04x} but the ROM header says "
+        raise FormatError(f"image {img.index}: the driver is for machine 0x{machine:04x} but the ROM header says "
                        f"0x{h.machine:04x}")
     if subsystem != h.subsystem:
-        raise RomError(f"image {img.index}: the driver's subsystem is 0x{subsystem:x} but the ROM header says "
+        raise FormatError(f"image {img.index}: the driver's subsystem is 0x{subsystem:x} but the ROM header says "
                        f"0x{h.subsystem:x}")
     certs = _certificates(pe, p)
     return pe, DriverReport(machine, subsystem, size, compressed, bool(certs), certs)

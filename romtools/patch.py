@@ -16,8 +16,8 @@ patch is refused rather than written. The claims are in ``notes`` for the user t
 """
 from __future__ import annotations
 
+from hw.errors import FormatError, RomlabError
 from romtools import schemas as S
-from romtools.errors import RomError
 from romtools.walker import Image, walk
 
 
@@ -32,7 +32,7 @@ class RomPatcher:
         self.inserted: list[tuple[int, int]] = []
         w = walk(bytes(self.buf))
         if w.stop.problem:
-            raise RomError(f"the ROM does not walk cleanly ({w.stop.message}); romlab patches only clean ROMs")
+            raise FormatError(f"the ROM does not walk cleanly ({w.stop.message}); romlab patches only clean ROMs")
         self._findings = w.findings
 
     # -- guarded writes ---------------------------------------------------------------------
@@ -42,7 +42,7 @@ class RomPatcher:
         for name in names:
             if name in img.unsound:
                 why = next((f.message for f in self._findings if f.image == img.index and name in f.message), None)
-                raise RomError(f"image {img.index}: romlab will not edit the {name}: "
+                raise FormatError(f"image {img.index}: romlab will not edit the {name}: "
                                + (why.split(": ", 1)[-1] if why else "it is not sound")
                                + " (see 'romlab lint'); repair the pointer first")
 
@@ -50,7 +50,7 @@ class RomPatcher:
         """Write ``data`` at ``at``, which must lie inside ``img``; the region is claimed as ``what``."""
         end = img.offset + img.length
         if at < img.offset or at + len(data) > end:
-            raise RomError(f"image {img.index}: writing the {what} at 0x{at:x}-0x{at + len(data) - 1:x} would "
+            raise FormatError(f"image {img.index}: writing the {what} at 0x{at:x}-0x{at + len(data) - 1:x} would "
                            f"leave the image (0x{img.offset:x}-0x{end - 1:x}); nothing written")
         self.buf[at:at + len(data)] = data
         self.claims.append((at, at + len(data), what))
@@ -69,7 +69,7 @@ class RomPatcher:
         for at, n in sorted(self.inserted):
             expected[at:at] = new[at:at + n]
         if len(expected) != len(new):
-            raise RomError("the patch changed the ROM's size by more than the blocks it appended; nothing written")
+            raise FormatError("the patch changed the ROM's size by more than the blocks it appended; nothing written")
         claims = sorted(self.claims)
         diff = []
         for c in range(0, len(new), 4096):  # compare by chunk, byte by byte only where a chunk differs
@@ -77,7 +77,7 @@ class RomPatcher:
                 diff += [i for i in range(c, min(c + 4096, len(new))) if new[i] != expected[i]]
         for i in diff:
             if not any(a <= i < b for a, b, _ in claims):
-                raise RomError(f"the patch would change byte 0x{i:x}, which belongs to no structure it edits; "
+                raise FormatError(f"the patch would change byte 0x{i:x}, which belongs to no structure it edits; "
                                "nothing written (the ROM's pointers are probably inconsistent: see 'romlab lint')")
 
     def images(self) -> list[Image]:
@@ -86,7 +86,7 @@ class RomPatcher:
     def image(self, index: int) -> Image:
         imgs = self.images()
         if not 0 <= index < len(imgs):
-            raise RomError(f"image {index} does not exist: this ROM has images 0 to {len(imgs) - 1}")
+            raise FormatError(f"image {index} does not exist: this ROM has images 0 to {len(imgs) - 1}")
         return imgs[index]
 
     def select(self, index: int | None) -> list[int]:
@@ -100,7 +100,7 @@ class RomPatcher:
 
     def _write_pcir(self, img: Image, **changes) -> None:
         if img.pcir is None:
-            raise RomError(f"image {img.index} is a non-PCI option ROM with no PCIR to change")
+            raise FormatError(f"image {img.index} is a non-PCI option ROM with no PCIR to change")
         self._sound(img, "PCIR")
         schema = S.pcir_schema(img.pcir.revision)
         fields = {k: v for k, v in img.pcir.items() if not k.startswith("_") and k != "signature"}
@@ -121,7 +121,7 @@ class RomPatcher:
         try:
             self.set_device_list(index, ids + [device])
             self.notes.append(f"image {index}: 0x{device:04x} joined the device list")
-        except RomError:
+        except RomlabError:
             if old not in ids:
                 raise
             # No room to grow: the list keeps its size and names the new device instead of the old one.
@@ -151,17 +151,17 @@ class RomPatcher:
         img = self.image(index)
         current = img.device_list or []
         if device not in current:
-            raise RomError(f"image {index}: 0x{device:04x} is not in the device list "
+            raise FormatError(f"image {index}: 0x{device:04x} is not in the device list "
                            f"({', '.join(f'0x{d:04x}' for d in current) or 'empty'})")
         self.set_device_list(index, [d for d in current if d != device])
 
     def set_device_list(self, index: int, ids: list[int]) -> None:
         img = self.image(index)
         if img.pcir is None or img.pcir.revision < 3:
-            raise RomError(f"image {index} has a revision-{img.pcir.revision if img.pcir else 'less'} PCIR, which "
+            raise FormatError(f"image {index} has a revision-{img.pcir.revision if img.pcir else 'less'} PCIR, which "
                            "has no device list; only PCI 3.0 (revision 3) images carry one")
         if 0 in ids:
-            raise RomError("device ID 0 cannot be listed: it ends the PCI 3.0 device list")
+            raise FormatError("device ID 0 cannot be listed: it ends the PCI 3.0 device list")
         self._sound(img, "PCIR", "device list")
         new = b"".join(S.DeviceListEntry.build(d) for d in ids) + S.DeviceListEntry.build(0)
         old_at = img.device_list_offset if img.pcir.device_list_offset else None
@@ -200,7 +200,7 @@ class RomPatcher:
             return pos
         # 3. grow the image by one block.
         if end > reach:
-            raise RomError(f"image {img.index}: the device list cannot grow: no padding to hold {need} bytes within "
+            raise FormatError(f"image {img.index}: the device list cannot grow: no padding to hold {need} bytes within "
                            f"0xFFFF of the PCIR, and the image ({img.length} bytes) is too large to append to")
         self._sound(img, "ROM header")
         self._grow(img, S.BLOCK)
@@ -216,7 +216,7 @@ class RomPatcher:
         blocks = (img.length + extra) // S.BLOCK
         if img.header_kind == "legacy":
             if blocks > 0xFF:
-                raise RomError(f"image {img.index} would need {blocks} blocks, more than a legacy header's size "
+                raise FormatError(f"image {img.index} would need {blocks} blocks, more than a legacy header's size "
                                "byte holds")
             self.buf[img.offset + 2] = blocks
             self.claims.append((img.offset + 2, img.offset + 3, "size byte"))
@@ -233,18 +233,18 @@ class RomPatcher:
     def set_pnp_string(self, index: int, which: str, text: str) -> None:
         img = self.image(index)
         if img.pnp is None:
-            raise RomError(f"image {index} has no $PnP header")
+            raise FormatError(f"image {index} has no $PnP header")
         ptr = getattr(img.pnp, f"{which}_ptr")
         if not ptr:
-            raise RomError(f"image {index}: the $PnP header has no {which} string to replace")
+            raise FormatError(f"image {index}: the $PnP header has no {which} string to replace")
         name = f"$PnP {which} string"
         self._sound(img, "$PnP header", name)
         try:
             raw = text.encode("ascii")
         except UnicodeEncodeError:
-            raise RomError(f"the {which} string must be plain ASCII") from None
+            raise FormatError(f"the {which} string must be plain ASCII") from None
         if b"\0" in raw:
-            raise RomError(f"the {which} string cannot contain a NUL byte")
+            raise FormatError(f"the {which} string cannot contain a NUL byte")
         at = img.offset + ptr
         old = img.pnp_strings.get(which) or ""
         room = len(old)
@@ -255,7 +255,7 @@ class RomPatcher:
             room += 1
             pos += 1
         if len(raw) > room:
-            raise RomError(f"the new {which} string is {len(raw)} characters; the ROM has room for {room} at "
+            raise FormatError(f"the new {which} string is {len(raw)} characters; the ROM has room for {room} at "
                            f"0x{at:x}")
         new = (raw + b"\0").ljust(len(old) + 1, b"\0")
         self._put(img, at, new, name)

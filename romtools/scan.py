@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from romtools.errors import RomError
+from hw.errors import RomlabError
 from romtools.walker import Walk, walk
 
 _u16 = struct.Struct("<H").unpack_from
@@ -48,7 +48,7 @@ def scan(data: bytes) -> list[Found]:
         if _candidate(data, pos, n):
             try:
                 w = walk(view[pos:], trailing=False)
-            except RomError:
+            except RomlabError:
                 w = None
             if w is not None and w.images:
                 found.append(Found(pos, w))

@@ -18,9 +18,9 @@ from typing import Any
 
 from construct import ConstructError
 
+from hw.errors import FormatError, NotAnOptionRom
 from romtools import schemas as S
 from romtools.rules import RULES
-from romtools.errors import NotAnOptionRom, RomError
 
 _u16 = struct.Struct("<H").unpack_from
 
@@ -527,7 +527,7 @@ _CHUNK = 1 << 20
 
 
 def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | None = None) -> bytes:
-    """Read a ROM file, at most ``limit`` bytes; every OS-level failure becomes a one-line ``RomError``.
+    """Read a ROM file, at most ``limit`` bytes; every OS-level failure becomes a one-line ``RomlabError``.
 
     Endless inputs (``/dev/zero``, a pipe from a runaway program) and huge ones are cut at
     ``limit``, read in chunks so a character device (an MTD flash) works as well as a file; a FIFO
@@ -540,12 +540,12 @@ def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | 
     try:
         st = os.stat(p)
         if stat.S_ISDIR(st.st_mode):
-            raise RomError(f"{p} is a directory, not a {what}")
+            raise FormatError(f"{p} is a directory, not a {what}")
         if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
-            raise RomError(f"{p} is a {'FIFO' if stat.S_ISFIFO(st.st_mode) else 'socket'}; give a regular file "
+            raise FormatError(f"{p} is a {'FIFO' if stat.S_ISFIFO(st.st_mode) else 'socket'}; give a regular file "
                            "or a device (save the stream to a file first)")
         if stat.S_ISREG(st.st_mode) and st.st_size > limit:
-            raise RomError(_too_big(p, limit, what, bound))
+            raise FormatError(_too_big(p, limit, what, bound))
         buf = bytearray()
         with open(p, "rb") as f:
             while len(buf) <= limit:
@@ -554,16 +554,16 @@ def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | 
                     break
                 buf += chunk
         if len(buf) > limit:
-            raise RomError(_too_big(p, limit, what, bound))
+            raise FormatError(_too_big(p, limit, what, bound))
         return bytes(buf)
     except FileNotFoundError:
-        raise RomError(f"{p}: no such file") from None
+        raise FormatError(f"{p}: no such file") from None
     except PermissionError:
-        raise RomError(f"{p}: permission denied (check the file's mode, or run as a user who may read it)") from None
+        raise FormatError(f"{p}: permission denied (check the file's mode, or run as a user who may read it)") from None
     except IsADirectoryError:
-        raise RomError(f"{p} is a directory, not a {what}") from None
+        raise FormatError(f"{p} is a directory, not a {what}") from None
     except OSError as exc:
-        raise RomError(f"{p}: cannot read: {exc.strerror or exc}") from None
+        raise FormatError(f"{p}: cannot read: {exc.strerror or exc}") from None
 
 
 def _too_big(path: str, limit: int, what: str, bound: str | None) -> str:

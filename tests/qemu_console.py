@@ -13,6 +13,7 @@ import glob
 import os
 
 import conftest
+
 from romlab.lab.netns import netns_list, netns_name, tap_name
 from romlab.lab.qemu import Machine, Netdev, Qemu, find_qemu
 

@@ -12,7 +12,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
 from qemu_console import leftovers
 

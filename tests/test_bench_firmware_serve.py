@@ -11,7 +11,6 @@ import sys
 import threading
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus
 from qemu_console import leftovers
 

@@ -15,9 +15,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
-from qemu_console import leftovers, romlab_netns, romlab_processes, romlab_tempdirs, seabios_version, track
+from qemu_console import (
+    leftovers,
+    romlab_netns,
+    romlab_processes,
+    romlab_tempdirs,
+    seabios_version,
+    track,
+)
 
 pytestmark = pytest.mark.qemu
 

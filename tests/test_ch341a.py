@@ -12,14 +12,13 @@ from __future__ import annotations
 import queue
 import random
 
-import pytest
 from conftest import run_romlab
 
 from romtools.flash import ch341a as proto
 from romtools.flash import chips, writer
+from romtools.flash.programmers.ch341a import Ch341aError, Ch341aProgrammer
 from romtools.flash.sim.ch341a import Ch341aDevice
 from romtools.flash.sim.chip import SimChip
-from romtools.flash.programmers.ch341a import Ch341aError, Ch341aProgrammer
 from romtools.flash.spinor import SpiNor
 
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from conftest import run_romlab
+
 from romlab import __version__
 
 REPO = Path(__file__).resolve().parent.parent

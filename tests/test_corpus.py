@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import IPXE_QEMU, QEMU_SHARE, SEABIOS, corpus, run_romlab
 
 PACKAGES = ("ipxe-qemu", "ipxe", "seabios", "qemu-system-data")

@@ -6,7 +6,6 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
 
 PXE = IPXE_QEMU / "pxe-e1000.rom"

@@ -7,7 +7,6 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
 
 EFI_ROMS = sorted(str(p) for p in IPXE_QEMU.glob("efi-*.rom"))

@@ -4,7 +4,7 @@ The corpus is the PE driver inside each of Debian's iPXE EFI ROMs.  EDK2's decod
 restore romlab's output, romlab's decoder must restore EDK2's, and romlab's output must
 be byte-identical to EDK2's.  Streams built bit by bit here from the format description
 check the decoder's answers and its refusals; hypothesis throws random and mutated
-streams at it, and only RomError may come out.
+streams at it, and only RomlabError may come out.
 """
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ import struct
 
 import pefile
 import pytest
+from conftest import IPXE_QEMU, corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from uefi_firmware.efi_compressor import EfiCompress, EfiDecompress
 
-from conftest import IPXE_QEMU, corpus
-from romtools.eficompress import (DEFAULT_MAX_SIZE, compress, compress_with_stats, decompress,
-                                  read_header)
-from romtools.errors import RomError
+from hw.errors import RomlabError
+from romtools.eficompress import (
+    DEFAULT_MAX_SIZE,
+    compress,
+    compress_with_stats,
+    decompress,
+    read_header,
+)
 
 ROMS = [f"efi-{n}.rom" for n in ("e1000", "e1000e", "eepro100", "ne2k_pci", "pcnet", "rtl8139",
                                  "virtio", "vmxnet3")]
@@ -125,7 +130,7 @@ def test_mutated_corpus_streams_only_raise_romerror(edk2_streams, hang_guard):
             data[rng.randrange(8, len(data))] ^= 1 << rng.randrange(8)
         try:
             out = decompress(bytes(data))
-        except RomError as exc:
+        except RomlabError as exc:
             assert "\n" not in str(exc)
             outcomes["error"] += 1
         else:
@@ -254,12 +259,12 @@ def test_handmade_zero_bit_symbols_expand_16_mib():
     data = b.stream(size)
     assert len(data) == 8 + 13
     assert decompress(data) == b"Z" * size
-    with pytest.raises(RomError, match="above the 1000000-byte limit"):
+    with pytest.raises(RomlabError, match="above the 1000000-byte limit"):
         decompress(data, max_size=1_000_000)
 
 
 def refused(data: bytes, **kw) -> str:
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         decompress(data, **kw)
     msg = str(exc.value)
     assert "\n" not in msg
@@ -373,7 +378,7 @@ def test_hypothesis_random_streams_only_raise_romerror(hang_guard, body, orig):
     data = struct.pack("<II", len(body), orig) + body
     try:
         out = decompress(data, max_size=1 << 22)
-    except RomError as exc:
+    except RomlabError as exc:
         assert "\n" not in str(exc)
     else:
         assert len(out) == orig
@@ -394,7 +399,7 @@ def test_hypothesis_mutated_streams_only_raise_romerror(hang_guard, plain, edits
             data[0:4] = struct.pack("<I", len(data) - 8)
     try:
         out = decompress(bytes(data), max_size=1 << 22)
-    except RomError as exc:
+    except RomlabError as exc:
         assert "\n" not in str(exc)
     else:
         assert len(out) == read_header(bytes(data)).original_size

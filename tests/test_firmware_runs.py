@@ -3,7 +3,6 @@ legacy image, OVMF for EFI images built by `romlab efi-rom`. iPXE's own console 
 from __future__ import annotations
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
 from qemu_console import boot_until
 

@@ -5,11 +5,11 @@ import random
 
 import pytest
 
-from romtools.errors import RomError
+from hw.errors import RomlabError
 from romtools.flash import chips, writer
 from romtools.flash.chips import Chip
-from romtools.flash.sim.chip import Faults, SimChip
 from romtools.flash.programmers.base import Programmer
+from romtools.flash.sim.chip import Faults, SimChip
 from romtools.flash.spinor import SpiNor
 
 
@@ -105,7 +105,7 @@ def test_unknown_part_is_described_by_sfdp():
 def test_unknown_part_without_sfdp_is_refused():
     part = Chip(name="X", vendor="Y", jedec=(0x9D, 0x60, 0x14), size=65536, erasers={0x20: 4096})
     sim, nor = setup(part, b"\xff" * part.size)
-    with pytest.raises(RomError, match="without SFDP"):
+    with pytest.raises(RomlabError, match="without SFDP"):
         nor.identify()
 
 
@@ -113,7 +113,7 @@ def test_no_chip_is_refused():
     class Floating(Programmer):
         def transfer(self, mosi, nread=0):
             return b"\xff" * nread
-    with pytest.raises(RomError, match="no chip answers"):
+    with pytest.raises(RomlabError, match="no chip answers"):
         SpiNor(Floating()).identify()
 
 
@@ -122,7 +122,7 @@ def test_stuck_busy_times_out():
         def transfer(self, mosi, nread=0):
             return b"\x03" * nread
     nor = SpiNor(Stuck(), chips.by_name("W25X10"))
-    with pytest.raises(RomError, match="stayed busy"):
+    with pytest.raises(RomlabError, match="stayed busy"):
         nor.wait_ready(0.05)
 
 
@@ -136,5 +136,5 @@ def test_stable_read_needs_agreeing_reads_under_faults():
     assert sim.faults.counts["flip"] + sim.faults.counts["drop"] > 0
     sim2, nor2 = setup("W25X05", data, faults=Faults(flip=0.02, seed=11))
     nor2.chip = chips.by_name("W25X05")
-    with pytest.raises(RomError, match="unreliable"):
+    with pytest.raises(RomlabError, match="unreliable"):
         writer.stable_read(nor2, 0, size)

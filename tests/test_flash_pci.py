@@ -16,7 +16,6 @@ import random
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import REPO, corpus

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import IPXE_QEMU, corpus, run_romlab
 
 

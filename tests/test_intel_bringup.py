@@ -8,10 +8,10 @@ tests/test_nic_vm.py.
 """
 from __future__ import annotations
 
+import intel_double as D
 import pytest
 
-import intel_double as D
-from romtools.errors import RomError
+from hw.errors import RomlabError
 
 PARTS = pytest.mark.parametrize("device_id,pcie", [(0x10D3, True), (0x100E, False)], ids=["82574L", "82540EM"])
 
@@ -110,7 +110,7 @@ def test_defect6_close_when_the_reset_never_ends_frees_then_says_so(monkeypatch)
     fake = D.FakeNic()
     nic = open_nic(monkeypatch, fake)
     fake.rst_reads = None  # from now on a MAC reset never finishes
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         nic.close()
     assert "reset" in str(exc.value) and "\n" not in str(exc.value)
     assert fake.log[-1] == ("vfio_close",) and not fake.dma
@@ -146,27 +146,28 @@ def test_defect7_refuses_an_architecture_whose_dma_barriers_it_lacks(monkeypatch
     for, or one other than it was built for, is refused before the device is touched."""
     import platform
 
-    from drivers.ring import CRing, PyRing
     from ring_double import make_ring
+
+    from drivers.ring import CRing, PyRing
 
     if machine == "the other one":
         machine = "aarch64" if platform.machine() == "x86_64" else "x86_64"
     fake = D.FakeNic()
     monkeypatch.setattr(platform, "machine", lambda: machine)
     for impl in ("c", "python"):
-        with pytest.raises(RomError) as exc:
+        with pytest.raises(RomlabError) as exc:
             open_nic(monkeypatch, fake, impl)
         msg = str(exc.value)
         assert machine in msg and "\n" not in msg
     assert fake.log == []  # no device opened
     for cls in (CRing, PyRing):
-        with pytest.raises(RomError):
+        with pytest.raises(RomlabError):
             make_ring(cls, rx=True)
 
 
 def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_open(monkeypatch):
     fake = D.FakeNic(rst_reads=None)
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         open_nic(monkeypatch, fake)
     assert "did not come out of reset" in str(exc.value) and "on close" not in str(exc.value)
     assert fake.log[-1] == ("vfio_close",) and not fake.dma

@@ -8,7 +8,6 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from conftest import IPXE_QEMU, SEABIOS, corpus, run_romlab
 
 PXE = IPXE_QEMU / "pxe-e1000.rom"

@@ -9,11 +9,11 @@ import shutil
 import sys
 
 import pytest
+from conftest import IPXE_QEMU, SEABIOS, corpus, run_romlab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import IPXE_QEMU, SEABIOS, corpus, run_romlab
-from romtools.errors import RomError
+from hw.errors import RomlabError
 from romtools.lint import lint
 from romtools.walker import walk
 
@@ -140,7 +140,7 @@ def test_mutated_real_roms_raise_only_romerror(which, edits, cut):
     data = bytes(data[:cut])
     try:
         w = walk(data)
-    except RomError:
+    except RomlabError:
         return
     lint(w)
     from romlab.report import inspect_dict, render_text

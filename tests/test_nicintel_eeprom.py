@@ -17,10 +17,15 @@ import pytest
 from hw.mmio import Window
 from hw.parts import FAMILIES
 from romtools.flash import chips
+from romtools.flash.programmers.nicintel_eeprom import (
+    Eeprom82580,
+    I210Nvm,
+    NvmAccess,
+    NvmError,
+    open_nvm,
+)
 from romtools.flash.sim.chip import SimChip
 from romtools.flash.sim.nic import NicBarDouble, SpiEeprom
-from romtools.flash.programmers.nicintel_eeprom import (Eeprom82580, I210Nvm, NvmAccess, NvmError,
-                                                        open_nvm)
 
 FAM = {f.key: f for f in FAMILIES}
 

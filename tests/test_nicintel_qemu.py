@@ -17,9 +17,9 @@ import pytest
 
 from hw.mmio import Window
 from hw.parts import family_of
-from romtools.flash.sim.nic import NicBarDouble
-from romtools.flash.programmers.nicintel_eeprom import open_nvm
 from romlab.lab.regrelay import QemuNic
+from romtools.flash.programmers.nicintel_eeprom import open_nvm
+from romtools.flash.sim.nic import NicBarDouble
 
 pytestmark = pytest.mark.qemu
 

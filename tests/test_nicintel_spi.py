@@ -19,9 +19,9 @@ import pytest
 from hw.mmio import Window
 from hw.parts import FAMILIES, family_of
 from romtools.flash import chips, writer
+from romtools.flash.programmers.nicintel_spi import NicFlashError, NicIntelSpi
 from romtools.flash.sim.chip import SimChip
 from romtools.flash.sim.nic import NicBarDouble
-from romtools.flash.programmers.nicintel_spi import NicFlashError, NicIntelSpi
 from romtools.flash.spinor import SpiNor
 
 FAM = {f.key: f for f in FAMILIES}

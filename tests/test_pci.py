@@ -17,8 +17,8 @@ from conftest import IPXE_QEMU, corpus, run_romlab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.pci import PciDevice, list_devices, kernel_rom_size, parse_bdf, parse_capabilities
-from romtools.errors import RomError
+from hw.errors import RomlabError
+from hw.pci import kernel_rom_size, list_devices, parse_bdf, parse_capabilities
 
 
 # --------------------------------------------------------------------------- addresses
@@ -32,7 +32,7 @@ def test_parse_bdf(text, full):
 
 @pytest.mark.parametrize("text", ["", "03:00", "03:00.8", "03:20.0", "g3:00.0", "00000:03:00.0", "03.00.0"])
 def test_parse_bdf_rejects(text):
-    with pytest.raises(RomError):
+    with pytest.raises(RomlabError):
         parse_bdf(text)
 
 

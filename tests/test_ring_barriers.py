@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 CROSS = "aarch64-linux-gnu-gcc"

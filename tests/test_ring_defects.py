@@ -7,10 +7,10 @@ from __future__ import annotations
 from array import array
 
 import pytest
+from ring_double import RDT, TDT, device_rx, make_ring, received
 
 from drivers.ring import CRing, PyRing
-from ring_double import RDT, TDT, device_rx, make_ring, received
-from romtools.errors import RomError
+from hw.errors import RomlabError
 
 IMPLS = pytest.mark.parametrize("cls", [CRing, PyRing], ids=["c", "python"])
 
@@ -28,7 +28,7 @@ def state(ring, bar, mem, tail):
 def refused(ring, bar, mem, pkts, lens) -> str:
     """tx_batch must refuse with one line and leave descriptors, buffers, index and tail as they were."""
     before = state(ring, bar, mem, TDT)
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         ring.tx_batch(pkts, array("H", lens))
     assert state(ring, bar, mem, TDT) == before
     msg = str(exc.value)
@@ -127,7 +127,7 @@ def test_tx_lengths_given_as_a_list_are_checked_the_same(cls):
     ring, bar, mem = make_ring(cls, rx=False)
     before = state(ring, bar, mem, TDT)
     for lens in ([60, -1], [60, 70000]):
-        with pytest.raises(RomError, match=f"frame 1 of the batch is {lens[1]} bytes"):
+        with pytest.raises(RomlabError, match=f"frame 1 of the batch is {lens[1]} bytes"):
             ring.tx_batch(frame(1, 200), lens)
     assert state(ring, bar, mem, TDT) == before
     assert ring.tx_batch(frame(1, 200), [60, 70]) == 2

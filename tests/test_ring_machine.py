@@ -18,14 +18,23 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-import pytest
+from ring_double import (
+    DESC,
+    RDT,
+    RXD_STATUS,
+    TDT,
+    buffer_of,
+    device_rx,
+    device_tx,
+    make_ring,
+    received,
+)
 
-from ring_double import DESC, RDT, RXD_STATUS, TDT, buffer_of, device_rx, device_tx, make_ring, received
-from romtools.errors import RomError
-
+from hw.errors import RomlabError
 
 _RMB_LOGS: list = []  # the logs the Python ring's read barrier is recorded in (python_barrier_logged)
 
@@ -38,9 +47,10 @@ class Twin:
     """One implementation's ring, memory, BAR and log of descriptor reads."""
 
     def __init__(self, cls, rx: bool, count: int, size: int):
+        from test_ring_defects import Logged, c_logged_ops
+
         import drivers.ring as ring_mod
         from drivers.descriptors import LEGACY
-        from test_ring_defects import Logged, c_logged_ops
 
         self.log: list = []
         self.python = cls is ring_mod.PyRing
@@ -112,7 +122,7 @@ class RingMachine(RuleBasedStateMachine):
         for t in self.tx:
             try:
                 results.append(t.ring.tx_batch(pkts, array("H", lens)))
-            except RomError as exc:
+            except RomlabError as exc:
                 msg = str(exc)
                 assert msg and "\n" not in msg
                 results.append(("refused", msg))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from ring_double import Bar, RingMem
 
 from drivers import frames
 from drivers.ring import CRing, PyRing
-from ring_double import Bar, RingMem
 
 
 def pair(rx, count=16, size=2048):

@@ -16,16 +16,16 @@ import threading
 import pytest
 
 from hw import signals, sysfs
-from romtools.errors import RomError
+from hw.errors import RomlabError
 
 
 def test_defect8_sysfs_errors_name_the_operation(tmp_path):
     d = tmp_path / "attr"
     d.mkdir()           # a directory where an attribute should be: open(2) says EISDIR
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         sysfs.write_text(d, "1")
     assert str(exc.value) == f"cannot write {d}: Is a directory"
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         sysfs.read_text(d)
     assert str(exc.value) == f"cannot read {d}: Is a directory"
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import IPXE_QEMU, REPO, corpus, run_romlab
 
 pytestmark = [pytest.mark.vm, pytest.mark.qemu, pytest.mark.root]
@@ -206,7 +205,6 @@ def _one_line_error(run: dict, *needles: str) -> None:
 
 def test_bad_cases(guest):
     bad = _ok(guest["results"]["bad"])
-    bdf = guest["results"]["bdf"]
     _one_line_error(bad["missing_bdf"], "no PCI device 0000:3f:1f.7")
     _one_line_error(bad["no_rom_sysfs"], "has no expansion ROM")
     _one_line_error(bad["no_rom_vfio"], "has no expansion ROM")

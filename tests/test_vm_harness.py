@@ -11,9 +11,9 @@ import threading
 import pytest
 from conftest import IPXE_QEMU, run_romlab
 
+from hw.errors import RomlabError
 from romlab.lab import qemu, vm
 from romlab.lab.qemu import NicSpec
-from romtools.errors import RomError
 
 
 def test_nic_options_become_qemu_arguments(tmp_path):
@@ -45,7 +45,7 @@ def test_models_and_properties_come_from_the_installed_qemu():
     assert {"e1000", "e1000e", "rtl8139", "virtio-net-pci"} <= devices
     for model in devices:
         assert NicSpec.parse(model).model == model
-    with pytest.raises(RomError) as exc:
+    with pytest.raises(RomlabError) as exc:
         NicSpec.parse("e1001")
     listed = set(str(exc.value).split(" emulates ", 1)[1].split(", "))
     assert listed == devices
@@ -63,7 +63,7 @@ def test_models_and_properties_come_from_the_installed_qemu():
     ("e1000,link=a-b", "bad link name 'a-b'"),
 ])
 def test_bad_nic_options(spec, msg):
-    with pytest.raises(RomError, match=msg):
+    with pytest.raises(RomlabError, match=msg):
         NicSpec.parse(spec)
 
 
@@ -158,7 +158,7 @@ def test_explicit_accelerators_skip_the_probe(tmp_path, probe_env, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # a probe would fail to find QEMU
     assert qemu.choose_accel("kvm", probe_env) == "kvm"
     assert qemu.choose_accel("tcg", probe_env) == "tcg"
-    with pytest.raises(RomError, match="unknown accelerator 'hvf'"):
+    with pytest.raises(RomlabError, match="unknown accelerator 'hvf'"):
         qemu.choose_accel("hvf", probe_env)
 
 

@@ -27,11 +27,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from romlab.lab.boot import UNDIONLY, is_ipxe, rom_images, skip_reason
-from romlab.lab.boot import hang_stage
-from romlab.lab.http import LabHttp, ScriptRequest, first_script, human_size, payload_bytes
+from hw.errors import LabError
+from romlab.lab.boot import UNDIONLY, hang_stage, is_ipxe, rom_images, skip_reason
+from romlab.lab.http import (
+    LabHttp,
+    ScriptRequest,
+    first_script,
+    human_size,
+    payload_bytes,
+)
 from romlab.lab.qemu import Machine, Qemu, nic_device
-from romtools.errors import RomError
 
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
 IPXE_PXE = "/usr/lib/ipxe/ipxe.pxe"
@@ -45,7 +50,7 @@ def default_rom(nic: str) -> str:
     name = "virtio" if model.startswith("virtio-net") else model
     path = os.path.join(DEBIAN_QEMU_ROMS, f"pxe-{name}.rom")
     if not os.path.exists(path):
-        raise RomError(f"no Debian ROM {path} for NIC {nic}; give one with --rom PATH "
+        raise LabError(f"no Debian ROM {path} for NIC {nic}; give one with --rom PATH "
                        "(or install ipxe-qemu)")
     return path
 
@@ -207,7 +212,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
         os.mkdir(tftp)
         for f in (UNDIONLY, IPXE_PXE):
             if not os.path.exists(f):
-                raise RomError(f"{f} is missing; install Debian's ipxe package (scripts/setup.sh does)")
+                raise LabError(f"{f} is missing; install Debian's ipxe package (scripts/setup.sh does)")
             shutil.copyfile(f, os.path.join(tftp, os.path.basename(f)))
         http = LabHttp(net.http_socket(), payload=payload, planner=plan,
                        files={"undionly.kpxe": UNDIONLY, "ipxe.pxe": IPXE_PXE})
@@ -229,7 +234,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
             with contextlib.suppress(Exception):
                 qemu.proc.wait(timeout=2)
             if not qemu.alive():
-                raise RomError(f"QEMU did not start: {qemu.qemu_error() or 'it exited at once'}")
+                raise LabError(f"QEMU did not start: {qemu.qemu_error() or 'it exited at once'}")
         t0 = time.monotonic()
         seen_runs = 0
 
@@ -286,19 +291,19 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
               progress=None) -> dict:
     say = progress or (lambda msg: None)
     if rom != "auto" and len(nics) > 1:
-        raise RomError("--rom PATH fits one NIC model; give one --nic, or --rom auto for Debian's ROMs")
+        raise LabError("--rom PATH fits one NIC model; give one --nic, or --rom auto for Debian's ROMs")
     payload = payload_bytes(size)
     results: list[NicResult] = []
     started = time.time()
     for nic in nics:
         path_rom = default_rom(nic) if rom == "auto" else rom
         if not os.path.isfile(path_rom):
-            raise RomError(f"{path_rom}: no such ROM file")
+            raise LabError(f"{path_rom}: no such ROM file")
         images = rom_images(path_rom)
         ipxe_rom = is_ipxe(images)
         net = dhcp if dhcp != "auto" else ("slirp" if ipxe_rom else "dnsmasq")
         if net == "slirp" and not ipxe_rom:
-            raise RomError(f"{path_rom} is not iPXE: QEMU's slirp DHCP cannot break its chainload loop; "
+            raise LabError(f"{path_rom} is not iPXE: QEMU's slirp DHCP cannot break its chainload loop; "
                            "use --dhcp dnsmasq (as root)")
         nr = NicResult(nic, path_rom, ipxe_rom)
         for path in PATHS:

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from romtools.errors import RomError
+from hw.errors import LabError
 
 PKTGEN = Path("/proc/net/pktgen")
 
@@ -82,7 +82,7 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
     """pktgen on the kernel driver's interface, for about ``seconds``."""
     if not PKTGEN.exists():
         if os.system("modprobe pktgen >/dev/null 2>&1") != 0 or not PKTGEN.exists():
-            raise RomError("the kernel's pktgen module is not available (modprobe pktgen failed)")
+            raise LabError("the kernel's pktgen module is not available (modprobe pktgen failed)")
     os.system(f"ip link set {ifname} up")
     thread = PKTGEN / "kpktgend_0"
     _pg(thread, "rem_device_all")
@@ -101,9 +101,9 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
         deadline = time.monotonic() + 60
         while not _pg_running(thread, ifname):
             if proc.poll() is not None:
-                raise RomError(f"pktgen did not start on {ifname}: {_pg_result(thread)}")
+                raise LabError(f"pktgen did not start on {ifname}: {_pg_result(thread)}")
             if time.monotonic() > deadline:
-                raise RomError(f"pktgen did not start on {ifname} within 60 s")
+                raise LabError(f"pktgen did not start on {ifname} within 60 s")
             time.sleep(0.01)
         t0 = time.perf_counter()
         time.sleep(seconds)
@@ -113,7 +113,7 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise RomError(f"pktgen on {ifname} did not stop when told to") from None
+            raise LabError(f"pktgen on {ifname} did not stop when told to") from None
     dt = time.perf_counter() - t0
     sent = 0
     for line in dev.read_text().splitlines():
@@ -132,11 +132,11 @@ def run(bdf: str, sizes: list[int], batches: list[int], seconds: float = 3.0) ->
 
     dev = PciDevice.open(bdf)
     if dev.driver in (None, "vfio-pci"):
-        raise RomError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
+        raise LabError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
                        "so the kernel's figure can be taken on the same device")
     netdirs = list((Path("/sys/bus/pci/devices") / str(dev.bdf) / "net").glob("*"))
     if not netdirs:
-        raise RomError(f"{dev.bdf} has no network interface under its kernel driver")
+        raise LabError(f"{dev.bdf} has no network interface under its kernel driver")
     ifname = netdirs[0].name
     figures = [kernel_tx(ifname, size, seconds) for size in sizes]
     vfio_bind.bind(dev)

@@ -15,18 +15,18 @@ def add_source_arguments(parser, *, pci: bool = True) -> None:
 
 def load_source(args) -> tuple[bytes, str]:
     """The ROM bytes and a name for them, from FILE or --pci."""
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.walker import read_input
 
     pci = getattr(args, "pci", None)
     if pci and args.file:
-        raise RomError("give either a FILE or --pci BDF, not both")
+        raise UsageError("give either a FILE or --pci BDF, not both")
     if pci:
         from hw.access import read_rom
 
         return read_rom(pci, via=args.via), f"pci:{pci}"
     if not args.file:
-        raise RomError("no input: give a ROM FILE (or --pci BDF)")
+        raise UsageError("no input: give a ROM FILE (or --pci BDF)")
     return read_input(args.file), args.file
 
 
@@ -74,17 +74,17 @@ def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--o
     """Refuse, before anything is written, an output that is an input or that exists without --overwrite."""
     import os
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
 
     ins = {os.path.realpath(i) for i in inputs if os.path.exists(i)}
     for path in paths:
         if os.path.realpath(path) in ins:
-            raise RomError(f"{path} is an input file; romlab never writes over its input (write elsewhere"
+            raise UsageError(f"{path} is an input file; romlab never writes over its input (write elsewhere"
                            + (", or use --in-place, which keeps a backup)" if len(inputs) == 1 else ")"))
         if os.path.isdir(path):
-            raise RomError(f"{path} is a directory; give a file name for the output")
+            raise UsageError(f"{path} is a directory; give a file name for the output")
         if os.path.lexists(path) and not overwrite:
-            raise RomError(f"{path} already exists; add {flag} to replace it, or write elsewhere")
+            raise UsageError(f"{path} already exists; add {flag} to replace it, or write elsewhere")
 
 
 def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False,
@@ -99,12 +99,12 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
     import shutil
     import tempfile
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
 
     if not in_place:
         check_outputs([path], inputs=inputs, overwrite=overwrite, flag=flag)
     elif os.path.isdir(path):
-        raise RomError(f"{path} is a directory; give a file name for the output")
+        raise UsageError(f"{path} is a directory; give a file name for the output")
     backup = None
     directory = os.path.dirname(os.path.abspath(path))
     mode = _new_file_mode(path)
@@ -125,7 +125,7 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
             os.unlink(tmp)
             raise
     except OSError as exc:
-        raise RomError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     return backup
 
 

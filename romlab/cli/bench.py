@@ -55,17 +55,17 @@ def _run_native(args) -> int:
     import json
     import sys
 
+    from hw.errors import UsageError
     from romlab.bench import native as bn
     from romlab.bench import render
-    from romtools.errors import RomError
 
     try:
         sizes = [int(x) for x in args.size.split(",") if x]
         batches = [int(x) for x in args.batch.split(",") if x]
     except ValueError:
-        raise RomError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
+        raise UsageError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
-        raise RomError("frame sizes must be 60..1514 and batches 1..511")
+        raise UsageError("frame sizes must be 60..1514 and batches 1..511")
     figures = bn.run(args.pci, sizes, batches, args.seconds)
     if args.plot:
         render.native_plot(figures, args.plot)
@@ -81,12 +81,12 @@ def _run_native(args) -> int:
 def run(args) -> int:
     import sys
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
 
     if getattr(args, "bench", None) == "native":
         return _run_native(args)
     if getattr(args, "bench", None) != "firmware":
-        raise RomError("say what to measure: romlab bench firmware --help, romlab bench native --help")
+        raise UsageError("say what to measure: romlab bench firmware --help, romlab bench native --help")
     import json
     import os
     import tempfile
@@ -99,9 +99,9 @@ def run(args) -> int:
     terminate_on_sigterm()
     nics = [n.strip() for n in args.nic.split(",") if n.strip()]
     if not nics:
-        raise RomError("--nic: give at least one NIC model")
+        raise UsageError("--nic: give at least one NIC model")
     if args.runs < 1:
-        raise RomError("--runs must be 1 or more")
+        raise UsageError("--runs must be 1 or more")
     size = parse_size(args.size)
 
     def progress(msg: str) -> None:

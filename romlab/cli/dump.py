@@ -26,15 +26,15 @@ def run(args) -> int:
     import sys
 
     from hw.access import read_rom
+    from hw.errors import UsageError
     from hw.pci import parse_bdf
     from romlab.cli._common import check_outputs, print_json, write_output
-    from romtools.errors import RomError
 
     bdf = str(parse_bdf(args.pci))
     via = args.via or ("vfio" if args.raw else "sysfs")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
-        raise RomError(f"directory {out_dir} does not exist")
+        raise UsageError(f"directory {out_dir} does not exist")
     check_outputs([args.output], overwrite=args.overwrite)   # before the device is touched
     data = read_rom(bdf, via=via, raw=args.raw)
     write_output(args.output, data, overwrite=args.overwrite)

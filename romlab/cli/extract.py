@@ -18,16 +18,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
     w = walk(data)
     if not 0 <= args.image < len(w.images):
-        raise RomError(f"image {args.image} does not exist: this ROM has images 0 to {len(w.images) - 1}")
+        raise UsageError(f"image {args.image} does not exist: this ROM has images 0 to {len(w.images) - 1}")
     img = w.images[args.image]
     if img.available < img.length:
-        raise RomError(f"image {args.image} is truncated ({img.available} of {img.length} bytes); nothing written")
+        raise UsageError(f"image {args.image} is truncated ({img.available} of {img.length} bytes); nothing written")
     report = {"schema": "romlab.extract/1", "input": args.file, "image": args.image, "output": args.output}
     if args.efi_driver:
         from romtools.extract import efi_driver

@@ -60,15 +60,15 @@ def _report(args, result: dict, lines: list[str]) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from romtools.errors import RomError
-    from romtools.flash import backup as backupmod
+    from hw.errors import RomlabError, UsageError
     from romlab.cli._common import check_outputs, open_programmer, write_output
-    from romtools.walker import read_input
+    from romtools.flash import backup as backupmod
     from romtools.flash import image, session, writer
+    from romtools.walker import read_input
 
     progress = session.Progress(False if args.no_progress or args.json else None)
     if args.force_ids and not args.pci:
-        raise RomError("--force-ids goes with --pci (only an in-system target has PCI IDs to compare)")
+        raise UsageError("--force-ids goes with --pci (only an in-system target has PCI IDs to compare)")
 
     def warn(msg: str) -> None:
         import sys
@@ -84,7 +84,7 @@ def run(args) -> int:
 
     if args.read:
         if args.rom:
-            raise RomError("--read takes no ROM argument")
+            raise UsageError("--read takes no ROM argument")
         check_outputs([args.read], overwrite=args.force, flag="--force")
         prog, nor, _ = open_target()
         with prog:
@@ -97,11 +97,11 @@ def run(args) -> int:
         return 0
 
     if not args.rom:
-        raise RomError("give the ROM file to write (or --read OUT)")
+        raise UsageError("give the ROM file to write (or --read OUT)")
     rom = read_input(args.rom)
     info = image.check_option_rom(rom, args.rom)
     if sum(rom[:info.length]) & 0xFF and not args.force:
-        raise RomError(f"{args.rom}: the ROM's 8-bit checksum is not 0, so a BIOS would skip it "
+        raise UsageError(f"{args.rom}: the ROM's 8-bit checksum is not 0, so a BIOS would skip it "
                        "(fix it, or --force)")
 
     key = args.programmer
@@ -118,7 +118,7 @@ def run(args) -> int:
         chip = nor.chip
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
         if len(rom) > chip.size:
-            raise RomError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
+            raise UsageError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
         current = session.read_stable(nor, progress)
         # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
         journal, unreadable = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
@@ -126,7 +126,7 @@ def run(args) -> int:
             if journal is None:
                 bad = (f"; {len(unreadable)} journal file(s) could not be read ({unreadable[0]})"
                        if unreadable else "")
-                raise RomError(f"no interrupted write matches this {chip.name}: every sector would have to hold "
+                raise UsageError(f"no interrupted write matches this {chip.name}: every sector would have to hold "
                                f"either its backup or the new image{bad}; flash without --resume")
             header, done = journal.read()
             original, _ = backupmod.load(header["backup"])
@@ -134,13 +134,13 @@ def run(args) -> int:
             layout = image.Layout(header["layout"], header["region"][0], header["region"][1])
             target = image.build_target(original, layout, rom)
             if session.sha256(target) != header["target_sha256"]:
-                raise RomError("this ROM and layout are not what the interrupted write was writing "
+                raise UsageError("this ROM and layout are not what the interrupted write was writing "
                                f"(journal {journal.path})")
             backup_path = header["backup"]
         else:
             if journal is not None and not (args.dry_run or args.verify_only):
                 header, _ = journal.read()
-                raise RomError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "
+                raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "
                                f"--resume and the same ROM, or put the backup back with `romlab restore "
                                f"{header['backup']}`")
             if pci is not None:
@@ -195,7 +195,7 @@ def run(args) -> int:
             found = None
             try:
                 found = image.check_option_rom(current, "flash").pci_ids if current[:2] == b"\x55\xaa" else None
-            except RomError:
+            except RomlabError:
                 pass
             backup_path = str(backupmod.save(current, {
                 "target": prog.describe(), "programmer": key, "chip": chip.name,
@@ -223,9 +223,9 @@ def run(args) -> int:
                   "rom_sha256": session.sha256(rom)}
         try:
             stats = session.apply(nor, current, target, journal, header, progress, resume=args.resume)
-        except writer.FlashError as exc:
+        except writer.WriteError as exc:
             how = f"--pci {pci.bdf}" if pci else f"--programmer {args.programmer}"
-            raise writer.FlashError(f"{exc}; the flash is now partly written: run the same command with "
+            raise writer.WriteError(f"{exc}; the flash is now partly written: run the same command with "
                                     f"--resume, or `romlab restore {backup_path} {how}`", state="partial") from None
         if args.resume:
             result["blocks_done_before_resume"] = resumed_blocks

@@ -22,14 +22,14 @@ def _size(n: int) -> str:
 
 def _rom_state(dev) -> tuple[str, int | None]:
     """('valid'|'invalid'|'none'|'unreadable', trimmed size) for one device."""
+    from hw.errors import RomlabError
     from hw.pci import kernel_rom_size
-    from romtools.errors import RomError
 
     if not dev.rom_bar_size:
         return "none", None
     try:
         data = dev.read_rom_sysfs()
-    except RomError as exc:
+    except RomlabError as exc:
         return ("invalid", 0) if "no valid image" in str(exc) else ("unreadable", None)
     size = kernel_rom_size(data)
     return ("valid", size) if size else ("invalid", 0)

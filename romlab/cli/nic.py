@@ -40,10 +40,10 @@ def _open(args):
 
 
 def run(args) -> int:
-    from romtools.errors import RomError
+    from hw.errors import UsageError
 
     if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 511):
-        raise RomError("--count must be positive and --batch between 1 and 511")
+        raise UsageError("--count must be positive and --batch between 1 and 511")
     return {"info": _info, "send": _send, "recv": _recv}[args.nic_cmd](args)
 
 
@@ -69,13 +69,13 @@ def _send(args) -> int:
     import time
 
     from drivers import frames
-    from romtools.errors import RomError
+    from hw.errors import UsageError
 
     try:
         dst = frames.parse_mac(args.dst)
         frames.frame(b"\0" * 6, dst, 0, 0, args.size)
     except ValueError as exc:
-        raise RomError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     with _open(args) as nic:
         src = nic.mac
         print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, sending {args.count} frames", file=sys.stderr, flush=True)
@@ -98,7 +98,7 @@ def _send(args) -> int:
                 done += k
                 if not k:
                     if time.monotonic() > deadline:
-                        raise RomError(f"{nic.bdf}: the transmit ring did not drain for 5 s (link down?)")
+                        raise UsageError(f"{nic.bdf}: the transmit ring did not drain for 5 s (link down?)")
                     time.sleep(0.0002)
             sent += n
         flushed = nic.tx_flush()

@@ -57,15 +57,15 @@ def _open(args):
 def run(args) -> int:
     import json
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.flash import backup as backupmod
     from romtools.flash import nvm as nvmmod
     from romtools.flash.programmers.nicintel_eeprom import open_nvm
 
     if args.words and args.action != "set":
-        raise RomError(f"{args.action} takes no WORD=VALUE arguments")
+        raise UsageError(f"{args.action} takes no WORD=VALUE arguments")
     if args.action == "set" and not args.words:
-        raise RomError("set needs at least one WORD=VALUE, e.g. 0x30=0x0100")
+        raise UsageError("set needs at least one WORD=VALUE, e.g. 0x30=0x0100")
 
     regs, fam, vendor, device, where, closer = _open(args)
     try:
@@ -110,7 +110,7 @@ def run(args) -> int:
         back = {a: nvm.read_word(a) for a in changes}
         bad = [a for a, (o, n) in changes.items() if back[a] != n]
         if bad:
-            raise RomError(f"{where}: word(s) {', '.join('0x%02x' % a for a in bad)} did not read back as "
+            raise UsageError(f"{where}: word(s) {', '.join('0x%02x' % a for a in bad)} did not read back as "
                            f"written; the NVM before the change is in {backup}", exit_code=3)
         result["backup"] = str(backup)
         lines.insert(1, f"changed {len(changes)} word(s), read back and verified (backup: {backup}):")

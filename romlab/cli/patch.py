@@ -38,8 +38,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import sys
 
+    from hw.errors import UsageError
     from romtools.checksums import fix_rom_checksums
-    from romtools.errors import RomError
     from romtools.patch import RomPatcher
     from romtools.walker import read_input, walk
 
@@ -70,7 +70,7 @@ def run(args) -> int:
                 changes.append(f"image {i}: $PnP {which} {text!r}")
     if args.last or args.not_last:
         if args.image is None and len(patcher.images()) > 1:
-            raise RomError("--last/--not-last on a multi-image ROM needs --image N")
+            raise UsageError("--last/--not-last on a multi-image ROM needs --image N")
         for i in targets:
             patcher.set_last(i, args.last)
             changes.append(f"image {i}: last-image flag {'set' if args.last else 'cleared'}")
@@ -80,7 +80,7 @@ def run(args) -> int:
         warnings += fix_rom_checksums(buf, args.checksum_byte)
         changes.append(f"checksums fixed (legacy byte: {args.checksum_byte})")
     if not changes:
-        raise RomError("nothing to change: give at least one of --vendor, --device, --add-device, --remove-device, "
+        raise UsageError("nothing to change: give at least one of --vendor, --device, --add-device, --remove-device, "
                        "--class, --last, --not-last, --pnp-manufacturer, --pnp-product, --fix-checksums")
     bad = [c for img in walk(bytes(buf)).images for c in img.checksums if c.complete and c.value]
     if bad:

@@ -25,7 +25,7 @@ def add_arguments(p):
 def run(args) -> int:
     import json
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romlab.cli._common import open_programmer
     from romtools.flash import backup as backupmod
     from romtools.flash import session, writer
@@ -37,7 +37,7 @@ def run(args) -> int:
         prog, nor, key = pci.prog, pci.nor, pci.spec
         if record.get("card_pci_ids") not in (None, pci.ids):
             prog.close()
-            raise RomError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.bdf} is "
+            raise UsageError(f"the backup was taken from a {record['card_pci_ids']} card; {pci.bdf} is "
                            f"a {pci.ids}")
     else:
         prog, nor = session.open_chip(open_programmer(args.programmer, args.chip))
@@ -45,7 +45,7 @@ def run(args) -> int:
     with prog:
         chip = nor.chip
         if record.get("jedec") != chip.jedec_hex or record.get("size") != chip.size:
-            raise RomError(f"the backup is of a {record.get('chip')} (JEDEC {record.get('jedec')}, "
+            raise UsageError(f"the backup is of a {record.get('chip')} (JEDEC {record.get('jedec')}, "
                            f"{record.get('size')} bytes); the programmer reaches a {chip.name} "
                            f"(JEDEC {chip.jedec_hex}, {chip.size} bytes)")
         current = session.read_stable(nor, progress)
@@ -71,9 +71,9 @@ def run(args) -> int:
         journal = backupmod.Journal.new(chip.jedec_hex)
         try:
             stats = session.apply(nor, current, data, journal, header, progress)
-        except writer.FlashError as exc:
+        except writer.WriteError as exc:
             journal.finish()
-            raise writer.FlashError(f"{exc}; the flash is now partly written: run this restore again "
+            raise writer.WriteError(f"{exc}; the flash is now partly written: run this restore again "
                                     f"(what it held before is in {before})", state="partial") from None
         if superseded is not None:
             superseded.finish()

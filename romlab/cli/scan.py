@@ -1,7 +1,12 @@
 """``romlab scan``: list the option ROMs inside a larger firmware or flash dump."""
 from __future__ import annotations
 
-from romlab.cli._common import add_overwrite_argument, check_outputs, print_json, write_output
+from romlab.cli._common import (
+    add_overwrite_argument,
+    check_outputs,
+    print_json,
+    write_output,
+)
 
 NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"
@@ -32,7 +37,7 @@ def run(args) -> int:
     import os
     import sys
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.scan import scan
     from romtools.walker import read_input
 
@@ -51,13 +56,13 @@ def run(args) -> int:
     written = []
     if args.extract:
         if os.path.exists(args.extract) and not os.path.isdir(args.extract):
-            raise RomError(f"{args.extract} exists and is not a directory; give a directory for --extract")
+            raise UsageError(f"{args.extract} exists and is not a directory; give a directory for --extract")
         paths = [os.path.join(args.extract, f"rom-{f.offset:08x}.bin") for f in found]
         check_outputs(paths, inputs=(args.file,), overwrite=args.overwrite)
         try:
             os.makedirs(args.extract, exist_ok=True)
         except OSError as exc:
-            raise RomError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
         for f, path in zip(found, paths):
             write_output(path, data[f.offset:f.offset + f.length], inputs=(args.file,), overwrite=args.overwrite)
             written.append(path)

@@ -37,7 +37,7 @@ def run(args) -> int:
     import signal
     import sys
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.flash.sim.serprog_server import Emulator, parse_faults
 
     faults = parse_faults(args.fault, args.seed)
@@ -57,10 +57,10 @@ def run(args) -> int:
         else:
             spec = args.listen
             if not spec.startswith("tcp:"):
-                raise RomError(f"--listen wants tcp:[HOST:]PORT, got {spec!r}")
+                raise UsageError(f"--listen wants tcp:[HOST:]PORT, got {spec!r}")
             host, _, port = spec[4:].rpartition(":")
             if not port.isdigit():
-                raise RomError(f"--listen wants tcp:[HOST:]PORT, got {spec!r}")
+                raise UsageError(f"--listen wants tcp:[HOST:]PORT, got {spec!r}")
             emu.serve_tcp(host or "127.0.0.1", int(port), ready, once=args.once)
     except KeyboardInterrupt:
         pass

@@ -36,21 +36,27 @@ def run(args) -> int:
     import tempfile
     import time
 
+    from hw.errors import UsageError
     from romlab.bench.firmware import IPXE_PXE, PATHS
     from romlab.lab import serve as labserve
     from romlab.lab.boot import UNDIONLY
     from romlab.lab.dhcpprobe import find_dhcp_servers
     from romlab.lab.dnsmasq import Dnsmasq
-    from romlab.lab.http import LabHttp, bind_socket, human_size, parse_size, payload_bytes
+    from romlab.lab.http import (
+        LabHttp,
+        bind_socket,
+        human_size,
+        parse_size,
+        payload_bytes,
+    )
     from romlab.lab.netns import interface_ipv4
     from romlab.lab.qemu import terminate_on_sigterm
-    from romtools.errors import RomError
 
     terminate_on_sigterm()
     if os.geteuid() != 0:
-        raise RomError("serve needs root (DHCP and TFTP ports, DHCP probing)")
+        raise UsageError("serve needs root (DHCP and TFTP ports, DHCP probing)")
     if args.runs < 1:
-        raise RomError("--runs must be 1 or more")
+        raise UsageError("--runs must be 1 or more")
     size = parse_size(args.payload)
     iface = interface_ipv4(args.interface)
 
@@ -61,7 +67,7 @@ def run(args) -> int:
         servers = find_dhcp_servers(args.interface, args.probe_seconds)
         others = [s for s in servers if s["server"] != str(iface.ip)]
         if not others:
-            raise RomError(f"no DHCP server answered on {args.interface} within {args.probe_seconds:g} s; "
+            raise UsageError(f"no DHCP server answered on {args.interface} within {args.probe_seconds:g} s; "
                            "proxy-DHCP only adds boot information to another server's offers, so nothing would "
                            "boot. Start one, or give --dhcp-range START,END to hand out addresses from here")
         say("DHCP server(s) seen: " + ", ".join(f"{s['server']} (offered {s['offered']})" for s in others))
@@ -80,7 +86,7 @@ def run(args) -> int:
         url = f"http://{iface.ip}:{http.address[1]}/boot.ipxe"
         dns = Dnsmasq(labserve.dnsmasq_args(args.interface, iface, tftp, url, args.dhcp_range), None, work)
         if not dns.wait_for(r"DHCP, (IP range|proxy on subnet)", 10):
-            raise RomError("dnsmasq did not start: " + (" / ".join(dns.lines[-3:]) or "no output"))
+            raise UsageError("dnsmasq did not start: " + (" / ".join(dns.lines[-3:]) or "no output"))
         mode = f"DHCP {args.dhcp_range}" if args.dhcp_range else f"proxy-DHCP on {iface.network}"
         say(f"serving on {args.interface} ({mode}); script {url}; payload {human_size(size)} x {args.runs}")
         t0 = time.monotonic()
@@ -123,7 +129,7 @@ def run(args) -> int:
             if args.clients and done >= args.clients:
                 return 0
             if dns.proc.poll() is not None:
-                raise RomError("dnsmasq stopped: " + (" / ".join(dns.lines[-3:]) or "no output"))
+                raise UsageError("dnsmasq stopped: " + (" / ".join(dns.lines[-3:]) or "no output"))
             if args.timeout and time.monotonic() - t0 > args.timeout:
                 say(f"timed out after {args.timeout:g} s with {done} client(s) finished")
                 return 1 if args.clients else 0

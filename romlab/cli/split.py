@@ -1,7 +1,12 @@
 """``romlab split``: one file per image."""
 from __future__ import annotations
 
-from romlab.cli._common import add_overwrite_argument, check_outputs, print_json, write_output
+from romlab.cli._common import (
+    add_overwrite_argument,
+    check_outputs,
+    print_json,
+    write_output,
+)
 
 NAME = "split"
 HELP = "write each image of a ROM to its own file (bytes exactly as in the ROM)"
@@ -17,15 +22,15 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import os
 
-    from romtools.errors import RomError
+    from hw.errors import UsageError
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
     w = walk(data)
     if w.stop.problem:
-        raise RomError(f"the ROM does not walk cleanly ({w.stop.message}); nothing written")
+        raise UsageError(f"the ROM does not walk cleanly ({w.stop.message}); nothing written")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise RomError(f"{args.output} exists and is not a directory")
+        raise UsageError(f"{args.output} exists and is not a directory")
     planned = []
     for img in w.images:
         kind = {0: "legacy", 3: "efi"}.get(img.code_type, "nonpci" if not img.pci else f"type{img.code_type:02x}")
@@ -34,7 +39,7 @@ def run(args) -> int:
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as exc:
-        raise RomError(f"cannot create {args.output}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot create {args.output}: {exc.strerror or exc}") from None
     written = []
     for img, path in planned:
         write_output(path, data[img.offset:img.end], inputs=(args.file,), overwrite=args.overwrite)

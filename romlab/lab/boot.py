@@ -17,11 +17,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from hw.errors import LabError
 from romlab.lab.bootnet import DnsmasqNet, SlirpNet
 from romlab.lab.console import Console
 from romlab.lab.http import LabHttp, ScriptRequest
 from romlab.lab.qemu import Machine, Qemu
-from romtools.errors import RomError
 
 GOALS = ("rom", "nbp", "script")
 CODE_TYPE_FOR = {"seabios": 0, "ovmf": 3}
@@ -53,7 +53,7 @@ def rom_images(path: str) -> list[RomImage]:
         out.append(RomImage(img.index, img.offset, img.code_type, pcir.vendor_id if pcir is not None else None,
                             pcir.device_id if pcir is not None else None, img.ipxe is not None))
     if not out:
-        raise RomError(f"{path}: no option ROM image found (no 55 AA signature at 0)")
+        raise LabError(f"{path}: no option ROM image found (no 55 AA signature at 0)")
     return out
 
 
@@ -208,24 +208,24 @@ class _Watch:
 def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | None = None,
          script: str | None = None, timeout: float = 120.0, accel: str = "tcg", dhcp: str = "auto",
          expect: str | None = None, memory: int | None = None, on_event=None) -> BootResult:
-    """Boot and return what happened. Raises RomError only for unusable input (exit 2)."""
+    """Boot and return what happened. Raises RomlabError only for unusable input (exit 2)."""
     if nbp and script:
-        raise RomError("give --nbp or --script, not both")
+        raise LabError("give --nbp or --script, not both")
     if rom and not os.path.isfile(rom):
-        raise RomError(f"{rom}: no such ROM file")
+        raise LabError(f"{rom}: no such ROM file")
     if nbp and not os.path.isfile(nbp):
-        raise RomError(f"{nbp}: no such NBP file (the file to hand out over TFTP)")
+        raise LabError(f"{nbp}: no such NBP file (the file to hand out over TFTP)")
     if script and not os.path.isfile(script):
-        raise RomError(f"{script}: no such iPXE script")
+        raise LabError(f"{script}: no such iPXE script")
     if firmware not in CODE_TYPE_FOR:
-        raise RomError(f"--firmware {firmware!r}: choose seabios or ovmf")
+        raise LabError(f"--firmware {firmware!r}: choose seabios or ovmf")
     images = rom_images(rom) if rom else []
     ipxe_rom = is_ipxe(images)
     goal = "script" if script else "nbp" if nbp else "rom"
     if dhcp == "auto":
         dhcp = "dnsmasq" if script and not ipxe_rom else "slirp"
     if dhcp == "slirp" and script and not ipxe_rom:
-        raise RomError("this ROM is not iPXE, so it cannot fetch an iPXE script from QEMU's built-in DHCP; "
+        raise LabError("this ROM is not iPXE, so it cannot fetch an iPXE script from QEMU's built-in DHCP; "
                        "use --dhcp dnsmasq (as root), which hands it undionly.kpxe first")
 
     with contextlib.ExitStack() as stack:
@@ -269,7 +269,7 @@ def boot(*, nic: str, rom: str | None, firmware: str = "seabios", nbp: str | Non
                 qemu.proc.wait(timeout=2)
         if ids is None and not qemu.alive():
             qemu.stop()
-            raise RomError(f"QEMU did not start: {qemu.qemu_error() or 'it exited at once'}")
+            raise LabError(f"QEMU did not start: {qemu.qemu_error() or 'it exited at once'}")
         watch = _Watch(goal, firmware, nbp_name, expect, http)
         t0 = time.monotonic()
         reported = 0

@@ -22,11 +22,17 @@ import shutil
 import socket
 import tempfile
 
+from hw.errors import LabError
 from romlab.lab.dnsmasq import Dnsmasq
 from romlab.lab.http import bind_socket
-from romlab.lab.netns import make_netns_with_tap, netns_name, remove_netns, remove_stale_netns, tap_name
+from romlab.lab.netns import (
+    make_netns_with_tap,
+    netns_name,
+    remove_netns,
+    remove_stale_netns,
+    tap_name,
+)
 from romlab.lab.qemu import Netdev
-from romtools.errors import RomError
 
 _counter = itertools.count()
 
@@ -65,7 +71,7 @@ class DnsmasqNet:
 
     def __init__(self, subnet: str = "192.168.240"):
         if os.geteuid() != 0:
-            raise RomError("the dnsmasq set-up needs root (it creates a network namespace and a tap device); "
+            raise LabError("the dnsmasq set-up needs root (it creates a network namespace and a tap device); "
                            "run as root or use --dhcp slirp with an iPXE ROM")
         n = next(_counter)
         self.netns = netns_name(os.getpid(), n)
@@ -121,7 +127,7 @@ class DnsmasqNet:
         if not self.dnsmasq.wait_for(r"DHCP, IP range", 10):
             lines = self.dnsmasq.lines[-3:]
             self._stop_dnsmasq()
-            raise RomError("dnsmasq did not start: " + (" / ".join(lines) or "no output"))
+            raise LabError("dnsmasq did not start: " + (" / ".join(lines) or "no output"))
 
     def netdev(self) -> Netdev:
         return Netdev("tap", ifname=self.tap, netns=self.netns)

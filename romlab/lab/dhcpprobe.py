@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from romtools.errors import RomError
+from hw.errors import LabError
 
 MAGIC = b"\x63\x82\x53\x63"
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -69,9 +69,9 @@ def find_dhcp_servers(ifname: str, timeout: float = 4.0) -> list[dict]:
             s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode() + b"\0")
             s.bind(("0.0.0.0", 68))
         except PermissionError:
-            raise RomError("looking for a DHCP server needs root (port 68 on a chosen interface)") from None
+            raise LabError("looking for a DHCP server needs root (port 68 on a chosen interface)") from None
         except OSError as exc:
-            raise RomError(f"cannot listen for DHCP answers on {ifname}: {exc.strerror or exc}") from None
+            raise LabError(f"cannot listen for DHCP answers on {ifname}: {exc.strerror or exc}") from None
         s.sendto(discover_packet(xid, mac), ("255.255.255.255", 67))
         found: list[dict] = []
         deadline = time.monotonic() + timeout

@@ -15,8 +15,8 @@ import subprocess
 import threading
 import time
 
+from hw.errors import LabError
 from romlab.lab.process import launch, stop
-from romtools.errors import RomError
 
 
 class Dnsmasq:
@@ -25,7 +25,7 @@ class Dnsmasq:
     def __init__(self, args: list[str], netns: str | None, workdir: str):
         exe = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
         if not exe:
-            raise RomError("dnsmasq is not installed; install Debian's dnsmasq-base (scripts/setup.sh does)")
+            raise LabError("dnsmasq is not installed; install Debian's dnsmasq-base (scripts/setup.sh does)")
         cmd = [exe, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=0",
                "--user=root", "--group=root", "--log-facility=-", "--log-dhcp",
                f"--dhcp-leasefile={os.path.join(workdir, 'leases')}", "--pid-file=", *args]

@@ -25,8 +25,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from hw.errors import LabError
 from romlab.lab.netns import in_netns
-from romtools.errors import RomError
 
 CHUNK = 256 * 1024
 
@@ -292,8 +292,8 @@ def parse_size(text: str) -> int:
     try:
         value = float(t)
     except ValueError:
-        raise RomError(f"{text!r} is not a size; write it like 16M, 512K or 2097152") from None
+        raise LabError(f"{text!r} is not a size; write it like 16M, 512K or 2097152") from None
     n = int(value * mult)
     if n <= 0:
-        raise RomError(f"size {text!r} must be more than 0 bytes")
+        raise LabError(f"size {text!r} must be more than 0 bytes")
     return n

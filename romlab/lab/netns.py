@@ -17,7 +17,7 @@ import re
 import socket
 import threading
 
-from romtools.errors import RomError
+from hw.errors import LabError
 
 NETNS_PREFIX = "romlab-"
 CLONE_NEWNET = 0x40000000
@@ -28,7 +28,7 @@ def _pyroute2():
         import pyroute2
         import pyroute2.netns
     except ImportError:
-        raise RomError("pyroute2 is missing; install romlab's dependencies (pip install pyroute2)") from None
+        raise LabError("pyroute2 is missing; install romlab's dependencies (pip install pyroute2)") from None
     return pyroute2
 
 
@@ -57,7 +57,7 @@ def in_netns(name: str):
         try:
             pr.netns.setns(name, flags=0)
         except OSError as exc:
-            raise RomError(f"cannot enter network namespace {name}: {_why(exc)}") from None
+            raise LabError(f"cannot enter network namespace {name}: {_why(exc)}") from None
         try:
             yield
         finally:
@@ -109,7 +109,7 @@ def make_netns_with_tap(name: str, tap: str, address: str, prefixlen: int) -> No
                 raise OSError(ctypes.get_errno(), "unshare")
             pr.netns.attach(name, "thread-self")
         except BaseException as exc:
-            failure.append(RomError(f"cannot make network namespace {name}: {_why(exc)}"))
+            failure.append(LabError(f"cannot make network namespace {name}: {_why(exc)}"))
             return
         try:
             with pr.IPRoute() as ipr:
@@ -120,7 +120,7 @@ def make_netns_with_tap(name: str, tap: str, address: str, prefixlen: int) -> No
                 ipr.link("set", index=index, state="up")
         except BaseException as exc:
             remove_netns(name)
-            failure.append(RomError(f"cannot set up tap {tap} in network namespace {name}: {_why(exc)}"))
+            failure.append(LabError(f"cannot set up tap {tap} in network namespace {name}: {_why(exc)}"))
 
     t = threading.Thread(target=inside, name="romlab-netns")
     t.start()
@@ -135,8 +135,8 @@ def interface_ipv4(ifname: str) -> ipaddress.IPv4Interface:
     with pr.IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
-            raise RomError(f"no interface {ifname}: Device \"{ifname}\" does not exist.")
+            raise LabError(f"no interface {ifname}: Device \"{ifname}\" does not exist.")
         addrs = [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=found[0])]
     if not addrs:
-        raise RomError(f"{ifname} has no IPv4 address; give it one (the clients fetch from it)")
+        raise LabError(f"{ifname} has no IPv4 address; give it one (the clients fetch from it)")
     return ipaddress.IPv4Interface(f"{addrs[0][0]}/{addrs[0][1]}")

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 
-from romtools.errors import RomError
+from hw.errors import LabError
 
 PR_SET_PDEATHSIG = 1
 
@@ -30,7 +30,7 @@ def launch(cmd: list[str], *, what: str = "QEMU", **popen) -> subprocess.Popen:
     try:
         return subprocess.Popen(cmd, preexec_fn=die_with_parent, start_new_session=True, **popen)
     except OSError as exc:
-        raise RomError(f"cannot start {what}: {exc.strerror or exc}") from None
+        raise LabError(f"cannot start {what}: {exc.strerror or exc}") from None
 
 
 def stop(proc: subprocess.Popen, *, grace: float = 0.0) -> int | None:

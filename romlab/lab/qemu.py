@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hw.errors import LabError
 from romlab.lab.console import Console
 from romlab.lab.process import launch, stop
-from romtools.errors import RomError
 
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd"
@@ -60,7 +60,7 @@ KVM_DEVICE = "/dev/kvm"
 def find_qemu() -> str:
     path = shutil.which(QEMU)
     if not path:
-        raise RomError(f"{QEMU} is not installed; install Debian's qemu-system-x86 (scripts/setup.sh does)")
+        raise LabError(f"{QEMU} is not installed; install Debian's qemu-system-x86 (scripts/setup.sh does)")
     return path
 
 
@@ -77,7 +77,7 @@ def _qemu_output(qemu: str, *args: str) -> str:
         r = subprocess.run([qemu, *args], capture_output=True, text=True, timeout=30,
                            stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RomError(f"cannot ask {qemu} what it emulates: {exc}") from None
+        raise LabError(f"cannot ask {qemu} what it emulates: {exc}") from None
     return r.stdout + r.stderr
 
 
@@ -121,7 +121,7 @@ def device_properties(qemu: str, model: str) -> frozenset[str]:
 def _check_mac(value: str) -> str:
     parts = value.split(":")
     if len(parts) != 6 or not all(len(x) == 2 and all(c in "0123456789abcdefABCDEF" for c in x) for x in parts):
-        raise RomError(f"bad MAC address {value!r}; write it as 52:54:00:12:34:56")
+        raise LabError(f"bad MAC address {value!r}; write it as 52:54:00:12:34:56")
     return value.lower()
 
 
@@ -153,7 +153,7 @@ class NicSpec:
         model, *opts = text.split(",")
         model = model.strip()
         if not model:
-            raise RomError(f"--nic {text!r}: give a QEMU NIC model such as e1000, e1000e, rtl8139 or virtio-net")
+            raise LabError(f"--nic {text!r}: give a QEMU NIC model such as e1000, e1000e, rtl8139 or virtio-net")
         qemu = qemu or find_qemu()
         props: dict[str, str] = {}
         if model in NIC_ALIASES:
@@ -161,34 +161,34 @@ class NicSpec:
             props.update(base)
         known = qemu_nics(qemu)
         if model not in known:
-            raise RomError(f"unknown NIC model {model!r}; this QEMU ({qemu_version(qemu)}) emulates "
+            raise LabError(f"unknown NIC model {model!r}; this QEMU ({qemu_version(qemu)}) emulates "
                            f"{', '.join(sorted(set(known.values())))}")
         model = known[model]
         spec = cls(text, model, props)
         for opt in opts:
             key, sep, value = opt.partition("=")
             if not sep:
-                raise RomError(f"bad NIC option {opt!r} in {text!r}; write KEY=VALUE")
+                raise LabError(f"bad NIC option {opt!r} in {text!r}; write KEY=VALUE")
             if key == "capture":
                 p = Path(value).resolve()
                 if not p.parent.is_dir():
-                    raise RomError(f"capture directory {p.parent} does not exist")
+                    raise LabError(f"capture directory {p.parent} does not exist")
                 spec.capture = str(p)
             elif key == "link":
                 if not value.isalnum():
-                    raise RomError(f"bad link name {value!r}; use letters and digits")
+                    raise LabError(f"bad link name {value!r}; use letters and digits")
                 spec.link = value
             elif key in OWN_PROPERTIES:
-                raise RomError(f"bad NIC option {opt!r} in {text!r}: romlab sets {key}= itself")
+                raise LabError(f"bad NIC option {opt!r} in {text!r}: romlab sets {key}= itself")
             elif key not in device_properties(qemu, model):
-                raise RomError(f"bad NIC option {opt!r} in {text!r}; {model} has no property {key!r} "
+                raise LabError(f"bad NIC option {opt!r} in {text!r}; {model} has no property {key!r} "
                                f"(`{QEMU} -device {model},help` lists them) and romlab's own are "
                                f"{'=, '.join(LAB_KEYS)}=")
             elif key == "romfile":
                 if value:
                     p = Path(value).resolve()
                     if not p.is_file():
-                        raise RomError(f"romfile {value} does not exist")
+                        raise LabError(f"romfile {value} does not exist")
                     value = str(p)
                 props[key] = value
             elif key == "mac":
@@ -278,7 +278,7 @@ def kvm_works(kernel: str, log=None, *, device: str | None = None, qemu: str | N
 def choose_accel(accel: str, kernel: str, log=None) -> str:
     """``kvm`` or ``tcg`` for ``--accel auto|kvm|tcg``: auto asks the probe."""
     if accel not in ("auto", "kvm", "tcg"):
-        raise RomError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
+        raise LabError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
     if accel == "auto":
         return "kvm" if kvm_works(kernel, log) else "tcg"
     return accel
@@ -385,13 +385,13 @@ class Qemu:
     def command_line(self) -> list[str]:
         m = self.machine
         if m.firmware not in FIRMWARES:
-            raise RomError(f"--firmware {m.firmware!r}: choose one of {', '.join(FIRMWARES)}")
+            raise LabError(f"--firmware {m.firmware!r}: choose one of {', '.join(FIRMWARES)}")
         if m.accel not in ("tcg", "kvm"):
-            raise RomError(f"--accel {m.accel!r}: choose tcg or kvm")
+            raise LabError(f"--accel {m.accel!r}: choose tcg or kvm")
         qemu = find_qemu()
         spec = m.nic if isinstance(m.nic, NicSpec) else NicSpec.parse(m.nic, qemu)
         if spec.link:
-            raise RomError(f"--nic {spec.text!r}: link= joins the NICs of one `romlab vm` guest; "
+            raise LabError(f"--nic {spec.text!r}: link= joins the NICs of one `romlab vm` guest; "
                            "a firmware boot has one NIC")
         spec = NicSpec(spec.text, spec.model, dict(spec.props), spec.capture)
         if m.rom is not None:
@@ -406,7 +406,7 @@ class Qemu:
         if m.firmware == "ovmf":
             for path in (OVMF_CODE, OVMF_VARS):
                 if not os.path.exists(path):
-                    raise RomError(f"{path} is missing; install Debian's ovmf package (scripts/setup.sh does)")
+                    raise LabError(f"{path} is missing; install Debian's ovmf package (scripts/setup.sh does)")
             vars_copy = os.path.join(self.workdir, "OVMF_VARS.fd")
             shutil.copyfile(OVMF_VARS, vars_copy)
             cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
@@ -420,7 +420,7 @@ class Qemu:
     # -- life cycle -----------------------------------------------------
     def start(self) -> "Qemu":
         if self.machine.rom and not os.path.isfile(self.machine.rom):
-            raise RomError(f"{self.machine.rom}: no such ROM file")
+            raise LabError(f"{self.machine.rom}: no such ROM file")
         cmd = self.command_line()
         with open(self.stderr_path, "wb") as err:
             self.proc = launch(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd=self.workdir)

@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from hw.errors import LabError
+from hw.mmio import Bar
 from romlab.lab.process import launch, stop
 from romlab.lab.qemu import NicSpec, cache_dir, find_qemu
-from romtools.errors import RomError
-from hw.mmio import Bar
 
 STUB_SOURCE = r"""
     .set COM1, 0x3f8
@@ -154,7 +154,7 @@ def build_stub() -> Path:
         return out
     for tool in ("as", "ld"):
         if not shutil.which(tool):
-            raise RomError(f"`{tool}` (Debian package binutils) is needed to build the QEMU register relay")
+            raise LabError(f"`{tool}` (Debian package binutils) is needed to build the QEMU register relay")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src, obj, elf = (Path(tmp) / n for n in ("stub.S", "stub.o", "stub.elf"))
@@ -164,7 +164,7 @@ def build_stub() -> Path:
                      "-o", str(elf), str(obj)]):
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
-                raise RomError(f"building the QEMU register relay failed: {r.stderr.strip().splitlines()[-1:]}")
+                raise LabError(f"building the QEMU register relay failed: {r.stderr.strip().splitlines()[-1:]}")
         tmp_out = out.with_name(out.name + f".{os.getpid()}")
         shutil.copyfile(elf, tmp_out)
         os.replace(tmp_out, out)
@@ -183,7 +183,7 @@ class QemuNic(Bar):
         qemu = find_qemu()
         nic = NicSpec.parse(device, qemu)
         if nic.capture or nic.link:
-            raise RomError(f"--qemu {device!r}: the register relay's NIC has no network, so no capture= or link=")
+            raise LabError(f"--qemu {device!r}: the register relay's NIC has no network, so no capture= or link=")
         nic.props.setdefault("romfile", "")
         stub = build_stub()
         self.timeout = timeout
@@ -196,7 +196,7 @@ class QemuNic(Bar):
         try:
             hello = self._recv(1, "start")
             if hello != b"S":
-                raise RomError(f"the QEMU register relay sent {hello!r} instead of its greeting")
+                raise LabError(f"the QEMU register relay sent {hello!r} instead of its greeting")
             self._find_nic(device)
         except BaseException:
             self.close()
@@ -215,7 +215,7 @@ class QemuNic(Bar):
                 self.errlog.seek(0)
                 err = self.errlog.read().decode(errors="replace").strip().splitlines()
                 why = "no answer" if ready == [] else "QEMU exited"
-                raise RomError(f"QEMU register relay: {why} during {what}"
+                raise LabError(f"QEMU register relay: {why} during {what}"
                                + (f" ({err[-1]})" if err else ""))
             out += chunk
         return out
@@ -233,7 +233,7 @@ class QemuNic(Bar):
     def write32(self, offset: int, value: int) -> None:
         self._send(b"W" + struct.pack("<II", self.bar0 + offset, value & 0xFFFFFFFF))
         if self._recv(1, f"a write at BAR0+0x{offset:x}") != b"k":
-            raise RomError("QEMU register relay lost step on a write")
+            raise LabError("QEMU register relay lost step on a write")
 
     def inl(self, port: int) -> int:
         self._send(b"I" + struct.pack("<I", port))
@@ -242,7 +242,7 @@ class QemuNic(Bar):
     def outl(self, port: int, value: int) -> None:
         self._send(b"O" + struct.pack("<II", port, value & 0xFFFFFFFF))
         if self._recv(1, f"out to port 0x{port:x}") != b"k":
-            raise RomError("QEMU register relay lost step on an out")
+            raise LabError("QEMU register relay lost step on an out")
 
     def config_read(self, dev: int, offset: int) -> int:
         self.outl(0xCF8, 0x80000000 | (dev << 11) | (offset & 0xFC))
@@ -262,13 +262,13 @@ class QemuNic(Bar):
                 self.vendor, self.device = ids & 0xFFFF, ids >> 16
                 bar = self.config_read(dev, 0x10)
                 if bar & 1:
-                    raise RomError(f"QEMU's {device} has an I/O BAR 0; romlab needs a memory BAR")
+                    raise LabError(f"QEMU's {device} has an I/O BAR 0; romlab needs a memory BAR")
                 self.bar0 = bar & ~0xF
                 cmd = self.config_read(dev, 4)
                 if not cmd & 0x2:
                     self.config_write(dev, 4, (cmd & 0xFFFF) | 0x2)
                 return
-        raise RomError(f"QEMU shows no network controller for -device {device}")
+        raise LabError(f"QEMU shows no network controller for -device {device}")
 
     @property
     def ids(self) -> str:

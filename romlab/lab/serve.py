@@ -21,9 +21,9 @@ import statistics
 import threading
 from dataclasses import dataclass, field
 
+from hw.errors import LabError
 from romlab.bench.firmware import bench_script, mbit
 from romlab.lab.http import LabHttp, ScriptRequest, first_script
-from romtools.errors import RomError
 
 
 @dataclass
@@ -96,13 +96,13 @@ def dnsmasq_args(ifname: str, iface: ipaddress.IPv4Interface, tftp_dir: str, scr
     if dhcp_range:
         start, _, end = dhcp_range.partition(",")
         if not end:
-            raise RomError("--dhcp-range wants START,END (two IPv4 addresses on the interface's network)")
+            raise LabError("--dhcp-range wants START,END (two IPv4 addresses on the interface's network)")
         for a in (start, end):
             try:
                 if ipaddress.IPv4Address(a) not in iface.network:
-                    raise RomError(f"--dhcp-range: {a} is not on {iface.network}, the network of the interface")
+                    raise LabError(f"--dhcp-range: {a} is not on {iface.network}, the network of the interface")
             except ipaddress.AddressValueError:
-                raise RomError(f"--dhcp-range: {a!r} is not an IPv4 address") from None
+                raise LabError(f"--dhcp-range: {a!r} is not an IPv4 address") from None
         args += [f"--dhcp-range={start},{end},{iface.netmask},1h",
                  f"--dhcp-boot=tag:ipxe,{script_url}", f"--dhcp-boot=tag:!ipxe,undionly.kpxe,,{iface.ip}"]
     else:

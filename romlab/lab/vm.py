@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw.errors import LabError
 from romlab.lab.process import launch, stop
 from romlab.lab.qemu import NicSpec, choose_accel, find_qemu
-from romtools.errors import RomError
 
 # Drivers for what q35 and the CPU bring along that no NIC work needs: the watchdogs, the PC
 # speaker, the CD-ROM, nested KVM, CPU crypto. udev would load each one from the 9p root at boot,
@@ -74,14 +74,14 @@ def find_kernel() -> str:
     env = os.environ.get("ROMLAB_VM_KERNEL")
     if env:
         if not os.path.isfile(env):
-            raise RomError(f"ROMLAB_VM_KERNEL={env} does not exist")
+            raise LabError(f"ROMLAB_VM_KERNEL={env} does not exist")
         return env
     found = sorted(glob.glob("/boot/vmlinuz-*"), key=_version_key, reverse=True)
     for k in found:
         ver = k.split("vmlinuz-", 1)[1]
         if os.path.isdir(f"/lib/modules/{ver}"):
             return k
-    raise RomError("no kernel with modules under /boot; install linux-image-amd64 (scripts/setup.sh does)")
+    raise LabError("no kernel with modules under /boot; install linux-image-amd64 (scripts/setup.sh does)")
 
 
 def _version_key(path: str) -> list:
@@ -95,7 +95,7 @@ def virtme_run() -> str:
         return str(here)
     found = shutil.which("virtme-run")
     if not found:
-        raise RomError("virtme-run is missing; install romlab's dependencies (pip install virtme-ng)")
+        raise LabError("virtme-run is missing; install romlab's dependencies (pip install virtme-ng)")
     return found
 
 
@@ -125,13 +125,13 @@ def run(command: list[str], nics: list[NicSpec], *, memory: str = "1G", cpus: in
     """Boot the guest, run ``command`` in it as root, return its exit status.
 
     The guest's stdout/stderr go to this process's (or to ``stdout``/``stderr`` file
-    objects). A guest still running after ``timeout`` seconds is killed and RomError
+    objects). A guest still running after ``timeout`` seconds is killed and RomlabError
     raised.
     """
     if not command:
-        raise RomError("no command to run in the guest; put it after --")
+        raise LabError("no command to run in the guest; put it after --")
     if accel not in ("auto", "kvm", "tcg"):
-        raise RomError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
+        raise LabError(f"unknown accelerator {accel!r}; use auto, kvm or tcg")
     find_qemu()
     kernel = find_kernel()
     log = (lambda m: print(f"romlab vm: {m}", file=sys.stderr)) if verbose else None
@@ -140,7 +140,7 @@ def run(command: list[str], nics: list[NicSpec], *, memory: str = "1G", cpus: in
     shares = [os.path.abspath(s) for s in shares]
     for s in shares:
         if not os.path.isdir(s):
-            raise RomError(f"shared directory {s} does not exist")
+            raise LabError(f"shared directory {s} does not exist")
 
     ctl = tempfile.mkdtemp(prefix="romlab-vm-")
     try:
@@ -173,7 +173,7 @@ def _supervise(cmd: list[str], timeout: float, accel: str, stdout, stderr) -> Vm
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         stop(proc, grace=STOP_GRACE)
-        raise RomError(f"the guest did not finish within {timeout:.0f} s (stuck boot or hung command); "
+        raise LabError(f"the guest did not finish within {timeout:.0f} s (stuck boot or hung command); "
                        "killed it", exit_code=124) from None
     except BaseException:
         stop(proc, grace=STOP_GRACE)

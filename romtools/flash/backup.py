@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 
 
 def backup_dir() -> Path:
@@ -39,7 +39,7 @@ def _ensure(d: Path) -> Path:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RomError(f"cannot create backup directory {d}: {exc.strerror}; set ROMLAB_BACKUP_DIR") from None
+        raise FlashError(f"cannot create backup directory {d}: {exc.strerror}; set ROMLAB_BACKUP_DIR") from None
     return d
 
 
@@ -78,11 +78,11 @@ JOURNAL_LINE = {"done": int, "size": int}
 def check_record(record, shape: dict, what: str) -> dict:
     """``record`` if it is a JSON object with every key of ``shape`` of the right type; else one line."""
     if not isinstance(record, dict):
-        raise RomError(f"{what} is not a JSON object; it is not a romlab record")
+        raise FlashError(f"{what} is not a JSON object; it is not a romlab record")
     for key, kind in shape.items():
         value = record.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise RomError(f"{what} has no valid {key!r} ({kind.__name__} expected); it is not a romlab record "
+            raise FlashError(f"{what} has no valid {key!r} ({kind.__name__} expected); it is not a romlab record "
                            "or it is damaged")
     return record
 
@@ -91,11 +91,11 @@ def _read_json(path: Path, what: str):
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise RomError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise FlashError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise RomError(f"{what} {path} is not valid JSON; it is not a romlab record or it is damaged") from None
+        raise FlashError(f"{what} {path} is not valid JSON; it is not a romlab record or it is damaged") from None
 
 
 def load(path: str | Path) -> tuple[bytes, dict]:
@@ -105,18 +105,18 @@ def load(path: str | Path) -> tuple[bytes, dict]:
         p = p.with_suffix(".bin")
     record_path = p.with_suffix(".json")
     if not record_path.exists():
-        raise RomError(f"{record_path} is missing: a backup is a .bin with its .json record beside it, and "
+        raise FlashError(f"{record_path} is missing: a backup is a .bin with its .json record beside it, and "
                        f"{p.name} has none" + ("" if p.exists() else f" ({p} does not exist either)"))
     record = check_record(_read_json(record_path, "backup record"), BACKUP_RECORD, f"backup record {record_path}")
     try:
         if not p.is_file() or p.stat().st_size != record["size"]:
-            raise RomError(f"backup {p} is not a file of the {record['size']} bytes its record gives; it is damaged "
+            raise FlashError(f"backup {p} is not a file of the {record['size']} bytes its record gives; it is damaged "
                            "or not a romlab backup")
         data = p.read_bytes()
     except OSError as exc:
-        raise RomError(f"cannot read backup {p}: {exc.strerror} (a backup is a .bin with its .json record)") from None
+        raise FlashError(f"cannot read backup {p}: {exc.strerror} (a backup is a .bin with its .json record)") from None
     if hashlib.sha256(data).hexdigest() != record["sha256"] or len(data) != record["size"]:
-        raise RomError(f"backup {p} does not match its record (sha256/size differ); it is damaged")
+        raise FlashError(f"backup {p} does not match its record (sha256/size differ); it is damaged")
     return data, record
 
 
@@ -158,25 +158,25 @@ class Journal:
         try:
             lines = self.path.read_bytes().decode("utf-8").splitlines()
         except OSError as exc:
-            raise RomError(f"cannot read journal {self.path}: {exc.strerror}") from None
+            raise FlashError(f"cannot read journal {self.path}: {exc.strerror}") from None
         except UnicodeDecodeError:
-            raise RomError(f"journal {self.path} is not text; it is damaged") from None
+            raise FlashError(f"journal {self.path} is not text; it is damaged") from None
         if not lines:
-            raise RomError(f"journal {self.path} is empty; it is damaged")
+            raise FlashError(f"journal {self.path} is empty; it is damaged")
         try:
             header = json.loads(lines[0])
         except ValueError:
-            raise RomError(f"journal {self.path} does not start with a JSON header; it is damaged") from None
+            raise FlashError(f"journal {self.path} does not start with a JSON header; it is damaged") from None
         check_record(header, JOURNAL_HEADER, f"journal {self.path}")
         region = header["region"]
         if len(region) != 2 or not all(isinstance(x, int) for x in region) or not 0 <= region[0] <= region[1] \
                 <= header["size"]:
-            raise RomError(f"journal {self.path} has a region that does not fit its chip; it is damaged")
+            raise FlashError(f"journal {self.path} has a region that does not fit its chip; it is damaged")
         done = []
         for line in lines[1:]:
             try:
                 entry = check_record(json.loads(line), JOURNAL_LINE, "journal line")
-            except (ValueError, RomError):
+            except (ValueError, RomlabError):
                 break           # a line cut short by the interruption
             done.append((entry["done"], entry["size"]))
         return header, done
@@ -186,9 +186,9 @@ class Journal:
         try:
             data = self.target_path.read_bytes()
         except OSError as exc:
-            raise RomError(f"cannot read {self.target_path}: {exc.strerror}") from None
+            raise FlashError(f"cannot read {self.target_path}: {exc.strerror}") from None
         if len(data) != header["size"] or hashlib.sha256(data).hexdigest() != header["target_sha256"]:
-            raise RomError(f"{self.target_path} does not match its journal; it is damaged")
+            raise FlashError(f"{self.target_path} does not match its journal; it is damaged")
         return data
 
     def matches(self, jedec: str, size: int, current: bytes, sector: int) -> bool:
@@ -199,7 +199,7 @@ class Journal:
                 return False
             original, _ = load(header["backup"])
             target = self.target(header)
-        except RomError:
+        except RomlabError:
             return False
         if len(original) != size:
             return False
@@ -236,7 +236,7 @@ def pending_for(jedec: str, size: int, current: bytes, sector: int) -> tuple[Jou
     for j in Journal.all():
         try:
             j.read()
-        except RomError:
+        except RomlabError:
             unreadable.append(j.path)
             continue
         if j.matches(jedec, size, current, sector):

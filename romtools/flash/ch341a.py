@@ -25,7 +25,6 @@ after the command bytes.
 """
 from __future__ import annotations
 
-
 VID, PID = 0x1A86, 0x5512
 EP_OUT, EP_IN = 0x02, 0x82
 PACKET = 32

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from romtools.errors import RomError
+from hw.errors import FlashError, FormatError
 
 NVM_CHECKSUM = 0xBABA
 I210_ROM_START = 0x2000
@@ -31,35 +31,35 @@ class RomInfo:
 
 
 def check_option_rom(data: bytes, what: str = "ROM") -> RomInfo:
-    """The 0x55AA header and PCIR of each image; raises RomError if it is not an option ROM."""
+    """The 0x55AA header and PCIR of each image; raises RomlabError if it is not an option ROM."""
     if len(data) < 0x1A or data[0:2] != b"\x55\xaa":
-        raise RomError(f"{what} is not a PCI option ROM (no 55 AA signature at offset 0)")
+        raise FormatError(f"{what} is not a PCI option ROM (no 55 AA signature at offset 0)")
     pos = 0
     first = None
     count = 0
     while True:
         if data[pos:pos + 2] != b"\x55\xaa":
-            raise RomError(f"{what}: image {count} at 0x{pos:x} has no 55 AA signature")
+            raise FormatError(f"{what}: image {count} at 0x{pos:x} has no 55 AA signature")
         if pos + 0x1A > len(data):
-            raise RomError(f"{what}: image {count} at 0x{pos:x} is truncated")
+            raise FormatError(f"{what}: image {count} at 0x{pos:x} is truncated")
         pcir = pos + struct.unpack_from("<H", data, pos + 0x18)[0]
         if data[pcir:pcir + 4] != b"PCIR" or pcir + 0x18 > len(data):
-            raise RomError(f"{what}: image {count} has no PCIR structure at 0x{pcir:x} (pointer at 0x18)")
+            raise FormatError(f"{what}: image {count} has no PCIR structure at 0x{pcir:x} (pointer at 0x18)")
         vendor, device = struct.unpack_from("<HH", data, pcir + 4)
         length = struct.unpack_from("<H", data, pcir + 0x10)[0] * 512
         indicator = data[pcir + 0x15]
         if first is None:
             first = (vendor, device)
         if length == 0:
-            raise RomError(f"{what}: image {count} declares a length of 0")
+            raise FormatError(f"{what}: image {count} declares a length of 0")
         count += 1
         pos += length
         if indicator & 0x80:
             break
         if pos >= len(data):
-            raise RomError(f"{what}: image {count - 1} is not marked last but nothing follows it")
+            raise FormatError(f"{what}: image {count - 1} is not marked last but nothing follows it")
     if pos > len(data):
-        raise RomError(f"{what} is {len(data)} bytes but its images declare {pos}")
+        raise FormatError(f"{what} is {len(data)} bytes but its images declare {pos}")
     return RomInfo(length=pos, vendor=first[0], device=first[1], images=count)
 
 
@@ -115,7 +115,7 @@ def check_target_ids(rom: bytes, vendor: int, device: int, what: str = "the ROM"
     wrong = [im for im in images if not im.matches(vendor, device)]
     if wrong or not images:
         found = ", ".join(f"image {images.index(im)}: {im.text}" for im in (wrong or images))
-        raise RomError(f"{what} is for PCI {found} but the card is {vendor:04x}:{device:04x}; firmware does "
+        raise FlashError(f"{what} is for PCI {found} but the card is {vendor:04x}:{device:04x}; firmware does "
                        "not run a ROM whose PCIR IDs differ from the card's (rebuild it for this card, or "
                        "--force-ids)")
     return images
@@ -152,19 +152,19 @@ def parse_layout_file(text: str, chip_size: int, source: str) -> Layout:
             a, b = span.split(":")
             start, end = int(a, 16), int(b, 16) + 1
         except ValueError:
-            raise RomError(f"{source}:{n}: expected 'start:end name' in hex, got {line!r}") from None
+            raise FlashError(f"{source}:{n}: expected 'start:end name' in hex, got {line!r}") from None
         if not 0 <= start < end <= chip_size:
-            raise RomError(f"{source}:{n}: region 0x{start:x}-0x{end - 1:x} is outside the "
+            raise FlashError(f"{source}:{n}: region 0x{start:x}-0x{end - 1:x} is outside the "
                            f"0x{chip_size:x}-byte chip")
         regions.append(Layout(name.strip(), start, end))
     if not regions:
-        raise RomError(f"{source}: no regions")
+        raise FlashError(f"{source}: no regions")
     rom = [r for r in regions if r.name == "rom"]
     if len(rom) == 1:
         return rom[0]
     if len(regions) == 1:
         return regions[0]
-    raise RomError(f"{source}: name exactly one region 'rom' to receive the ROM")
+    raise FlashError(f"{source}: name exactly one region 'rom' to receive the ROM")
 
 
 def choose_layout(spec: str | None, current: bytes, force: bool = False) -> Layout:
@@ -173,33 +173,33 @@ def choose_layout(spec: str | None, current: bytes, force: bool = False) -> Layo
     nvm = nvm_checksum_at(current, 0) or nvm_checksum_at(current, 0x1000)
     if spec == "rom-at-0" or spec is None:
         if nvm and not force:
-            raise RomError("the flash holds an Intel NVM image (word checksum 0xBABA); writing the ROM at 0 "
+            raise FlashError("the flash holds an Intel NVM image (word checksum 0xBABA); writing the ROM at 0 "
                            "would wipe it: use --layout i210 or a layout file")
         if spec is None and not nvm:
             if current[:2] == b"\x55\xaa" or current.count(0xFF) == size:
                 return Layout("rom-at-0", 0, size)
-            raise RomError("the flash holds neither an option ROM nor blank space at offset 0 and no Intel "
+            raise FlashError("the flash holds neither an option ROM nor blank space at offset 0 and no Intel "
                            "NVM; romlab will not guess where the ROM goes: pass --layout rom-at-0, i210 or FILE")
         return Layout("rom-at-0", 0, size)
     if spec == "i210":
         if size <= I210_ROM_START:
-            raise RomError("the chip is too small for the I210 layout")
+            raise FlashError("the chip is too small for the I210 layout")
         return Layout("i210", I210_ROM_START, size)
     try:
         with open(spec, "rb") as fh:
             raw = fh.read(1 << 20)
         text = raw.decode("utf-8")
     except OSError as exc:
-        raise RomError(f"cannot read layout file {spec}: {exc.strerror}") from None
+        raise FlashError(f"cannot read layout file {spec}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise RomError(f"layout file {spec} is not text (it is not UTF-8); give a flashrom-style layout file "
+        raise FlashError(f"layout file {spec} is not text (it is not UTF-8); give a flashrom-style layout file "
                        "with lines like 0x10000:0x1ffff rom") from None
     return parse_layout_file(text, size, spec)
 
 
 def build_target(current: bytes, layout: Layout, rom: bytes) -> bytes:
     if len(rom) > layout.size:
-        raise RomError(f"the ROM is {len(rom)} bytes but the '{layout.name}' region holds {layout.size} "
+        raise FlashError(f"the ROM is {len(rom)} bytes but the '{layout.name}' region holds {layout.size} "
                        f"(0x{layout.start:x}-0x{layout.end - 1:x})")
     out = bytearray(current)
     out[layout.start:layout.end] = rom + b"\xff" * (layout.size - len(rom))

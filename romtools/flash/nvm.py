@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 
 NVM_SUM = 0xBABA
 CHECKSUM_WORD = 0x3F
@@ -120,14 +120,14 @@ def parse_sets(items: list[str], size_words: int) -> dict[int, int]:
     for item in items:
         m = _SET_RE.match(item.strip())
         if not m:
-            raise RomError(f"bad word assignment {item!r}; write WORD=VALUE, e.g. 0x30=0x0100")
+            raise FlashError(f"bad word assignment {item!r}; write WORD=VALUE, e.g. 0x30=0x0100")
         addr, value = int(m.group(1), 0), int(m.group(2), 0)
         if not 0 <= addr < size_words:
-            raise RomError(f"word 0x{addr:x} is outside this NVM (0x0-0x{size_words - 1:x})")
+            raise FlashError(f"word 0x{addr:x} is outside this NVM (0x0-0x{size_words - 1:x})")
         if addr == CHECKSUM_WORD:
-            raise RomError("word 0x3f is the checksum; romlab computes it (use fix-checksum)")
+            raise FlashError("word 0x3f is the checksum; romlab computes it (use fix-checksum)")
         if not 0 <= value <= 0xFFFF:
-            raise RomError(f"0x{value:x} does not fit in a 16-bit word")
+            raise FlashError(f"0x{value:x} does not fit in a 16-bit word")
         out[addr] = value
     return out
 
@@ -137,7 +137,7 @@ def plan_changes(words: list[int], sets: dict[int, int], fix_checksum: bool) -> 
     new = list(words)
     for addr, value in sets.items():
         while addr >= len(new):
-            raise RomError(f"word 0x{addr:x} was not read")
+            raise FlashError(f"word 0x{addr:x} was not read")
         new[addr] = value
     if fix_checksum or any(a < CHECKSUM_WORD for a in sets):
         new[CHECKSUM_WORD] = checksum_word(new)

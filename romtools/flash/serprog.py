@@ -10,7 +10,6 @@ any byte stream, with a ``SimChip`` behind it; the host end lives in
 """
 from __future__ import annotations
 
-
 ACK = 0x06
 NAK = 0x15
 

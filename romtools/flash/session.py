@@ -10,7 +10,7 @@ import hashlib
 import sys
 import time
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 from romtools.flash import backup as backupmod
 from romtools.flash import writer
 from romtools.flash.spinor import SpiNor
@@ -68,7 +68,7 @@ OTHER_VENDORS = {
 
 
 def require_part(vendor: int, device: int, what: str):
-    """The ``hw.parts.Part`` for these IDs, or a RomError saying what to use instead.
+    """The ``hw.parts.Part`` for these IDs, or a RomlabError saying what to use instead.
 
     ``what`` starts the message, e.g. "0000:03:00.0 is"."""
     from hw.parts import find_part
@@ -79,8 +79,8 @@ def require_part(vendor: int, device: int, what: str):
     advice = OTHER_VENDORS.get(vendor)
     ids = "%04x:%04x" % (vendor, device)
     if advice:
-        raise RomError(f"{what} {ids}: {advice}")
-    raise RomError(f"{what} {ids} is not a NIC romlab can reach in-system (Intel 8254x, 8257x, 82599, "
+        raise FlashError(f"{what} {ids}: {advice}")
+    raise FlashError(f"{what} {ids} is not a NIC romlab can reach in-system (Intel 8254x, 8257x, 82599, "
                    "I210, 82580); clip a ch341a or serprog programmer on its flash chip instead")
 
 
@@ -88,7 +88,7 @@ def require_flash_part(dev):
     """The part of PCI device ``dev`` if romlab can reach its option-ROM flash in-system."""
     part = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is")
     if part.family.flash is None:
-        raise RomError(f"{dev.bdf} ({dev.ids}, {part.family.name}): {part.family.note}")
+        raise FlashError(f"{dev.bdf} ({dev.ids}, {part.family.name}): {part.family.note}")
     return part
 
 
@@ -137,12 +137,12 @@ class PciSession:
             lay = image.choose_layout(spec, current, force=False) if spec != "rom-at-0" else \
                 image.Layout("rom-at-0", 0, size)
             if lay.start < fam.rom_start:
-                raise RomError(f"the {fam.name}'s flash holds its NVM below 0x{fam.rom_start:x}; romlab never "
+                raise FlashError(f"the {fam.name}'s flash holds its NVM below 0x{fam.rom_start:x}; romlab never "
                                f"writes there (the '{lay.name}' region starts at 0x{lay.start:x})")
             return lay
         if spec is None:
             if image.nvm_checksum_at(current, 0) or image.nvm_checksum_at(current, 0x1000):
-                raise RomError(f"this {fam.name}'s flash holds an Intel NVM image (word checksum 0xBABA), so "
+                raise FlashError(f"this {fam.name}'s flash holds an Intel NVM image (word checksum 0xBABA), so "
                                "its NVM lives in the flash; romlab will not guess where the ROM goes: pass "
                                "--layout FILE")
             return image.Layout("rom-at-0", 0, size)
@@ -172,13 +172,13 @@ def apply(nor: SpiNor, current: bytes, target: bytes, journal: backupmod.Journal
         bad = writer.verify(nor, target, progress=progress.bar("verifying", len(target)))
         if bad:
             ranges = ", ".join("0x%06x-0x%06x" % (a, b - 1) for a, b in bad[:4])
-            raise writer.FlashError(f"verification failed at {ranges}", state="partial")
-    except writer.FlashError:
+            raise writer.WriteError(f"verification failed at {ranges}", state="partial")
+    except writer.WriteError:
         journal.close()
         raise
-    except RomError as exc:
+    except RomlabError as exc:
         journal.close()
-        raise writer.FlashError(str(exc), state="partial") from None
+        raise writer.WriteError(str(exc), state="partial") from None
     nor.reprotect(protected)
     journal.finish()
     stats["protection_restored"] = bool(protected)

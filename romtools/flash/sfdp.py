@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 
 SIGNATURE = 0x50444653
 BFPT_ID = 0xFF00
@@ -35,12 +35,12 @@ class SfdpInfo:
 
 
 def parse(data: bytes) -> SfdpInfo:
-    """Parse an SFDP area read from offset 0; raises RomError if it is not one."""
+    """Parse an SFDP area read from offset 0; raises RomlabError if it is not one."""
     if len(data) < 16:
-        raise RomError("SFDP area too short; the chip may not support SFDP")
+        raise FlashError("SFDP area too short; the chip may not support SFDP")
     sig, minor, major, nph = struct.unpack_from("<IBBB", data, 0)
     if sig != SIGNATURE:
-        raise RomError("no SFDP signature (read %08x); the chip does not describe itself" % sig)
+        raise FlashError("no SFDP signature (read %08x); the chip does not describe itself" % sig)
     for n in range(nph + 1):
         off = 8 + 8 * n
         if off + 8 > len(data):
@@ -52,9 +52,9 @@ def parse(data: bytes) -> SfdpInfo:
             continue
         table = data[ptr:ptr + 4 * plen]
         if plen < 9 or len(table) < 36:
-            raise RomError("SFDP basic parameter table is shorter than 9 dwords")
+            raise FlashError("SFDP basic parameter table is shorter than 9 dwords")
         return _parse_bfpt(table, (major, minor))
-    raise RomError("SFDP has no basic flash parameter table")
+    raise FlashError("SFDP has no basic flash parameter table")
 
 
 def _parse_bfpt(table: bytes, revision: tuple[int, int]) -> SfdpInfo:

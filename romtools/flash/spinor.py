@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 from romtools.flash import chips as chipdb
 from romtools.flash import sfdp as sfdpmod
 from romtools.flash.chips import Chip
@@ -25,7 +25,7 @@ SR_WIP, SR_WEL, SR_SRP = 0x01, 0x02, 0x80
 TIMEOUTS = {"pp": 0.05, "wrsr": 0.2, 4096: 1.0, 32768: 2.0, 65536: 4.0, "chip": 120.0}
 
 
-class ChipError(RomError):
+class ChipError(FlashError):
     """The chip did something a working part would not (stuck busy, no ID)."""
 
 
@@ -95,7 +95,7 @@ class SpiNor:
         raw = self.prog.transfer(bytes([SFDP, 0, 0, 0]), 1 + 256)[1:]
         try:
             self.sfdp_info = sfdpmod.parse(raw)
-        except RomError:
+        except RomlabError:
             self.sfdp_info = None
         return self.sfdp_info
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 from romtools.flash.spinor import SpiNor
 
 
-class FlashError(RomError):
-    """The chip does not hold what it should; ``state`` says how bad that is."""
+class WriteError(FlashError):
+    """A write that did not end as planned; ``state`` says how bad that is (exit 2 unchanged, 3 partial)."""
 
     def __init__(self, message: str, state: str = "unchanged"):
         super().__init__(message, exit_code=2 if state == "unchanged" else 3)
@@ -80,7 +80,7 @@ def _agreed(nor: SpiNor, addr: int, length: int, reads: list[bytes], check: Read
         if count >= check.need:
             return best
         if len(reads) >= max_reads:
-            raise FlashError("reads of 0x%06x-0x%06x disagree after %d tries; the connection to the "
+            raise WriteError("reads of 0x%06x-0x%06x disagree after %d tries; the connection to the "
                              "chip is unreliable (check the clip and wires)"
                              % (addr, addr + length - 1, len(reads)))
         reads.append(nor.read(addr, length))
@@ -125,7 +125,7 @@ def plan(nor: SpiNor, current: bytes, target: bytes, only: set[int] | None = Non
     """Steps that turn ``current`` into ``target`` (both the size of the chip)."""
     chip = nor.chip
     if len(current) != chip.size or len(target) != chip.size:
-        raise RomError("image is %d bytes, the chip %d" % (len(target), chip.size))
+        raise WriteError("image is %d bytes, the chip %d" % (len(target), chip.size))
     sector = chip.sector_size
     nsec = chip.size // sector
     need = []          # per sector: None same, "prog", "erase"
@@ -194,7 +194,7 @@ def _check_block(nor: SpiNor, start: int, size: int, target: bytes) -> bool:
 
 def write(nor: SpiNor, current: bytes, target: bytes, on_step=None, retries: int = 4,
           progress=None, only: set[int] | None = None) -> dict:
-    """Write ``target`` over ``current``; returns counters. Raises FlashError.
+    """Write ``target`` over ``current``; returns counters. Raises WriteError.
 
     A block that does not read back right is repaired sector by sector, each
     sector at most ``retries`` more times, from a stable read of what it holds.
@@ -212,7 +212,7 @@ def write(nor: SpiNor, current: bytes, target: bytes, on_step=None, retries: int
                 attempt = 0
                 while not _check_block(nor, sec, sector, target):
                     if attempt == retries:
-                        raise FlashError("sector 0x%06x-0x%06x still differs after %d repairs"
+                        raise WriteError("sector 0x%06x-0x%06x still differs after %d repairs"
                                          % (sec, sec + sector - 1, retries), state="partial")
                     attempt += 1
                     stats["retries"] += 1

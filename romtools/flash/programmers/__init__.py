@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 
 SPECS = ("serprog:tcp=HOST:PORT", "serprog:dev=PATH[,baud=N]", "file:PATH", "ch341a")
 
@@ -18,27 +18,27 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     kind, _, rest = spec.partition(":")
     if kind == "ch341a":
         if rest:
-            raise RomError(f"ch341a takes no options, got {rest!r}")
+            raise FlashError(f"ch341a takes no options, got {rest!r}")
         return kind, {}
     if kind == "file":
         if not rest:
-            raise RomError("file: needs a path, e.g. file:flash.bin")
+            raise FlashError("file: needs a path, e.g. file:flash.bin")
         return kind, {"path": rest}
     if kind == "serprog":
         opts = {}
         for part in filter(None, rest.split(",")):
             key, eq, value = part.partition("=")
             if not eq or key not in ("tcp", "dev", "baud"):
-                raise RomError(f"bad serprog option {part!r}; use {SPECS[0]} or {SPECS[1]}")
+                raise FlashError(f"bad serprog option {part!r}; use {SPECS[0]} or {SPECS[1]}")
             opts[key] = value
         if ("tcp" in opts) == ("dev" in opts):
-            raise RomError(f"serprog needs exactly one of tcp= or dev=; use {SPECS[0]} or {SPECS[1]}")
+            raise FlashError(f"serprog needs exactly one of tcp= or dev=; use {SPECS[0]} or {SPECS[1]}")
         if "baud" in opts:
             if not opts["baud"].isdigit():
-                raise RomError(f"bad baud rate {opts['baud']!r}")
+                raise FlashError(f"bad baud rate {opts['baud']!r}")
             opts["baud"] = int(opts["baud"])
         return kind, opts
-    raise RomError(f"unknown programmer {spec!r}; use one of: {', '.join(SPECS)}")
+    raise FlashError(f"unknown programmer {spec!r}; use one of: {', '.join(SPECS)}")
 
 
 def open_hardware(kind: str, opts: dict):
@@ -53,4 +53,4 @@ def open_hardware(kind: str, opts: dict):
     if kind == "serprog":
         from romtools.flash.programmers.serprog import SerprogProgrammer
         return SerprogProgrammer(dev=opts.get("dev"), tcp=opts.get("tcp"), baud=opts.get("baud", 115200))
-    raise RomError(f"{kind!r} is not a hardware programmer; use one of: {', '.join(SPECS)}")
+    raise FlashError(f"{kind!r} is not a hardware programmer; use one of: {', '.join(SPECS)}")

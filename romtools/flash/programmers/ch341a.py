@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import threading
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 from romtools.flash import ch341a as proto
 from romtools.flash.programmers.base import Programmer
 
 
-class Ch341aError(RomError):
+class Ch341aError(FlashError):
     pass
 
 
@@ -138,7 +138,7 @@ class Ch341aProgrammer(Programmer):
                 want = -(-(need - len(answer)) // proto.PACKET) * proto.PACKET   # whole packets: no overflow
                 try:
                     answer += self.link.read(want)
-                except RomError:
+                except RomlabError:
                     if failure:
                         break
                     raise
@@ -157,7 +157,7 @@ class Ch341aProgrammer(Programmer):
             return
         try:
             link.write(proto.disable_packet())
-        except RomError:
+        except RomlabError:
             pass
         finally:
             link.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 
 EEC, EERD, EEWR = 0x10, 0x14, 0x18
 EE_SK, EE_CS, EE_SI, EE_SO, EE_REQ, EE_GNT, EE_PRES = 0x1, 0x2, 0x4, 0x8, 0x40, 0x80, 0x100
@@ -33,7 +33,7 @@ EE_PAGE = 64
 UNPROGRAMMED_82580 = 0x1509
 
 
-class NvmError(RomError):
+class NvmError(FlashError):
     pass
 
 

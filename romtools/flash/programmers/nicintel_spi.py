@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 from romtools.flash.programmers.base import Programmer
 
 EECD, FLA = 0x10, 0x1C
@@ -32,7 +32,7 @@ FL_SCK, FL_CS, FL_SI, FL_SO, FL_REQ, FL_GNT, FL_LOCKED, FL_ABORT, FL_CLR_ERR = (
 FWE_MASK, FWE_DISABLED, FWE_ENABLED = 0x30, 0x10, 0x20
 
 
-class NicFlashError(RomError):
+class NicFlashError(FlashError):
     pass
 
 

@@ -18,12 +18,12 @@ import time
 
 import serial
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 from romtools.flash import serprog as sp
 from romtools.flash.programmers.base import Programmer
 
 
-class SerprogError(RomError):
+class SerprogError(FlashError):
     pass
 
 
@@ -223,7 +223,7 @@ class SerprogProgrammer(Programmer):
             if getattr(self, "pins", False) and port.is_open:
                 self._write(bytes([sp.S_PIN_STATE, 0]))
                 self._read_within(0.5)
-        except RomError:
+        except RomlabError:
             pass
         finally:
             port.close()

@@ -5,7 +5,19 @@ this half only exists to test hosts (romlab's and flashrom's) against it.
 """
 from __future__ import annotations
 
-from romtools.flash.ch341a import (PACKET, CMD_SPI_STREAM, CMD_UIO_STREAM, CMD_I2C_STREAM, UIO_END, UIO_OUT, UIO_DIR, UIO_US, I2C_END, I2C_SET, REVERSE)
+from romtools.flash.ch341a import (
+    CMD_I2C_STREAM,
+    CMD_SPI_STREAM,
+    CMD_UIO_STREAM,
+    I2C_END,
+    I2C_SET,
+    PACKET,
+    REVERSE,
+    UIO_DIR,
+    UIO_END,
+    UIO_OUT,
+    UIO_US,
+)
 from romtools.flash.sim.nic import SpiBitSlave
 
 

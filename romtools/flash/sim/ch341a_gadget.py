@@ -52,7 +52,7 @@ import threading
 import time
 from pathlib import Path
 
-from romtools.errors import RomError
+from hw.errors import FlashError, RomlabError
 from romtools.flash import ch341a as proto
 from romtools.flash import chips as chipdb
 from romtools.flash.sim.ch341a import Ch341aDevice
@@ -103,7 +103,7 @@ class Emulator:
             size = os.fstat(fd).st_size
             part = chipdb.by_name(chip_name) if chip_name else chipdb.default_for_size(size)
             if part is None or part.size != size:
-                raise RomError(f"{image} is {size} bytes; give a chip image of a known size or --chip")
+                raise FlashError(f"{image} is {size} bytes; give a chip image of a known size or --chip")
             self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
@@ -124,11 +124,11 @@ class Emulator:
             m = subprocess.run(["mount", "-t", "gadgetfs", "gadgetfs", str(GADGETFS)], capture_output=True,
                                text=True)
             if m.returncode != 0:
-                raise RomError(f"mounting GadgetFS failed: {m.stderr.strip()} (modprobe gadgetfs)")
+                raise FlashError(f"mounting GadgetFS failed: {m.stderr.strip()} (modprobe gadgetfs)")
             self.mounted = True
         controllers = [p for p in GADGETFS.iterdir() if not p.name.startswith("ep")]
         if not controllers:
-            raise RomError("GadgetFS shows no USB device controller: load dummy_hcd (modprobe dummy_hcd) "
+            raise FlashError("GadgetFS shows no USB device controller: load dummy_hcd (modprobe dummy_hcd) "
                            "or use a board with a device port")
         self.controller = controllers[0].name
         self.ep0 = os.open(controllers[0], os.O_RDWR)
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             emu.close()
             if args.stats:
                 Path(args.stats).write_text(json.dumps(emu.snapshot(), indent=1))
-    except RomError as exc:
+    except RomlabError as exc:
         print(f"ch341a gadget: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,10 +11,10 @@ from __future__ import annotations
 import mmap
 import os
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 from romtools.flash import chips as chipdb
-from romtools.flash.sim.chip import SimChip
 from romtools.flash.programmers.base import Programmer
+from romtools.flash.sim.chip import SimChip
 
 
 class FileProgrammer(Programmer):
@@ -25,16 +25,16 @@ class FileProgrammer(Programmer):
         try:
             fd = os.open(path, os.O_RDWR)
         except OSError as exc:
-            raise RomError(f"cannot open flash image {path}: {exc.strerror}") from None
+            raise FlashError(f"cannot open flash image {path}: {exc.strerror}") from None
         try:
             size = os.fstat(fd).st_size
             part = chipdb.by_name(chip) if chip else chipdb.default_for_size(size)
             if part is None:
                 sizes = ", ".join(f"{s // 1024} KiB" for s in chipdb.default_sizes())
-                raise RomError(f"{path} is {size} bytes; a flash image file must be the size of a chip "
+                raise FlashError(f"{path} is {size} bytes; a flash image file must be the size of a chip "
                                f"({sizes})" if not chip else f"unknown chip {chip!r}")
             if part.size != size:
-                raise RomError(f"{path} is {size} bytes but {part.name} holds {part.size}")
+                raise FlashError(f"{path} is {size} bytes but {part.name} holds {part.size}")
             self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)

@@ -21,14 +21,13 @@ from romtools.flash.serprog import (
     Q_RDNMAXLEN,
     Q_SERBUF,
     Q_WRNMAXLEN,
-    SYNCNOP,
     S_BUSTYPE,
     S_PIN_STATE,
     S_SPI_FREQ,
+    SYNCNOP,
     cmdmap,
     u24,
 )
-
 
 _PARAMS = {NOP: 0, Q_IFACE: 0, Q_CMDMAP: 0, Q_PGMNAME: 0, Q_SERBUF: 0, Q_BUSTYPE: 0,
            Q_WRNMAXLEN: 0, Q_RDNMAXLEN: 0, SYNCNOP: 0, S_BUSTYPE: 1, O_SPIOP: 6,

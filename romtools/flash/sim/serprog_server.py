@@ -17,7 +17,7 @@ import socket
 import time
 import tty
 
-from romtools.errors import RomError
+from hw.errors import FlashError
 from romtools.flash import chips as chipdb
 from romtools.flash.sim.chip import TIMINGS, Faults, SimChip
 from romtools.flash.sim.serprog import SerprogDevice
@@ -30,7 +30,7 @@ def parse_faults(items: list[str], seed: int) -> Faults:
     for item in items:
         kind, _, value = item.partition(":")
         if kind not in FAULT_KINDS or not value:
-            raise RomError(f"bad --fault {item!r}; use flip:RATE, drop:RATE, lie:RATE or disconnect:BYTES")
+            raise FlashError(f"bad --fault {item!r}; use flip:RATE, drop:RATE, lie:RATE or disconnect:BYTES")
         try:
             if kind == "disconnect":
                 kw["disconnect_after"] = int(value, 0)
@@ -40,7 +40,7 @@ def parse_faults(items: list[str], seed: int) -> Faults:
                     raise ValueError
                 kw[kind] = rate
         except ValueError:
-            raise RomError(f"bad --fault value {item!r}: a rate is a number from 0 to 1, "
+            raise FlashError(f"bad --fault value {item!r}: a rate is a number from 0 to 1, "
                            "a disconnect a byte count") from None
     return Faults(seed=seed, **kw)
 
@@ -50,26 +50,26 @@ class Emulator:
                  faults: Faults | None = None, status: int | None = None, stats_path: str | None = None,
                  absent: bool = False):
         if timing not in TIMINGS:
-            raise RomError(f"unknown timing {timing!r}; use one of {', '.join(TIMINGS)}")
+            raise FlashError(f"unknown timing {timing!r}; use one of {', '.join(TIMINGS)}")
         try:
             fd = os.open(image, os.O_RDWR)
         except OSError as exc:
-            raise RomError(f"cannot open chip image {image}: {exc.strerror}") from None
+            raise FlashError(f"cannot open chip image {image}: {exc.strerror}") from None
         try:
             size = os.fstat(fd).st_size
             if chip_name:
                 chip = chipdb.by_name(chip_name)
                 if chip is None:
                     names = ", ".join(c.name for c in chipdb.CHIPS)
-                    raise RomError(f"unknown chip {chip_name!r}; known: {names}")
+                    raise FlashError(f"unknown chip {chip_name!r}; known: {names}")
                 if chip.size != size:
-                    raise RomError(f"{image} is {size} bytes but {chip.name} holds {chip.size}; "
+                    raise FlashError(f"{image} is {size} bytes but {chip.name} holds {chip.size}; "
                                    "make the image the chip's size")
             else:
                 chip = chipdb.default_for_size(size)
                 if chip is None:
                     sizes = ", ".join(f"{s // 1024} KiB" for s in chipdb.default_sizes())
-                    raise RomError(f"{image} is {size} bytes; without --chip the image must be one of "
+                    raise FlashError(f"{image} is {size} bytes; without --chip the image must be one of "
                                    f"{sizes}")
             self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
@@ -122,7 +122,7 @@ class Emulator:
         try:
             srv.bind((host, port))
         except OSError as exc:
-            raise RomError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise FlashError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         srv.listen(1)
         ready(f"listening on tcp:{host}:{srv.getsockname()[1]} ({self.sim.chip.name}, "
               f"{self.sim.chip.size // 1024} KiB)")
@@ -168,7 +168,7 @@ class Emulator:
 
     def serve_pty(self, ready=print) -> None:
         if self.faults.disconnect_after is not None:
-            raise RomError("the disconnect fault needs --listen tcp:PORT (a pty cannot hang up)")
+            raise FlashError("the disconnect fault needs --listen tcp:PORT (a pty cannot hang up)")
         master, slave = os.openpty()
         tty.setraw(slave)
         ready(f"serprog pty {os.ttyname(slave)} ({self.sim.chip.name}, {self.sim.chip.size // 1024} KiB)")
