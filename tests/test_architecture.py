@@ -150,6 +150,11 @@ def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_imports_inside_functions_are_in_the_graph():
+    # romtools.flash.session imports hw.access only inside PciSession.__init__.
+    assert "hw.access" in _graph()["romtools.flash.session"]
+
+
 def test_no_import_cycle_among_romlab_modules():
     assert _cycles(_graph()) == []
 
