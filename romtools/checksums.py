@@ -30,6 +30,20 @@ def fix_image_checksums(buf: bytearray, policy: str = "header", base: int = 0) -
     w = walk(memoryview(buf)[base:], trailing=False)
     img = w.images[0]
     warnings: list[str] = []
+
+    def own_byte(name: str, at: int) -> None:
+        """Refuse a checksum byte of an unsound structure, or one that lies inside another structure."""
+        if name in img.unsound:
+            raise FormatError(f"image at 0x{base:x}: the {name} is not sound (see 'romlab lint'), so romlab will not "
+                              "fix its checksum; repair its pointer first")
+        for other, a, b in img.spans:
+            if other != name and a <= at < b:
+                raise FormatError(f"image at 0x{base:x}: the {name}'s checksum byte at 0x{base + at:x} lies inside the "
+                                  f"{other}; fixing it would damage that structure (see 'romlab lint')")
+
+    for ck in img.checksums:
+        if ck.name in ("$PnP header", "UNDI ROM ID", "iPXE header") and ck.complete:
+            own_byte(ck.name, ck.byte_offset)
     for ck in img.checksums:
         if ck.name in ("$PnP header", "UNDI ROM ID", "iPXE header") and ck.complete:
             _adjust(buf, base + ck.offset, ck.length, base + ck.byte_offset)
@@ -43,6 +57,12 @@ def fix_image_checksums(buf: bytearray, policy: str = "header", base: int = 0) -
             warnings.append(f"image at 0x{base:x}: legacy checksum left invalid (sum 0x{total:02x}) as "
                             "--checksum-byte none asks")
         elif total:
+            if policy == "last":
+                if img.pci and span > img.length:
+                    raise FormatError(f"image at 0x{base:x}: its size byte says {span} bytes, more than its PCIR "
+                                      f"ImageLength ({img.length}); the last byte is not the image's (see 'romlab "
+                                      "lint')")
+                own_byte("legacy image's last byte", span - 1)
             at = base + (6 if policy == "header" else span - 1)
             old = buf[at]
             if policy == "header" and img.ipxe is None and old != 0:

@@ -94,7 +94,8 @@ class RomPatcher:
         if index is not None:
             self.image(index)
             return [index]
-        return [i.index for i in imgs if i.pci]
+        # Every image: a non-PCI one still has $PnP strings to edit, and refuses PCIR edits by name.
+        return [i.index for i in imgs]
 
     # -- PCIR ------------------------------------------------------------------------------
 
@@ -134,6 +135,8 @@ class RomPatcher:
 
     def set_last(self, index: int, last: bool) -> None:
         img = self.image(index)
+        if img.pcir is None:
+            raise FormatError(f"image {index} is a non-PCI option ROM: it has no PCIR, so no last-image flag")
         ind = (img.pcir.indicator & ~S.LAST_IMAGE) | (S.LAST_IMAGE if last else 0)
         self._write_pcir(img, indicator=ind)
 
@@ -194,7 +197,8 @@ class RomPatcher:
         while tail > img.pcir_offset and self.buf[tail - 1] in (0x00, 0xFF) and self.buf[tail - 1] == self.buf[end - 1]:
             tail -= 1
         pos = tail + 2 + (tail & 1)  # keep a byte of the padding, word-align
-        if pos + need <= end and pos <= reach and self._free(img, pos, pos + need, "device list"):
+        # ... and never the image's last byte, where --checksum-byte last puts the legacy checksum.
+        if pos + need <= end - 1 and pos <= reach and self._free(img, pos, pos + need, "device list"):
             self.notes.append(f"image {img.index}: the device list moved into the padding at the image's end "
                               f"(0x{pos:x}-0x{pos + need - 1:x})")
             return pos

@@ -145,15 +145,22 @@ def _images(d: bytes):
             break
         n = _u16(d, p + 0x10) * 512
         out.append((o, n, p))
-        if not n or d[p + 0x15] & 0x80:
+        # The last-image flag is not followed: --last/--not-last may change it, and the images behind
+        # it must stay byte for byte what they were.
+        if not n:
             break
         o += n
     return out
 
 
 def _image_allowed(d: bytes, o: int, p: int) -> set[int]:
-    """Offsets (relative to the image) an edit of image ``o`` may change, as ``d`` shows its structures."""
-    ok = {2, 3} | (set(range(p - o, p - o + 0x1C)) if p is not None else set())
+    """Offsets (relative to the image) an edit of image ``o`` may change, as ``d`` shows its structures:
+    the size bytes, the PCIR, its device list, the $PnP header and its strings (up to the NULs after
+    them), and the checksum bytes: header byte 6, the image's last byte, UNDI ROM ID +5, iPXE header +5."""
+    ok = {2, 3, 6} | (set(range(p - o, p - o + 0x1C)) if p is not None else set())
+    n = _u16(d, p + 0x10) * 512 if p is not None else d[o + 2] * 512
+    if n:
+        ok.add(n - 1)
     off = _u16(d, p + 8) if p is not None else 0
     if off and d[p + 0x0C] >= 3:
         at = p + off
@@ -168,8 +175,17 @@ def _image_allowed(d: bytes, o: int, p: int) -> set[int]:
         for field in (0x0E, 0x10):
             ptr = _u16(d, pnp + field)
             if ptr:
-                end = d.find(b"\0", o + ptr)
-                ok |= set(range(ptr, (end if end >= 0 else len(d)) - o + 1 + 256))
+                at = o + ptr
+                while at < len(d) and d[at] != 0:   # the string
+                    ok.add(at - o)
+                    at += 1
+                while at < len(d) and d[at] == 0:   # its NUL and the NUL padding after it
+                    ok.add(at - o)
+                    at += 1
+    for ptr_at, sig in ((0x16, b"UNDI"), (0x10, b"iPXE")):
+        at = o + _u16(d, o + ptr_at)
+        if _u16(d, o + ptr_at) and d[at:at + 4] == sig:
+            ok.add(at + 5 - o)
     return ok
 
 
@@ -205,6 +221,14 @@ POINTERS = {  # name -> (where the 16-bit field is, relative to what)
     "pnp-manufacturer": lambda d: _u16(d, 0x1A) + 0x0E,
     "image-length": lambda d: _u16(d, 0x18) + 0x10,
 }
+
+
+def _structure_rules(data: bytes) -> set[str]:
+    from romtools.walker import walk
+
+    rules = {"structure-bounds", "structure-overlap", "pnp-string-bounds", "device-list-bounds",
+             "device-list-unterminated"}
+    return {f.rule for f in walk(data).findings if f.rule in rules}
 
 
 class Mutant:
@@ -249,7 +273,10 @@ def mutants(draw):
 
 EDITS = st.sampled_from([["--device", "10d3"], ["--add-device", "1234"], ["--remove-device", "100e"],
                          ["--vendor", "8087"], ["--pnp-product", "Lab"], ["--pnp-manufacturer", ""],
-                         ["--add-device", "1234", "--add-device", "1235", "--add-device", "1236"]])
+                         ["--add-device", "1234", "--add-device", "1235", "--add-device", "1236"],
+                         ["--class", "020000"], ["--not-last"], ["--last"], ["--fix-checksums"],
+                         ["--add-device", "1234", "--fix-checksums", "--checksum-byte", "last"],
+                         ["--pnp-product", "Lab", "--fix-checksums"]])
 
 
 @settings(max_examples=int(__import__('os').environ.get('ROMLAB_EXAMPLES', 50)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -265,6 +292,8 @@ def test_class2_patch_changes_only_what_it_edits_or_refuses(tmp_path, rom, edit,
     if rc == 0:
         ok, why = allowed_changes(rom, out.read_bytes())
         assert ok, f"{edit}: {why}"
+        # An accepted edit leaves no structure less sound than it found it.
+        assert _structure_rules(out.read_bytes()) <= _structure_rules(rom), edit
     else:
         assert rc in (1, 2) and err.count("\n") == 1 and "internal error" not in err, err
         assert not out.exists()
@@ -325,3 +354,31 @@ def test_class1_reading_verbs_on_mutants_end_in_time_and_memory_with_one_line(tm
             assert r["stderr"].count("\n") == 1 and "internal error" not in r["stderr"], r
     assert src.read_bytes() == bytes(data)
     assert elapsed < 7 * 5      # seven verbs, 5 s each at most (a hang, not a speed, is what this catches)
+
+
+def test_fix_checksums_never_writes_into_another_structure(tmp_path):
+    # pxe-e1000.rom: $PnP at 0x40, UNDI ROM ID at 0x84 (xxd). A $PnP header made to start at 0x7b has its
+    # checksum byte (+9) on the 'U' of "UNDI": fixing it would destroy the UNDI ROM ID.
+    rom = bytearray(PXE.read_bytes())
+    assert rom[0x84:0x88] == b"UNDI"
+    rom[0x7B:0x84] = bytes(rom[0x40:0x49])
+    struct.pack_into("<H", rom, 0x1A, 0x7B)
+    refused(tmp_path, bytes(rom), "--fix-checksums", lint_rule="structure-overlap")
+
+
+def test_the_last_byte_checksum_spares_a_moved_device_list(tmp_path):
+    src = tmp_path / "vmw3.rom"
+    src.write_bytes(bytes(vmware_rev3(0)))
+    out = tmp_path / "o.rom"
+    rc, _, err = run("patch", src, "--add-device", "1234", "--fix-checksums", "--checksum-byte", "last", "-o", out)
+    assert rc == 0, err
+    after = out.read_bytes()
+    at = VMW_PCIR + _u16(after, VMW_PCIR + 8)
+    assert struct.unpack_from("<2H", after, at) == (0x1234, 0) and at + 4 <= len(after) - 1
+    assert sum(after) & 0xFF == 0
+
+
+def test_last_flag_on_a_non_pci_rom_is_refused_in_one_line(tmp_path):
+    isa = Path("/usr/share/seabios/vgabios-isavga.bin")
+    rc, _, err = run("patch", isa, "--image", "0", "--last", "-o", tmp_path / "o.rom")
+    assert rc == 2 and err.count("\n") == 1 and "non-PCI" in err and "internal error" not in err
