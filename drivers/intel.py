@@ -187,10 +187,10 @@ class IntelNic:
         bar = self.bar
         ring_cls = CRing if self.impl == "c" else PyRing
         dsize = LEGACY.desc_size
-        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, dsize)
-                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, dsize))
-        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, dsize)
-        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, dsize)
+        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, LEGACY)
+                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, LEGACY))
+        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, LEGACY)
+        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, LEGACY)
         self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True, fmt=LEGACY)
         self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False, fmt=LEGACY)
         for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):

@@ -1,0 +1,120 @@
+"""Review defects of drivers/ring.py and drivers/c/ring.c: geometry trusted, lengths read twice,
+receive buffers smaller than a frame, empty frames. Each is checked against both rings (C and Python);
+the device's side is tests/ring_double.py."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from array import array
+
+import pytest
+from ring_double import DESC, RDT, TDT, Bar, Mem, RingMem, device_rx, device_tx, make_ring, received
+
+from drivers.ring import CRing, PyRing
+from hw.errors import RomlabError
+
+IMPLS = pytest.mark.parametrize("cls", [CRing, PyRing], ids=["c", "python"])
+
+
+def frame(seq: int, size: int) -> bytes:
+    return bytes((seq * 31 + i) & 0xFF for i in range(size))
+
+
+def one_line(exc) -> str:
+    msg = str(exc.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+# -- 1: geometry ---------------------------------------------------------------------------------
+@IMPLS
+@pytest.mark.parametrize("rx", [True, False], ids=["rx", "tx"])
+@pytest.mark.parametrize("count", [0, 1])
+def test_ring_with_fewer_than_two_descriptors_refused(cls, rx, count):
+    bar, mem = Bar(), RingMem(count, 2048)
+    with pytest.raises(RomlabError) as exc:
+        cls(mem, bar, RDT if rx else TDT, rx=rx)
+    assert "descriptor" in one_line(exc)
+
+
+@IMPLS
+@pytest.mark.parametrize("size", [0, 65536])
+def test_buffer_size_outside_1_to_65535_refused(cls, size):
+    bar, mem = Bar(), RingMem(4, 16)
+    mem.buf_size = size
+    with pytest.raises(RomlabError) as exc:
+        cls(mem, bar, TDT, rx=False)
+    assert str(size) in one_line(exc)
+
+
+@IMPLS
+def test_buffer_region_smaller_than_count_buffers_refused(cls):
+    bar, mem = Bar(), RingMem(4, 2048)
+    mem.bufs = Mem(3 * 2048, mem.bufs.iova)  # room for three buffers, four descriptors
+    with pytest.raises(RomlabError) as exc:
+        cls(mem, bar, TDT, rx=False)
+    assert "8192" in one_line(exc)
+
+
+@IMPLS
+def test_descriptor_region_smaller_than_count_descriptors_refused(cls):
+    bar, mem = Bar(), RingMem(4, 2048)
+    mem.desc = Mem(4 * DESC - 1, mem.desc.iova)
+    with pytest.raises(RomlabError) as exc:
+        cls(mem, bar, RDT, rx=True)
+    assert str(4 * DESC) in one_line(exc)
+
+
+@IMPLS
+@pytest.mark.parametrize("tail", [len(Bar().mm) - 2, len(Bar().mm), 0x3819])
+def test_tail_register_outside_bar_or_unaligned_refused(cls, tail):
+    bar, mem = Bar(), RingMem(4, 2048)
+    with pytest.raises(RomlabError) as exc:
+        cls(mem, bar, tail, rx=False)
+    assert f"{tail:#x}" in one_line(exc)
+
+
+def test_ring_memory_sized_by_the_format():
+    """RingMemory carves count * the format's descriptor size, not a fixed 16 bytes."""
+    from drivers.ring import RingMemory
+
+    class Pool:
+        def __init__(self):
+            self.sizes = []
+
+        def carve(self, size, align):
+            self.sizes.append(size)
+            return Mem(size, 0x1000)
+
+    class Wide:
+        desc_size = 32
+
+    pool = Pool()
+    mem = RingMemory(pool, 8, 2048, fmt=Wide())
+    assert pool.sizes == [8 * 32, 8 * 2048] and mem.desc_size == 32
+    assert RingMemory.pool_size(8, 2048, fmt=Wide()) >= 8 * 32 + 8 * 2048
+
+
+C_ZERO_COUNT = """
+from drivers._ring import ffi, lib
+import mmap
+bar, desc, buf = (mmap.mmap(-1, 0x20000) for _ in range(3))
+r = ffi.new("struct ring *", {"fmt": ffi.addressof(lib, "ring_legacy"), "bar": ffi.from_buffer("uint8_t[]", bar),
+    "tail_reg": 0x3818, "desc": ffi.from_buffer("uint8_t[]", desc), "buf": ffi.from_buffer("uint8_t[]", buf),
+    "buf_iova": 0x200000, "buf_size": 2048, "count": 0})
+lib.ring_init_tx(r)
+pkts = bytes(64)
+lens = ffi.new("uint16_t[]", [64])
+print(lib.ring_tx_batch(r, pkts, 64, lens, 1), lib.ring_tx_pending(r))
+lib.ring_init_rx(r)
+out = bytearray(4096)
+print(lib.ring_rx_batch(r, ffi.from_buffer("uint8_t[]", out), 4096, lens, 1))
+"""
+
+
+def test_c_ring_with_zero_descriptors_does_not_divide_by_zero():
+    """The C entry points refuse a ring of no descriptors themselves, whatever Python checked."""
+    p = subprocess.run([sys.executable, "-c", C_ZERO_COUNT], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-500:]}"
+    tx, pending, rx = p.stdout.split()
+    assert int(tx) < 0 and int(pending) == 0 and int(rx) == 0
