@@ -118,3 +118,37 @@ def test_c_ring_with_zero_descriptors_does_not_divide_by_zero():
     assert p.returncode == 0, f"exit {p.returncode}: {p.stderr[-500:]}"
     tx, pending, rx = p.stdout.split()
     assert int(tx) < 0 and int(pending) == 0 and int(rx) == 0
+
+
+# -- 2: a transmit length is read once ------------------------------------------------------------
+@pytest.mark.parametrize("new_len,pkts_size", [(3000, 8192), (2000, 100)], ids=["over-buf-size", "past-batch"])
+def test_c_tx_length_changed_after_its_check_is_not_used(new_len, pkts_size):
+    """The C ring runs with the GIL released, so another thread may rewrite a length between the
+    check of the batch and the copy. Here the rewrite happens at the one call between the two (the
+    done-bit read of the reclaim): the value used must be one that was checked."""
+    ring, bar, mem = make_ring(CRing, rx=False, count=4)
+    ffi = ring.ffi
+    assert ring.tx_batch(frame(0, 60), array("H", [60])) == 1
+    device_tx(mem, 0)  # descriptor 0 is done, so the next batch reclaims it first
+    lens = array("H", [60])
+    real = ring.r.fmt
+
+    def tx_done(desc):
+        lens[0] = new_len
+        return real.tx_done(desc)
+
+    cb = ffi.callback(ffi.typeof(real.tx_done), tx_done)
+    ops = ffi.new("struct ring_format *", {"desc_size": real.desc_size, "tx_describe": real.tx_describe,
+                                           "rx_describe": real.rx_describe, "tx_done": cb,
+                                           "rx_done": real.rx_done, "rx_result": real.rx_result})
+    ring.r.fmt = ops
+    slot2 = bytes(mem.bufs.mem[2 * 2048:3 * 2048])
+    try:
+        sent = ring.tx_batch(bytearray(frame(1, pkts_size)), lens)
+    except RomlabError:
+        sent = 0
+    ring.r.fmt = real
+    length = int.from_bytes(mem.desc.mem[DESC + 8:DESC + 10], "little")
+    if sent:
+        assert length == 60
+    assert length <= 2048 and bytes(mem.bufs.mem[2 * 2048:3 * 2048]) == slot2

@@ -161,16 +161,22 @@ int32_t ring_tx_batch(struct ring *r, const uint8_t *pkts, uint64_t pkts_size, c
     if (total > pkts_size)
         return RING_E_SHORT;
 
-    const uint8_t *src = pkts;
+    /* The caller's lengths stay shared while this runs (cffi releases the GIL), so each is read
+     * once more, into a local, and that local is checked again against the buffer and the bytes
+     * left before it is used: a length rewritten since the check above ends the batch there. */
+    uint64_t used = 0;
     uint32_t sent = 0;
     tx_reclaim(r);
     while (sent < n) {
         uint32_t after = (r->next + 1) % r->count;
         if (after == r->clean)  /* ring full: one slot stays empty */
             break;
-        memcpy(r->buf + (size_t)r->next * r->buf_size, src, lens[sent]);
-        r->fmt->tx_describe(desc_at(r, r->next), iova_at(r, r->next), lens[sent]);
-        src += lens[sent];
+        uint16_t len = *(volatile const uint16_t *)&lens[sent];
+        if (len == 0 || len > r->buf_size || len > pkts_size - used)
+            break;
+        memcpy(r->buf + (size_t)r->next * r->buf_size, pkts + used, len);
+        r->fmt->tx_describe(desc_at(r, r->next), iova_at(r, r->next), len);
+        used += len;
         r->next = after;
         sent++;
     }
