@@ -14,9 +14,10 @@ What the rings promise, in both implementations:
 
 - transmit: a batch whose lengths are not all within 1..buf_size, or add up to more than the
   bytes given, is refused whole with a RomlabError, the ring untouched; frames are never cut.
-- receive: a frame spanning several descriptors, in error, with a length over buf_size, or longer
-  than the caller's whole out buffer is dropped and counted in ``dropped``; a frame that does not
-  fit what is left of the out buffer waits for the next batch.
+- receive: an out buffer smaller than buf_size is refused (a frame the ring holds might never fit
+  it); a frame spanning several descriptors, in error, empty, or with a length over buf_size is
+  dropped and counted in ``dropped``; a frame that does not fit what is left of the out buffer
+  waits for the next batch.
 - ordering: a descriptor's done bit is read first, then a read barrier, then its length and
   flags; a write barrier precedes every tail-register write (``dma_wmb``/``dma_rmb`` are the C
   barriers, see drivers/c/ring.c). ``require_dma_ordering`` refuses machines they were not
@@ -65,6 +66,11 @@ def tx_refusal(pkts_size: int, lens, buf_size: int) -> RomlabError:
             return HardwareError(f"frame {i} of the batch is {n} bytes; frames must be 1..{buf_size} bytes "
                             f"(one descriptor buffer each): nothing was sent")
     return HardwareError(f"the batch's lengths add up to {sum(lens)} bytes but it holds {pkts_size}: nothing was sent")
+
+
+def rx_out_refusal(out_size: int, buf_size: int) -> UsageError:
+    return UsageError(f"a receive buffer of {out_size} bytes cannot hold a {buf_size}-byte frame the ring "
+                      f"may hold; give at least {buf_size} bytes")
 
 
 def _lens_array(lens, pkts_size: int, buf_size: int) -> array:
@@ -156,6 +162,8 @@ class CRing:
         return self.lib.ring_tx_pending(self.r)
 
     def rx_batch(self, out: bytearray, max_pkts: int) -> tuple[int, array]:
+        if len(out) < self.buf_size:
+            raise rx_out_refusal(len(out), self.buf_size)
         lens = self._lens
         ffi = self.ffi
         n = self.lib.ring_rx_batch(self.r, ffi.from_buffer("uint8_t[]", out, require_writable=True), len(out),
@@ -222,6 +230,8 @@ class PyRing:
         return sent
 
     def rx_batch(self, out: bytearray, max_pkts: int) -> tuple[int, array]:
+        if len(out) < self.size:
+            raise rx_out_refusal(len(out), self.size)
         fmt, desc = self.fmt, self.desc
         got, used, last = 0, 0, None
         lens = self._lens
@@ -237,7 +247,7 @@ class PyRing:
             elif not flags & RING_RX_EOP:
                 self.dropped += 1
                 self.discarding = True
-            elif flags & RING_RX_ERROR or length > size or length > room:
+            elif flags & RING_RX_ERROR or not 1 <= length <= size or length > room:
                 self.dropped += 1
             elif used + length > room:
                 break

@@ -152,3 +152,29 @@ def test_c_tx_length_changed_after_its_check_is_not_used(new_len, pkts_size):
     if sent:
         assert length == 60
     assert length <= 2048 and bytes(mem.bufs.mem[2 * 2048:3 * 2048]) == slot2
+
+
+# -- 3: receive ---------------------------------------------------------------------------------------
+@IMPLS
+def test_rx_out_buffer_smaller_than_a_ring_buffer_refused(cls):
+    """A frame the ring can hold must fit the out buffer: a smaller one is refused up front and
+    the pending frames stay for a batch with a big enough buffer."""
+    ring, bar, mem = make_ring(cls, rx=True)
+    device_rx(mem, 0, frame(0, 200))
+    device_rx(mem, 1, frame(1, 60))
+    with pytest.raises(RomlabError) as exc:
+        ring.rx_batch(bytearray(2047), 32)
+    assert "2047" in one_line(exc) and "2048" in one_line(exc)
+    n, lens = ring.rx_batch(bytearray(2048), 32)
+    assert n == 2 and ring.dropped == 0
+
+
+@IMPLS
+def test_rx_empty_frame_counted_as_dropped(cls):
+    ring, bar, mem = make_ring(cls, rx=True)
+    device_rx(mem, 0, b"", length=0)
+    device_rx(mem, 1, frame(1, 60))
+    out = bytearray(4096)
+    n, lens = ring.rx_batch(out, 32)
+    assert received(out, lens, n) == [frame(1, 60)]
+    assert ring.dropped == 1 and bar.read32(RDT) == 1

@@ -201,8 +201,8 @@ uint32_t ring_rx_batch(struct ring *r, uint8_t *out, uint64_t out_size, uint16_t
     uint64_t used = 0;
     uint32_t last = r->count;
 
-    if (!ring_usable(r))
-        return 0;
+    if (!ring_usable(r) || out_size < r->buf_size)
+        return 0;  /* a frame the ring holds might never fit: nothing taken, nothing dropped */
     while (got < max) {
         uint8_t *d = desc_at(r, r->next);
         if (!f->rx_done(d))
@@ -216,8 +216,8 @@ uint32_t ring_rx_batch(struct ring *r, uint8_t *out, uint64_t out_size, uint16_t
         } else if (!(res & RING_RX_EOP)) {  /* a frame over several descriptors: drop it whole */
             r->dropped++;
             r->discarding = 1;
-        } else if ((res & RING_RX_ERROR) || len > r->buf_size || len > out_size) {
-            r->dropped++;  /* in error, a length no buffer holds, or too long for any batch */
+        } else if ((res & RING_RX_ERROR) || len == 0 || len > r->buf_size || len > out_size) {
+            r->dropped++;  /* in error, empty, a length no buffer holds, or too long for any batch */
         } else if (used + len > out_size) {
             break;  /* fits the next batch */
         } else {
