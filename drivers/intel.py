@@ -9,9 +9,10 @@ does not. Both run here with 16-byte legacy descriptors, so one pair of rings
 second format beside ``drivers.descriptors.Legacy`` (``ring_legacy`` in
 drivers/c/ring.c), the rings unchanged.
 
-Bring-up follows the datasheets' order (and iPXE's intel_reset): mask interrupts, reset the MAC
-and wait for the reset to end, mask again, set link up, program the receive and transmit rings,
-and only then let the device master the bus and enable its units. Until the reset has ended the
+Bring-up follows the datasheets' order (and iPXE's intel_reset): bus mastering off, mask
+interrupts, units off, reset the MAC and wait for the reset and the NVM auto-read after it to
+end, mask again, set link up, program the receive and transmit rings, and only then let the
+device master the bus and enable its units. Until the reset has ended the
 device may still be running whatever rings a previous user left it, so it gets no bus mastering
 before. Close undoes it in the reverse order (iPXE's intel_close, Linux's e1000e reset): units
 off, master requests drained on PCI Express parts, MAC reset polled to its end, bus mastering
@@ -49,9 +50,22 @@ CTRL_GIO_MASTER_DISABLE, STATUS_GIO_MASTER_ENABLE = 1 << 2, 1 << 19
 PCIE_CAP_ID = 0x10
 MASTER_DISABLE_TIMEOUT = 0.08  # s; Linux: MASTER_DISABLE_TIMEOUT, 800 polls 100 us apart
 RESET_TIMEOUT = 1.0  # s
+# After a MAC reset the part reloads its settings from the NVM. The 8257x reports the end in
+# EECD.AUTO_RD (Linux e1000e_get_auto_rd_done polls it about 10 ms); the 8254x has no such bit, and
+# Linux's e1000_reset_hw waits 5 ms instead. It also gives the 8254x, which has no master-disable
+# handshake, 10 ms with its units off for outstanding PCI transactions to end before the reset.
+EECD_AUTO_RD = 1 << 9
+AUTO_RD_FAMILIES = ("8257x",)
+AUTO_RD_TIMEOUT = 0.05  # s
+AUTO_RD_WAIT = 0.005  # s, 8254x
+QUIESCE_WAIT = 0.010  # s, 8254x
 POLL_INTERVAL = 0.0001  # s between register polls
 IMPLS = ("c", "python")
 RCTL_EN, RCTL_UPE, RCTL_MPE, RCTL_BAM, RCTL_SECRC = 1 << 1, 1 << 3, 1 << 4, 1 << 15, 1 << 26
+# RCTL.BSIZE (bits 17:16) and BSEX (bit 25) for each receive buffer size the manuals allow.
+RCTL_BSEX = 1 << 25
+RCTL_BSIZE = {2048: 0, 1024: 1 << 16, 512: 2 << 16, 256: 3 << 16,
+              16384: RCTL_BSEX | 1 << 16, 8192: RCTL_BSEX | 2 << 16, 4096: RCTL_BSEX | 3 << 16}
 TCTL_EN, TCTL_PSP = 1 << 1, 1 << 3
 TCTL_CT, TCTL_COLD = 0x0F << 4, 0x3F << 12
 EERD_START, EERD_DONE = 1 << 0, 1 << 4
@@ -86,6 +100,9 @@ class IntelNic:
         if impl not in IMPLS:
             raise HardwareError(f"no ring implementation {impl!r}; choose one of {', '.join(IMPLS)}")
         require_dma_ordering()
+        if self.BUF_SIZE not in RCTL_BSIZE:
+            raise HardwareError(f"receive buffers of {self.BUF_SIZE} bytes are not a size RCTL.BSIZE can give the "
+                                f"device ({', '.join(map(str, sorted(RCTL_BSIZE)))})")
         self._closed = False
         self.vfio = self.bar = self.rx = self.tx = None
         self.rx_mem = self.tx_mem = self.pool = None
@@ -135,9 +152,13 @@ class IntelNic:
     # -- bring-up ---------------------------------------------------------------------------
     def _reset(self) -> None:
         bar = self.bar
+        self.vfio.set_bus_master(False)  # whatever a previous user left running stops reaching memory
         bar.write32(IMC, 0xFFFFFFFF)
         if not self._mac_reset():
             raise HardwareError(f"{self.bdf}: the NIC did not come out of reset within {RESET_TIMEOUT:g} s")
+        if not self._auto_read_done():
+            raise HardwareError(f"{self.bdf}: the NVM auto-read after the reset did not end within "
+                                f"{AUTO_RD_TIMEOUT:g} s (EECD.AUTO_RD never set); check the NVM")
         bar.write32(IMC, 0xFFFFFFFF)
         bar.read32(ICR)
         if self.part.flags & F_IAME:
@@ -156,14 +177,29 @@ class IntelNic:
 
         A PCI Express part is first asked to stop mastering (CTRL.GIO_MASTER_DISABLE) and polled
         until it has no request pending (STATUS.GIO_MASTER_ENABLE clear), as Linux's e1000e does
-        before every reset; a part that does not acknowledge in time still stops at the reset."""
+        before every reset; a part that does not acknowledge in time still stops at the reset. A
+        conventional PCI part has no such handshake: with its units off it is given the fixed
+        QUIESCE_WAIT instead."""
         bar = self.bar
+        bar.write32(RCTL, 0)
+        bar.write32(TCTL, 0)
         if self.pcie:
             bar.write32(CTRL, bar.read32(CTRL) | CTRL_GIO_MASTER_DISABLE)
             self._poll(STATUS, STATUS_GIO_MASTER_ENABLE, False, MASTER_DISABLE_TIMEOUT)
+        else:
+            bar.read32(STATUS)  # the writes above reach the device before the wait starts
+            time.sleep(QUIESCE_WAIT)
         bar.write32(CTRL, bar.read32(CTRL) | CTRL_RST)
         time.sleep(POLL_INTERVAL)  # the manuals: no register access for 1 us after setting RST
         return self._poll(CTRL, CTRL_RST, False, RESET_TIMEOUT)
+
+    def _auto_read_done(self) -> bool:
+        """Wait for the NVM auto-read a MAC reset starts: poll EECD.AUTO_RD where the family has
+        it, else the 8254x's fixed AUTO_RD_WAIT. False if the bit never came."""
+        if self.part.family.key in AUTO_RD_FAMILIES:
+            return self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_TIMEOUT)
+        time.sleep(AUTO_RD_WAIT)
+        return True
 
     def _phy_write(self, reg: int, value: int) -> None:
         self.bar.write32(MDIC, value | (reg << 16) | (PHY_ADDR << 21) | MDIC_WRITE)
@@ -187,10 +223,10 @@ class IntelNic:
         bar = self.bar
         ring_cls = CRing if self.impl == "c" else PyRing
         dsize = LEGACY.desc_size
-        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, dsize)
-                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, dsize))
-        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, dsize)
-        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, dsize)
+        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, LEGACY)
+                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, LEGACY))
+        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, LEGACY)
+        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, LEGACY)
         self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True, fmt=LEGACY)
         self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False, fmt=LEGACY)
         for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
@@ -206,7 +242,7 @@ class IntelNic:
         bar.write32(TIPG, 0x0060200A)
         self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
         bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
-        bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC)
+        bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE[self.BUF_SIZE])
 
     # -- operations -------------------------------------------------------------------------
     @property
@@ -331,6 +367,9 @@ class IntelNic:
             problem = (f"{self.bdf}: the NIC did not come out of its reset on close within {RESET_TIMEOUT:g} s; "
                        f"bus mastering is off and its DMA memory freed, but reset it (or rebind its driver) "
                        f"before trusting it")
+        elif not self._auto_read_done():
+            problem = (f"{self.bdf}: the NVM auto-read after the reset on close did not end within "
+                       f"{AUTO_RD_TIMEOUT:g} s; bus mastering is off and its DMA memory freed, but check the NVM")
         self.vfio.set_bus_master(False)
         return problem
 

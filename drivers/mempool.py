@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hw.errors import HardwareError
+
 
 @dataclass
 class Region:
@@ -37,7 +39,8 @@ class Mempool:
     def carve(self, size: int, align: int = 128) -> Region:
         start = (self.used + align - 1) // align * align
         if start + size > self.dma.size:
-            raise MemoryError(f"mempool of {self.dma.size} bytes cannot hold {size} more")
+            raise HardwareError(f"the DMA pool of {self.dma.size} bytes has {self.dma.size - self.used} left "
+                                f"and cannot hold {size} more bytes (aligned to {align})")
         view = self._base[start:start + size]
         self._views.append(view)
         self.used = start + size

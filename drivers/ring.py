@@ -14,9 +14,10 @@ What the rings promise, in both implementations:
 
 - transmit: a batch whose lengths are not all within 1..buf_size, or add up to more than the
   bytes given, is refused whole with a RomlabError, the ring untouched; frames are never cut.
-- receive: a frame spanning several descriptors, in error, with a length over buf_size, or longer
-  than the caller's whole out buffer is dropped and counted in ``dropped``; a frame that does not
-  fit what is left of the out buffer waits for the next batch.
+- receive: an out buffer smaller than buf_size is refused (a frame the ring holds might never fit
+  it); a frame spanning several descriptors, in error, empty, or with a length over buf_size is
+  dropped and counted in ``dropped``; a frame that does not fit what is left of the out buffer
+  waits for the next batch.
 - ordering: a descriptor's done bit is read first, then a read barrier, then its length and
   flags; a write barrier precedes every tail-register write (``dma_wmb``/``dma_rmb`` are the C
   barriers, see drivers/c/ring.c). ``require_dma_ordering`` refuses machines they were not
@@ -30,7 +31,7 @@ from array import array
 
 from drivers._ring import ffi, lib
 from drivers.descriptors import LEGACY, RING_RX_EOP, RING_RX_ERROR
-from hw.errors import HardwareError, RomlabError
+from hw.errors import HardwareError, RomlabError, UsageError
 
 DESC_SIZE = LEGACY.desc_size
 
@@ -67,6 +68,11 @@ def tx_refusal(pkts_size: int, lens, buf_size: int) -> RomlabError:
     return HardwareError(f"the batch's lengths add up to {sum(lens)} bytes but it holds {pkts_size}: nothing was sent")
 
 
+def rx_out_refusal(out_size: int, buf_size: int) -> UsageError:
+    return UsageError(f"a receive buffer of {out_size} bytes cannot hold a {buf_size}-byte frame the ring "
+                      f"may hold; give at least {buf_size} bytes")
+
+
 def _lens_array(lens, pkts_size: int, buf_size: int) -> array:
     """The lengths as the C ring takes them (uint16); one outside that range is refused as the
     Python ring refuses it."""
@@ -78,17 +84,38 @@ def _lens_array(lens, pkts_size: int, buf_size: int) -> array:
         raise tx_refusal(pkts_size, list(lens), buf_size) from None
 
 
-class RingMemory:
-    """The DMA memory of one ring, carved from a mempool: descriptors and one buffer per descriptor."""
+def check_geometry(mem, bar, tail_reg: int, fmt) -> None:
+    """Refuse a ring whose numbers would let either implementation touch memory it was not given:
+    the C loops index descriptors, buffers and the tail register from these numbers alone, and
+    divide by the count."""
+    count, size = mem.count, mem.buf_size
+    if not isinstance(count, int) or count < 2:
+        raise UsageError(f"a ring needs at least 2 descriptors (one always stays empty), not {count}")
+    if not isinstance(size, int) or not 1 <= size <= 0xFFFF:
+        raise UsageError(f"a ring's buffers must be 1..65535 bytes (a descriptor length is 16 bits), not {size}")
+    if len(mem.desc.mem) < count * fmt.desc_size:
+        raise HardwareError(f"the descriptor memory is {len(mem.desc.mem)} bytes but {count} descriptors of "
+                            f"{fmt.desc_size} bytes need {count * fmt.desc_size}")
+    if len(mem.bufs.mem) < count * size:
+        raise HardwareError(f"the buffer memory is {len(mem.bufs.mem)} bytes but {count} buffers of {size} "
+                            f"need {count * size}")
+    if not isinstance(tail_reg, int) or tail_reg < 0 or tail_reg % 4 or tail_reg + 4 > len(bar.mm):
+        raise HardwareError(f"tail register {tail_reg:#x} is not a 4-byte-aligned register inside the "
+                            f"{len(bar.mm):#x}-byte BAR")
 
-    def __init__(self, pool, count: int, buf_size: int, desc_size: int = DESC_SIZE):
-        self.count, self.buf_size = count, buf_size
-        self.desc = pool.carve(count * desc_size, align=128)
+
+class RingMemory:
+    """The DMA memory of one ring, carved from a mempool: descriptors (of the format's size) and
+    one buffer per descriptor."""
+
+    def __init__(self, pool, count: int, buf_size: int, fmt=LEGACY):
+        self.count, self.buf_size, self.desc_size = count, buf_size, fmt.desc_size
+        self.desc = pool.carve(count * fmt.desc_size, align=128)
         self.bufs = pool.carve(count * buf_size, align=4096)
 
     @staticmethod
-    def pool_size(count: int, buf_size: int, desc_size: int = DESC_SIZE) -> int:
-        return count * desc_size + 128 + count * buf_size + 4096
+    def pool_size(count: int, buf_size: int, fmt=LEGACY) -> int:
+        return count * fmt.desc_size + 128 + count * buf_size + 4096
 
 
 class CRing:
@@ -96,6 +123,7 @@ class CRing:
 
     def __init__(self, mem: RingMemory, bar, tail_reg: int, rx: bool, fmt=LEGACY):
         require_dma_ordering()
+        check_geometry(mem, bar, tail_reg, fmt)
         self.ffi, self.lib, self.mem, self.rx, self.fmt = ffi, lib, mem, rx, fmt
         self.buf_size = mem.buf_size
         self._bar = ffi.from_buffer("uint8_t[]", bar.mm)
@@ -123,6 +151,9 @@ class CRing:
         ffi = self.ffi
         sent = self.lib.ring_tx_batch(self.r, ffi.from_buffer("uint8_t[]", pkts), len(pkts),
                                       ffi.from_buffer("uint16_t[]", lens), len(lens))
+        if sent == lib.RING_E_GEOMETRY:
+            raise HardwareError(f"the ring's geometry ({self.r.count} descriptors of {self.r.buf_size}-byte "
+                                f"buffers) is not one it can run: nothing was sent")
         if sent < 0:
             raise tx_refusal(len(pkts), lens, self.buf_size)
         return sent
@@ -131,6 +162,8 @@ class CRing:
         return self.lib.ring_tx_pending(self.r)
 
     def rx_batch(self, out: bytearray, max_pkts: int) -> tuple[int, array]:
+        if len(out) < self.buf_size:
+            raise rx_out_refusal(len(out), self.buf_size)
         lens = self._lens
         ffi = self.ffi
         n = self.lib.ring_rx_batch(self.r, ffi.from_buffer("uint8_t[]", out, require_writable=True), len(out),
@@ -143,6 +176,7 @@ class PyRing:
 
     def __init__(self, mem: RingMemory, bar, tail_reg: int, rx: bool, fmt=LEGACY):
         require_dma_ordering()
+        check_geometry(mem, bar, tail_reg, fmt)
         self.mem, self.bar, self.tail_reg, self.rx, self.fmt = mem, bar, tail_reg, rx, fmt
         self.desc = mem.desc.view
         self.buf = mem.bufs.view
@@ -196,6 +230,8 @@ class PyRing:
         return sent
 
     def rx_batch(self, out: bytearray, max_pkts: int) -> tuple[int, array]:
+        if len(out) < self.size:
+            raise rx_out_refusal(len(out), self.size)
         fmt, desc = self.fmt, self.desc
         got, used, last = 0, 0, None
         lens = self._lens
@@ -211,7 +247,7 @@ class PyRing:
             elif not flags & RING_RX_EOP:
                 self.dropped += 1
                 self.discarding = True
-            elif flags & RING_RX_ERROR or length > size or length > room:
+            elif flags & RING_RX_ERROR or not 1 <= length <= size or length > room:
                 self.dropped += 1
             elif used + length > room:
                 break

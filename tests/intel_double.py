@@ -11,6 +11,9 @@ manuals describe, as far as IntelNic uses them:
   STATUS.GIO_MASTER_ENABLE (bit 19) once the part has no master request pending: after
   ``gio_reads`` reads of STATUS (or never, with ``gio_reads=None``). A conventional PCI part
   (82540EM) has no such handshake; like QEMU's model of it, its STATUS bit 19 stays set.
+- On a PCI Express part, EECD.AUTO_RD (bit 9) is clear from a MAC reset until the NVM auto-read
+  ends, ``auto_rd_reads`` reads of EECD later (or never, with ``auto_rd_reads=None``); the 8254x
+  manual's EECD has no such bit, and this double leaves it clear there.
 - GPRC, GPTC and MPC are clear-on-read; the test adds to them with ``count()``.
 - STATUS.LU is set (link up); MDIC reports ready; EERD returns ``eeprom[word]`` with its done bit.
 
@@ -25,7 +28,8 @@ import struct
 from hw.pci import parse_bdf
 from hw.vfio import DmaBuffer
 
-CTRL, STATUS, EERD, MDIC, ICR, IMC = 0x0000, 0x0008, 0x0014, 0x0020, 0x00C0, 0x00D8
+CTRL, STATUS, EECD, EERD, MDIC, ICR, IMC = 0x0000, 0x0008, 0x0010, 0x0014, 0x0020, 0x00C0, 0x00D8
+EECD_AUTO_RD = 1 << 9
 RCTL, TCTL = 0x0100, 0x0400
 RDBAL, RDBAH, RDLEN, RDH, RDT = 0x2800, 0x2804, 0x2808, 0x2810, 0x2818
 TDBAL, TDBAH, TDLEN, TDH, TDT = 0x3800, 0x3804, 0x3808, 0x3810, 0x3818
@@ -75,8 +79,9 @@ class FakeNic:
     """The device: registers, config space and DMA memory, and the one log of what the driver did."""
 
     def __init__(self, device_id: int = 0x10D3, pcie: bool = True, rst_reads: int | None = 2,
-                 gio_reads: int | None = 3):
+                 gio_reads: int | None = 3, auto_rd_reads: int | None = 2):
         self.log: list[tuple] = []
+        self.auto_rd_reads, self._auto_rd_left = auto_rd_reads, 0
         self.device_id, self.pcie = device_id, pcie
         self.rst_reads, self.gio_reads = rst_reads, gio_reads
         self._rst_left = self._gio_left = 0
@@ -114,6 +119,12 @@ class FakeNic:
                     self._gio_left -= 1
                 return value | STATUS_GIO_MASTER_ENABLE
             return value
+        if off == EECD:
+            if not self.pcie or self._auto_rd_left is None or self._auto_rd_left > 0:
+                if self._auto_rd_left:
+                    self._auto_rd_left -= 1
+                return bar.reg(EECD) & ~EECD_AUTO_RD
+            return bar.reg(EECD) | EECD_AUTO_RD
         if off == EERD:
             word = (bar.reg(EERD) >> (2 if self.pcie else 8)) & 0xFF
             done = (1 << 1) if self.pcie else (1 << 4)
@@ -134,6 +145,7 @@ class FakeNic:
                     bar.set(reg, 0)
                 value &= ~(CTRL_RST | CTRL_GIO_MASTER_DISABLE)
                 self._rst_left = self.rst_reads
+                self._auto_rd_left = self.auto_rd_reads
             elif value & CTRL_GIO_MASTER_DISABLE and not bar.reg(CTRL) & CTRL_GIO_MASTER_DISABLE:
                 self._gio_left = self.gio_reads
         bar.set(off, value)

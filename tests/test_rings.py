@@ -47,11 +47,12 @@ def test_tx_batches_match():
 def test_rx_batches_match(out_size):
     pkts = [frames.frame(b"\x02" * 6, frames.BROADCAST, 3, i, 60 + i) for i in range(6)]
     outs = []
-    for ring, bar, mem in pair(rx=True):
+    size = 128 if out_size < 2048 else 2048  # an out buffer is never smaller than one ring buffer
+    for ring, bar, mem in pair(rx=True, size=size):
         for i in range(16):  # the rx ring points every descriptor at its own buffer
-            assert struct.unpack_from("<Q", mem.desc.mem, i * 16)[0] == 0x200000 + i * 2048
+            assert struct.unpack_from("<Q", mem.desc.mem, i * 16)[0] == 0x200000 + i * size
         for i, p in enumerate(pkts):  # the 'device' writes frames 0..5, frame 4 with an error
-            mem.bufs.mem[i * 2048:i * 2048 + len(p)] = p
+            mem.bufs.mem[i * size:i * size + len(p)] = p
             struct.pack_into("<HHBB", mem.desc.mem, i * 16 + 8, len(p), 0, 0x03, 0x01 if i == 4 else 0)
         out = bytearray(out_size)
         n, lens = ring.rx_batch(out, 32)

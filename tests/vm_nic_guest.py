@@ -61,18 +61,19 @@ def kernel_socket(bdf: str) -> tuple[socket.socket, str]:
 
 
 def wait_link(ifname: str, timeout=10.0) -> None:
+    """Poll the kernel side's carrier until it is up; fail the run if it never comes up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if open(f"/sys/class/net/{ifname}/carrier").read().strip() == "1":
             return
         time.sleep(0.1)
+    raise AssertionError(f"{ifname}: no carrier within {timeout:g} s (the kernel side's link never came up)")
 
 
 def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int, mode: str = "adaptive") -> dict:
     """romlab sends to the kernel, then the kernel sends to romlab; payloads checked both ways."""
     s, ifname = kernel_socket(kernel_bdf)
     wait_link(ifname)
-    time.sleep(1.0)
     res: dict = {"romlab": romlab_bdf, "kernel": kernel_bdf, "count": count, "size": size}
     assert romlab("vfio", "bind", romlab_bdf).returncode == 0
     try:

@@ -110,8 +110,18 @@ static inline uint64_t iova_at(struct ring *r, uint32_t i)
     return r->buf_iova + (uint64_t)i * r->buf_size;
 }
 
+/* The loops divide by count and keep one slot empty: a ring of fewer than two descriptors, or of
+ * empty buffers, is refused here whatever the caller checked (drivers/ring.py checks the rest of
+ * the geometry, the sizes of the memory it hands over, which C cannot see). */
+static inline int ring_usable(const struct ring *r)
+{
+    return r->count >= 2 && r->buf_size >= 1;
+}
+
 void ring_init_rx(struct ring *r)
 {
+    if (!ring_usable(r))
+        return;
     for (uint32_t i = 0; i < r->count; i++)
         r->fmt->rx_describe(desc_at(r, i), iova_at(r, i));
     r->next = r->clean = r->discarding = 0;
@@ -120,6 +130,8 @@ void ring_init_rx(struct ring *r)
 
 void ring_init_tx(struct ring *r)
 {
+    if (!ring_usable(r))
+        return;
     memset(r->desc, 0, (size_t)r->count * r->fmt->desc_size);
     r->next = r->clean = r->discarding = 0;
     dma_wmb();
@@ -138,6 +150,8 @@ static void tx_reclaim(struct ring *r)
 
 int32_t ring_tx_batch(struct ring *r, const uint8_t *pkts, uint64_t pkts_size, const uint16_t *lens, uint32_t n)
 {
+    if (!ring_usable(r))
+        return RING_E_GEOMETRY;
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++) {  /* the whole batch is checked before the ring is touched */
         if (lens[i] == 0 || lens[i] > r->buf_size)
@@ -147,16 +161,22 @@ int32_t ring_tx_batch(struct ring *r, const uint8_t *pkts, uint64_t pkts_size, c
     if (total > pkts_size)
         return RING_E_SHORT;
 
-    const uint8_t *src = pkts;
+    /* The caller's lengths stay shared while this runs (cffi releases the GIL), so each is read
+     * once more, into a local, and that local is checked again against the buffer and the bytes
+     * left before it is used: a length rewritten since the check above ends the batch there. */
+    uint64_t used = 0;
     uint32_t sent = 0;
     tx_reclaim(r);
     while (sent < n) {
         uint32_t after = (r->next + 1) % r->count;
         if (after == r->clean)  /* ring full: one slot stays empty */
             break;
-        memcpy(r->buf + (size_t)r->next * r->buf_size, src, lens[sent]);
-        r->fmt->tx_describe(desc_at(r, r->next), iova_at(r, r->next), lens[sent]);
-        src += lens[sent];
+        uint16_t len = *(volatile const uint16_t *)&lens[sent];
+        if (len == 0 || len > r->buf_size || len > pkts_size - used)
+            break;
+        memcpy(r->buf + (size_t)r->next * r->buf_size, pkts + used, len);
+        r->fmt->tx_describe(desc_at(r, r->next), iova_at(r, r->next), len);
+        used += len;
         r->next = after;
         sent++;
     }
@@ -168,6 +188,8 @@ int32_t ring_tx_batch(struct ring *r, const uint8_t *pkts, uint64_t pkts_size, c
 
 uint32_t ring_tx_pending(struct ring *r)
 {
+    if (!ring_usable(r))
+        return 0;
     tx_reclaim(r);
     return (r->next + r->count - r->clean) % r->count;
 }
@@ -179,6 +201,8 @@ uint32_t ring_rx_batch(struct ring *r, uint8_t *out, uint64_t out_size, uint16_t
     uint64_t used = 0;
     uint32_t last = r->count;
 
+    if (!ring_usable(r) || out_size < r->buf_size)
+        return 0;  /* a frame the ring holds might never fit: nothing taken, nothing dropped */
     while (got < max) {
         uint8_t *d = desc_at(r, r->next);
         if (!f->rx_done(d))
@@ -192,8 +216,8 @@ uint32_t ring_rx_batch(struct ring *r, uint8_t *out, uint64_t out_size, uint16_t
         } else if (!(res & RING_RX_EOP)) {  /* a frame over several descriptors: drop it whole */
             r->dropped++;
             r->discarding = 1;
-        } else if ((res & RING_RX_ERROR) || len > r->buf_size || len > out_size) {
-            r->dropped++;  /* in error, a length no buffer holds, or too long for any batch */
+        } else if ((res & RING_RX_ERROR) || len == 0 || len > r->buf_size || len > out_size) {
+            r->dropped++;  /* in error, empty, a length no buffer holds, or too long for any batch */
         } else if (used + len > out_size) {
             break;  /* fits the next batch */
         } else {

@@ -45,6 +45,7 @@ struct legacy_rxd {
 /* tx_batch refusals: the whole batch is refused and the ring left as it was. */
 #define RING_E_LENGTH -1  /* a length is 0 or over buf_size */
 #define RING_E_SHORT -2   /* the lengths add up to more bytes than the batch holds */
+#define RING_E_GEOMETRY -3  /* fewer than 2 descriptors or no buffer bytes: the ring cannot run */
 
 /*
  * A descriptor format: how a ring fills and reads the descriptors of one family, so that a second

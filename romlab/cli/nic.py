@@ -1,7 +1,7 @@
 """``romlab nic``: drive a NIC from user space through VFIO with romlab's own drivers."""
 from __future__ import annotations
 
-from romlab.cli._common import print_json
+from romlab.cli._common import check_outputs, print_json
 
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
@@ -28,6 +28,7 @@ def add_arguments(p) -> None:
     recv.add_argument("--timeout", type=float, default=10.0, help="give up after this many seconds")
     recv.add_argument("--seed", type=int, default=1, help="payload seed of romlab test frames to verify")
     recv.add_argument("--pcap", metavar="FILE", help="also write the frames to a pcap file")
+    recv.add_argument("--overwrite", action="store_true", help="replace an existing --pcap file")
     recv.add_argument("--mode", choices=("adaptive", "poll", "irq"), default="adaptive",
                       help="wait for frames by polling, by interrupt (MSI or INTx through an eventfd), or "
                            "adaptively: poll while busy, sleep on the interrupt when idle (default)")
@@ -127,6 +128,8 @@ def _recv(args) -> int:
 
     from drivers import frames
 
+    if args.pcap:  # an existing file is refused before the device is touched or the file truncated
+        check_outputs([args.pcap], overwrite=args.overwrite)
     pcap = _pcap_writer(args.pcap) if args.pcap else None
     got, good, seqs = 0, 0, []
     link, stats, interrupts = None, {}, 0
@@ -158,5 +161,6 @@ def _recv(args) -> int:
         print_json(doc)
     else:
         print(f"received {got} frames, {good} intact romlab test frames (link {'up' if link else 'down'}, "
-              f"hardware counted {stats.get('rx_good')}, missed {stats.get('rx_missed')})")
+              f"hardware counted {stats.get('rx_good')}, missed {stats.get('rx_missed')}, "
+              f"ring dropped {stats.get('rx_dropped')})")
     return 0 if (got if args.any else good) >= args.count else 1
