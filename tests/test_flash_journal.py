@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,94 @@ def test_class7_a_bad_port_is_explained_without_pyserial_internals(tmp_path, spe
     r = run_romlab("flash", "--programmer", spec, "--read", tmp_path / "r.bin")
     err = _one_line(r)
     assert r.returncode == 2 and said in err and "socket://" not in err and "Errno" not in err
+
+
+def _done_blocks(backups) -> int:
+    (j,) = backups.glob("journal-*.jsonl")
+    return len(j.read_text().splitlines()) - 1
+
+
+def test_class4_a_blank_chip_or_a_twin_does_not_take_another_chips_journal(tmp_path, backups):
+    """After a block was logged done, only the chip that holds it matches the journal."""
+    size = 524288
+    chip = tmp_path / "chip.bin"
+    original = random.Random(71).randbytes(size)
+    chip.write_bytes(original)
+    rom = tmp_path / "big.rom"
+    from test_flash_cli import synthetic_rom
+    rom.write_bytes(synthetic_rom(size, seed=72))
+    # The backup read moves 2 x 512 KiB; hang up after a few 64 KiB blocks of the write.
+    with emulator(chip, "--fault", "disconnect:1400000") as emu:
+        r = run_romlab("flash", rom, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert r.returncode == 3, r.stderr
+    assert _done_blocks(backups) >= 1
+    for name, contents in (("blank", b"\xff" * size), ("twin", original)):
+        other = tmp_path / f"{name}.bin"
+        other.write_bytes(contents)
+        with emulator(other) as emu:
+            r = run_romlab("flash", rom, "--programmer", emu.spec, "--layout", "rom-at-0", "--resume", env=_env())
+            assert r.returncode == 2 and "no interrupted write matches" in _one_line(r), name
+    assert len(list(backups.glob("journal-*.jsonl"))) == 1     # chip A's journal is still there
+
+
+def test_class4_partly_programmed_bytes_still_match(tmp_path, backups):
+    chip, original, _ = _interrupted(tmp_path, backups, seed=73)
+    data = bytearray(chip.read_bytes())
+    rom = Path(PXE_E1000).read_bytes()
+    target = rom + b"\xff" * (SIZE - len(rom))
+    # The sector the write stopped in holds neither the backup nor the image (erased, at least in part).
+    # Make one of its bytes a page program cut short: the image's byte with one more 1 bit still set.
+    at = next(i for i in range(SIZE) if data[i] not in (target[i], original[i]) and target[i] != 0xFF)
+    extra = next(bit for bit in (1, 2, 4, 8, 16, 32, 64, 128) if not target[at] & bit)
+    data[at] = target[at] | extra
+    chip.write_bytes(bytes(data))
+    with emulator(chip) as emu:
+        plain = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+        assert plain.returncode == 2 and "pending" in _one_line(plain)
+
+
+def test_class4_a_journal_whose_backup_is_gone_blocks_a_plain_write(tmp_path, backups):
+    chip, _, _ = _interrupted(tmp_path, backups, seed=74)
+    before = chip.read_bytes()
+    for b in backups.glob("*.bin"):
+        b.unlink()
+    with emulator(chip) as emu:
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
+    assert r.returncode == 2 and "could not be checked" in _one_line(r)
+    assert chip.read_bytes() == before and not list(backups.glob("*.bin"))
+
+
+def test_class4_a_relative_backup_dir_still_finds_the_journal(tmp_path, backups, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = dict(os.environ, ROMLAB_BACKUP_DIR="backups")
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(random.Random(75).randbytes(SIZE))
+    with emulator(chip, "--fault", "disconnect:300000") as emu:
+        r = run_romlab("flash", PXE_E1000, "--programmer", emu.spec, "--layout", "rom-at-0", env=env)
+        assert r.returncode == 3
+    sub = tmp_path / "elsewhere"
+    sub.mkdir()
+    env["ROMLAB_BACKUP_DIR"] = "../backups"
+    with emulator(chip) as emu:
+        r = subprocess.run([sys.executable, "-m", "romlab", "flash", PXE_E1000, "--programmer", emu.spec,
+                            "--layout", "rom-at-0", "--resume"], cwd=sub, env=env, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("which", ["record", "journal", "layout"])
+def test_class1_a_fifo_where_a_record_belongs_is_refused(tmp_path, backups, which):
+    chip = tmp_path / "chip.bin"
+    chip.write_bytes(b"\xff" * SIZE)
+    backups.mkdir()
+    if which == "record":
+        (tmp_path / "b.bin").write_bytes(b"\xff" * SIZE)
+        os.mkfifo(tmp_path / "b.json")
+        argv = ["restore", tmp_path / "b.bin", "--programmer", f"file:{chip}"]
+    elif which == "journal":
+        os.mkfifo(backups / "journal-20260101T000000Z-ef3011.jsonl")
+        argv = ["flash", PXE_E1000, "--programmer", f"file:{chip}", "--layout", "rom-at-0", "--resume"]
+    else:
+        os.mkfifo(tmp_path / "layout")
+        argv = ["flash", PXE_E1000, "--programmer", f"file:{chip}", "--layout", tmp_path / "layout", "--dry-run"]
+    r = run_romlab(*argv, timeout=60)
+    assert r.returncode == 2 and "not a regular file" in _one_line(r)

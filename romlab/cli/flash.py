@@ -60,7 +60,7 @@ def _report(args, result: dict, lines: list[str]) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from hw.errors import RomlabError, UsageError
+    from hw.errors import FlashError, RomlabError, UsageError
     from romlab.cli._common import check_outputs, open_programmer, write_output
     from romtools.flash import backup as backupmod
     from romtools.flash import image, session, writer
@@ -121,11 +121,10 @@ def run(args) -> int:
             raise UsageError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
         current = session.read_stable(nor, progress)
         # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
-        journal, unreadable = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
+        journal, unchecked = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         if args.resume:
             if journal is None:
-                bad = (f"; {len(unreadable)} journal file(s) could not be read ({unreadable[0]})"
-                       if unreadable else "")
+                bad = (f"; {len(unchecked)} journal(s) could not be read ({unchecked[0]})" if unchecked else "")
                 raise UsageError(f"no interrupted write matches this {chip.name}: every sector would have to hold "
                                f"either its backup or the new image{bad}; flash without --resume")
             header, done = journal.read()
@@ -138,6 +137,10 @@ def run(args) -> int:
                                f"(journal {journal.path})")
             backup_path = header["backup"]
         else:
+            if unchecked and journal is None and not (args.dry_run or args.verify_only):
+                raise FlashError(f"a write journal could not be checked against this chip ({unchecked[0]}); it "
+                                  "may be this chip's unfinished write: restore that write's backup, or remove the "
+                                  "journal if it is not this chip's, and run again")
             if journal is not None and not (args.dry_run or args.verify_only):
                 header, _ = journal.read()
                 raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "

@@ -72,7 +72,7 @@ def run(args) -> int:
         try:
             stats = session.apply(nor, current, data, journal, header, progress)
         except writer.WriteError as exc:
-            journal.finish()
+            # The journal stays: the chip is half restored, and a plain flash must not back that up.
             raise writer.WriteError(f"{exc}; the flash is now partly written: run this restore again "
                                     f"(what it held before is in {before})", state="partial") from None
         if superseded is not None:

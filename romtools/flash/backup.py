@@ -28,11 +28,33 @@ from hw.errors import FlashError, RomlabError
 
 
 def backup_dir() -> Path:
+    """Absolute, so a journal names its backup the same way from whatever directory romlab runs in."""
     env = os.environ.get("ROMLAB_BACKUP_DIR")
     if env:
-        return Path(env)
+        return Path(env).resolve()
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(data) / "romlab" / "backups"
+    return (Path(data) / "romlab" / "backups").resolve()
+
+
+# Records, journals and layout files are small; a chip image is at most this large.
+MAX_RECORD = 1 << 20
+MAX_IMAGE = 64 << 20
+
+
+def read_file(path: Path, what: str, limit: int = MAX_RECORD) -> bytes:
+    """A regular file of at most ``limit`` bytes; a FIFO, device or larger file is refused in one line."""
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise FlashError(f"{what} {path} is not a regular file (a FIFO or device would block or never end)")
+        if st.st_size > limit:
+            raise FlashError(f"{what} {path} is {st.st_size} bytes, more than a {what} can be; it is damaged")
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise FlashError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def _ensure(d: Path) -> Path:
@@ -88,10 +110,7 @@ def check_record(record, shape: dict, what: str) -> dict:
 
 
 def _read_json(path: Path, what: str):
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise FlashError(f"cannot read {what} {path}: {exc.strerror}") from None
+    raw = read_file(path, what)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -156,9 +175,7 @@ class Journal:
     def read(self) -> tuple[dict, list[tuple[int, int]]]:
         """The checked header and the finished blocks (a last line cut short by a crash is ignored)."""
         try:
-            lines = self.path.read_bytes().decode("utf-8").splitlines()
-        except OSError as exc:
-            raise FlashError(f"cannot read journal {self.path}: {exc.strerror}") from None
+            lines = read_file(self.path, "journal").decode("utf-8").splitlines()
         except UnicodeDecodeError:
             raise FlashError(f"journal {self.path} is not text; it is damaged") from None
         if not lines:
@@ -183,33 +200,46 @@ class Journal:
 
     def target(self, header: dict) -> bytes:
         """The image this journal was writing, checked against its header."""
-        try:
-            data = self.target_path.read_bytes()
-        except OSError as exc:
-            raise FlashError(f"cannot read {self.target_path}: {exc.strerror}") from None
+        data = read_file(self.target_path, "journal image", MAX_IMAGE)
         if len(data) != header["size"] or hashlib.sha256(data).hexdigest() != header["target_sha256"]:
             raise FlashError(f"{self.target_path} does not match its journal; it is damaged")
         return data
 
-    def matches(self, jedec: str, size: int, current: bytes, sector: int) -> bool:
-        """True when this journal is about this chip: same part, every sector the backup's or the target's."""
-        try:
-            header, _ = self.read()
-            if header["jedec"] != jedec or header["size"] != size or len(current) != size:
-                return False
-            original, _ = load(header["backup"])
-            target = self.target(header)
-        except RomlabError:
+    def matches(self, jedec: str, size: int, current: bytes, sector: int, block: int = 65536) -> bool:
+        """True when the chip holds this journal's write: same part, and sector by sector
+
+        - every block the journal logged as done holds the new image;
+        - every other sector holds the backup or the new image, except one run of at most ``block``
+          bytes that the write stopped in, whose bytes may only be on their way from the backup to the
+          image: partly erased (bits of the backup set to 1) or partly programmed (the image's 1 bits
+          still set). A blank chip or a twin of the backed-up chip of the same part therefore does not
+          match once the write had finished a block.
+
+        Raises when this journal cannot be checked (its backup or image is gone or damaged).
+        """
+        header, done = self.read()
+        if header["jedec"] != jedec or header["size"] != size or len(current) != size:
             return False
+        original, _ = load(header["backup"])
+        target = self.target(header)
         if len(original) != size:
             return False
-        for at in range(0, size, sector):
-            piece, new = current[at:at + sector], target[at:at + sector]
-            if piece == new or piece == original[at:at + sector]:
+        done_sectors = {s for start, length in done for s in range(start // sector, (start + length + sector - 1) // sector)}
+        stopped_in = []
+        for i, at in enumerate(range(0, size, sector)):
+            piece, new, old = current[at:at + sector], target[at:at + sector], original[at:at + sector]
+            if i in done_sectors:
+                if piece != new:
+                    return False
                 continue
-            # The sector the write was on when it stopped: erased, or partly programmed towards the image.
-            if any(b != 0xFF and b != t for b, t in zip(piece, new)):
+            if piece == new or piece == old:
+                continue
+            if any((b & t) != t and (b | o) != b for b, t, o in zip(piece, new, old)):
                 return False
+            stopped_in.append(i)
+        if stopped_in and ((stopped_in[-1] - stopped_in[0] + 1) * sector > block
+                           or len(stopped_in) != stopped_in[-1] - stopped_in[0] + 1):
+            return False
         return True
 
     def reopen(self) -> None:
@@ -230,15 +260,15 @@ class Journal:
             self._fh = None
 
 
-def pending_for(jedec: str, size: int, current: bytes, sector: int) -> tuple[Journal | None, list[Path]]:
-    """The journal whose write this chip holds, if any; and the journal files that could not be read."""
-    unreadable = []
+def pending_for(jedec: str, size: int, current: bytes, sector: int) -> tuple[Journal | None, list[str]]:
+    """The journal whose write this chip holds, if any; and, one line each, the journals that could not
+    be checked (unreadable, or naming a backup or image that is gone): a plain write must not go on
+    while one of those might be this chip's."""
+    unchecked = []
     for j in Journal.all():
         try:
-            j.read()
-        except RomlabError:
-            unreadable.append(j.path)
-            continue
-        if j.matches(jedec, size, current, sector):
-            return j, unreadable
-    return None, unreadable
+            if j.matches(jedec, size, current, sector):
+                return j, unchecked
+        except FlashError as exc:
+            unchecked.append(f"{j.path}: {exc}")
+    return None, unchecked

@@ -185,12 +185,12 @@ def choose_layout(spec: str | None, current: bytes, force: bool = False) -> Layo
         if size <= I210_ROM_START:
             raise FlashError("the chip is too small for the I210 layout")
         return Layout("i210", I210_ROM_START, size)
+    from pathlib import Path
+
+    from romtools.flash.backup import read_file
+
     try:
-        with open(spec, "rb") as fh:
-            raw = fh.read(1 << 20)
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise FlashError(f"cannot read layout file {spec}: {exc.strerror}") from None
+        text = read_file(Path(spec), "layout file").decode("utf-8")
     except UnicodeDecodeError:
         raise FlashError(f"layout file {spec} is not text (it is not UTF-8); give a flashrom-style layout file "
                        "with lines like 0x10000:0x1ffff rom") from None
