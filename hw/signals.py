@@ -9,7 +9,12 @@ thread, whichever thread the kernel gave the signal to, so blocking the signal i
 runs the handler at once. Instead, while a hold is in place, the handlers of SIGINT and SIGTERM
 are swapped for one that only notes the signal; when the outermost hold ends the old handlers
 come back and each noted signal is raised again, so it is handled exactly as it would have been
-(KeyboardInterrupt, the program's own handler, or death by SIGTERM's default action).
+(KeyboardInterrupt, the program's own handler, or death by SIGTERM's default action). The noted
+list is emptied before the first is raised, and every one is raised even when an earlier one's
+handler raised, so none is left over to go off at some later, unrelated hold.
+
+A long hold (the NIC flash programmer holds for a whole session) asks ``pending()`` between
+steps and ends its hold early to let a signal through.
 
 Only the main thread may change signal handlers, so a hold must be taken there.
 """
@@ -52,10 +57,26 @@ def held():
             _release()
 
 
+def pending() -> tuple[int, ...]:
+    """The signals noted by the hold in place, oldest first; empty when none came (or no hold)."""
+    return tuple(_pending)
+
+
 def _release() -> None:
     for sig, handler in list(_saved.items()):
         signal.signal(sig, handler)
         del _saved[sig]
-    while _pending:
-        signal.raise_signal(_pending.pop(0))
+    noted = _pending[:]
+    _pending.clear()
+    _deliver(noted)
+
+
+def _deliver(sigs: list[int]) -> None:
+    """Raise each signal in turn; one whose handler raises (KeyboardInterrupt) does not stop the rest."""
+    if not sigs:
+        return
+    try:
+        signal.raise_signal(sigs[0])
+    finally:
+        _deliver(sigs[1:])
 

@@ -11,6 +11,7 @@ reports, never from the buffer's virtual address, so a 39-bit IOMMU works too.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import mmap
@@ -37,19 +38,39 @@ IRQ_ERR = C.VFIO_PCI_ERR_IRQ_INDEX
 IRQ_REQ = C.VFIO_PCI_REQ_IRQ_INDEX
 
 
-def _ioctl(fd: int, request: int, cobj=None, what: str = "") -> int:
-    """ioctl with a cffi struct as the argument buffer (filled in place by the kernel)."""
+# Request numbers by name, for error lines.
+_REQUEST_NAMES = {getattr(C, n): n for n in dir(C)
+                  if n.startswith(("VFIO_", "IOMMU_")) and isinstance(getattr(C, n), int)
+                  and getattr(C, n) >> 8 == C.VFIO_TYPE}
+
+
+class VfioCallError(HardwareError):
+    """A VFIO or iommufd ioctl the kernel refused; ``errno`` says why, for callers that tell
+    one refusal from another (an absent IRQ index, a pinning limit)."""
+
+    def __init__(self, request: int, exc: OSError):
+        self.errno = exc.errno
+        self.strerror = exc.strerror or os.strerror(exc.errno or 0)
+        self.call = _REQUEST_NAMES.get(request, f"ioctl {request:#x}")
+        super().__init__(f"{self.call} failed: {self.strerror}")
+
+
+def _ioctl(fd: int, request: int, cobj=None) -> int:
+    """ioctl with a cffi struct as the argument buffer (filled in place by the kernel); a
+    refusal is a VfioCallError naming the call."""
     try:
         if cobj is None:
             return fcntl.ioctl(fd, request, 0)
         return fcntl.ioctl(fd, request, ffi.buffer(cobj), True)
     except OSError as exc:
-        exc.vfio_call = what  # type: ignore[attr-defined]
-        raise
+        raise VfioCallError(request, exc) from None
 
 
 def _ioctl_int(fd: int, request: int, arg: int) -> int:
-    return fcntl.ioctl(fd, request, arg)
+    try:
+        return fcntl.ioctl(fd, request, arg)
+    except OSError as exc:
+        raise VfioCallError(request, exc) from None
 
 
 # --------------------------------------------------------------------------- IOVA allocator
@@ -316,7 +337,7 @@ class VfioDevice:
         ri = ffi.new("struct vfio_region_info *", {"argsz": ffi.sizeof("struct vfio_region_info"), "index": index})
         try:
             _ioctl(self.device_fd, C.VFIO_DEVICE_GET_REGION_INFO, ri)
-        except OSError as exc:
+        except VfioCallError as exc:
             raise HardwareError(f"{self.pci.bdf} has no VFIO region {index}: {exc.strerror}") from None
         return RegionInfo(index, ri.flags, ri.size, ri.offset)
 
@@ -343,7 +364,7 @@ class VfioDevice:
         for i in range(self.info()["num_irqs"]):
             try:
                 out.append(self.irq_info(i))
-            except OSError as exc:
+            except VfioCallError as exc:
                 if exc.errno != errno.EINVAL or i <= C.VFIO_PCI_MSIX_IRQ_INDEX:
                     raise HardwareError(f"VFIO_DEVICE_GET_IRQ_INFO({i}) on {self.pci.bdf} failed: "
                                         f"{exc.strerror}") from None
@@ -429,8 +450,15 @@ class VfioDevice:
                 mem = None
         if mem is None:
             size = (size + PAGE - 1) & ~(PAGE - 1)
-            mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
-        iova = self.iova.alloc(size, align)
+            try:
+                mem = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError as exc:
+                raise HardwareError(f"cannot allocate {size // 1024} KiB for DMA: {exc.strerror}") from None
+        try:
+            iova = self.iova.alloc(size, align)
+        except BaseException:
+            mem.close()
+            raise
         buf = DmaBuffer(mem, iova, size)
         buf.huge = huge
         try:
@@ -456,7 +484,7 @@ class VfioDevice:
                     "flags": C.IOMMU_IOAS_MAP_FIXED_IOVA | C.IOMMU_IOAS_MAP_READABLE | C.IOMMU_IOAS_MAP_WRITEABLE,
                     "ioas_id": self.ioas_id, "user_va": buf.vaddr, "length": buf.size, "iova": buf.iova})
                 _ioctl(self.iommufd, C.IOMMU_IOAS_MAP, m)
-        except OSError as exc:
+        except VfioCallError as exc:
             if exc.errno in (errno.ENOMEM, errno.EPERM, errno.EAGAIN) and not _has_cap_ipc_lock():
                 soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
                 lim = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024} KiB"
@@ -467,23 +495,32 @@ class VfioDevice:
             raise HardwareError(f"mapping DMA memory at IOVA {buf.iova:#x} failed: {exc.strerror}") from None
 
     def dma_free(self, buf: DmaBuffer) -> None:
+        """Unmap ``buf`` from the IOMMU, then give back its IOVA and memory.
+
+        If the IOMMU refuses the unmap, the device may still reach the memory at that IOVA:
+        both stay reserved (a new buffer there would be shared with the old mapping) until
+        the device's fds close, which drops every mapping, and the refusal is raised."""
         if buf.iova not in self.dma:
             return
+        if self.backend == "container":
+            u = ffi.new("struct vfio_iommu_type1_dma_unmap *", {
+                "argsz": ffi.sizeof("struct vfio_iommu_type1_dma_unmap"), "iova": buf.iova, "size": buf.size})
+            _ioctl(self.container_fd, C.VFIO_IOMMU_UNMAP_DMA, u)
+        else:
+            u = ffi.new("struct iommu_ioas_unmap *", {
+                "size": ffi.sizeof("struct iommu_ioas_unmap"), "ioas_id": self.ioas_id,
+                "iova": buf.iova, "length": buf.size})
+            _ioctl(self.iommufd, C.IOMMU_IOAS_UNMAP, u)
+        self._forget_dma(buf)
+
+    def _forget_dma(self, buf: DmaBuffer) -> None:
+        del self.dma[buf.iova]
+        assert self.iova is not None
+        self.iova.free_iova(buf.iova)
         try:
-            if self.backend == "container":
-                u = ffi.new("struct vfio_iommu_type1_dma_unmap *", {
-                    "argsz": ffi.sizeof("struct vfio_iommu_type1_dma_unmap"), "iova": buf.iova, "size": buf.size})
-                _ioctl(self.container_fd, C.VFIO_IOMMU_UNMAP_DMA, u)
-            else:
-                u = ffi.new("struct iommu_ioas_unmap *", {
-                    "size": ffi.sizeof("struct iommu_ioas_unmap"), "ioas_id": self.ioas_id,
-                    "iova": buf.iova, "length": buf.size})
-                _ioctl(self.iommufd, C.IOMMU_IOAS_UNMAP, u)
-        finally:
-            del self.dma[buf.iova]
-            assert self.iova is not None
-            self.iova.free_iova(buf.iova)
             buf.mem.close()
+        except BufferError:
+            pass          # a view of it is still alive; the memory goes with the last one
 
     # -- interrupts
     def irq_enable(self, index: int = IRQ_INTX, count: int = 1) -> list[int]:
@@ -492,14 +529,21 @@ class VfioDevice:
         if info.count < count:
             raise HardwareError(f"{self.pci.bdf} offers {info.count} {info.name} vectors, not {count}")
         self.irq_disable(index)
-        fds = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(count)]
+        fds: list[int] = []
+        try:
+            for _ in range(count):
+                fds.append(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise HardwareError(f"cannot make eventfds for {info.name} of {self.pci.bdf}: {exc.strerror}") from None
         s = ffi.new("struct vfio_irq_set *", {
             "argsz": ffi.sizeof("struct vfio_irq_set") + 4 * count,
             "flags": C.VFIO_IRQ_SET_DATA_EVENTFD | C.VFIO_IRQ_SET_ACTION_TRIGGER,
             "index": index, "start": 0, "count": count, "data": fds})
         try:
             _ioctl(self.device_fd, C.VFIO_DEVICE_SET_IRQS, s)
-        except OSError as exc:
+        except VfioCallError as exc:
             for fd in fds:
                 os.close(fd)
             raise HardwareError(f"enabling {info.name} of {self.pci.bdf} failed: {exc.strerror}") from None
@@ -542,16 +586,23 @@ class VfioDevice:
             raise HardwareError(f"{self.pci.bdf} offers no reset to VFIO (no FLR, PM or bus reset)")
         try:
             _ioctl(self.device_fd, C.VFIO_DEVICE_RESET)
-        except OSError as exc:
+        except VfioCallError as exc:
             raise HardwareError(f"resetting {self.pci.bdf} failed: {exc.strerror}") from None
 
     # -- teardown
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        """Disable interrupts, unmap DMA and BARs, close every fd.
+
+        A BAR mapping that something in this process still holds a view of cannot be unmapped,
+        and while it stays the kernel keeps the device open: unbinding it from vfio-pci would
+        wait for it, uninterruptibly. So the rest is closed, the device stays on the list of open
+        ones, and a HardwareError says so, here and at every later ``close`` until it is gone.
+        """
         with signals.held():
-            self._close()
+            if not self.closed:
+                self.closed = True
+                self._close()
+            self._unmap_bars()
             with_same = _OPEN.get(str(self.pci.bdf), [])
             if self in with_same:
                 with_same.remove(self)
@@ -560,24 +611,37 @@ class VfioDevice:
         for index in list(self.irq_fds):
             try:
                 self.irq_disable(index)
-            except OSError:
-                pass
+            except HardwareError:
+                pass              # closing the device fd below disables it all the same
         for buf in list(self.dma.values()):
             try:
                 self.dma_free(buf)
-            except OSError:
-                pass
-        for m in self._maps:
-            try:
-                m.close()
-            except (BufferError, ValueError):
-                pass
-        self._maps.clear()
+            except HardwareError:
+                pass              # closing the container below drops every mapping ...
+            if buf.iova in self.dma:
+                self._forget_dma(buf)   # ... so the IOVA and memory are free once it has
+        self._unmap_bars(raise_on_left=False)
         for name in ("device_fd", "group_fd", "iommufd", "container_fd"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
+
+    def _unmap_bars(self, raise_on_left: bool = True) -> None:
+        left = []
+        for m in self._maps:
+            with contextlib.suppress(BufferError, ValueError):
+                m.close()
+            if not m.mm.closed:
+                try:
+                    m.mm.close()
+                except BufferError:
+                    left.append(m)
+        self._maps = left
+        if left and raise_on_left:
+            raise HardwareError(f"{len(left)} BAR mapping(s) of {self.pci.bdf} still mapped: something in this "
+                                "process holds a view of it, and VFIO keeps the device open until that goes, "
+                                "so it cannot be unbound yet")
 
     def __enter__(self) -> "VfioDevice":
         return self

@@ -10,7 +10,13 @@ while the kernel maps BAR 0 for romlab. One path gives every one of them the sam
 * a record of the driver and ``driver_override`` the device had, in a small state file under
   ``/run/romlab/vfio`` (``ROMLAB_STATE_DIR``), written before the first change and removed
   once they are back, so that a crash leaves the device's driver on record: ``romlab vfio
-  unbind BDF`` (or the next ``--unbind`` run) gives it back from there;
+  unbind BDF`` (or the next ``--unbind`` run) gives it back from there. It is written to a
+  temporary file, synced and renamed over, so a crash part-way leaves the old record or the
+  new one, never an empty one; one read back is checked field by field, since its driver
+  name becomes a sysfs path;
+* one romlab process per device: an exclusive ``flock`` on ``BDF.lock`` beside the record,
+  from the first check to the driver's return, so a second run cannot give the driver back
+  while the first is still flashing;
 * SIGINT/SIGTERM held (``hw.signals``) while a change is half done, so Ctrl-C cannot leave a
   device driverless;
 * before a device leaves vfio-pci, this process's VFIO fds on it are closed and another
@@ -19,8 +25,10 @@ while the kernel maps BAR 0 for romlab. One path gives every one of them the sam
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -41,6 +49,11 @@ def state_dir() -> Path:
 
 def _state_file(bdf: Bdf) -> Path:
     return state_dir() / f"{bdf}.json"
+
+
+# What the kernel accepts as a driver name, and all a record may hold: a name is joined to
+# /sys/bus/pci/drivers, so "../" must never get that far.
+_DRIVER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _now(dev: PciDevice) -> dict:
@@ -176,20 +189,113 @@ def _restore(dev: PciDevice, state: dict) -> None:
 
 # --------------------------------------------------------------------------- the record
 def _save_state(dev: PciDevice, state: dict) -> None:
+    """Write the record so that it is whole or absent: temporary file, fsync, rename, fsync of the
+    directory (a crash mid-write must not leave an empty record, read as "nothing owed")."""
     d = state_dir()
+    final = _state_file(dev.bdf)
+    tmp = d / f".{final.name}.{os.getpid()}.tmp"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        _state_file(dev.bdf).write_text(json.dumps(state))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            data = json.dumps(state).encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise HardwareError(f"cannot record {dev.bdf}'s driver in {d}: {exc.strerror}") from None
 
 
+def _bad_record(dev: PciDevice, path: Path, why: str) -> HardwareError:
+    return HardwareError(f"the driver record {path} for {dev.bdf} {why}; romlab will not act on it: delete it "
+                         f"and bind the device's driver by hand (echo {dev.bdf} > /sys/bus/pci/drivers/DRIVER/bind)")
+
+
 def _load_state(dev: PciDevice) -> dict | None:
+    """The record for ``dev``, None if there is none; one that is not what romlab writes is refused."""
+    path = _state_file(dev.bdf)
     try:
-        state = json.loads(_state_file(dev.bdf).read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
         return None
-    return state if isinstance(state, dict) else None
+    except OSError as exc:
+        raise HardwareError(f"cannot read the driver record {path} for {dev.bdf}: {exc.strerror}") from None
+    try:
+        state = json.loads(text)
+    except ValueError:
+        raise _bad_record(dev, path, "is not JSON" if text.strip() else "is empty") from None
+    if not isinstance(state, dict):
+        raise _bad_record(dev, path, "is not a JSON object")
+    if state.get("bdf", str(dev.bdf)) != str(dev.bdf):
+        raise _bad_record(dev, path, f"names another device ({state.get('bdf')!r})")
+    for key in ("driver", "driver_override"):
+        if key not in state:
+            raise _bad_record(dev, path, f"has no {key!r}")
+        v = state[key]
+        if v is not None and not (isinstance(v, str) and _DRIVER_NAME.fullmatch(v)):
+            raise _bad_record(dev, path, f"holds {key} {v!r}, not a driver name")
+    for key in ("probe", "already_bound"):
+        if not isinstance(state.get(key, False), bool):
+            raise _bad_record(dev, path, f"holds {key} {state[key]!r}, not true or false")
+    return state
+
+
+# --------------------------------------------------------------------------- one process per device
+_LOCKS: dict[str, list] = {}       # BDF -> [fd, depth]: flock conflicts between a process's own opens
+
+
+@contextlib.contextmanager
+def _locked(dev: PciDevice):
+    """Exclusive use of ``dev`` among romlab processes, refused at once (not waited for) if taken.
+
+    The lock file holds the PID of its holder, for the message; it is never removed, since
+    removing a lock file races with a process that has just opened it.
+    """
+    key = str(dev.bdf)
+    held = _LOCKS.get(key)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    d = state_dir()
+    path = d / f"{key}.lock"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise HardwareError(f"cannot open the lock file {path} for {dev.bdf}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise HardwareError(f"{dev.bdf} is in use by romlab process {pid}; wait for it to finish "
+                                "(or end it), then try again") from None
+        except OSError as exc:
+            raise HardwareError(f"cannot lock {path} for {dev.bdf}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):           # the PID is only for the message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _LOCKS[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _LOCKS[key]
+    finally:
+        os.close(fd)          # closing the last fd of the open file description drops the flock
 
 
 def _owed(dev: PciDevice) -> dict | None:
@@ -218,6 +324,11 @@ def bind(dev: PciDevice) -> dict:
         return _owed(dev) or {"bdf": str(dev.bdf), "driver": None, "driver_override": None,
                               "already_bound": True}
     check_bindable(dev)
+    with _locked(dev):
+        return _bind(dev)
+
+
+def _bind(dev: PciDevice) -> dict:
     _ensure_vfio_pci_loaded()
     now = _now(dev)
     owed = _owed(dev)
@@ -248,11 +359,13 @@ def unbind(dev: PciDevice) -> dict:
         raise HardwareError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'})")
     if os.geteuid() != 0:
         raise HardwareError(f"unbinding {dev.bdf} from vfio-pci needs root")
-    state = owed or {"bdf": str(dev.bdf), "driver": None, "driver_override": None, "probe": True}
-    was = dev.driver
-    with signals.held():
-        _restore(dev, state)
-        _forget(dev)
+    with _locked(dev):
+        owed = _owed(dev)
+        state = owed or {"bdf": str(dev.bdf), "driver": None, "driver_override": None, "probe": True}
+        was = dev.driver
+        with signals.held():
+            _restore(dev, state)
+            _forget(dev)
     return {**state, "was": was, "now": dev.driver}
 
 
@@ -262,21 +375,24 @@ def bound(dev: PciDevice):
 
     The state to go back to is taken before binding and put back in ``finally``, so a
     Ctrl-C that lands just as the bind completes (it is held until then) still finds the
-    device restored; the record covers a crash in between.
+    device restored; the record covers a crash in between. The device is locked against
+    other romlab processes throughout.
     """
     if dev.driver == VFIO_DRIVER:
         yield
         return
-    now = _now(dev)
-    owed = _owed(dev)
-    try:
-        bind(dev)
-        yield
-    finally:
-        with signals.held():
-            _restore(dev, now)
-            if owed is None:
-                _forget(dev)
+    check_bindable(dev)
+    with _locked(dev):
+        now = _now(dev)
+        owed = _owed(dev)
+        try:
+            bind(dev)
+            yield
+        finally:
+            with signals.held():
+                _restore(dev, now)
+                if owed is None:
+                    _forget(dev)
 
 
 @contextlib.contextmanager
@@ -285,26 +401,31 @@ def detached(dev: PciDevice):
 
     While a driver has claimed a BAR the kernel will not map it through sysfs for anyone
     else; without a driver it will. A device left driverless by an earlier crash gets the
-    driver on record back at the end, settling that record.
+    driver on record back at the end, settling that record. The device is locked against
+    other romlab processes from the first look at its record to the driver's return.
     """
-    now = _now(dev)
-    owed = _owed(dev)
-    if now["driver"] is None and owed is None:
+    if dev.driver is None and _owed(dev) is None:
         yield                     # nothing to take away, nothing owed
         return
     _require_root(dev, "detaching the driver of")
-    target = now if now["driver"] is not None else owed
-    settles = owed is None or now["driver"] is None
-    try:
-        with signals.held():
-            if now["driver"] == VFIO_DRIVER:
-                _release(dev)             # refuse before anything is written
-            if owed is None:
-                _save_state(dev, now)
-            _unbind_current(dev)
-        yield
-    finally:
-        with signals.held():
-            _restore(dev, target)
-            if settles:
-                _forget(dev)
+    with _locked(dev):
+        now = _now(dev)
+        owed = _owed(dev)
+        target = now if now["driver"] is not None else owed
+        settles = owed is None or now["driver"] is None
+        started = False               # nothing to undo until the record is safe
+        try:
+            with signals.held():
+                if now["driver"] == VFIO_DRIVER:
+                    _release(dev)             # refuse before anything is written
+                if owed is None:
+                    _save_state(dev, now)
+                started = True
+                _unbind_current(dev)
+            yield
+        finally:
+            if started:
+                with signals.held():
+                    _restore(dev, target)
+                    if settles:
+                        _forget(dev)

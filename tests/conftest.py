@@ -1,7 +1,7 @@
 """Shared test set-up.
 
-Tests marked ``vm``, ``root`` or ``qemu`` need real parts (a QEMU guest, root, a
-namespace). Under CI (``CI`` set) or with ``ROMLAB_REQUIRE_ALL=1`` a skip of such a
+Tests marked ``vm``, ``root``, ``qemu`` or ``pci`` need real parts (a QEMU guest, root, a
+namespace, the machine's own PCI devices). Under CI (``CI`` set) or with ``ROMLAB_REQUIRE_ALL=1`` a skip of such a
 test is turned into a failure, so a green run means they really ran.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 IPXE_QEMU = Path("/usr/lib/ipxe/qemu")
 SEABIOS = Path("/usr/share/seabios")
 QEMU_SHARE = Path("/usr/share/qemu")
-REAL_PART_MARKERS = ("vm", "root", "qemu")
+REAL_PART_MARKERS = ("vm", "root", "qemu", "pci")
 
 
 def _require_all() -> bool:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 
 import pytest
 
+from hw import signals
 from hw.mmio import Window
 from hw.parts import FAMILIES, family_of
 from romtools.flash import chips, writer
@@ -121,8 +123,8 @@ def test_writes_blocked_when_the_nic_keeps_fwe_disabled():
     fam = FAM["8254x"]                      # no FWE handling in a raw session
     raw = NicIntelSpi.__new__(NicIntelSpi)
     raw.regs, raw.family, raw.where, raw.grant_timeout, raw.fwe_set = regs, fam, "raw", 0.5, False
-    from romtools.flash.programmers.nicintel_spi import HeldSignals
-    raw.signals = HeldSignals()
+    raw.on_close = []
+    raw._hold_signals()
     raw.transfer(b"\x06")
     raw.transfer(b"\x20\x00\x00\x00")
     raw.close()
@@ -166,20 +168,68 @@ def test_double_moves_so_on_falling_edges():
 
 
 def test_signals_wait_for_the_end_of_a_command():
+    """Ctrl-C while the programmer is open is noted, and acted on before the next command starts."""
+    sim, dbl, regs = rig()
+    prog = NicIntelSpi(regs, FAM["8257x"])
+    try:
+        os.kill(os.getpid(), signal.SIGINT)         # held while the programmer is open
+        assert signals.pending() == (signal.SIGINT,)
+        with pytest.raises(KeyboardInterrupt):
+            prog.transfer(b"\x9f", 3)               # acted on before the next command starts
+        assert dbl.fla & 0x2 and not dbl.fla & 0x10 and not dbl.spi.selected
+    finally:
+        prog.close()
+    assert dbl.eecd & 0x30 == 0x10
+
+
+def test_review6_a_handler_that_returns_lets_the_session_go_on_held():
+    """A program's own SIGTERM handler runs between commands, then the hold is back in place."""
+    sim, dbl, regs = rig()
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        with NicIntelSpi(regs, FAM["8257x"]) as prog:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert seen == []
+            assert prog.transfer(b"\x9f", 3) == bytes.fromhex("ef3011")
+            assert seen == [signal.SIGTERM]
+            os.kill(os.getpid(), signal.SIGTERM)    # held again
+            assert seen == [signal.SIGTERM] and signals.pending() == (signal.SIGTERM,)
+        assert seen == [signal.SIGTERM, signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)        # the caller's handler is back, unheld
+        assert seen == [signal.SIGTERM] * 3
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_review6_a_signal_after_the_last_command_is_delivered_at_close():
     sim, dbl, regs = rig()
     seen = []
     old = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
     try:
         prog = NicIntelSpi(regs, FAM["8257x"])
-        os.kill(os.getpid(), signal.SIGTERM)        # held while the programmer is open
-        assert seen == [] and prog.signals.pending == signal.SIGTERM
-        with pytest.raises(SystemExit) as exc:
-            prog.transfer(b"\x9f", 3)               # acted on before the next command starts
-        assert exc.value.code == 128 + signal.SIGTERM
-        assert dbl.fla & 0x2 and not dbl.spi.selected
+        prog.transfer(b"\x9f", 3)
+        os.kill(os.getpid(), signal.SIGTERM)        # after the last check
+        assert seen == []
         prog.close()
-        assert dbl.eecd & 0x30 == 0x10
-        os.kill(os.getpid(), signal.SIGTERM)        # the caller's handler is back
-        assert seen == [signal.SIGTERM]
+        assert seen == [signal.SIGTERM] and dbl.eecd & 0x30 == 0x10
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_review6_the_programmer_is_not_opened_off_the_main_thread():
+    """Off the main thread no signal can be held; opening there is refused, not done unheld."""
+    sim, dbl, regs = rig()
+    got = []
+
+    def worker():
+        try:
+            NicIntelSpi(regs, FAM["8257x"])
+            got.append("opened")
+        except RuntimeError as exc:
+            got.append(str(exc))
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert len(got) == 1 and "main thread" in got[0], got
+    assert dbl.eecd & 0x30 != 0x20                 # writes never enabled

@@ -149,3 +149,31 @@ def test_sigterm_default_action_comes_after_the_block():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == -signal.SIGTERM and r.stdout == "block done\n", r
+
+
+def test_review5_two_pending_signals_are_both_delivered_at_the_end_of_the_hold():
+    """SIGINT and SIGTERM both held: the KeyboardInterrupt of the first must not leave the second
+    noted, to go off at some later, unrelated hold."""
+    seen = []
+    old = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals.held():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+        assert signals.pending() == ()
+        with signals.held():
+            pass                    # a later hold: nothing left over to deliver
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_pending_names_the_signals_a_hold_has_noted():
+    assert signals.pending() == ()
+    with pytest.raises(KeyboardInterrupt):
+        with signals.held():
+            signal.raise_signal(signal.SIGINT)
+            assert signals.pending() == (signal.SIGINT,)
+    assert signals.pending() == ()

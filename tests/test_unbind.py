@@ -302,3 +302,98 @@ def test_a_driver_that_does_not_come_back_is_reported_and_stays_on_record(tmp_pa
     code, out, err = run(monkeypatch, capsys, None, "vfio", "unbind", BDF)
     assert code == 0 and err == f"{BDF}: no driver -> e1000e\n", err
     assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
+
+
+# --------------------------------------------------------------------------- the record's care
+def _record(tmp_path, state) -> Path:
+    d = tmp_path / STATE
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / f"{BDF}.json"
+    f.write_text(json.dumps(state))
+    return f
+
+
+def test_review1_a_record_that_cannot_be_synced_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """The record is written to a temporary file, synced and renamed over: a failure (or a crash)
+    part-way never leaves an empty or half-written record where the driver should be."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    old = {"bdf": BDF, "driver": "igb", "driver_override": None}
+    f = _record(tmp_path, old)                  # stale: the card is on an ordinary driver again
+
+    def fsync(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(HardwareError, match=f"cannot record {BDF}'s driver.*Input/output error"):
+        with vfio_bind.detached(PciDevice.open(BDF)):
+            pass
+    assert json.loads(f.read_text()) == old
+    assert sorted(p.name for p in f.parent.iterdir() if not p.name.endswith(".lock")) == [f.name]
+    assert kernel.writes == [] and kernel.driver() == "e1000e"
+
+
+@pytest.mark.parametrize("state", [
+    {"bdf": BDF, "driver": 5, "driver_override": None},
+    {"bdf": BDF, "driver": "../../..", "driver_override": None},
+    {"bdf": BDF, "driver": "e1000e", "driver_override": "a/b"},
+    {"bdf": BDF, "driver": "e1000e", "driver_override": ["vfio-pci"]},
+    {"bdf": BDF},
+    {"bdf": "0000:04:00.0", "driver": "e1000e", "driver_override": None},
+    ["e1000e"],
+])
+def test_review1_a_bad_record_is_refused_in_one_line(tmp_path, monkeypatch, capsys, state):
+    card(tmp_path, 0x8086, 0x10D3, driver=None)
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    f = _record(tmp_path, state)
+    code, out, err = run(monkeypatch, capsys, None, "vfio", "unbind", BDF)
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(f) in err and "delete it" in err and "bind" in err, err
+    assert kernel.writes == [] and kernel.driver() is None
+    assert not (tmp_path / "sys" / "bind").exists() and not (tmp_path / "sys" / "bus" / "bind").exists()
+
+
+def test_review2_a_second_process_is_refused_while_the_first_has_the_device(tmp_path, monkeypatch, capsys):
+    """Two `--unbind` runs on one card: the second would give the driver back mid-flash."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    kernel = FakeKernel(tmp_path, monkeypatch, "e1000e")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            with vfio_bind.detached(PciDevice.open(BDF)):
+                os.write(ready_w, b"1")
+                os.read(go_r, 1)
+            os._exit(0)
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        assert kernel.driver() is None
+        writes = list(kernel.writes)
+        sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
+        code, out, err = run(monkeypatch, capsys, dbl, "nvm", "--pci", BDF, "--unbind", "show")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{BDF} is in use by romlab process {pid}" in err, err
+        assert kernel.writes == writes and kernel.driver() is None     # nothing given back mid-run
+        with pytest.raises(HardwareError, match=f"in use by romlab process {pid}"):
+            vfio_bind.unbind(PciDevice.open(BDF))
+    finally:
+        os.write(go_w, b"1")
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert kernel.driver() == "e1000e" and _records(tmp_path) == {}
+    # Once the first is done the device is free again.
+    sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
+    code, out, err = run(monkeypatch, capsys, dbl, "nvm", "--pci", BDF, "--unbind", "show")
+    assert code == 0, err

@@ -15,15 +15,19 @@ were. On the I210 there is no FWE; instead FLA.LOCKED reports the flash in
 "secure mode", where raw access is refused, and FLA.ABORT a previous access
 error, cleared with FLA.CLR_ERR (and refused if it does not clear).
 
-SIGINT and SIGTERM are held while the programmer is open and acted on between
-SPI commands, so a command is never cut in half on the wire.
+SIGINT and SIGTERM are held (``hw.signals``) while the programmer is open and let
+through between SPI commands, so a command is never cut in half on the wire: the
+hold ends, the signal is handled as it would have been (KeyboardInterrupt, the
+program's own handler), and if that handler returns the hold is taken again. A
+signal after the last command is delivered when the programmer closes. Only the
+main thread can hold signals, so the programmer opens only there.
 """
 from __future__ import annotations
 
-import signal
-import threading
+import contextlib
 import time
 
+from hw import signals
 from hw.errors import FlashError
 from romtools.flash.programmers.base import Programmer
 
@@ -34,32 +38,6 @@ FWE_MASK, FWE_DISABLED, FWE_ENABLED = 0x30, 0x10, 0x20
 
 class NicFlashError(FlashError):
     pass
-
-
-class HeldSignals:
-    """SIGINT/SIGTERM recorded instead of acted on, until ``check()`` or ``release()``."""
-
-    def __init__(self):
-        self.pending: int | None = None
-        self.old: dict = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.old[sig] = signal.signal(sig, self._hold)
-
-    def _hold(self, signum, frame):
-        self.pending = signum
-
-    def check(self) -> None:
-        if self.pending is not None:
-            sig, self.pending = self.pending, None
-            if sig == signal.SIGINT:
-                raise KeyboardInterrupt
-            raise SystemExit(128 + sig)
-
-    def release(self) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-        self.old = {}
 
 
 class NicIntelSpi(Programmer):
@@ -75,14 +53,26 @@ class NicIntelSpi(Programmer):
         self.grant_timeout = grant_timeout
         self.fwe_set = False
         self.on_close = []          # e.g. unmapping the BAR, giving the device back to its driver
-        self.signals = HeldSignals()
+        self._hold_signals()
         try:
             self._check_fla()
             if family.fwe:
                 self._enable_writes()
         except BaseException:
-            self.signals.release()
+            self._hold.close()
             raise
+
+    # --- signals ---------------------------------------------------------------
+    def _hold_signals(self) -> None:
+        self._hold = contextlib.ExitStack()
+        self._hold.enter_context(signals.held())
+
+    def _let_signals_through(self) -> None:
+        """Between commands: a signal noted since the last one is delivered now, and the hold
+        taken again if its handler returns."""
+        if signals.pending():
+            self._hold.close()
+            self._hold_signals()
 
     # --- opening and closing ------------------------------------------------
     def _check_fla(self) -> None:
@@ -119,11 +109,13 @@ class NicIntelSpi(Programmer):
                 self.regs.write32(EECD, (eecd & ~FWE_MASK) | FWE_DISABLED)
                 self.fwe_set = False
         finally:
-            self.signals.release()
             self.regs = None
             callbacks, self.on_close = self.on_close, []
-            for cb in callbacks:
-                cb()
+            try:
+                for cb in callbacks:     # still held: giving the driver back is not cut short
+                    cb()
+            finally:
+                self._hold.close()       # a signal noted since the last command goes off here
 
     def describe(self) -> str:
         return f"nicintel_spi {self.where}"
@@ -151,7 +143,7 @@ class NicIntelSpi(Programmer):
     def transfer(self, mosi: bytes, nread: int = 0) -> bytes:
         if self.regs is None:
             raise NicFlashError(f"{self.where}: the programmer is closed")
-        self.signals.check()
+        self._let_signals_through()
         regs = self.regs
         base = self._request() & ~FL_CS          # CS# low selects the flash
         # Bit-banging is a few million register accesses per megabyte: call the
