@@ -152,3 +152,10 @@ def test_class7_scan_of_an_empty_file_speaks_on_stderr(tmp_path):
 def test_class7_usage_errors_are_one_line():
     r = romlab_limited("pad", ROM)
     assert r.returncode == 2 and "see 'romlab pad --help'" in _one_line(r)
+
+
+def test_class3_bench_outputs_are_checked_before_the_bench_runs(tmp_path):
+    existing = tmp_path / "figures.json"
+    existing.write_text("keep")
+    r = romlab_limited("bench", "firmware", "--nic", "e1000", "--json", existing, timeout=60)
+    assert r.returncode == 2 and "--overwrite" in _one_line(r) and existing.read_text() == "keep"

@@ -37,6 +37,7 @@ def add_arguments(p) -> None:
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    f.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     n = sub.add_parser("native", help="transmit throughput: romlab's C path, its pure-Python twin and the kernel "
                                       "driver (pktgen) on one NIC",
                        description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
@@ -49,6 +50,7 @@ def add_arguments(p) -> None:
     n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
     n.add_argument("--json", action="store_true", help="print the figures as JSON")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
+    n.add_argument("--overwrite", action="store_true", help="replace the plot if it already exists")
 
 
 def _run_native(args) -> int:
@@ -64,6 +66,10 @@ def _run_native(args) -> int:
         batches = [int(x) for x in args.batch.split(",") if x]
     except ValueError:
         raise UsageError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
+    if args.plot:
+        from romlab.cli._common import check_outputs
+
+        check_outputs([args.plot], overwrite=args.overwrite)
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
         raise UsageError("frame sizes must be 60..1514 and batches 1..511")
     figures = bn.run(args.pci, sizes, batches, args.seconds)
@@ -103,6 +109,10 @@ def run(args) -> int:
     if args.runs < 1:
         raise UsageError("--runs must be 1 or more")
     size = parse_size(args.size)
+    from romlab.cli._common import check_outputs
+
+    # Checked before minutes of QEMU runs, not after.
+    check_outputs([p for p in (args.json, args.plot, args.html) if p and p != "-"], overwrite=args.overwrite)
 
     def progress(msg: str) -> None:
         if not args.quiet:

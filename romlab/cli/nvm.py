@@ -57,7 +57,7 @@ def _open(args):
 def run(args) -> int:
     import json
 
-    from hw.errors import UsageError
+    from hw.errors import FlashError, UsageError
     from romtools.flash import backup as backupmod
     from romtools.flash import nvm as nvmmod
     from romtools.flash.programmers.nicintel_eeprom import open_nvm
@@ -103,15 +103,15 @@ def run(args) -> int:
         # Back up the whole NVM before the first write.
         everything = nvm.read_words(0, nvm.size_words)
         backup = backupmod.save(b"".join(w.to_bytes(2, "little") for w in everything), {
-            "kind": "nvm", "jedec": "nvm", "target": where, "pci_ids": result["pci_ids"], "family": fam.key,
+            "kind": "nvm", "chip": f"{fam.key} NVM", "jedec": "nvm", "target": where, "pci_ids": result["pci_ids"], "family": fam.key,
             "words": len(everything)})
         nvm.write_words({a: n for a, (o, n) in changes.items()})
         nvm.commit()
         back = {a: nvm.read_word(a) for a in changes}
         bad = [a for a, (o, n) in changes.items() if back[a] != n]
         if bad:
-            raise UsageError(f"{where}: word(s) {', '.join('0x%02x' % a for a in bad)} did not read back as "
-                           f"written; the NVM before the change is in {backup}", exit_code=3)
+            raise FlashError(f"{where}: word(s) {', '.join('0x%02x' % a for a in bad)} did not read back as "
+                             f"written; the NVM before the change is in {backup}", exit_code=3)
         result["backup"] = str(backup)
         lines.insert(1, f"changed {len(changes)} word(s), read back and verified (backup: {backup}):")
         print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
