@@ -246,3 +246,43 @@ def test_class1_a_fifo_where_a_record_belongs_is_refused(tmp_path, backups, whic
         argv = ["flash", PXE_E1000, "--programmer", f"file:{chip}", "--layout", tmp_path / "layout", "--dry-run"]
     r = run_romlab(*argv, timeout=60)
     assert r.returncode == 2 and "not a regular file" in _one_line(r)
+
+
+def test_class4_programmer_killed_mid_write_resumes_on_another_port(tmp_path, backups):
+    import signal
+    import subprocess
+    import time
+
+    from test_flash_cli import synthetic_rom
+
+    size = 524288
+    chip = tmp_path / "chip.bin"
+    original = random.Random(81).randbytes(size)
+    chip.write_bytes(original)
+    rom = tmp_path / "big.rom"
+    rom.write_bytes(synthetic_rom(size, seed=82))
+    argv = [sys.executable, "-m", "romlab", "flash", str(rom), "--layout", "rom-at-0"]
+    with emulator(chip, "--timing", "datasheet") as emu:
+        first_port = emu.port
+        proc = subprocess.Popen([*argv, "--programmer", emu.spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=_env())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:      # wait for two finished blocks in the journal
+            found = list(backups.glob("journal-*.jsonl")) if backups.exists() else []
+            if found and len(found[0].read_text().splitlines()) >= 3:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.005)
+        emu.proc.send_signal(signal.SIGKILL)    # the programmer dies mid-write
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3 and b"--resume" in err, err
+    with emulator(chip) as emu:
+        assert emu.port != first_port
+        r = run_romlab(*argv[3:], "--programmer", emu.spec, "--resume", env=_env())
+        assert r.returncode == 0, r.stderr
+    assert chip.read_bytes() == rom.read_bytes()
+    assert not list(backups.glob("journal-*"))
+    (backup,) = backups.glob("*.bin")
+    with emulator(chip) as emu:
+        assert run_romlab("restore", backup, "--programmer", emu.spec, env=_env()).returncode == 0
+    assert chip.read_bytes() == original
