@@ -64,6 +64,14 @@ def find_qemu() -> str:
     return path
 
 
+def machine_args(qemu: str, *, accel: str, machine: str, memory: str | int, serial: bool = True) -> list[str]:
+    """The start of every QEMU command line romlab builds (firmware boots, the KVM probe, the register
+    relay): the accelerator, the machine, its memory, no default devices, and the first serial port on
+    stdio. What each machine adds (a NIC, firmware, a kernel, QMP) follows it."""
+    return [qemu, "-accel", accel, "-machine", machine, "-m", str(memory), "-nodefaults",
+            *(("-serial", "stdio") if serial else ())]
+
+
 def cache_dir() -> Path:
     """Where romlab keeps what it can reuse between runs (the KVM probe, the relay's program)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -251,9 +259,8 @@ def kvm_works(kernel: str, log=None, *, device: str | None = None, qemu: str | N
             return ok
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "256", "-display", "none",
-           "-serial", "stdio", "-monitor", "none", "-no-reboot", "-kernel", kernel,
-           "-append", "console=ttyS0 panic=-1 loglevel=4"]
+    cmd = [*machine_args(qemu, accel="kvm", machine="q35", memory=256), "-cpu", "host", "-display", "none",
+           "-monitor", "none", "-no-reboot", "-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4"]
     proc = launch(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     ok = False
     try:
@@ -398,8 +405,7 @@ class Qemu:
             spec.props["romfile"] = m.rom
         if m.mac:
             spec.props["mac"] = _check_mac(m.mac)
-        cmd = [qemu, "-accel", m.accel, "-machine", "pc", "-m", str(m.memory),
-               "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio",
+        cmd = [*machine_args(qemu, accel=m.accel, machine="pc", memory=m.memory), "-nographic", "-no-reboot",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                "-device", spec.device(netdev="n0", ident="nic0"), "-netdev", m.netdev.arg("n0"),
                *spec.capture_args("n0", "dump0"), "-boot", "n"]

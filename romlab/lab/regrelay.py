@@ -33,7 +33,7 @@ from pathlib import Path
 from hw.errors import LabError
 from hw.mmio import Bar
 from romlab.lab.process import launch, stop
-from romlab.lab.qemu import NicSpec, cache_dir, find_qemu
+from romlab.lab.qemu import NicSpec, cache_dir, find_qemu, machine_args
 
 STUB_SOURCE = r"""
     .set COM1, 0x3f8
@@ -189,9 +189,8 @@ class QemuNic(Bar):
         self.timeout = timeout
         self.errlog = tempfile.TemporaryFile()
         self.proc = launch(
-            [qemu, "-machine", "pc", "-accel", "tcg", "-display", "none", "-nodefaults", "-no-user-config",
-             "-m", "32", "-monitor", "none", "-serial", "stdio", "-kernel", str(stub),
-             "-device", nic.device(netdev=None)],
+            [*machine_args(qemu, accel="tcg", machine="pc", memory=32), "-display", "none", "-no-user-config",
+             "-monitor", "none", "-kernel", str(stub), "-device", nic.device(netdev=None)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errlog, bufsize=0)
         try:
             hello = self._recv(1, "start")
