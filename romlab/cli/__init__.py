@@ -85,17 +85,6 @@ def _verb_in(argv: list[str]) -> str | None:
     return None
 
 
-def exit_status(exc) -> int:
-    """The exit-status table (README): 2 for every kind of unusable input, bad usage or refused hardware,
-    unless the error carries its own status (3: a flash left partly written; 1: a readable ROM with
-    problems)."""
-    from hw.errors import FlashError, FormatError, HardwareError, LabError, UsageError
-
-    table = {UsageError: 2, FormatError: 2, HardwareError: 2, FlashError: 2, LabError: 2}
-    default = next((code for kind, code in table.items() if isinstance(exc, kind)), 2)
-    return exc.exit_code if "exit_code" in vars(exc) else default
-
-
 def _parser_class():
     import argparse
 
@@ -154,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except RomlabError as exc:
         print(terminal_safe(f"romlab {args.command}: error: {exc}"), file=sys.stderr)
-        return exit_status(exc)
+        return exc.exit_code  # 2 for every kind, unless the error carries its own (3: flash partly written)
     except KeyboardInterrupt:
         print(f"romlab {args.command}: interrupted", file=sys.stderr)
         return 130

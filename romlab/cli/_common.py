@@ -70,8 +70,11 @@ def _new_file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
-def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--overwrite") -> None:
-    """Refuse, before anything is written, an output that is an input or that exists without --overwrite."""
+def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--overwrite",
+                  instead: str = "") -> None:
+    """Refuse, before anything is written, an output that is an input or that exists without --overwrite.
+
+    ``instead`` names the verb's own way of changing its input, if it has one (patch's --in-place)."""
     import os
 
     from hw.errors import UsageError
@@ -80,7 +83,7 @@ def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--o
     for path in paths:
         if os.path.realpath(path) in ins:
             raise UsageError(f"{path} is an input file; romlab never writes over its input (write elsewhere"
-                           + (", or use --in-place, which keeps a backup)" if len(inputs) == 1 else ")"))
+                             + (f", or {instead})" if instead else ")"))
         if os.path.isdir(path):
             raise UsageError(f"{path} is a directory; give a file name for the output")
         if os.path.lexists(path) and not overwrite:
@@ -88,7 +91,7 @@ def check_outputs(paths, *, inputs=(), overwrite: bool = False, flag: str = "--o
 
 
 def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_place: bool = False,
-                 overwrite: bool = False, flag: str = "--overwrite") -> str | None:
+                 overwrite: bool = False, flag: str = "--overwrite", instead: str = "") -> str | None:
     """Write ``data`` to ``path`` atomically (temporary file, then rename).
 
     Refuses to write over one of ``inputs`` unless ``in_place``, and over any other existing file
@@ -102,7 +105,7 @@ def write_output(path: str, data: bytes, *, inputs: tuple[str, ...] = (), in_pla
     from hw.errors import UsageError
 
     if not in_place:
-        check_outputs([path], inputs=inputs, overwrite=overwrite, flag=flag)
+        check_outputs([path], inputs=inputs, overwrite=overwrite, flag=flag, instead=instead)
     elif os.path.isdir(path):
         raise UsageError(f"{path} is a directory; give a file name for the output")
     backup = None

@@ -87,7 +87,8 @@ def run(args) -> int:
         warnings.append("checksums now invalid: " + ", ".join(f"{c.name} at 0x{c.offset:x}" for c in bad)
                         + " (add --fix-checksums)")
     out = args.file if args.in_place else args.output
-    backup = write_output(out, bytes(buf), inputs=(args.file,), in_place=args.in_place, overwrite=args.overwrite)
+    backup = write_output(out, bytes(buf), inputs=(args.file,), in_place=args.in_place, overwrite=args.overwrite,
+                          instead="use --in-place, which keeps a backup")
     if args.json:
         print_json({"schema": "romlab.patch/1", "input": args.file, "output": out, "backup": backup,
                     "changes": changes, "warnings": warnings})

@@ -64,12 +64,11 @@ def find_qemu() -> str:
     return path
 
 
-def machine_args(qemu: str, *, accel: str, machine: str, memory: str | int, serial: bool = True) -> list[str]:
+def machine_args(qemu: str, *, accel: str, machine: str, memory: str | int) -> list[str]:
     """The start of every QEMU command line romlab builds (firmware boots, the KVM probe, the register
     relay): the accelerator, the machine, its memory, no default devices, and the first serial port on
     stdio. What each machine adds (a NIC, firmware, a kernel, QMP) follows it."""
-    return [qemu, "-accel", accel, "-machine", machine, "-m", str(memory), "-nodefaults",
-            *(("-serial", "stdio") if serial else ())]
+    return [qemu, "-accel", accel, "-machine", machine, "-m", str(memory), "-nodefaults", "-serial", "stdio"]
 
 
 def cache_dir() -> Path:
