@@ -84,6 +84,14 @@ def run_romlab(*args: str, input: bytes | None = None, timeout: float = 120, env
 
 
 @pytest.fixture
+def backups(tmp_path, monkeypatch):
+    """A backup directory of the test's own (flash backups and write journals go there)."""
+    d = tmp_path / "backups"
+    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(d))
+    return d
+
+
+@pytest.fixture
 def romlab():
     return run_romlab
 

@@ -16,11 +16,8 @@ PXE_E1000 = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 PXE_E1000_LEN = 75264          # `ls -l`: 147 blocks of 512 bytes
 
 
-@pytest.fixture(autouse=True)
-def backups(tmp_path, monkeypatch):
-    d = tmp_path / "backups"
-    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(d))
-    return d
+# Every test gets a backup directory of its own (conftest's fixture), used or not.
+pytestmark = pytest.mark.usefixtures("backups")
 
 
 def romlab(*args, **kw):

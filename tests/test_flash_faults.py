@@ -18,11 +18,8 @@ from test_serprog_emu import emulator
 SIZE = 131072
 
 
-@pytest.fixture(autouse=True)
-def backups(tmp_path, monkeypatch):
-    d = tmp_path / "backups"
-    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(d))
-    return d
+# Every test gets a backup directory of its own (conftest's fixture), used or not.
+pytestmark = pytest.mark.usefixtures("backups")
 
 
 def target_of(rom: bytes, size: int) -> bytes:

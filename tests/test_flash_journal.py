@@ -21,11 +21,8 @@ from test_serprog_emu import emulator
 SIZE = 131072
 
 
-@pytest.fixture(autouse=True)
-def backups(tmp_path, monkeypatch):
-    d = tmp_path / "backups"
-    monkeypatch.setenv("ROMLAB_BACKUP_DIR", str(d))
-    return d
+# Every test gets a backup directory of its own (conftest's fixture), used or not.
+pytestmark = pytest.mark.usefixtures("backups")
 
 
 def _env():
@@ -157,6 +154,21 @@ def test_class7_a_bad_port_is_explained_without_pyserial_internals(tmp_path, spe
     assert r.returncode == 2 and said in err and "socket://" not in err and "Errno" not in err
 
 
+BIG = 524288
+
+
+def _big_chip_and_rom(tmp_path, seed: int):
+    """A 512 KiB chip of random bytes and a ROM that fills it: (chip file, its bytes, ROM file)."""
+    from test_flash_cli import synthetic_rom
+
+    chip = tmp_path / "chip.bin"
+    original = random.Random(seed).randbytes(BIG)
+    chip.write_bytes(original)
+    rom = tmp_path / "big.rom"
+    rom.write_bytes(synthetic_rom(BIG, seed=seed + 1))
+    return chip, original, rom
+
+
 def _done_blocks(backups) -> int:
     (j,) = backups.glob("journal-*.jsonl")
     return len(j.read_text().splitlines()) - 1
@@ -164,19 +176,13 @@ def _done_blocks(backups) -> int:
 
 def test_class4_a_blank_chip_or_a_twin_does_not_take_another_chips_journal(tmp_path, backups):
     """After a block was logged done, only the chip that holds it matches the journal."""
-    size = 524288
-    chip = tmp_path / "chip.bin"
-    original = random.Random(71).randbytes(size)
-    chip.write_bytes(original)
-    rom = tmp_path / "big.rom"
-    from test_flash_cli import synthetic_rom
-    rom.write_bytes(synthetic_rom(size, seed=72))
+    chip, original, rom = _big_chip_and_rom(tmp_path, 71)
     # The backup read moves 2 x 512 KiB; hang up after a few 64 KiB blocks of the write.
     with emulator(chip, "--fault", "disconnect:1400000") as emu:
         r = run_romlab("flash", rom, "--programmer", emu.spec, "--layout", "rom-at-0", env=_env())
         assert r.returncode == 3, r.stderr
     assert _done_blocks(backups) >= 1
-    for name, contents in (("blank", b"\xff" * size), ("twin", original)):
+    for name, contents in (("blank", b"\xff" * BIG), ("twin", original)):
         other = tmp_path / f"{name}.bin"
         other.write_bytes(contents)
         with emulator(other) as emu:
@@ -253,14 +259,7 @@ def test_class4_programmer_killed_mid_write_resumes_on_another_port(tmp_path, ba
     import subprocess
     import time
 
-    from test_flash_cli import synthetic_rom
-
-    size = 524288
-    chip = tmp_path / "chip.bin"
-    original = random.Random(81).randbytes(size)
-    chip.write_bytes(original)
-    rom = tmp_path / "big.rom"
-    rom.write_bytes(synthetic_rom(size, seed=82))
+    chip, original, rom = _big_chip_and_rom(tmp_path, 81)
     argv = [sys.executable, "-m", "romlab", "flash", str(rom), "--layout", "rom-at-0"]
     with emulator(chip, "--timing", "datasheet") as emu:
         first_port = emu.port
