@@ -86,6 +86,12 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
         for k in ("median_mbit_s", "min_mbit_s", "max_mbit_s", "spread_pct"):
             assert fig[path][k] == round(nic[path]["stats"][k], 2)
     assert fig["ratio_native_over_undi"] == round(nic["ratio_native_over_undi"], 2)
+    # ...and draws them: each bar as tall as its median on the linear axis, measured in the pixels.
+    from PIL import Image
+    from test_bench_render import assert_heights_proportional
+
+    with Image.open(png) as im:
+        assert_heights_proportional(im.convert("RGB"), meta["bars"], "median_mbit_s")
     # Every file written is named on screen.
     assert [ln for ln in out.splitlines() if ln.startswith("wrote ")] == [f"wrote {p}" for p in (out_path, png, page)]
     html = page.read_text()

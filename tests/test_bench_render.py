@@ -170,7 +170,7 @@ def test_firmware_png_with_one_run_has_no_whiskers(tmp_path):
 def test_firmware_table_says_1_run_not_a_spread_of_0_percent():
     from romlab.bench.render import firmware_html, firmware_table
 
-    caption, head, rule, *rows = firmware_table(ONE).splitlines()
+    caption, _head, _rule, *rows = firmware_table(ONE).splitlines()
     assert caption == "2 MiB over HTTP, 1 run per path, seabios, TCG; one timed run per path, so no spread"
     assert [r.split() for r in rows] == [
         ["e1000", "400.0", "1", "run", "40.0", "1", "run", "10.0x", "e1000", "/", "undionly"],
@@ -178,7 +178,7 @@ def test_firmware_table_says_1_run_not_a_spread_of_0_percent():
     assert "0%" not in firmware_table(ONE)
     assert "<td>400.0</td><td>1 run</td>" in firmware_html(ONE, None)
 
-    caption, head, rule, *rows = firmware_table(SEVERAL).splitlines()
+    caption, _head, _rule, *rows = firmware_table(SEVERAL).splitlines()
     assert caption.startswith("2 MiB over HTTP, 3 runs per path, seabios, TCG; median of runs")
     # spread = (max - min) / median: e1000 native (420 - 360) / 400 = 15%, UNDI (44 - 28) / 40 = 40%.
     assert rows[0].split() == ["e1000", "400.0", "15%", "40.0", "40%", "10.0x", "e1000", "/", "undionly"]
