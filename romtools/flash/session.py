@@ -85,6 +85,7 @@ def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
     ``who`` names the device ("0000:03:00.0", "QEMU's e1000"); ``purpose`` is what romlab
     would do with it: "flash" (its option-ROM flash) or "nvm" (its NVM words)."""
     from hw.parts import find_part
+    from hw.pci import LIST_HINT
 
     part = find_part(vendor, device)
     if part is not None:
@@ -92,7 +93,7 @@ def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
     ids = "%04x:%04x" % (vendor, device)
     if purpose == "nvm":
         raise FlashError(f"{who} ({ids}) is not an Intel NIC with an NVM romlab knows ({_families(False)}); "
-                         "`romlab list` shows the devices in this machine and their IDs")
+                         f"{LIST_HINT}")
     if vendor in VIRTUAL_VENDORS:
         raise FlashError(f"{who} ({ids}) is a {VIRTUAL_VENDORS[vendor]} device, emulated by a hypervisor rather "
                          "than a card with a flash chip; its option ROM is the file the hypervisor loads "
