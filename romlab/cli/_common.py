@@ -21,20 +21,16 @@ def add_source_arguments(parser, *, pci: bool = True) -> None:
 def read_file_input(path: str, **bounds) -> tuple[bytes, str]:
     """The bytes of one FILE argument and the name reports give it; ``-`` is standard input.
 
-    Standard input is bounded like a file (``bounds`` are ``read_input``'s limit, what, bound),
-    and refused when it is a terminal: a ROM is never typed, and waiting for one would look like a hang.
+    Standard input is bounded like a file (``bounds`` are ``read_input``'s limit, what, bound);
+    ``check_inputs`` has made sure it is there and not a terminal.
     """
-    from hw.errors import FormatError, UsageError
+    from hw.errors import FormatError
     from romtools.walker import read_input, read_stream
 
     if path != STDIN:
         return read_input(path, **bounds), path
-    stream = sys.stdin.buffer if sys.stdin is not None else None
-    if stream is None or stream.isatty():
-        raise UsageError("- reads a ROM from standard input, which is a terminal here; redirect or pipe a "
-                         "file into it (romlab VERB - < rom.rom), or name the file")
     try:
-        return read_stream(stream, STDIN_NAME, **bounds), STDIN_NAME
+        return read_stream(sys.stdin.buffer, STDIN_NAME, **bounds), STDIN_NAME
     except OSError as exc:
         raise FormatError(f"{STDIN_NAME}: cannot read: {exc.strerror or exc}") from None
 
@@ -55,6 +51,11 @@ def check_inputs(args, *, one_input_only: dict[str, bool] | None = None) -> list
                          + "; - reads standard input")
     if names.count(STDIN) > 1:
         raise UsageError("- (standard input) is given more than once; it can be read only once")
+    if STDIN in names and (sys.stdin is None or sys.stdin.isatty()):
+        # A ROM is never typed: waiting for one on a terminal would look like a hang.
+        raise UsageError(f"- reads a ROM from standard input, which is {'closed' if sys.stdin is None else 'a terminal'}"
+                         f" here; redirect or pipe a file into it (romlab {args.command} - < rom.rom), "
+                         "or name the file")
     if len(names) > 1:
         for option, given in (one_input_only or {}).items():
             if given:
