@@ -114,9 +114,9 @@ class IntelNic:
                                 f"{LIST_HINT}")
         if dev.driver not in (None, "vfio-pci"):
             raise HardwareError(f"{dev.bdf} is still bound to its kernel driver {dev.driver}; run "
-                           f"'romlab vfio bind {dev.bdf}' first")
+                           f"`romlab vfio bind {dev.bdf}` first")
         if dev.driver is None:
-            raise HardwareError(f"{dev.bdf} is bound to no driver; run 'romlab vfio bind {dev.bdf}' first")
+            raise HardwareError(f"{dev.bdf} is bound to no driver; run `romlab vfio bind {dev.bdf}` first")
         self.part, self.impl = part, impl
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)

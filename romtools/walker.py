@@ -212,7 +212,7 @@ def _executable_message(data) -> str:
 
     A PE/COFF file is what people most often mistake for an option ROM (ipxe.efi, a vendor's
     .efi driver); its subsystem says whether an option ROM can carry it at all."""
-    wrap = "romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom"
+    wrap = "`romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`"
     dos = _parse(S.DosHeaderStart, data, 0, len(data))
     pe_sig = dos.e_lfanew if dos is not None else None
     subsystem = None
@@ -226,7 +226,7 @@ def _executable_message(data) -> str:
         kind = ("an EFI application" if subsystem == 0x0A
                 else f"a PE/COFF executable with subsystem 0x{subsystem:02x}")
         return (f"not an option ROM but {kind}; an option ROM carries only an EFI driver (subsystem 0x0b or "
-                f"0x0c): build the program as a driver (iPXE: make bin-x86_64-efi/ipxe.efidrv) and wrap it: {wrap}")
+                f"0x0c): build the program as a driver (iPXE: `make bin-x86_64-efi/ipxe.efidrv`) and wrap it: {wrap}")
     return ("not an option ROM: it starts with 4d 5a ('MZ'), as DOS and PE/COFF executables do, but holds no "
             f"PE header; an EFI driver is put in an option ROM with: {wrap}")
 
@@ -254,7 +254,7 @@ class _Walker:
         if bytes(data[:2]) != S.ROM_SIGNATURE:
             raise NotAnOptionRom(
                 f"not an option ROM: no 55 AA signature at offset 0 (found {bytes(data[:2]).hex(' ') or 'nothing'}); "
-                "use 'romlab scan' to look for ROMs inside a larger image")
+                "use `romlab scan` to look for ROMs inside a larger image")
         if n < HEADER_SIZE:
             raise NotAnOptionRom(f"not an option ROM: only {n} bytes, too short for a {HEADER_SIZE}-byte ROM header")
         off = 0

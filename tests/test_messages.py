@@ -95,8 +95,8 @@ def test_efi_application_is_named_and_the_wrap_is_shown():
     assert app.read_bytes()[:2] == b"MZ"
     assert _err(run_romlab("inspect", app)) == (
         f"romlab inspect: error: {app}: not an option ROM but an EFI application; an option ROM carries only an "
-        "EFI driver (subsystem 0x0b or 0x0c): build the program as a driver (iPXE: make "
-        "bin-x86_64-efi/ipxe.efidrv) and wrap it: romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom")
+        "EFI driver (subsystem 0x0b or 0x0c): build the program as a driver (iPXE: `make "
+        "bin-x86_64-efi/ipxe.efidrv`) and wrap it: `romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`")
 
 
 def test_efi_driver_is_named_and_the_wrap_is_shown(tmp_path):
@@ -105,7 +105,7 @@ def test_efi_driver_is_named_and_the_wrap_is_shown(tmp_path):
     for verb in ("inspect", "lint", "disasm"):
         assert _err(run_romlab(verb, drv)) == (
             f"romlab {verb}: error: {drv}: not an option ROM but an EFI driver (PE/COFF, subsystem 0x0b); to put "
-            "it in an option ROM, wrap it: romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom")
+            "it in an option ROM, wrap it: `romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`")
     # and the line it gives works
     out = tmp_path / "out.rom"
     r = run_romlab("efi-rom", drv, "--vendor", "8086", "--device", "100e", "-o", out)
@@ -118,8 +118,8 @@ def test_mz_without_a_pe_header(tmp_path):
     p.write_bytes(b"MZ" + bytes(0x100))
     assert _err(run_romlab("lint", p)) == (
         f"romlab lint: error: {p}: not an option ROM: it starts with 4d 5a ('MZ'), as DOS and PE/COFF executables "
-        "do, but holds no PE header; an EFI driver is put in an option ROM with: romlab efi-rom FILE --vendor VVVV "
-        "--device DDDD -o out.rom")
+        "do, but holds no PE header; an EFI driver is put in an option ROM with: `romlab efi-rom FILE --vendor VVVV "
+        "--device DDDD -o out.rom`")
 
 
 @pytest.mark.parametrize("args", [["nvm"], ["nvm", "--pci", "03:00.0"]], ids=["bare", "no-action"])

@@ -74,7 +74,7 @@ def test_not_a_rom_among_roms(tmp_path):
     text.write_bytes(b"hello, world\n")
     r = run_romlab("inspect", corpus(PXE), text)
     assert _err(r) == (f"romlab inspect: error: {text}: not an option ROM: no 55 AA signature at offset 0 "
-                       "(found 68 65); use 'romlab scan' to look for ROMs inside a larger image")
+                       "(found 68 65); use `romlab scan` to look for ROMs inside a larger image")
     assert r.stdout.decode().startswith(f"{PXE}: {PXE.stat().st_size} bytes, 1 image(s)")
     assert r.returncode == 2
 
@@ -123,13 +123,13 @@ def test_stdin_on_a_terminal_is_refused_not_waited_for():
     main, tty = os.openpty()
     try:
         r = subprocess.run([sys.executable, "-m", "romlab", "lint", "-"], stdin=tty, capture_output=True,
-                           timeout=60)
+                           timeout=60, check=False)
     finally:
         os.close(main)
         os.close(tty)
     assert r.stderr.decode().strip() == (
         "romlab lint: error: - reads a ROM from standard input, which is a terminal here; redirect or pipe a "
-        "file into it (romlab lint - < rom.rom), or name the file")
+        "file into it (`romlab lint - < rom.rom`), or name the file")
     assert r.returncode == 2
 
 
@@ -169,7 +169,8 @@ def test_scan_several_files_prefixes_rows(tmp_path):
 
 def test_scan_reads_stdin(tmp_path):
     a = _embedded(tmp_path, "a.bin", 0x3000)
-    r = run_romlab("scan", "--json", "-", input=open(a, "rb").read())
+    with open(a, "rb") as f:
+        r = run_romlab("scan", "--json", "-", input=f.read())
     doc = json.loads(r.stdout)
     assert [rom["offset"] for rom in doc["roms"]] == [0x3000] and r.returncode == 0
 
@@ -178,7 +179,7 @@ def test_one_input_options_refuse_several(tmp_path):
     a, b = _embedded(tmp_path, "a.bin", 0x1000), _embedded(tmp_path, "b.bin", 0x2000)
     out = tmp_path / "roms"
     r = run_romlab("scan", "--extract", out, a, b)
-    assert _err(r) == "romlab scan: error: --extract works on one input and 2 are given; run 'romlab scan' once per file"
+    assert _err(r) == "romlab scan: error: --extract works on one input and 2 are given; run `romlab scan` once per file"
     assert r.returncode == 2 and not out.exists()
 
     r = run_romlab("lint", "--rules", PXE)

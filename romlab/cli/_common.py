@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import sys
 
-
 STDIN = "-"
 STDIN_NAME = "<stdin>"  # how reports and errors name a ROM read from standard input
 BATCH_SCHEMA = "romlab.batch/1"
@@ -54,13 +53,13 @@ def check_inputs(args, *, one_input_only: dict[str, bool] | None = None) -> list
     if STDIN in names and (sys.stdin is None or sys.stdin.isatty()):
         # A ROM is never typed: waiting for one on a terminal would look like a hang.
         raise UsageError(f"- reads a ROM from standard input, which is {'closed' if sys.stdin is None else 'a terminal'}"
-                         f" here; redirect or pipe a file into it (romlab {args.command} - < rom.rom), "
+                         f" here; redirect or pipe a file into it (`romlab {args.command} - < rom.rom`), "
                          "or name the file")
     if len(names) > 1:
         for option, given in (one_input_only or {}).items():
             if given:
                 raise UsageError(f"{option} works on one input and {len(names)} are given; "
-                                 f"run 'romlab {args.command}' once per file")
+                                 f"run `romlab {args.command}` once per file")
     return names
 
 
