@@ -195,3 +195,9 @@ def test_no_input():
     r = run_romlab("inspect")
     assert _err(r) == "romlab inspect: error: no input: give a ROM FILE (or --pci BDF); - reads standard input"
     assert r.returncode == 2
+
+
+def test_bad_option_is_reported_once_not_per_file():
+    r = run_romlab("disasm", "--count", "0", PXE, NE2K)
+    assert _err(r) == "romlab disasm: error: --count must be a positive number of instructions"
+    assert r.returncode == 2 and r.stdout == b""

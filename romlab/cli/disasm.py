@@ -17,8 +17,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from hw.errors import UsageError
     from romtools.disasm import disassemble_entry
     from romtools.walker import walk
+
+    if args.count < 1:   # a usage error, said once, not once per input
+        raise UsageError("--count must be a positive number of instructions")
 
     def one(data, source):
         listing = disassemble_entry(walk(data), data, args.image, args.entry, args.count)
