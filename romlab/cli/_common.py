@@ -90,12 +90,13 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
     for i, name in enumerate(names):
         if blocks and several and i and not args.json:
             print()
+        shown, named = STDIN_NAME if name == STDIN else name, True
         try:
             data, source = read_file_input(name, **(read_bounds or {}))
+            named = False              # reading's errors name the file; what the verb finds does not
             status, doc = one(data, source)
         except RomlabError as exc:
-            shown = STDIN_NAME if name == STDIN else name
-            message = str(exc) if str(exc).startswith(shown) else f"{shown}: {exc}"
+            message = str(exc) if named else f"{shown}: {exc}"
             sys.stdout.flush()
             print(terminal_safe(f"romlab {args.command}: error: {message}"), file=sys.stderr)
             status = exc.exit_code
