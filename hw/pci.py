@@ -346,7 +346,7 @@ class PciDevice:
             fd = os.open(rom_path, os.O_RDWR)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise HardwareError(f"permission denied opening {rom_path}; reading a ROM needs root") from None
+                raise HardwareError(f"permission denied opening {rom_path}; reading a ROM needs root (run romlab as root or with sudo)") from None
             raise HardwareError(f"cannot open {rom_path}: {exc.strerror}") from None
         try:
             was_enabled = _rom_attr_enabled(fd)
