@@ -132,3 +132,10 @@ def test_nvm_set_without_words_still_asks_for_them(tmp_path):
     env = _device(tmp_path, 0x8086, 0x100E)
     assert _err(run_romlab("nvm", "--pci", "03:00.0", "set", env=env)) == (
         "romlab nvm: error: set needs at least one WORD=VALUE, e.g. 0x30=0x0100")
+
+
+def test_dump_into_a_missing_directory(tmp_path):
+    env = _device(tmp_path, 0x8086, 0x100E, rom_size=0x40000)
+    out = tmp_path / "nowhere" / "x.rom"
+    assert _err(run_romlab("dump", "--pci", "03:00.0", "-o", out, env=env)) == (
+        f"romlab dump: error: directory {out.parent} does not exist; create it or give -o a path in an existing one")
