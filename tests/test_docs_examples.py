@@ -59,8 +59,6 @@ FIXTURES = {
 # Examples of work not in this tree yet: each must fail until it lands (strict xfail), when the
 # mark is dropped. Keyed by a test on the example's words.
 PENDING = [
-    (lambda w: w[1] == "lint" and sum(not x.startswith("-") for x in w[2:]) > 1,
-     "needs lint of several files in one call"),
     (lambda w: w[1] == "patch" and "--add-device" in w, "needs patch --add-device to grow the image"),
     (lambda w: w[1] == "patch" and "--dry-run" in w, "needs patch --dry-run"),
 ]
