@@ -155,3 +155,16 @@ def open_programmer(spec: str, chip: str | None = None):
 
         return FileProgrammer(opts["path"], chip=chip)
     return open_hardware(kind, opts)
+
+
+def add_edit_arguments(parser) -> None:
+    """--dry-run for the verbs that write an edited ROM."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would change (old -> new) and write nothing")
+
+
+def print_changes(changes) -> None:
+    """One line per changed field, as every edit verb shows them: "image 0 PCIR device: 100e -> 10d3"
+    (the same lines under --dry-run, which ends with a line saying nothing was written)."""
+    for c in changes:
+        print(c.text())
