@@ -168,3 +168,10 @@ def print_changes(changes) -> None:
     (the same lines under --dry-run, which ends with a line saying nothing was written)."""
     for c in changes:
         print(c.text())
+
+
+def add_keep_flags_argument(parser) -> None:
+    """--keep-flags, the one way to ask for an image file without a last-image flag (extract, split)."""
+    parser.add_argument("--keep-flags", action="store_true",
+                        help="write images exactly as in the ROM, even one that lacks the last-image flag "
+                             "(by default the flag is set and the checksums fixed, so the file is a ROM of its own)")
