@@ -126,8 +126,11 @@ class RomPatcher:
         self._write_pcir(img, device_id=device)
         img = self.image(index)
         ids = img.device_list
+        if ids is None:
+            return
+        self._sound(img, "device list")
         if not ids or device in ids:
-            return  # no list, or an empty one: the PCIR device ID alone names the device
+            return  # an empty list: the PCIR device ID alone names the device
         try:
             self.set_device_list(index, ids + [device])
             self.notes.append(f"image {index}: 0x{device:04x} joined the device list")

@@ -52,7 +52,7 @@ def run(args) -> int:
     devices = args.device or ([like.device_id] if like is not None else None)
     if vendor is None or not devices:
         raise UsageError("give --vendor and --device (or --like ROM to take them from the ROM it will join)")
-    if not vendor or not devices[0]:
+    if like is not None and (args.vendor is None or not args.device) and not (vendor and devices[0]):
         raise UsageError(f"--like {args.like}: its PCIR says {vendor:04x}:{devices[0]:04x}, which names no device; "
                          "give --vendor and --device")
     if args.class_code is not None:
