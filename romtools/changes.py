@@ -117,6 +117,12 @@ def _checksum_bytes(old_data, old: Image, new_data, new: Image, label: int) -> l
             last_old, last_new = old.init_size - 1, new.init_size - 1
             if last_old == last_new:
                 places.append((last_old, last_new))
+            elif new.offset + last_new < len(new_data) and new_data[new.offset + last_new] \
+                    and not _inside_field(new, new.offset + last_new):
+                # The image grew: its last byte is in the appended (zero) block, so the checksum is all
+                # that can have made it non-zero.
+                out.append(Change(label, "legacy image checksum byte", None,
+                                  f"{new_data[new.offset + last_new]:02x}", last_new))
         for a, b in places:
             if b in seen or old.offset + a >= len(old_data) or new.offset + b >= len(new_data):
                 continue

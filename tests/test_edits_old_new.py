@@ -235,3 +235,25 @@ def test_flash_of_what_the_chip_holds_saves_no_backup(chip_with_pxe, backups):
     r = romlab("flash", EFI.with_name("pxe-e1000e.rom"), "--programmer", f"file:{chip_with_pxe}")
     assert r.returncode == 0, r.stderr
     assert sorted(p.suffix for p in backups.iterdir()) == [".bin", ".json"]
+
+
+def test_a_grown_image_shows_its_sizes_and_the_moved_list(tmp_path):
+    from test_edit import _tiny_rev3_rom
+
+    src = tmp_path / "tiny.rom"   # 512 bytes: PCIR rev 3 at 0x20, list (100e) at 0x40, no padding anywhere
+    src.write_bytes(_tiny_rev3_rom())
+    r = romlab("patch", src, "--add-device", "10d3", "--add-device", "1004", "--fix-checksums", "--checksum-byte",
+               "last", "-o", tmp_path / "grown.rom", "--json")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "grown.rom").read_bytes()
+    # The list moves to the appended block at 0x200: offset 0x200 - 0x20 = 0x1e0 from the PCIR; the
+    # checksum goes into the new last byte (0x3ff), which was appended as 0.
+    assert json.loads(r.stdout)["changes"] == [
+        {"image": 0, "field": "size byte (blocks)", "old": 1, "new": 2},
+        {"image": 0, "field": "PCIR device list offset", "old": "0020", "new": "01e0"},
+        {"image": 0, "field": "PCIR image length (blocks)", "old": 1, "new": 2},
+        {"image": 0, "field": "device list", "old": ["100e"], "new": ["100e", "10d3", "1004"]},
+        {"image": 0, "field": "legacy image checksum byte", "old": None, "new": f"{data[0x3FF]:02x}",
+         "offset": 0x3FF},
+    ]
+    assert data[0x3FF] != 0 and sum(data) % 256 == 0
