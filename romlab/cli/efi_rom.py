@@ -6,7 +6,14 @@ the class of the ROM the image will be combined with (--like ROM, whose IDs it a
 """
 from __future__ import annotations
 
-from romlab.cli._common import add_overwrite_argument, hex_id, print_json, write_output
+from romlab.cli._common import (
+    add_edit_arguments,
+    add_overwrite_argument,
+    check_outputs,
+    hex_id,
+    print_json,
+    write_output,
+)
 
 NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"
@@ -28,6 +35,7 @@ def add_arguments(p) -> None:
                    help="leave the last-image flag clear (for an image another will follow)")
     p.add_argument("-o", "--output", required=True, help="output image")
     p.add_argument("--json", action="store_true", help="report as JSON")
+    add_edit_arguments(p)
     add_overwrite_argument(p)
 
 
@@ -64,16 +72,20 @@ def run(args) -> int:
     pe = read_input(args.driver, what="PE driver", bound="more than an EFI option ROM can carry")
     out = efi_rom(pe, vendor, devices, compress=args.compress, class_code=klass,
                   layout=args.layout, last=not args.not_last)
-    write_output(args.output, out, inputs=(args.driver,), overwrite=args.overwrite)
+    check_outputs([args.output], inputs=(args.driver,), overwrite=args.overwrite)
+    if not args.dry_run:
+        write_output(args.output, out, inputs=(args.driver,), overwrite=args.overwrite)
     img = walk(out).images[0]
     if args.json:
         print_json({"schema": "romlab.efi-rom/1", "input": args.driver, "output": args.output, "length": len(out),
                     "layout": args.layout, "compressed": args.compress, "machine": img.header.machine,
                     "subsystem": img.header.subsystem, "efi_image_offset": img.header.efi_image_offset,
                     "class": f"{klass:06x}", "class_from": "option" if args.class_code is not None else
-                    "like" if like is not None else "default", "last": not args.not_last})
+                    "like" if like is not None else "default", "last": not args.not_last,
+                    "dry_run": args.dry_run})
     else:
-        print(f"wrote {args.output}: {len(out)} bytes, {args.layout} layout, "
+        print(("dry run: nothing written; would write " if args.dry_run else "wrote ")
+              + f"{args.output}: {len(out)} bytes, {args.layout} layout, "
               f"{'compressed' if args.compress else 'uncompressed'}, PE at 0x{img.header.efi_image_offset:x}, "
               f"PCI {vendor:04x}:{devices[0]:04x}, class {klass:06x} ({source})")
         if args.not_last:

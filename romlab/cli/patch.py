@@ -126,8 +126,8 @@ def run(args) -> int:
             print(f"nothing to change: {args.file} already holds these values"
                   + ("; it was not rewritten" if args.in_place else f"; {out} not written" if out else ""))
         elif args.dry_run:
-            print("dry run: nothing written" + (f" (would write {out}" + (" and keep a backup)" if args.in_place else ")")
-                                                 if out else ""))
+            would = f" (would write {out}" + (" and keep a backup)" if args.in_place else ")") if out else ""
+            print("dry run: nothing written" + would)
         else:
             print(f"wrote {out}" + (f" (backup {backup})" if backup else ""))
     return 0
