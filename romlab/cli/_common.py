@@ -237,3 +237,23 @@ def open_programmer(spec: str, chip: str | None = None):
 
         return FileProgrammer(opts["path"], chip=chip)
     return open_hardware(kind, opts)
+
+
+def add_edit_arguments(parser) -> None:
+    """--dry-run for the verbs that write an edited ROM."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would change (old -> new) and write nothing")
+
+
+def print_changes(changes) -> None:
+    """One line per changed field, as every edit verb shows them: "image 0 PCIR device: 100e -> 10d3"
+    (the same lines under --dry-run, which ends with a line saying nothing was written)."""
+    for c in changes:
+        print(c.text())
+
+
+def add_keep_flags_argument(parser) -> None:
+    """--keep-flags, the one way to ask for an image file without a last-image flag (extract, split)."""
+    parser.add_argument("--keep-flags", action="store_true",
+                        help="write images exactly as in the ROM, even one that lacks the last-image flag "
+                             "(by default the flag is set and the checksums fixed, so the file is a ROM of its own)")
