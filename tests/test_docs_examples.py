@@ -56,13 +56,6 @@ FIXTURES = {
     "flash-dump.bin": _padded("pxe-e1000.rom", 256 << 10, 0x10000),  # a ROM 64 KiB into a 256 KiB dump
 }
 
-# Examples of work not in this tree yet: each must fail until it lands (strict xfail), when the
-# mark is dropped. Keyed by a test on the example's words.
-PENDING = [
-    (lambda w: w[1] == "patch" and "--add-device" in w, "needs patch --add-device to grow the image"),
-    (lambda w: w[1] == "patch" and "--dry-run" in w, "needs patch --dry-run"),
-]
-
 NEEDS = {
     "hardware": lambda w: bool({"--pci", "--programmer", "--interface"} & set(w)) or w[0] == "sudo"
     or w[1] == "vfio",
@@ -224,14 +217,7 @@ def run_example(ex: Example, sandbox) -> tuple[subprocess.CompletedProcess, Path
     return r, work
 
 
-def _marks(ex: Example):
-    for test, reason in PENDING:
-        if test(ex.words):
-            return [pytest.mark.xfail(strict=True, reason=reason)]
-    return []
-
-
-@pytest.mark.parametrize("ex", [pytest.param(e, id=e.id, marks=_marks(e)) for e in RUN])
+@pytest.mark.parametrize("ex", [pytest.param(e, id=e.id) for e in RUN])
 def test_example_exits_as_documented(ex, sandbox):
     r, work = run_example(ex, sandbox)
     said = f"{ex.text}\nexit {r.returncode}\nstdout: {r.stdout[-1500:]}\nstderr: {r.stderr[-1500:]}"
