@@ -206,9 +206,13 @@ class Payload:
         }
 
 
-def _error(message: str) -> FormatError:
-    """A readable input whose iPXE payload is broken: exit status 1, as for a ROM with problems."""
-    return FormatError(message, exit_code=1)
+def _error(message: str, offset: int | None = None) -> FormatError:
+    """A readable input whose iPXE payload is broken: exit status 1, as for a ROM with problems.
+
+    ``offset`` (where the trouble is, in the input) rides along for lint's finding."""
+    exc = FormatError(message, exit_code=1)
+    exc.offset = offset  # type: ignore[attr-defined]
+    return exc
 
 
 # --- zbin blocks -----------------------------------------------------------------------------
@@ -233,24 +237,24 @@ def find_blocks(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
     return [(o, _u32(data, o)[0]) for o in range(first, end - 8, 16) if _is_block(data, o, end)]
 
 
-def _explain_broken(data: bytes, found: list[tuple[int, int]], start: int, end: int) -> str:
-    """Why fewer than four packed blocks were found: look where the next block should start."""
+def _explain_broken(data: bytes, found: list[tuple[int, int]], start: int, end: int) -> tuple[str, int]:
+    """Why fewer than four packed blocks were found, and where: look where the next block should start."""
     where = [(found[-1][0] + 4 + found[-1][1] + 15) & ~15] if found else []
     where += [(w + 511) & ~511 for w in where]
     for pos in where:
         if pos + 4 > end:
             return (f"the iPXE payload stops after {len(found)} of its 4 packed sections: the next one would start at "
-                    f"0x{pos:x}, at or past the end of the image (0x{end:x}); the file is truncated")
+                    f"0x{pos:x}, at or past the end of the image (0x{end:x}); the file is truncated", end)
         length = _u32(data, pos)[0]
         if data[pos:end].count(data[pos]) == end - pos:
             continue  # padding: the block is not here
         if pos + 4 + length > end:
             return (f"the iPXE packed section at 0x{pos:x} says it holds {length} bytes but only {end - pos - 4} "
-                    f"remain in the image: the payload is truncated or its length field is corrupt")
+                    "remain in the image: the payload is truncated or its length field is corrupt", pos)
         if length >= 5:
-            return (f"the iPXE packed section at 0x{pos:x} ({length} bytes) fails its CRC32: the payload is corrupt")
+            return f"the iPXE packed section at 0x{pos:x} ({length} bytes) fails its CRC32: the payload is corrupt", pos
     return (f"found {len(found)} of the 4 packed sections an iPXE image holds (text16.early, text16.late, data16, "
-            "textdata) between 0x{:x} and 0x{:x}: the payload is corrupt or truncated".format(start, end))
+            f"textdata) between 0x{start:x} and 0x{end:x}: the payload is corrupt or truncated", start)
 
 
 def _unlzma(data: bytes, off: int, length: int, budget: int) -> bytes:
@@ -261,13 +265,13 @@ def _unlzma(data: bytes, off: int, length: int, budget: int) -> bytes:
         out = dec.decompress(packed, max_length=budget + 1)
     except lzma.LZMAError as exc:
         raise _error(f"the iPXE packed section at 0x{off:x} is not a valid LZMA stream ({exc}): the payload is "
-                     "corrupt") from None
+                     "corrupt", off) from None
     if len(out) > budget:
         raise _error(f"the iPXE packed section at 0x{off:x} expands beyond {budget} bytes "
-                     f"(romlab decodes at most {MAX_DECODED >> 20} MiB of payload): refused")
+                     f"(romlab decodes at most {MAX_DECODED >> 20} MiB of payload): refused", off)
     if not dec.eof:
         raise _error(f"the iPXE packed section at 0x{off:x} ends before its LZMA end marker: the payload is "
-                     "truncated or corrupt")
+                     "truncated or corrupt", off)
     return out
 
 
@@ -303,8 +307,9 @@ def decode_x86(data: bytes, start: int, end: int, container: str) -> Payload:
     if len(found) != 4:
         if not found:
             raise _error(f"no iPXE packed section with a valid CRC32 between 0x{start:x} and 0x{end:x}: the payload "
-                         "is corrupt, truncated or not compressed")
-        raise _error(_explain_broken(data, found, start, end))
+                         "is corrupt, truncated or not compressed", start)
+        message, where = _explain_broken(data, found, start, end)
+        raise _error(message, where)
     payload = Payload(container, "i386")
     budget = MAX_DECODED
     textdata = b""
@@ -650,24 +655,34 @@ def efi_pe_bytes(data: bytes, img) -> bytes:
 
 
 def for_image(data: bytes, walk, img) -> Payload | None:
-    """The iPXE payload of one walked image, or None when the image is not an iPXE build."""
-    if img.header_kind == "legacy" and img.ipxe is not None:
-        end = img.offset + img.available
-        nxt = img.index + 1
-        if nxt < len(walk.images) and walk.images[nxt].pcir is not None and walk.images[nxt].pcir.code_type == 0xFF:
-            nxt_img = walk.images[nxt]  # an .mrom: the payload is the vendor-specific image after it
-            end = nxt_img.offset + nxt_img.available
-        return decode_x86(data, img.offset, end, "legacy option ROM image")
-    if img.header_kind == "efi" and img.header.efi_signature == 0x0EF1 and img.header.compression in (0, 1):
-        from romtools.walker import ipxe_efirom_layout
+    """The iPXE payload of one walked image, or None when the image is not an iPXE build.
 
-        try:
-            return decode_pe(efi_pe_bytes(data, img), "EFI option ROM image")
-        except FormatError:
-            if ipxe_efirom_layout(img):
-                raise  # iPXE's own layout: the driver is iPXE's, and it is broken
-            return None  # another vendor's driver romlab cannot map is not an iPXE payload
-    return None
+    A legacy image is iPXE's when it has an iPXE header (word 0x10); an EFI image when its PE
+    holds iPXE's dhcp_features table. Trouble in the payload raises a ``FormatError`` (exit 1)
+    whose ``offset`` says where; an EFI image that is not in iPXE's efirom layout and cannot be
+    read is simply not an iPXE payload.
+    """
+    try:
+        if img.header_kind == "legacy" and img.ipxe is not None:
+            end = img.offset + img.available
+            nxt = walk.images[img.index + 1] if img.index + 1 < len(walk.images) else None
+            if nxt is not None and nxt.pcir is not None and nxt.pcir.code_type == 0xFF:
+                end = nxt.offset + nxt.available  # an .mrom: its payload is the vendor-specific image after it
+            return decode_x86(data, img.offset, end, "legacy option ROM image")
+        if img.header_kind == "efi" and img.header.efi_signature == 0x0EF1 and img.header.compression in (0, 1):
+            from romtools.walker import ipxe_efirom_layout
+
+            try:
+                return decode_pe(efi_pe_bytes(data, img), "EFI option ROM image")
+            except FormatError:
+                if ipxe_efirom_layout(img):
+                    raise  # iPXE's own layout: the driver is iPXE's, and it is broken
+                return None  # another vendor's driver that romlab cannot map is no iPXE payload
+        return None
+    except FormatError as exc:
+        if getattr(exc, "offset", None) is None:
+            exc.offset = img.offset  # type: ignore[attr-defined]
+        raise
 
 
 def for_rom(data: bytes, walk) -> dict[int, Payload]:
@@ -702,3 +717,35 @@ def for_file(data: bytes) -> Payload:
         raise FormatError("no option ROM at offset 0 and no iPXE packed section in the file: it is neither an "
                           "option ROM nor an iPXE .pxe/.kpxe/.lkrn/.efi file")
     return decode_x86(data, 0, len(data), kind)
+
+
+def retarget_warnings(data: bytes, images: list[int], vendor: int | None, device: int | None,
+                      added: list[int] = ()) -> list[str]:
+    """What ``patch`` should say before it points images at IDs their iPXE payload does not drive.
+
+    The same judgement as lint's ipxe-no-driver (for the new PCIR ID) and ipxe-device-list-unclaimed
+    (for device-list entries added); a payload that cannot be read is said too, but does not stop
+    an edit of the headers.
+    """
+    from romtools.walker import walk as walk_rom
+
+    w = walk_rom(data)
+    out = []
+    for i in images:
+        img = w.images[i]
+        try:
+            payload = for_image(data, w, img)
+        except FormatError as exc:
+            out.append(f"image {i}: the iPXE payload cannot be read, so whether it drives the new IDs is unknown: {exc}")
+            continue
+        if payload is None or img.pcir is None:
+            continue
+        v = img.pcir.vendor_id if vendor is None else vendor
+        d = img.pcir.device_id if device is None else device
+        if (vendor is not None or device is not None) and not payload.claims(v, d, img.pcir.class_code):
+            out.append(f"image {i}: no PCI driver in its iPXE payload ({payload.build or 'iPXE'}) claims {v:04x}:{d:04x}; "
+                       "iPXE would load on that device and not drive it (romlab inspect --drivers lists what it drives)")
+        for a in added:
+            if not payload.claims(v, a, img.pcir.class_code):
+                out.append(f"image {i}: no PCI driver in its iPXE payload claims the added device-list entry {v:04x}:{a:04x}")
+    return out

@@ -26,7 +26,7 @@ def run(args) -> int:
             print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
         return 0
     data, source = load_source(args)
-    findings = lint(walk(data))
+    findings = lint(walk(data), data)
     status = exit_status(findings, args.strict)
     if args.json:
         print_json({"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,

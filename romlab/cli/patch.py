@@ -46,6 +46,9 @@ def run(args) -> int:
     data = read_input(args.file)
     patcher = RomPatcher(data)
     targets = patcher.select(args.image)
+    from romtools.ipxe import retarget_warnings
+
+    drives = retarget_warnings(data, targets, args.vendor, args.device, args.add_device)
     changes = []
     for i in targets:
         if args.vendor is not None:
@@ -75,7 +78,7 @@ def run(args) -> int:
             patcher.set_last(i, args.last)
             changes.append(f"image {i}: last-image flag {'set' if args.last else 'cleared'}")
     buf = bytearray(patcher.result())
-    warnings = list(patcher.notes)
+    warnings = drives + list(patcher.notes)
     if args.fix_checksums:
         warnings += fix_rom_checksums(buf, args.checksum_byte)
         changes.append(f"checksums fixed (legacy byte: {args.checksum_byte})")
