@@ -58,16 +58,16 @@ def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
         f["device_list"] = [f"{d:04x}" for d in img.device_list]
     if img.pnp is not None:
         n = img.pnp
-        f.update({"pnp.manufacturer": img.pnp_strings.get("manufacturer"), "pnp.product": img.pnp_strings.get("product"),
+        f.update({"pnp.checksum": n.checksum, "pnp.manufacturer": img.pnp_strings.get("manufacturer"), "pnp.product": img.pnp_strings.get("product"),
                   "pnp.device_type": f"{n.base_type:02x}{n.sub_type:02x}{n.interface_type:02x}",
                   "pnp.device_indicator": n.device_indicator, "pnp.bcv": n.bcv, "pnp.bdv": n.bdv, "pnp.bev": n.bev})
     if img.undi is not None:
         u = img.undi
-        f.update({"undi.version": f"{u.undi_major}.{u.undi_minor}.{u.undi_revision}", "undi.loader": u.loader_offset,
+        f.update({"undi.checksum": u.checksum, "undi.version": f"{u.undi_major}.{u.undi_minor}.{u.undi_revision}", "undi.loader": u.loader_offset,
                   "undi.stack_size": u.stack_size, "undi.data_size": u.data_size, "undi.code_size": u.code_size,
                   "undi.bus_type": u.bus_type})
     if img.ipxe is not None:
-        f.update({"ipxe_header.build_id": f"{img.ipxe.build_id:08x}", "ipxe_header.shrunk_length": img.ipxe.shrunk_length})
+        f.update({"ipxe_header.checksum": img.ipxe.checksum, "ipxe_header.build_id": f"{img.ipxe.build_id:08x}", "ipxe_header.shrunk_length": img.ipxe.shrunk_length})
     if img.pe is not None:
         f.update({f"pe.{k}": v for k, v in img.pe.items() if k != "offset"})
     for c in img.checksums:
