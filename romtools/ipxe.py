@@ -710,7 +710,8 @@ def for_file(data: bytes) -> Payload:
     if kind == "EFI PE file":
         p = decode_pe(data, kind)
         if p is None:
-            raise _error("the PE file holds no iPXE dhcp_features table: it is not an iPXE build romlab can read")
+            raise FormatError("no option ROM at offset 0, and the PE file holds no iPXE dhcp_features table: it is "
+                              "neither an option ROM nor an iPXE build romlab can read")
         return p
     found = find_blocks(data, 0, len(data))
     if not found:
