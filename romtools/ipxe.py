@@ -243,18 +243,18 @@ def _explain_broken(data: bytes, found: list[tuple[int, int]], start: int, end: 
     where += [(w + 511) & ~511 for w in where]
     for pos in where:
         if pos + 4 > end:
-            return (f"the iPXE payload stops after {len(found)} of its 4 packed sections: the next one would start at "
-                    f"0x{pos:x}, at or past the end of the image (0x{end:x}); the file is truncated", end)
+            return (f"the iPXE payload stops after {len(found)} of its 4 packed sections: the next one would start "
+                    f"at 0x{pos:x}, at or past the end of the image (0x{end:x}); the file is truncated"), end
         length = _u32(data, pos)[0]
         if data[pos:end].count(data[pos]) == end - pos:
             continue  # padding: the block is not here
         if pos + 4 + length > end:
             return (f"the iPXE packed section at 0x{pos:x} says it holds {length} bytes but only {end - pos - 4} "
-                    "remain in the image: the payload is truncated or its length field is corrupt", pos)
+                    "remain in the image: the payload is truncated or its length field is corrupt"), pos
         if length >= 5:
             return f"the iPXE packed section at 0x{pos:x} ({length} bytes) fails its CRC32: the payload is corrupt", pos
     return (f"found {len(found)} of the 4 packed sections an iPXE image holds (text16.early, text16.late, data16, "
-            f"textdata) between 0x{start:x} and 0x{end:x}: the payload is corrupt or truncated", start)
+            f"textdata) between 0x{start:x} and 0x{end:x}: the payload is corrupt or truncated"), start
 
 
 def _unlzma(data: bytes, off: int, length: int, budget: int) -> bytes:
@@ -439,7 +439,7 @@ def _feature_name_table(space: Space, want: list[str]) -> list[str] | None:
     """The ``features`` linker table: len(want) consecutive pointers to exactly the names in ``want``."""
     if not want:
         return None
-    data, ptr = space.data, space.ptr
+    data = space.data
     addrs = {}
     for name in set(want):
         for m in re.finditer(re.escape(name.encode()) + b"\0", data):  # tail-merged strings too
@@ -509,7 +509,7 @@ def _read_drivers(payload: Payload, space: Space) -> None:
     per = rec // ptr
     in_code, offset = space.in_code, space.offset
     candidates: dict[int, Driver] = {}
-    for j in range(0, len(words) - per + 1):
+    for j in range(len(words) - per + 1):
         # the word layout of struct pci_driver, checked before construct parses the record
         count = words[j + 1] & 0xFFFFFFFF
         if not 1 <= count <= 4096:

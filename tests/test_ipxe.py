@@ -10,7 +10,6 @@ import lzma
 import struct
 import subprocess
 import time
-import zlib
 from pathlib import Path
 
 import pytest
