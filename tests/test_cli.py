@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The verbs as the README and docs/flashing.md document them, written out here by hand: a verb
 # added, renamed or dropped in the code must be added, renamed or dropped here (and in the docs).
 VERBS = {
-    "inspect", "lint", "disasm", "scan",                                # README: Reading ROMs
+    "inspect", "lint", "disasm", "scan", "diff",                        # README: Reading ROMs
     "patch", "split", "extract", "efi-rom", "combine", "pad",           # README: Changing and building ROMs
     "list", "dump", "vfio", "vm", "nic", "bench", "boot", "serve",      # README: Hardware, drivers and benches
     "flash", "restore", "nvm", "serprog-emu",                           # docs/flashing.md

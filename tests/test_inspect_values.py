@@ -15,7 +15,7 @@ def doc():
 
 
 def test_schema_and_size(doc):
-    assert doc["schema"] == "romlab.inspect/1"
+    assert doc["schema"] == "romlab.inspect/2"
     assert doc["size"] == 249856
     assert len(doc["images"]) == 2
     assert doc["stop"]["reason"] == "last-image" and doc["trailing"] is None

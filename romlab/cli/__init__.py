@@ -18,6 +18,7 @@ from romlab import __version__
 VERBS = {
     "inspect": "inspect",
     "lint": "lint",
+    "diff": "diff",
     "disasm": "disasm",
     "scan": "scan",
     "patch": "patch",

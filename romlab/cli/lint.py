@@ -30,7 +30,7 @@ def run(args) -> int:
         return 0
 
     def one(data, source):
-        findings = lint(walk(data))
+        findings = lint(walk(data), data)
         status = exit_status(findings, args.strict)
         if args.json:
             return status, {"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,

@@ -72,6 +72,9 @@ def run(args) -> int:
     data = read_input(args.file)
     patcher = RomPatcher(data)
     targets = patcher.select(args.image)
+    from romtools.ipxe import retarget_warnings
+
+    drives = retarget_warnings(data, targets, args.vendor, args.device, args.add_device)
     for i in targets:
         if args.vendor is not None:
             patcher.set_vendor(i, args.vendor)
@@ -94,7 +97,7 @@ def run(args) -> int:
             patcher.set_last(i, args.last)
     buf = bytearray(patcher.result())
     notes = list(patcher.notes)
-    warnings = []
+    warnings = list(drives)
     if args.fix_checksums:
         warnings += fix_rom_checksums(buf, args.checksum_byte)
     bad = [c for img in walk(bytes(buf)).images for c in img.checksums if c.complete and c.value]
