@@ -5,8 +5,15 @@ from romlab.cli._common import add_source_arguments, load_source, print_json
 
 NAME = "inspect"
 HELP = "show every image, header, checksum and entry point of an option ROM"
-DESCRIPTION = (HELP + ". Exit status: 0 a readable ROM with nothing wrong, 1 the walk stopped on a problem "
-               "(all that was found is still shown), 2 unusable input.")
+DESCRIPTION = HELP + """.
+Exit status: 0 a readable ROM with nothing wrong, 1 the walk stopped on a problem (all that was
+found is still shown), 2 unusable input."""
+
+EXAMPLES = [
+    ("romlab inspect /usr/lib/ipxe/qemu/efi-e1000.rom", "every image of Debian's e1000 ROM, legacy and EFI"),
+    ("romlab inspect --json efi-e1000.rom", "the same as the romlab.inspect/1 JSON document"),
+    ("romlab inspect --pci 03:00.0", "the ROM of a card in this machine (root)"),
+]
 
 
 def add_arguments(p) -> None:
