@@ -211,7 +211,7 @@ def _option_strings(parser) -> set[str]:
 
 def _unknown_option(parser, words: list[str]) -> str | None:
     """The first long option in ``words`` that no parser here knows, even as an abbreviation."""
-    known = _option_strings(parser) | _option_strings(_top[0]) if _top else _option_strings(parser)
+    known = _option_strings(parser) | (_option_strings(_top[0]) - _TOP_ONLY if _top else set())
     for word in words:
         if word == "--":
             break
@@ -229,9 +229,14 @@ def _did_you_mean(word: str, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+_TOP_ONLY = {"--version"}  # options of romlab itself, not of its commands
+
+
 def unknown_option_message(parser, word: str) -> str:
     """One line for an option ``parser`` does not have, with the nearest one it has."""
     name = word.split("=", 1)[0]
+    if name in _TOP_ONLY:
+        return f"{name} is an option of romlab itself, not of a command: romlab {name}"
     longs = [o for o in parser._option_string_actions if o.startswith("--")] if name.startswith("--") \
         else [*parser._option_string_actions]
     return f"unrecognized option {word!r}" + _did_you_mean(name, longs)
@@ -251,12 +256,12 @@ def _parser_class():
 
         def error(self, message):
             missing = re.match(r"the following arguments are required: (.*)", message)
-            if missing:
-                unknown = _unknown_option(self, _argv)
-                if unknown:  # a mistyped option is more likely the cause than a missing argument
-                    message = unknown_option_message(self, unknown)
-                elif _actions_of(self) and {m.strip() for m in missing.group(1).split(",")} & _action_names(self):
-                    list_actions(self)
+            unknown = _unknown_option(self, _argv) if re.search(r"\b(is|are) required\b", message) else None
+            if unknown:  # a mistyped option is more likely the cause than a missing argument
+                message = unknown_option_message(self, unknown)
+            elif missing and _actions_of(self) and \
+                    {m.strip() for m in missing.group(1).split(",")} & _action_names(self):
+                list_actions(self)
             choice = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
             if choice:
                 name, word = choice.group(1), choice.group(2)
