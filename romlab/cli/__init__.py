@@ -2,7 +2,13 @@
 
 Each verb module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``:
 it parses, calls into drivers/romtools/hw, and prints. Heavy imports (capstone, pefile, cffi
-modules) happen inside ``run``.
+modules) happen inside ``run``. Its help is ``DESCRIPTION`` (shown as written: one line per
+choice), ``EXAMPLES`` ((command, what it does) pairs, the "examples:" of --help and the man page)
+and, for a verb whose action is a positional choice rather than a subcommand, ``ACTIONS``.
+
+-q/--quiet and -v/--verbose belong to every verb and may stand before or after it; verbs reach them
+through ``note`` (a remark -q silences), ``detail`` (shown with -v), ``quiet()`` and ``verbose()``.
+No verb colours its output, so NO_COLOR and a non-terminal stdout need nothing more.
 
 A fresh ``romlab inspect`` must start fast, so only the verb asked for is imported and given its
 parser; ``romlab --help``, no verb, or an unknown one builds them all (to list them or suggest one).
@@ -110,13 +116,6 @@ def detail(text: str) -> None:
     """A line of step-by-step detail on stderr, only with -v."""
     if _say["verbose"] and not _say["quiet"]:
         print(terminal_safe(text), file=sys.stderr, flush=True)
-
-
-def color() -> bool:
-    """Whether output may be coloured: stdout is a terminal and NO_COLOR (no-color.org) is not set."""
-    import os
-
-    return not os.environ.get("NO_COLOR") and sys.stdout.isatty()
 
 
 TOP_EPILOG = """\
@@ -327,6 +326,10 @@ def build_parser(only: str | None = None):
         mod.add_arguments(p)
         _add_global_options(p)
         p.set_defaults(_run=mod.run, _parser=p)
+        sp, _ = _sub_parsers(p)
+        for group in p._action_groups:   # a verb's actions under "actions:", not "positional arguments:"
+            if sp is not None and group._group_actions == [sp]:
+                group.title = "actions"
         _finish_actions(p, cls, formatter, getattr(mod, "EXAMPLES", ()))
     _top[:] = [parser]
     return parser

@@ -194,9 +194,8 @@ def man_page(date: str | None = None) -> str:
     ]
     for name, what in _actions_of(parser):
         out += [".TP", _bold(name), _roff(what)]
-    out += [".RE", ".SH OPTIONS",
-            "These are taken before or after the command, e.g. both "
-            f"{_bold('romlab -q flash ...')} and {_bold('romlab flash -q ...')}.", ".RS 2"]
+    both = f"{_bold('romlab -q flash ...')} and {_bold('romlab flash -q ...')}"
+    out += [".RE", ".SH OPTIONS", f"These are taken before or after the command, e.g. both {both}.", ".RS 2"]
     out += _options(parser)
     out += [".RE", ".SH COMMANDS"]
     verb_parsers = _sub_parsers(parser)[1]

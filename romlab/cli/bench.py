@@ -4,10 +4,8 @@ from __future__ import annotations
 NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
-Measurements, each an action of its own:
-  firmware  HTTP downloads under QEMU through a ROM's UNDI against native drivers, per NIC model
-  native    transmit throughput of one real NIC: the kernel's driver (pktgen), romlab's C path
-            and its pure-Python twin"""
+Measure how fast drivers move data: a ROM's UNDI against native drivers under QEMU (firmware),
+or one real NIC's transmit paths (native). Each prints a table and can write a PNG plot."""
 EXAMPLES = [
     ("romlab bench firmware --nic e1000,virtio-net --runs 3 --plot firmware.png",
      "UNDI against native drivers on two NIC models, three downloads each"),
@@ -31,7 +29,8 @@ exit status:
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="bench", metavar="WHAT")
-    f = sub.add_parser("firmware", help="UNDI against native drivers under QEMU, per NIC",
+    f = sub.add_parser("firmware", help="HTTP downloads under QEMU through a ROM's UNDI against native drivers, "
+                                        "per NIC model",
                        description=FIRMWARE_DESCRIPTION)
     f.add_argument("--nic", default="e1000,e1000e,rtl8139,virtio-net", metavar="LIST",
                    help="comma-separated QEMU NIC models (default: e1000,e1000e,rtl8139,virtio-net)")
@@ -50,8 +49,8 @@ def add_arguments(p) -> None:
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
     f.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    n = sub.add_parser("native", help="transmit throughput: romlab's C path, its pure-Python twin and the kernel "
-                                      "driver (pktgen) on one NIC",
+    n = sub.add_parser("native", help="transmit throughput of one NIC: kernel driver (pktgen), romlab's C and "
+                                      "Python paths",
                        description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
                                    "run:\n  kernel  its kernel driver, through pktgen\n  c       romlab's driver "
                                    "through VFIO, C batch path\n  python  romlab's driver through VFIO, pure-Python "

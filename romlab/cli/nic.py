@@ -8,12 +8,7 @@ HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
 DESCRIPTION = """\
 Drive an Intel e1000/e1000e NIC from user space through VFIO with romlab's own driver: reset it,
 set up its rings and DMA buffers, then one action. The NIC must be bound to vfio-pci first
-(`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself.
-
-actions:
-  info  part, MAC address, link state and the EEPROM words 0x00-0x3f with their checksum
-  send  transmit numbered test frames (a seeded payload that `nic recv` checks) and count them
-  recv  receive frames, check romlab test frames, optionally write a pcap"""
+(`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself."""
 
 EXAMPLES = [
     ("romlab nic info --pci 03:00.0", "part, MAC, link and EEPROM words of a NIC bound to vfio-pci"),
@@ -25,17 +20,17 @@ EXAMPLES = [
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="nic_cmd", metavar="ACTION", required=True)
-    info = sub.add_parser("info", help="part, MAC, link, EEPROM words",
+    info = sub.add_parser("info", help="part, MAC address, link state, EEPROM words 0x00-0x3f and their checksum",
                           description="Reset the NIC, then show its part, MAC address, link state, whether its "
                                       "DMA buffers are on\nhuge pages, and the MAC and checksum of EEPROM words "
                                       "0x00-0x3f (0xBABA when valid).")
-    send = sub.add_parser("send", help="transmit test frames",
+    send = sub.add_parser("send", help="transmit numbered test frames (a seeded payload `nic recv` checks)",
                           description="Transmit --count Ethernet frames of --size bytes (without FCS) to --dst, "
                                       "--batch frames\nat a time, flat out or paced to --rate frames/s. Each "
                                       "frame carries a sequence number and a\npayload made from --seed, which "
                                       "`romlab nic recv` on the receiving NIC checks.\nExit status: 0 every frame "
                                       "left the ring, 1 the ring did not drain, 2 unusable input.")
-    recv = sub.add_parser("recv", help="receive frames",
+    recv = sub.add_parser("recv", help="receive frames, check romlab's test frames, optionally write a pcap",
                           description="Receive until --count intact romlab test frames arrived (with --any: "
                                       "frames of any kind)\nor --timeout passed, waiting by polling, by interrupt "
                                       "or adaptively (--mode).\nExit status: 0 enough frames, 1 too few before "

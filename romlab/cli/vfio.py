@@ -5,13 +5,7 @@ NAME = "vfio"
 HELP = "bind a PCI device to vfio-pci, give it back, or show its VFIO regions and interrupts"
 DESCRIPTION = """\
 Hand a PCI device to vfio-pci, so that user-space drivers (romlab nic, romlab dump --raw, QEMU)
-can reach it, and give it back afterwards.
-
-actions:
-  bind BDF    give the device to vfio-pci, remembering the driver it had
-  unbind BDF  give it back to that driver
-  info BDF    what VFIO offers for it: regions, interrupts, reset, IOMMU ranges (binds for the
-              look if needed, and restores the driver after)"""
+can reach it, give it back afterwards, or see what VFIO offers for it."""
 
 EXAMPLES = [
     ("romlab vfio bind 03:00.0", "take the device from its kernel driver (root)"),
@@ -22,15 +16,15 @@ EXAMPLES = [
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = sub.add_parser("bind", help="give BDF to vfio-pci",
+    b = sub.add_parser("bind", help="give BDF to vfio-pci, remembering the driver it had",
                        description="Unbind BDF from its kernel driver and bind it to vfio-pci, remembering the "
                                    "driver\nfor `romlab vfio unbind`. Needs root.")
     b.add_argument("bdf", metavar="BDF", help="the device, e.g. 03:00.0 or 0000:03:00.0")
-    u = sub.add_parser("unbind", help="give BDF back to the driver it had",
+    u = sub.add_parser("unbind", help="give BDF back to the driver it had before bind",
                        description="Unbind BDF from vfio-pci and bind it to the driver it had before "
                                    "`romlab vfio bind`\n(or leave it without one if it had none). Needs root.")
     u.add_argument("bdf", metavar="BDF", help="the device, e.g. 03:00.0 or 0000:03:00.0")
-    i = sub.add_parser("info", help="VFIO regions, interrupts and IOMMU ranges of BDF",
+    i = sub.add_parser("info", help="what VFIO offers for BDF: regions, interrupts, reset, IOMMU ranges",
                        description="""\
 Open BDF through VFIO and show what a user-space driver gets:
   regions      each BAR, the ROM and config space: size, and whether it can be read, written, mmapped
