@@ -59,15 +59,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   touch "$stamp"
 fi
 # The man page and bash/zsh completion are made from the parser (so they say what this checkout's
-# romlab does), then installed with the `romlab` command under PREFIX (default /usr/local), where
-# `man romlab`, bash-completion and zsh look. sudo only when PREFIX is not writable; without sudo
-# they go under ~/.local instead.
+# romlab does), then installed with the `romlab` command under PREFIX, where `man romlab`,
+# bash-completion and zsh look: /usr/local for root, ~/.local for a user (no sudo needed), or
+# $ROMLAB_PREFIX (with sudo if it is not writable).
 step "making the man page and shell completion" .venv/bin/python -m romlab.cli._manual .venv/share
-PREFIX=${ROMLAB_PREFIX:-/usr/local}
+if [ -n "${ROMLAB_PREFIX:-}" ]; then PREFIX=$ROMLAB_PREFIX
+elif [ -w /usr/local ]; then PREFIX=/usr/local
+else PREFIX=$HOME/.local; fi
 AS=""
-if [ ! -w "$PREFIX" ]; then
-  if [ -n "$SUDO" ]; then AS=$SUDO; else PREFIX=$HOME/.local; fi
-fi
+if [ -e "$PREFIX" ] && [ ! -w "$PREFIX" ]; then AS=$SUDO; fi
 place() {  # SRC DEST: copy when different
   cmp -s "$1" "$2" 2>/dev/null || $AS install -D -m 0644 "$1" "$2"
 }
@@ -82,4 +82,8 @@ installed() {
   fi
 }
 step "installing romlab, its man page and completion under $PREFIX" installed
+case ":$PATH:" in
+  *":$PREFIX/bin:"*) ;;
+  *) echo "setup: add $PREFIX/bin to PATH for the romlab command and man romlab" ;;
+esac
 echo "setup: ready (.venv; romlab, man romlab)"
