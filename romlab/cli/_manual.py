@@ -26,7 +26,7 @@ from romlab.cli import (
 )
 
 # Which arguments name files or directories, for the shells to complete paths there.
-_FILE_DESTS = {"file", "rom", "backup", "driver", "inputs", "output", "pcap", "stats", "plot", "html", "nbp",
+_FILE_DESTS = {"file", "files", "rom", "backup", "driver", "inputs", "output", "pcap", "stats", "plot", "html", "nbp",
                "script", "read", "layout", "image_file"}
 _FILE_METAVARS = {"FILE", "OUT", "OUT.png", "PATH|none", "auto|PATH", "rom-at-0|i210|FILE", "ROM"}
 _DIR_DESTS = {"extract", "share"}

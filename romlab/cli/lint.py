@@ -1,7 +1,7 @@
 """``romlab lint``: judge an option ROM by what PciBusDxe, Linux and iPXE accept."""
 from __future__ import annotations
 
-from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, run_inputs
 
 NAME = "lint"
 HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"
@@ -10,6 +10,7 @@ Exit status: 0 no errors (warnings fail only with --strict), 1 at least one erro
 
 EXAMPLES = [
     ("romlab lint /usr/lib/ipxe/qemu/pxe-e1000.rom", "check one ROM; exit status 1 on an error"),
+    ("romlab lint /usr/lib/ipxe/qemu/*.rom", "every ROM Debian ships for QEMU: a result per file, the worst status"),
     ("romlab lint --strict --json efi-e1000.rom", "warnings fail too; the findings as JSON"),
     ("romlab lint --rules", "every rule, its severity and where it comes from"),
 ]
@@ -23,12 +24,17 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from hw.errors import UsageError
     from romlab.report import LINT_SCHEMA
     from romtools.lint import RULES, exit_status, lint
     from romtools.walker import walk
 
     if args.rules:
+        if args.files or args.pci:
+            raise UsageError("--rules lists the rules and reads no ROM; give it no FILE or --pci")
         if args.json:
+            from romlab.cli._common import print_json
+
             print_json({"schema": "romlab.lint-rules/1",
                         "rules": [{"name": r.id, "severity": r.severity, "source": r.source, "summary": r.summary}
                                   for r in RULES.values()]})
@@ -36,15 +42,17 @@ def run(args) -> int:
         for r in RULES.values():
             print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
         return 0
-    data, source = load_source(args)
-    findings = lint(walk(data))
-    status = exit_status(findings, args.strict)
-    if args.json:
-        print_json({"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,
-                    "findings": [f.as_dict() for f in findings]})
-    else:
+
+    def one(data, source):
+        findings = lint(walk(data))
+        status = exit_status(findings, args.strict)
+        if args.json:
+            return status, {"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,
+                            "findings": [f.as_dict() for f in findings]}
         for f in findings:
             print(f"{source}:0x{f.offset:05x}: {f.severity}: [{f.rule}] {f.message}")
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(f"{source}: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
-    return status
+        return status, None
+
+    return run_inputs(args, one)

@@ -59,7 +59,7 @@ def _open(args):
         from romlab.lab.regrelay import QemuNic
         nic = QemuNic(args.qemu)
         try:
-            fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu} is").family
+            fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu}", purpose="nvm").family
         except BaseException:
             nic.close()
             raise
@@ -68,7 +68,7 @@ def _open(args):
     from hw.pci import PciDevice
 
     dev = PciDevice.open(args.pci)
-    fam = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is").family
+    fam = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), purpose="nvm").family
     bar = access.open_bar(dev, 0, args.via, unbind=args.unbind and args.via == "sysfs")
     return Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})", bar.close
 
