@@ -126,16 +126,15 @@ examples:
   romlab vfio bind 03:00.0
 
 environment:
-  NO_COLOR           no colour in any output (none either when stdout is not a terminal)
+  NO_COLOR           honoured: romlab writes no colour codes at all, on a terminal or not
   ROMLAB_BACKUP_DIR  where flash, restore and nvm keep backups (default ~/.local/share/romlab/backups)
   ROMLAB_DEBUG       a Python traceback instead of the one-line internal error
 
 Each command has its own help: romlab COMMAND --help (or man romlab)."""
 
 
-def _examples(mod) -> str | None:
+def _examples(examples) -> str | None:
     """A verb's EXAMPLES, ``[(command, what it does), ...]``, as an "examples:" epilog."""
-    examples = getattr(mod, "EXAMPLES", None)
     if not examples:
         return None
     lines = ["examples:"]
@@ -189,7 +188,7 @@ def _action_names(parser) -> set[str]:
     return names
 
 
-def list_actions(parser) -> int:
+def list_actions(parser) -> None:
     """A verb that needs an action and got none: its usage and its actions, one per line, exit 2."""
     actions = _actions_of(parser)
     width = max(len(n) for n, _ in actions)
@@ -286,11 +285,9 @@ def _formatter():
     return Formatter
 
 
-def _finish_actions(parser, cls, formatter, examples) -> None:
+def _finish_actions(parser, formatter, examples) -> None:
     """Give the parsers of a verb's actions (``vfio bind`` ...) the same -q/-v and formatter, and
     as their epilog the verb's examples that use them."""
-    import types
-
     _, subs = _sub_parsers(parser)
     for sub in subs.values():
         sub.formatter_class = formatter
@@ -298,8 +295,8 @@ def _finish_actions(parser, cls, formatter, examples) -> None:
         sub.set_defaults(_parser=sub)
         mine = [e for e in examples if (e[0] + " ").startswith(sub.prog + " ")]
         if sub.epilog is None and mine:
-            sub.epilog = _examples(types.SimpleNamespace(EXAMPLES=mine))
-        _finish_actions(sub, cls, formatter, examples)
+            sub.epilog = _examples(mine)
+        _finish_actions(sub, formatter, examples)
 
 
 def build_parser(only: str | None = None):
@@ -321,7 +318,7 @@ def build_parser(only: str | None = None):
             continue
         mod = importlib.import_module(f"romlab.cli.{module}")
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           epilog=_examples(mod), formatter_class=formatter)
+                           epilog=_examples(getattr(mod, "EXAMPLES", ())), formatter_class=formatter)
         p.romlab_actions = getattr(mod, "ACTIONS", None)
         mod.add_arguments(p)
         _add_global_options(p)
@@ -330,7 +327,7 @@ def build_parser(only: str | None = None):
         for group in p._action_groups:   # a verb's actions under "actions:", not "positional arguments:"
             if sp is not None and group._group_actions == [sp]:
                 group.title = "actions"
-        _finish_actions(p, cls, formatter, getattr(mod, "EXAMPLES", ()))
+        _finish_actions(p, formatter, getattr(mod, "EXAMPLES", ()))
     _top[:] = [parser]
     return parser
 
