@@ -127,8 +127,13 @@ def test_mz_without_a_pe_header(tmp_path):
 
 @pytest.mark.parametrize("args", [["nvm"], ["nvm", "--pci", "03:00.0"]], ids=["bare", "no-action"])
 def test_nvm_without_action_asks_for_the_action_only(args):
-    assert _err(run_romlab(*args)) == (
-        "romlab nvm: error: the following arguments are required: action (see 'romlab nvm --help')")
+    # as git's group commands do: the usage, then the actions to choose from, one per line
+    r = run_romlab(*args)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and "WORD=VALUE is" not in err and "required" not in err
+    assert err.startswith("usage: romlab nvm ") and "romlab nvm: give one of these actions:\n" in err
+    assert [line.split()[0] for line in err.split("actions:\n", 1)[1].splitlines()[:-1]] == [
+        "show", "fix-checksum", "set"]
 
 
 def test_nvm_set_without_words_still_asks_for_them(tmp_path):

@@ -5,8 +5,15 @@ from romlab.cli._common import print_json
 
 NAME = "diff"
 HELP = "show what differs between two option ROMs (or iPXE files), structure by structure"
-DESCRIPTION = (HELP + ": headers, IDs, device lists, checksums, and the iPXE payload's version, drivers and their "
-               "IDs, features and embedded scripts. Exit status: 0 equal, 1 different, 2 unusable input.")
+DESCRIPTION = HELP + """:
+headers, IDs, device lists, checksums, and the iPXE payload's version, drivers and their IDs,
+features and embedded scripts.
+Exit status: 0 equal, 1 different, 2 unusable input."""
+
+EXAMPLES = [
+    ("romlab diff pxe-e1000.rom pxe-e1000e.rom", "what a retarget changed: IDs, checksums, build"),
+    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/1 document"),
+]
 
 SCHEMA = "romlab.diff/1"
 

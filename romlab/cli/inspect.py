@@ -5,9 +5,19 @@ from romlab.cli._common import add_source_arguments, run_inputs
 
 NAME = "inspect"
 HELP = "show every image, header, checksum and entry point of an option ROM, and what its iPXE payload holds"
-DESCRIPTION = (HELP + ". Also reads iPXE's .pxe, .kpxe, .lkrn and .efi files. Exit status: 0 a readable ROM with "
-               "nothing wrong, 1 the walk stopped on a problem or the iPXE payload is broken (all that was found is "
-               "still shown), 2 unusable input.")
+DESCRIPTION = HELP + """.
+Also reads iPXE's .pxe, .kpxe, .lkrn and .efi files.
+Exit status: 0 a readable ROM with nothing wrong, 1 the walk stopped on a problem or the iPXE
+payload is broken (all that was found is still shown), 2 unusable input."""
+
+EXAMPLES = [
+    ("romlab inspect /usr/lib/ipxe/qemu/efi-e1000.rom", "every image of Debian's e1000 ROM, legacy and EFI"),
+    ("romlab inspect --json efi-e1000.rom", "the same as the romlab.inspect/2 JSON document"),
+    ("romlab inspect --drivers pxe-e1000.rom", "every vendor:device the ROM's iPXE drives"),
+    ("romlab inspect /usr/lib/ipxe/undionly.kpxe", "an iPXE boot file: version, drivers, features"),
+    ("romlab inspect --pci 03:00.0", "the ROM of a card in this machine (root)"),
+    ("romlab inspect - < rom.bin", "a ROM from standard input"),
+]
 
 
 def add_arguments(p) -> None:

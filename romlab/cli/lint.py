@@ -5,15 +5,22 @@ from romlab.cli._common import add_source_arguments, run_inputs
 
 NAME = "lint"
 HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"
-DESCRIPTION = (HELP + ". Exit status: 0 no errors (warnings fail only with --strict), 1 at least one error, "
-               "2 unusable input.")
+DESCRIPTION = HELP + """.
+Exit status: 0 no errors (warnings fail only with --strict), 1 at least one error, 2 unusable input."""
+
+EXAMPLES = [
+    ("romlab lint /usr/lib/ipxe/qemu/pxe-e1000.rom", "check one ROM; exit status 1 on an error"),
+    ("romlab lint /usr/lib/ipxe/qemu/*.rom", "every ROM Debian ships for QEMU: a result per file, the worst status"),
+    ("romlab lint --strict --json efi-e1000.rom", "warnings fail too; the findings as JSON"),
+    ("romlab lint --rules", "every rule, its severity and where it comes from"),
+]
 
 
 def add_arguments(p) -> None:
     add_source_arguments(p)
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/1 JSON document")
-    p.add_argument("--rules", action="store_true", help="list every rule and exit")
+    p.add_argument("--rules", action="store_true", help="list every rule and exit (with --json: the romlab.lint-rules/1 document)")
 
 
 def run(args) -> int:
@@ -25,6 +32,13 @@ def run(args) -> int:
     if args.rules:
         if args.files or args.pci:
             raise UsageError("--rules lists the rules and reads no ROM; give it no FILE or --pci")
+        if args.json:
+            from romlab.cli._common import print_json
+
+            print_json({"schema": "romlab.lint-rules/1",
+                        "rules": [{"name": r.id, "severity": r.severity, "source": r.source, "summary": r.summary}
+                                  for r in RULES.values()]})
+            return 0
         for r in RULES.values():
             print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
         return 0

@@ -19,6 +19,13 @@ from romlab.cli._common import (
 NAME = "patch"
 HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"
 
+EXAMPLES = [
+    ("romlab patch pxe-e1000.rom --device 10d3 --fix-checksums -o e1000e.rom",
+     "retarget a ROM to device 10d3; the input is not changed"),
+    ("romlab patch rom.rom --in-place --vendor 8086 --fix-checksums", "change the file itself, keeping rom.rom.bak"),
+    ("romlab patch both.rom --image 1 --last -o fixed.rom", "set the last-image flag on image 1"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="ROM to patch (never changed unless --in-place)")
