@@ -50,7 +50,7 @@ class Bios:
     # -- memory contents at power-on ------------------------------------------------------------
     def _install(self) -> None:
         m = self.m
-        handlers = {0x10: self.int10, 0x11: self.int11, 0x12: self.int12, 0x15: self.int15, 0x16: self.int16,
+        handlers = {0x08: self.int08, 0x10: self.int10, 0x11: self.int11, 0x12: self.int12, 0x15: self.int15, 0x16: self.int16,
                     0x1A: self.int1a}
         for n in range(256):
             stub = M.VECTOR_STUBS + 4 * n
@@ -105,6 +105,14 @@ class Bios:
         return ticks
 
     # -- services -------------------------------------------------------------------------------
+    def int08(self) -> None:
+        """IRQ 0, raised here only to wake a hlt: the tick count moves on, and INT 1Ch is called
+        when the ROM has hooked it, as a BIOS's timer handler does."""
+        self.tick()
+        off, seg = struct.unpack_from("<HH", self.m.view, 0x1C * 4)
+        if seg * 16 + off != M.VECTOR_STUBS + 4 * 0x1C:
+            self.m.dispatch(0x1C, self.m.reg("cs"), self.m.reg("ip"))
+
     def int10(self) -> None:
         m = self.m
         ah = m.reg("ax") >> 8

@@ -184,18 +184,37 @@ class Machine:
         self.set_reg("cs", seg)
         self.fault = None
         t0 = time.perf_counter()
-        try:
-            self.uc.emu_start(seg * 16 + off, SENTINEL[0] * 16 + SENTINEL[1], timeout=int(timeout * 1e6))
-        except UcError as e:
-            raise RomRunError(self.fault or f"{self._prefix()}the emulated CPU stopped at {self.where()}: {e}") from None
-        elapsed = time.perf_counter() - t0
-        if self.fault:
-            raise RomRunError(self.fault)
-        cs, ip = self.reg("cs"), self.reg("ip")
-        if (cs, ip) != SENTINEL or self.reg("cr0") & 1:
-            raise RomRunError(f"{self._prefix()}did not return within the watchdog's {timeout:g} s "
-                              f"(stopped at {self.where()})")
-        return elapsed
+        deadline = t0 + timeout
+        begin = seg * 16 + off
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            try:
+                self.uc.emu_start(begin, SENTINEL[0] * 16 + SENTINEL[1], timeout=max(1, int(left * 1e6)))
+            except UcError as e:
+                raise RomRunError(self.fault or f"{self._prefix()}the emulated CPU stopped at {self.where()}: {e}") \
+                    from None
+            if self.fault:
+                raise RomRunError(self.fault)
+            cs, ip = self.reg("cs"), self.reg("ip")
+            if (cs, ip) == SENTINEL and not self.reg("cr0") & 1:
+                return time.perf_counter() - t0
+            if not self._halted(cs, ip):
+                break
+            # hlt: a PC's timer interrupt (IRQ 0, every 55 ms) is what wakes it.
+            if not self.reg("eflags") & FLAG_IF:
+                raise RomRunError(f"{self._prefix()}hlt with interrupts disabled at {self.where()}: the CPU would "
+                                  f"stop for ever")
+            self.dispatch(0x08, cs, ip)
+            begin = self.reg("cs") * 16 + self.reg("ip")
+        raise RomRunError(f"{self._prefix()}did not return within the watchdog's {timeout:g} s "
+                          f"(stopped at {self.where()})")
+
+    def _halted(self, cs: int, ip: int) -> bool:
+        """Unicorn ends emu_start after a hlt, with IP past it."""
+        lin = cs * 16 + ip - 1
+        return not self.reg("cr0") & 1 and self.inside(lin, 1, READABLE) and self.view[lin] == 0xF4
 
     def _prefix(self) -> str:
         return f"{self.context}: " if self.context else ""
@@ -242,7 +261,7 @@ class Machine:
                 return
             before = bytes(self.view[lin - 2:lin]) if self.inside(lin - 2, 2, READABLE) else b""
             if before == bytes([0xCD, intno]) or (intno == 3 and before[-1:] == b"\xcc"):
-                self._dispatch(intno, cs, ip)
+                self.dispatch(intno, cs, ip)
             else:
                 self.stop(f"CPU exception {intno} at {self.where()}")
         except RomRunError as e:
@@ -250,7 +269,7 @@ class Machine:
         except Exception as e:
             self.stop(f"INT {intno:#04x} at {self.where()} failed: {e}")
 
-    def _dispatch(self, intno: int, cs: int, ip: int) -> None:
+    def dispatch(self, intno: int, cs: int, ip: int) -> None:
         """What a real-mode CPU does for ``int N``: FLAGS, CS, IP onto the stack, IF and TF off,
         and on to the vector in the IVT (which the ROM may have hooked)."""
         flags = self.reg("eflags")
@@ -291,7 +310,3 @@ class Machine:
 
         self._mmio = getattr(self, "_mmio", []) + [(rd, wr)]  # unicorn keeps no reference of its own
         self.uc.mmio_map(base, size, rd, None, wr, None)
-
-    def close(self) -> None:
-        self.view.release()
-        self.uc.release_handle() if hasattr(self.uc, "release_handle") else None
