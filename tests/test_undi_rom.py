@@ -72,10 +72,33 @@ def test_loader_returns_pxe_and_pxenv(undi):
     assert um.bios.calls.get("int15/e820", 0) >= 1
 
 
+def pxe_check(um) -> tuple[int, bool, int]:
+    """INT 1Ah AX=5650h from real-mode code: (AX, CF, linear ES:BX)."""
+    code = bytes.fromhex("b85056 cd1a 9c 5a cb")  # mov ax,5650h; int 1Ah; pushf; pop dx; retf
+    um.m.write(M.SCRATCH_SEG * 16 + 0x8000, code)
+    um.m.far_call(M.SCRATCH_SEG, 0x8000, timeout=5)
+    return um.m.reg("ax"), bool(um.m.reg("dx") & 1), (um.m.reg("es") << 4) + um.m.reg("bx")
+
+
+def pxenv_at(um) -> int:
+    loader = pxe.UndiLoader.parse(um.m.read(M.SCRATCH_SEG * 16, pxe.UndiLoader.sizeof()))
+    return pxe.linear(loader.pxenv_ptr)
+
+
+def test_no_pxe_is_installed_until_start_undi(undi):
+    """The emulated BIOS has no PXE stack: 5650h comes back unchanged with CF set."""
+    ax, cf, _ = pxe_check(undi[1])
+    assert (ax, cf) == (0x5650, True)
+
+
 def test_undi_life_cycle(undi):
     name, um, c, model = undi
     _, device_id, _ = ROMS[name]
     assert c.start_undi().status == 0
+    # START_UNDI activates the stack, which hooks INT 1Ah: 5650h is answered 564Eh, ES:BX at
+    # PXENV+ (PXE 2.1; iPXE's pxe_activate), through the IVT vector the ROM changed.
+    ax, cf, at = pxe_check(um)
+    assert (ax, cf, at) == (0x564E, False, pxenv_at(um)) and um.m.read(at, 6) == b"PXENV+"
     assert c.startup().status == 0
     assert c.initialize().status == 0
 
@@ -128,5 +151,6 @@ def test_undi_life_cycle(undi):
     assert c.shutdown().status == 0
     assert c.cleanup().status == 0
     assert c.stop_undi().status == 0
+    assert pxe_check(um)[:2] == (0x5650, True)  # STOP_UNDI unhooked INT 1Ah again
     for call, times in um.timings.calls.items():
         assert all(t > 0 for t in times), call
