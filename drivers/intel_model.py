@@ -230,7 +230,7 @@ class IntelModel:
 
     def _deliver(self) -> None:
         while self.rx_queue and self.reg(RCTL) & RCTL_EN:
-            base, count = self._ring(RDBAL, RDBAH, RDLEN)
+            count = self.reg(RDLEN) // DESC
             if not count or self.reg(RDH) == self.reg(RDT) % count:
                 return
             self.receive(self.rx_queue.popleft())

@@ -10,7 +10,6 @@ MAC, the frames).
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
@@ -44,7 +43,7 @@ def undi(request):
 
 
 def test_init_prints_ipxe_banner_and_uses_pmm(undi):
-    name, um, _, _ = undi
+    _, um, _, _ = undi
     console = um.bios.console.decode("latin-1")
     assert "iPXE (http://ipxe.org) 00:03.0 C800 PCI2.10 PnP PMM" in console
     assert um.bios.calls["int1a/b101"] >= 1  # PCI BIOS installation check

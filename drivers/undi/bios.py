@@ -11,6 +11,7 @@ RAM before it is written.
 from __future__ import annotations
 
 import struct
+import time
 
 from hw.errors import RomRunError
 
@@ -32,12 +33,12 @@ def _checksummed(raw: bytearray, at: int) -> bytes:
 
 
 class Bios:
-    def __init__(self, m: M.Machine, device, ports):
-        self.m, self.device, self.ports = m, device, ports
+    def __init__(self, m: M.Machine, device):
+        self.m, self.device = m, device
         self.console = bytearray()
         self.calls: dict[str, int] = {}
         self.pmm = Pmm(M.PMM_LOW, (M.PMM_BASE, M.RAM_TOP))
-        self.started = 0.0
+        self.started = time.perf_counter()
         self.e820 = [
             (0, M.EBDA_SEG * 16, E820_RAM),
             (M.EBDA_SEG * 16, M.CONV_TOP - M.EBDA_SEG * 16, E820_RESERVED),
@@ -96,10 +97,7 @@ class Bios:
         return f"{cs:04x}:{ip:04x}"
 
     def tick(self) -> int:
-        """BIOS ticks (18.2065 Hz) since the machine started, as 40:6Ch would count them."""
-        import time
-        if not self.started:
-            self.started = time.perf_counter()
+        """BIOS ticks (18.2065 Hz) since the machine was made, written to 40:6Ch as IRQ 0 would."""
         ticks = int((time.perf_counter() - self.started) * 1193182 / 65536)
         self.m.write(0x46C, struct.pack("<I", ticks & 0xFFFFFFFF), check=False)
         return ticks

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from construct import ConstructError
+
 from hw.errors import FormatError, RomRunError, UsageError
 from romtools import pxe, walker
 from romtools import schemas as S
@@ -70,7 +72,7 @@ class UndiMachine:
         self.m = m = M.Machine()
         self.ports = Ports(self._config_read, self._config_write, self._cmos())
         m.ports = self.ports
-        self.bios = Bios(m, device, self.ports)
+        self.bios = Bios(m, device)
         self.timings = Timings()
         self._place_bars()
         device.attach_dma(m.dma_view)
@@ -130,7 +132,11 @@ class UndiMachine:
         m = self.m
         rom = ROM_SEG * 16
         undi_ptr = m.u16(rom + 0x16)
-        undi = S.UndiRomId.parse(m.read(rom + undi_ptr, S.UndiRomId.sizeof(), "the UNDI ROM ID"))
+        try:
+            undi = S.UndiRomId.parse(m.read(rom + undi_ptr, S.UndiRomId.sizeof(), "the UNDI ROM ID"))
+        except ConstructError:
+            raise RomRunError(f"after init, C800:{undi_ptr:04x} (word 0x16 of the ROM) holds no UNDI ROM ID: "
+                              f"the ROM's init overwrote it") from None
         fbms = m.u16(0x413)
         seg = (fbms << 6) - ((undi.code_size + 15) >> 4)
         self.undi_cs = seg

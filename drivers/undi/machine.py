@@ -85,10 +85,6 @@ WRITABLE = ((0, CONV_TOP), ROM_AREA, (EXT_BASE, RAM_TOP))
 READABLE = WRITABLE + (BIOS_AREA,)
 
 
-def _stop(uc: Uc) -> None:
-    uc.emu_stop()
-
-
 class Machine:
     """One emulated PC. ``services`` maps a stub's linear address to the Python that serves it."""
 
