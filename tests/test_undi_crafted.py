@@ -27,10 +27,11 @@ def listing(code: bytes, base: int, mode=CS_MODE_16) -> list[str]:
     return [f"{i.mnemonic} {i.op_str}".strip() for i in Cs(CS_ARCH_X86, mode).disasm(code, base)]
 
 
-def crafted(code: dict[int, bytes], device_id: int = 0x100E, size: int = 1024) -> bytes:
-    """A legacy UNDI image: init is a bare retf, the loader at 0x80; ``code`` maps offsets to bytes."""
+def crafted(code: dict[int, bytes], device_id: int = 0x100E, size: int = 1024, init: bytes = b"\xcb\x90\x90") -> bytes:
+    """A legacy UNDI image: init (3 bytes at offset 3) a bare retf unless given, the loader at 0x80;
+    ``code`` maps offsets to bytes."""
     rom = bytearray(size)
-    rom[0:0x1C] = S.LegacyRomHeader.build(dict(init_size=size // 512, init_entry=b"\xcb\x90\x90", checksum_adjust=0,
+    rom[0:0x1C] = S.LegacyRomHeader.build(dict(init_size=size // 512, init_entry=init, checksum_adjust=0,
                                                 reserved_07=bytes(9), ipxe_header_ptr=0, reserved_12=0, bofm_ptr=0,
                                                 undi_rom_id_ptr=0x40, pcir_ptr=0x20, pnp_ptr=0))
     rom[0x20:0x38] = S.PcirRev0.build(dict(vendor_id=0x8086, device_id=device_id, reserved0=0, length=0x18,
@@ -221,3 +222,13 @@ def test_device_dma_outside_ram_is_stopped_and_named():
         "mov eax, 1", "mov dword ptr [esi + 0x3818], eax",  # TDT
         "retf"]
     loader_error(code, ["device write at 0xfeb83818 failed", "DMA address 0xa0000 (16 bytes), outside the emulated RAM"])
+
+
+def test_init_that_destroys_its_undi_rom_id_is_named():
+    init = bytes.fromhex("e9fa00")  # jmp 0x100
+    code = bytes.fromhex("2ec606400000 cb")
+    assert listing(init, 3) == ["jmp 0x100"]
+    assert listing(code, 0x100) == ["mov byte ptr cs:[0x40], 0", "retf"]
+    um = machine(crafted({0x100: code}, init=init))
+    with pytest.raises(RomRunError, match=r"C800:0040 \(word 0x16 of the ROM\) holds no UNDI ROM ID"):
+        um.run_loader()
