@@ -52,6 +52,7 @@ CLEAR_ON_READ = (GPRC, GPTC, MPC, ICR)
 RESET_TO_ZERO = (RCTL, TCTL, RDBAL, RDBAH, RDLEN, RDH, RDT, TDBAL, TDBAH, TDLEN, TDH, TDT, IMS, ICR)
 BAR0_SIZE = 0x20000
 DESC = 16
+LEN_MASK = 0xFFF80  # TDLEN/RDLEN bits 19:7
 MAX_FRAME = 16384  # the largest frame the model gathers from transmit buffers
 
 
@@ -173,13 +174,15 @@ class IntelModel:
         self._auto_rd_left = self.auto_rd_reads
 
     # -- the device's side of the rings -------------------------------------------------------
-    def _ring(self, bal: int, bah: int, length: int) -> tuple[int, int]:
-        return (self.reg(bah) << 32) | self.reg(bal), self.reg(length) // DESC
+    def ring_geometry(self, bal: int, bah: int, length: int) -> tuple[int, int]:
+        """Base and descriptor count; the length register keeps only bits 19:7, as the manuals say,
+        so one doorbell makes the model walk at most 65535 descriptors, whatever a driver wrote."""
+        return (self.reg(bah) << 32) | self.reg(bal), (self.reg(length) & LEN_MASK) // DESC
 
     def _transmit(self) -> None:
         if not self.reg(TCTL) & TCTL_EN:
             return
-        base, count = self._ring(TDBAL, TDBAH, TDLEN)
+        base, count = self.ring_geometry(TDBAL, TDBAH, TDLEN)
         if not count:
             return
         head, tail = self.reg(TDH), self.reg(TDT) % count
@@ -205,7 +208,7 @@ class IntelModel:
     def write_rx_descriptor(self, data: bytes, eop: bool = True, errors: int = 0) -> bool:
         """Write one buffer into the descriptor at RDH and advance RDH, touching no counter and no
         interrupt cause; False when the driver left no descriptor free."""
-        base, count = self._ring(RDBAL, RDBAH, RDLEN)
+        base, count = self.ring_geometry(RDBAL, RDBAH, RDLEN)
         head = self.reg(RDH)
         if not count or head == self.reg(RDT) % count:
             return False
@@ -230,7 +233,7 @@ class IntelModel:
 
     def _deliver(self) -> None:
         while self.rx_queue and self.reg(RCTL) & RCTL_EN:
-            count = self.reg(RDLEN) // DESC
+            count = (self.reg(RDLEN) & LEN_MASK) // DESC
             if not count or self.reg(RDH) == self.reg(RDT) % count:
                 return
             self.receive(self.rx_queue.popleft())

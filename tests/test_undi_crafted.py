@@ -213,12 +213,12 @@ def test_device_dma_outside_ram_is_stopped_and_named():
     DMA reaches only emulated RAM, so the run stops naming the address (through BAR0 at 0xfeb80000,
     reached with 32-bit addressing from real mode, as iPXE's drivers do)."""
     code = bytes.fromhex("31c0 8ed8 66be0000b8fe 66b802000000 6766898600040000 66b800000a00 6766898600380000"
-                         "66b840000000 6766898608380000 66b801000000 6766898618380000 cb")
+                         "66b880000000 6766898608380000 66b801000000 6766898618380000 cb")
     assert listing(code, LOADER) == [
         "xor ax, ax", "mov ds, ax", "mov esi, 0xfeb80000",
         "mov eax, 2", "mov dword ptr [esi + 0x400], eax",  # TCTL.EN
         "mov eax, 0xa0000", "mov dword ptr [esi + 0x3800], eax",  # TDBAL
-        "mov eax, 0x40", "mov dword ptr [esi + 0x3808], eax",  # TDLEN: 4 descriptors
+        "mov eax, 0x80", "mov dword ptr [esi + 0x3808], eax",  # TDLEN: 8 descriptors
         "mov eax, 1", "mov dword ptr [esi + 0x3818], eax",  # TDT
         "retf"]
     loader_error(code, ["device write at 0xfeb83818 failed", "DMA address 0xa0000 (16 bytes), outside the emulated RAM"])

@@ -43,7 +43,7 @@ def test_transmit_ring_gathers_a_frame_and_writes_back_dd():
     struct.pack_into("<QHBBBBH", ram, ring, a, 10, 0, I.TX_CMD_RS, 0, 0, 0)
     struct.pack_into("<QHBBBBH", ram, ring + 16, b, 50, 0, I.TX_CMD_EOP | I.TX_CMD_RS, 0, 0, 0)
     m.on_write(I.TDBAL, ring)
-    m.on_write(I.TDLEN, 4 * 16)
+    m.on_write(I.TDLEN, 8 * 16)  # the manuals' minimum: a multiple of 128 bytes
     m.on_write(I.TDT, 2)
     assert not m.tx_frames and m.reg(I.TDH) == 0  # TCTL.EN off: the unit does not run
     m.on_write(I.TCTL, I.TCTL_EN)
@@ -56,10 +56,10 @@ def test_transmit_ring_gathers_a_frame_and_writes_back_dd():
 def test_receive_ring_fills_free_descriptors_and_counts_misses():
     m, ram = model()
     ring = 0x4000
-    for i in range(4):
+    for i in range(8):
         struct.pack_into("<Q", ram, ring + 16 * i, 0x5000 + 0x800 * i)
     m.on_write(I.RDBAL, ring)
-    m.on_write(I.RDLEN, 4 * 16)
+    m.on_write(I.RDLEN, 8 * 16)
     m.on_write(I.RDT, 3)  # three descriptors given to the device
     m.on_write(I.IMS, I.ICR_RXT0)
     m.on_write(I.RCTL, I.RCTL_EN)
@@ -72,8 +72,8 @@ def test_receive_ring_fills_free_descriptors_and_counts_misses():
         assert (length, status) == (60 + i, I.RX_STA_DD | I.RX_STA_EOP)
         assert bytes(ram[0x5000 + 0x800 * i:0x5000 + 0x800 * i + length]) == frames[i]
     assert m.irq
-    m.on_write(I.RDT, 0)  # the driver gives one more back: the queued frame goes in
-    assert not m.rx_queue and m.reg(I.RDH) == 0 and bytes(ram[0x6800:0x6800 + 63]) == frames[3]
+    m.on_write(I.RDT, 4)  # the driver gives one more: the queued frame goes in
+    assert not m.rx_queue and m.reg(I.RDH) == 4 and bytes(ram[0x6800:0x6800 + 63]) == frames[3]
     assert m.receive(b"x" * 60) is False and m.reg(I.MPC) == 1  # the ring is full again
     assert m.on_read(I.GPRC) == 4 and m.on_read(I.GPRC) == 0  # clear on read
     m.on_write(I.IMC, I.ICR_RXT0)
@@ -88,3 +88,16 @@ def test_ics_raises_a_cause():
     m.on_write(I.IMS, I.ICR_LSC)
     m.on_write(I.ICS, I.ICR_LSC)
     assert m.irq and m.reg(I.IMS) == I.ICR_LSC
+
+
+def test_ring_length_keeps_only_bits_19_to_7():
+    """TDLEN is a multiple of 128 bytes in bits 19:7: a driver's wild value cannot make the model
+    walk more than 65535 descriptors, and a length under 128 is no ring."""
+    m, ram = model()
+    m.on_write(I.TCTL, I.TCTL_EN)
+    m.on_write(I.TDLEN, 0x40)
+    m.on_write(I.TDT, 1)
+    assert m.reg(I.TDH) == 0 and not m.tx_frames
+    assert m.ring_geometry(I.TDBAL, I.TDBAH, I.TDLEN)[1] == 0
+    m.on_write(I.TDLEN, 0xFFFFFFFF)
+    assert m.ring_geometry(I.TDBAL, I.TDBAH, I.TDLEN)[1] == 0xFFF80 // 16
