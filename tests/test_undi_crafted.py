@@ -14,9 +14,11 @@ import pytest
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, Cs
 
 from drivers.intel_model import IntelModel
+from drivers.undi.client import UndiClient
 from drivers.undi.device import ModelDevice
 from drivers.undi.loader import UndiMachine
 from hw.errors import FormatError, RomRunError, UsageError
+from romtools import pxe
 from romtools import schemas as S
 from romtools.checksums import fix_image_checksums
 
@@ -232,3 +234,55 @@ def test_init_that_destroys_its_undi_rom_id_is_named():
     um = machine(crafted({0x100: code}, init=init))
     with pytest.raises(RomRunError, match=r"C800:0040 \(word 0x16 of the ROM\) holds no UNDI ROM ID"):
         um.run_loader()
+
+
+def with_checksum(raw: bytes, at: int) -> bytes:
+    raw = bytearray(raw)
+    raw[at] = -sum(raw) & 0xFF
+    return bytes(raw)
+
+
+def pxe_rom(spoil_pxe_checksum: bool = False) -> bytes:
+    """A loader that fills s_UNDI_LOADER with a !PXE and a PXENV+ built from romtools.pxe, whose
+    entry point (C800:03A0) loops for ever."""
+    loader = bytes.fromhex("55 89e5 c47e06 26c745100003 26c7451200c8 26c745146003 26c7451600c8 26c7050000"
+                           "31c0 5d cb")
+    assert listing(loader, LOADER) == [
+        "push bp", "mov bp, sp", "les di, ptr [bp + 6]",  # the far pointer the caller pushed
+        "mov word ptr es:[di + 0x10], 0x300", "mov word ptr es:[di + 0x12], 0xc800",  # PXEptr
+        "mov word ptr es:[di + 0x14], 0x360", "mov word ptr es:[di + 0x16], 0xc800",  # PXENVptr
+        "mov word ptr es:[di], 0", "xor ax, ax", "pop bp", "retf"]
+    zero = dict(offset=0, segment=0)
+    desc = dict(segment_address=0, physical_address=0, seg_size=0)
+    bang_pxe = with_checksum(pxe.Pxe.build(dict(
+        struct_length=0x58, struct_cksum=0, struct_rev=0, reserved_1=0, undi_rom_id=dict(offset=0x40, segment=0xC800),
+        base_rom_id=zero, entry_point_sp=dict(offset=0x3A0, segment=0xC800), entry_point_esp=zero,
+        status_callout=zero, reserved_2=0, seg_desc_cnt=7, first_selector=0, stack=desc, undi_data=desc,
+        undi_code=desc, undi_code_write=desc, bc_data=desc, bc_code=desc, bc_code_write=desc)), 5)
+    pxenv = with_checksum(pxe.Pxenv.build(dict(
+        version=0x0201, length=0x2C, checksum=0, rm_entry=dict(offset=0x3A0, segment=0xC800), pm_offset=0,
+        pm_selector=0, stack_seg=0, stack_size=0, bc_code_seg=0, bc_code_size=0, bc_data_seg=0, bc_data_size=0,
+        undi_data_seg=0, undi_data_size=0, undi_code_seg=0xC800, undi_code_size=0x400,
+        pxe_ptr=dict(offset=0x300, segment=0xC800))), 9)
+    loop = bytes.fromhex("ebfe")
+    assert listing(loop, 0x3A0) == ["jmp 0x3a0"]
+    if spoil_pxe_checksum:
+        bang_pxe = bang_pxe[:5] + bytes([bang_pxe[5] ^ 1]) + bang_pxe[6:]
+    return crafted({LOADER: loader, 0x300: bang_pxe, 0x360: pxenv, 0x3A0: loop})
+
+
+def test_loader_result_with_a_bad_pxe_checksum_is_refused():
+    um = machine(pxe_rom(spoil_pxe_checksum=True))
+    with pytest.raises(RomRunError, match=r"the !PXE structure at c800:0300 has a bad checksum"):
+        um.run_loader()
+
+
+def test_watchdog_names_the_undi_call_that_hangs():
+    um = machine(pxe_rom())
+    um.run_loader()
+    assert um.entry == (0xC800, 0x3A0) and um.pxenv.version == 0x0201
+    t0 = time.perf_counter()
+    with pytest.raises(RomRunError, match=r"^START_UNDI: did not return within the watchdog's 0.5 s "
+                                          r"\(stopped at c800:03a0\)$"):
+        UndiClient(um, timeout=0.5).start_undi()
+    assert time.perf_counter() - t0 < 10

@@ -37,9 +37,10 @@ def _blank(schema) -> dict:
 
 
 class UndiClient:
-    def __init__(self, um: UndiMachine, irq_pending: Callable[[], bool] | None = None):
+    def __init__(self, um: UndiMachine, irq_pending: Callable[[], bool] | None = None, timeout: float = 5.0):
         self.um, self.m = um, um.m
         self.irq_pending = irq_pending
+        self.timeout = timeout  # the watchdog for each call
         self.mac = b""
         self.info = self.iface = self.nic_type = None
         self.isr_processing = False
@@ -54,7 +55,7 @@ class UndiClient:
         block = _blank(schema)
         block.update(fields)
         self.last_call = name
-        exit_code, raw = self.um.call(opcode, schema.build(block))
+        exit_code, raw = self.um.call(opcode, schema.build(block), timeout=self.timeout)
         out = schema.parse(raw)
         if check and exit_code != pxe.EXIT_SUCCESS:
             raise RomRunError(f"{name} failed: exit {exit_code:#x}, PXE status {out.status:#06x}")
