@@ -93,7 +93,7 @@ def test_ics_raises_a_cause():
 def test_ring_length_keeps_only_bits_19_to_7():
     """TDLEN is a multiple of 128 bytes in bits 19:7: a driver's wild value cannot make the model
     walk more than 65535 descriptors, and a length under 128 is no ring."""
-    m, ram = model()
+    m, _ = model()
     m.on_write(I.TCTL, I.TCTL_EN)
     m.on_write(I.TDLEN, 0x40)
     m.on_write(I.TDT, 1)
