@@ -51,6 +51,17 @@ class Device:
     def irq(self) -> bool:
         raise NotImplementedError
 
+    def bar_memory(self, index: int) -> int | None:
+        """The host address of memory BAR ``index`` mapped for direct access (the machine then maps
+        it into the emulated address space and no access reaches Python), or None: through
+        ``bar_read``/``bar_write``. A register model has no such memory."""
+        return None
+
+    def map_ram(self, mem, regions: tuple[tuple[int, int], ...]) -> None:
+        """The emulated RAM (``mem``, the machine's one buffer) and the ranges of it that are RAM,
+        for a backend whose device reaches memory by itself (VFIO: the IOMMU maps them at
+        address = emulated physical address). A model reads through ``attach_dma``'s view."""
+
 
 class ConfigSpace:
     """A type-0 configuration header whose BARs answer sizing as hardware does: a BAR keeps only the
