@@ -12,8 +12,13 @@ import pytest
 from conftest import IPXE_QEMU, run_romlab
 from test_messages import _device
 
+from test_undi_crafted import LOADER, crafted, listing
+
+from drivers.intel_model import IntelModel
+from drivers.undi.device import ModelDevice
+from drivers.undi.loader import UndiMachine
 from hw import vfio
-from hw.errors import HardwareError
+from hw.errors import HardwareError, RomRunError
 
 PAGE = mmap.PAGESIZE
 
@@ -86,3 +91,57 @@ def test_dma_map_at_records_lent_memory_and_never_closes_it(dev, monkeypatch):
         dev.dma_map_at(mem, 0, 2 * PAGE, 0x200000 + 3 * PAGE)
     dev._forget_dma(buf)
     assert dev.dma == {} and not mem.closed
+
+
+class _HostMemoryBar(ModelDevice):
+    """The e1000 model, but BAR 0 is plain host memory handed to the machine as a VFIO BAR mmap is."""
+
+    def __init__(self):
+        super().__init__(IntelModel(device_id=0x100E))
+        self.bar0 = mmap.mmap(-1, 0x20000)
+        self.address = vfio.DmaBuffer(self.bar0, 0, len(self.bar0)).vaddr
+
+    def bar_memory(self, index):
+        return self.address if index == 0 else None
+
+
+def test_a_directly_mapped_bar_takes_the_roms_stores_without_python():
+    code = bytes.fromhex("66b80000b8fe 6766c70078563412 6766c7400812345678 cb")
+    assert listing(code, LOADER) == ["mov eax, 0xfeb80000", "mov dword ptr [eax], 0x12345678",
+                                     "mov dword ptr [eax + 8], 0x78563412", "retf"]
+    dev = _HostMemoryBar()
+    um = UndiMachine(crafted({LOADER: code}), dev)
+    assert um.bar_addresses[0] == 0xFEB80000  # where the machine's BIOS put BAR 0
+    um.m.far_call(0xC800, LOADER)
+    assert dev.bar0[0:4] == bytes.fromhex("78563412") and dev.bar0[8:12] == bytes.fromhex("12345678")
+    assert dev.access_count == 0  # no access went through bar_read/bar_write
+    um.m.unmap_direct()
+    with pytest.raises(RomRunError, match="write to unmapped memory at 0xfeb80000"):
+        um.m.far_call(0xC800, LOADER)  # once unmapped, the BAR is gone from the emulated PC
+
+
+def test_pci_bios_names_the_devices_bus_as_the_last_one():
+    """A NIC behind a PCIe root port sits on bus 1 or higher; iPXE scans buses 0 to INT 1Ah B101h's
+    CL, so CL must reach the device's bus."""
+    code = bytes.fromhex("b801b1 cd1a cb")
+    assert listing(code, LOADER) == ["mov ax, 0xb101", "int 0x1a", "retf"]
+    um = UndiMachine(crafted({LOADER: code}), ModelDevice(IntelModel(device_id=0x100E), bdf=0x0300))  # 03:00.0
+    um.run_init()
+    um.m.far_call(0xC800, LOADER)
+    assert um.m.reg("cx") & 0xFF == 3
+
+
+@pytest.mark.skipif(not (IPXE_QEMU / "pxe-e1000.rom").exists(), reason="Debian's ipxe-qemu is not installed")
+def test_ipxe_finds_its_nic_on_bus_1():
+    """What `romlab vm` gives: the e1000 at 01:00.0. START_UNDI fails with status 0x63
+    (UNDI_CANNOT_INITIALIZE_NIC) when iPXE's bus scan does not reach it."""
+    from drivers.undi.client import UndiClient
+
+    dev = ModelDevice(IntelModel(device_id=0x100E, mac=bytes.fromhex("020000000101")), bdf=0x0100)
+    um = UndiMachine((IPXE_QEMU / "pxe-e1000.rom").read_bytes(), dev)
+    um.run_init()
+    um.run_loader()
+    client = UndiClient(um, irq_pending=lambda: dev.irq)
+    client.probe()
+    assert client.mac == bytes.fromhex("020000000101")
+    client.remove()

@@ -33,7 +33,14 @@ def romlab(*args, timeout=600):
     r = subprocess.run(ROMLAB + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
     result["steps"].append({"argv": [str(a) for a in args], "rc": r.returncode, "out": r.stdout[-2000:],
                             "err": r.stderr[-2000:], "seconds": time.monotonic() - t0})
+    save()
     return r
+
+
+def save() -> None:
+    """The result so far: a run cut short by the VM's timeout still shows how far it came."""
+    with open(OUT, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def by_mac() -> dict[str, tuple[str, str]]:
@@ -118,6 +125,9 @@ def kernel_to_undi(bdf: str, s: socket.socket, ifname: str, seed: int, interval:
     sent_in = time.monotonic() - t0
     out, err = p.communicate(timeout=timeout + 300)
     doc = json.loads(out) if out.strip().startswith("{") else {"error": err.strip()}
+    result["steps"].append({"argv": p.args[len(ROMLAB):], "rc": p.returncode, "out": out[-2000:],
+                            "err": err[-2000:], "seconds": time.monotonic() - t0})
+    save()
     return {"ready": ready, "rc": p.returncode, "sent_in": sent_in, "interval": interval, "doc": doc,
             "sequences_ok": sorted(doc.get("sequences", [])) == list(range(COUNT))}
 
@@ -183,8 +193,8 @@ def main() -> None:
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     result["dmesg_dmar"] = [line for line in dmesg.splitlines() if "DMAR" in line and "fault" in line.lower()]
     result["dmesg_warn"] = [line for line in dmesg.splitlines() if "WARNING" in line or "Call Trace" in line]
-    with open(OUT, "w") as f:
-        json.dump(result, f, indent=1)
+    result["done"] = True
+    save()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from unicorn import (
     UC_PROT_ALL,
     UC_PROT_EXEC,
     UC_PROT_READ,
+    UC_PROT_WRITE,
     Uc,
     UcError,
 )
