@@ -34,7 +34,7 @@ def guest(tmp_path_factory):
     for model, macs in MACS.items():
         for mac in macs:
             cmd += ["--nic", f"{model},mac={mac},link={model.replace('rtl', 'r')}"]
-    cmd += ["--share", str(out.parent), "--timeout", "600", "--",
+    cmd += ["--share", str(out.parent), "--timeout", "780", "--",
             sys.executable, str(REPO / "tests" / "vm_undi_guest.py"), str(out), json.dumps(MACS)]
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
