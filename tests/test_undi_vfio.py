@@ -145,3 +145,18 @@ def test_ipxe_finds_its_nic_on_bus_1():
     client.probe()
     assert client.mac == bytes.fromhex("020000000101")
     client.remove()
+
+
+@pytest.mark.parametrize("ids,reads,counts", [
+    ((0x8086, 0x100E), [3, 4], [3, 4]),                   # Intel MPC: reading clears it
+    ((0x10EC, 0x8139), [7, 7, 12], [0, 0, 5]),            # RTL8139 RxMissed: a count kept across runs
+    ((0x10EC, 0x8139), [0xFFFFFE, 0x000001], [0, 3]),     # ... 24 bits wide, wrapping
+])
+def test_missed_packets_counts_from_the_first_read(ids, reads, counts):
+    from drivers.undi.vfio_device import VfioNic
+
+    nic = VfioNic.__new__(VfioNic)
+    nic.ids = ids
+    values = iter(reads)
+    nic.bar_read = lambda index, offset, size: next(values)
+    assert [nic.missed_packets() for _ in reads] == counts

@@ -26,7 +26,7 @@ OUT = sys.argv[1]
 MACS = json.loads(sys.argv[2])  # model -> [MAC of the NIC romlab's UNDI drives, MAC of the kernel's]
 COUNT, SIZE = 100, 128
 FLOOD_PPS = 200
-WARMUP, WARMUP_PAUSE = 8, 2.0
+WARMUP, WARMUP_PAUSE = 8, 1.5
 result: dict = {"steps": [], "models": {}}
 
 
@@ -149,7 +149,7 @@ def model_run(model: str, undi_mac: str, kernel_mac: str, seed: int) -> dict:
         res["driver_after_send"] = driver_of(bdf)
         # The receive rate: frames offered at FLOOD_PPS, above what the ROM's UNDI takes under nested
         # emulation, for long enough that its few receive descriptors fill and it works flat out.
-        res["flood"] = kernel_to_undi(bdf, s, ifname, seed + 1, 1 / FLOOD_PPS, 10)
+        res["flood"] = kernel_to_undi(bdf, s, ifname, seed + 1, 1 / FLOOD_PPS, 6)
         rate = res["flood"]["doc"].get("pps") or 0
         res["measured_pps"] = rate
         res["paced_pps"] = rate / 2 if rate else 5.0
@@ -180,7 +180,7 @@ def bad_roms(bdf: str) -> dict:
         path = os.path.join(tmp, name + ".rom")
         with open(path, "wb") as f:
             f.write(crafted({LOADER: code}, device_id=0x100E))
-        case(name, path, "--watchdog", "5")
+        case(name, path, "--watchdog", "2")
     return res
 
 

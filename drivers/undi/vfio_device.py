@@ -34,9 +34,10 @@ from .loader import UndiMachine, check_ids, legacy_undi_image
 CONFIG_REGION = vfio.C.VFIO_PCI_CONFIG_REGION_INDEX
 PCI_STATUS, STATUS_INTERRUPT = 0x06, 0x08
 #: The NIC's own missed-packet counter (frames dropped for want of a receive buffer), by vendor and
-#: device: (BAR, offset, mask). Intel 8254x/8257x: MPC, 0x4010 of the register BAR (clear on read);
-#: RTL8139: the 24-bit RxMissed at 0x4C, in either register BAR.
-MISSED_COUNTERS = {0x8086: (0, 0x4010, 0xFFFFFFFF), (0x10EC, 0x8139): (0, 0x4C, 0xFFFFFF)}
+#: device: (BAR, offset, mask, cleared by reading). Intel 8254x/8257x: MPC, 0x4010 of the register
+#: BAR, clear on read; RTL8139: the 24-bit RxMissed at 0x4C, which reading leaves as it is (and
+#: which QEMU's reset leaves too).
+MISSED_COUNTERS = {0x8086: (0, 0x4010, 0xFFFFFFFF, True), (0x10EC, 0x8139): (0, 0x4C, 0xFFFFFF, False)}
 
 
 class VfioNic(Device):
@@ -140,12 +141,16 @@ class VfioNic(Device):
         return data[:size]
 
     def missed_packets(self) -> int | None:
-        """The NIC's missed-packet counter, for parts whose register is known; None otherwise."""
+        """Frames the NIC missed since the last call (the first call starts the count), for parts
+        whose counter is known; None otherwise."""
         where = MISSED_COUNTERS.get(self.ids) or MISSED_COUNTERS.get(self.ids[0])
         if where is None:
             return None
-        index, offset, mask = where
-        return self.bar_read(index, offset, 4) & mask
+        index, offset, mask, cleared = where
+        now = self.bar_read(index, offset, 4) & mask
+        since = now if cleared else (now - getattr(self, "_missed_mark", now)) & mask
+        self._missed_mark = now
+        return since
 
     def reset(self) -> str | None:
         """Stop the device: bus mastering off (no DMA into memory about to go), then a VFIO reset.

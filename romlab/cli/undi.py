@@ -222,7 +222,7 @@ def _recv(args, rom) -> int:
     with _session(args, rom) as run:
         c = run.client
         c.open()
-        missed_before = run.nic.missed_packets()  # clear-on-read on Intel parts: counts from here on
+        run.nic.missed_packets()  # the NIC's missed-packet count starts here
         note(f"romlab undi: {args.pci} up through its ROM's UNDI ({c.mac.hex(':')}), receiving")
         deadline = time.monotonic() + args.timeout
         while good < args.count and time.monotonic() < deadline:
@@ -239,7 +239,7 @@ def _recv(args, rom) -> int:
         doc = {"schema": "romlab.undi-recv/1", **_common(args, run), "received": got, "verified": good,
                "sequences": seqs, "seed": args.seed,
                "pps": (good - 1) / (last - first) if good > 1 and last > first else None,
-               "missed": missed, "missed_before": missed_before, "statistics": stats,
+               "missed": missed, "statistics": stats,
                "rx_errors": c.rx_errors}
         _close(run)
     if args.json:
