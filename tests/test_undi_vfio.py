@@ -1,7 +1,9 @@
 """The pieces of `romlab undi`'s VFIO backend that a host without an IOMMU can check: a ROM that is not
-for the device is refused before the device is touched, and the emulated RAM's fixed-IOVA DMA
-mapping refuses what the IOMMU would not take and takes its IOVAs out of the allocator. The backend
-on a real (QEMU) device is covered by tests/test_undi_vm.py."""
+for the device is refused before the device is touched; the emulated RAM's fixed-IOVA DMA mapping
+refuses what the IOMMU would not take and takes its IOVAs out of the allocator; a BAR mapped
+directly takes the ROM's stores with no Python in between; the PCI BIOS lets iPXE find a NIC on
+bus 1, where `romlab vm` puts it; the missed-packet counters of both kinds count from OPEN. The
+backend on a real (QEMU) device is covered by tests/test_undi_vm.py."""
 from __future__ import annotations
 
 import mmap
@@ -11,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 from conftest import IPXE_QEMU, run_romlab
 from test_messages import _device
-
 from test_undi_crafted import LOADER, crafted, listing
 
 from drivers.intel_model import IntelModel
