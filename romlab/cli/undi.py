@@ -134,6 +134,11 @@ def _common(args, run) -> dict:
     return doc
 
 
+def _trace_line(doc) -> None:
+    if "bar_accesses" in doc:
+        print(f"--trace: {doc['bar_accesses']} BAR accesses went through Python")
+
+
 def _close(run) -> None:
     """undinet's close and remove."""
     run.client.close()
@@ -178,6 +183,7 @@ def _info(args, rom) -> int:
     name = bytes(iface.iface_type).split(b"\0", 1)[0].decode("latin-1")
     print(f"GET_IFACE_INFO   {name}, link {iface.link_speed} bit/s, service flags {iface.service_flags:#x}")
     print(f"timings          init {m.timings.init * 1000:.0f} ms, loader {m.timings.loader:.2f} s")
+    _trace_line(doc)
     return 0
 
 
@@ -207,6 +213,7 @@ def _send(args, rom) -> int:
     if args.json:
         print_json(doc)
     else:
+        _trace_line(doc)
         print(f"sent {args.count} frames of {args.size} bytes through UNDI_TRANSMIT in {dt:.3f} s: "
               f"{doc['pps']:.0f} pkt/s (the ROM counted {stats['xmt_good_frames']} good)")
     return 0
@@ -245,6 +252,7 @@ def _recv(args, rom) -> int:
     if args.json:
         print_json(doc)
     else:
+        _trace_line(doc)
         rate = f", {doc['pps']:.0f} frames/s while frames came" if doc["pps"] else ""
         print(f"received {got} frames, {good} intact romlab test frames{rate} (the NIC missed "
               f"{'?' if missed is None else missed}, the ROM counted {stats['rcv_good_frames']} good)")
