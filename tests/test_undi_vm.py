@@ -51,8 +51,8 @@ def guest(tmp_path_factory):
 def test_info_from_the_rom_bar(guest):
     info = guest["info"]
     assert "error" not in info, info["error"]
-    assert info["schema"] == "romlab.undi-info/1" and info["rom"] == "ROM BAR"
-    assert info["ids"] == "8086:100e" and info["rom_ids"] == "8086:100e"
+    assert info["schema"] == "romlab.undi-info/1" and info["rom"] is None and info["rom_source"] == "rom-bar"
+    assert info["id"] == "8086:100e" and info["rom_id"] == "8086:100e"
     assert bytes.fromhex(info["pxe"]["signature"]) == b"!PXE" and info["pxe"]["struct_length"] == 88
     assert bytes.fromhex(info["pxenv"]["signature"]) == b"PXENV+"
     assert info["pxe"]["entry_point_sp"]["segment"] == info["pxenv"]["undi_code_seg"]  # both name the UNDI code
@@ -61,7 +61,7 @@ def test_info_from_the_rom_bar(guest):
     assert gi["current_node_address"][:12] == MACS["e1000"][0].replace(":", "")
     assert gi["hw_addr_len"] == 6 and gi["hw_type"] == 1  # Ethernet
     nt = info["get_nic_type"]
-    assert nt["nic_type"] == 2 and (nt["info"]["vendor_id"], nt["info"]["dev_id"]) == (0x8086, 0x100E)
+    assert nt["nic_type"] == 2 and nt["id"] == "8086:100e" and nt["class"] == "020000"  # a PCI NIC
     assert bytes.fromhex(info["get_iface_info"]["iface_type"]).startswith(b"DIX+802.3")
     assert guest["info_driver_after"] == "e1000"
 
@@ -71,8 +71,8 @@ def test_undi_sends_to_the_kernel(guest, model):
     m = guest["models"][model]
     s = m["send"]
     assert s["rc"] == 0, s["doc"]
-    assert s["doc"]["mac"] == MACS[model][0] and s["doc"]["ids"] == IDS[model]
-    assert s["doc"]["rom"] == "ROM BAR"
+    assert s["doc"]["mac"] == MACS[model][0] and s["doc"]["id"] == IDS[model]
+    assert s["doc"]["rom_source"] == "rom-bar"
     assert s["kernel_intact"] == COUNT and s["kernel_sequences_ok"]
     assert s["kernel_rx_packets"] >= COUNT
     assert m["driver_before"] == m["driver_after_send"] == m["driver_after"] == DRIVERS[model]
@@ -128,3 +128,13 @@ def test_port_outside_the_allowlist_is_stopped_and_named(guest):
 
 def test_no_iommu_faults_or_kernel_warnings(guest):
     assert guest["dmesg_dmar"] == [] and guest["dmesg_warn"] == []
+
+
+def test_json_keeps_the_conventions(guest):
+    """docs/conventions.md's checker on every document `romlab undi` printed in the guest."""
+    conventions = pytest.importorskip("json_conventions")
+    docs = [("romlab.undi-info/1", guest["info"])]
+    for m in guest["models"].values():
+        docs += [("romlab.undi-send/1", m["send"]["doc"]), ("romlab.undi-recv/1", m["paced"]["doc"])]
+    for schema, doc in docs:
+        assert conventions.check(doc, schema) == [], doc

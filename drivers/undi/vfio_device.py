@@ -173,7 +173,7 @@ class UndiRun:
     nic: VfioNic
     machine: UndiMachine
     client: UndiClient
-    rom_source: str
+    rom_source: str  # "rom-bar" (the device's own) or "file"
     notes: list[str] = field(default_factory=list)
 
 
@@ -184,7 +184,7 @@ def check_rom(dev: PciDevice, rom: bytes, force_ids: bool) -> None:
 
 @contextlib.contextmanager
 def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = False, direct: bool = True,
-                   watchdog: float = 20.0, rom_name: str = ""):
+                   watchdog: float = 20.0):
     """The ROM's UNDI up on the device at ``bdf`` (through undinet's probe), for a ``with`` block.
 
     ``rom`` None: the ROM in the device's ROM BAR. Any RomRunError from the ROM (watchdog, memory
@@ -200,7 +200,7 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
             um = None
             try:
                 nic.reset()
-                image, source = (rom, rom_name or "file") if rom is not None else (nic.rom(), "ROM BAR")
+                image, source = (rom, "file") if rom is not None else (nic.rom(), "rom-bar")
                 um = UndiMachine(image, nic, force_ids=force_ids)
                 um.run_init(timeout=watchdog)
                 um.run_loader(timeout=watchdog)

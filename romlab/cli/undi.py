@@ -113,8 +113,7 @@ def _session(args, rom):
 
     detail(f"romlab undi: {args.pci}: to vfio-pci, ROM from {args.rom or 'its ROM BAR'}, init, UNDI loader, "
            f"START_UNDI ... INITIALIZE" + (" (every BAR access traced)" if args.trace else ""))
-    return undi_on_device(args.pci, rom, force_ids=args.force_ids, direct=not args.trace, watchdog=args.watchdog,
-                          rom_name=args.rom or "")
+    return undi_on_device(args.pci, rom, force_ids=args.force_ids, direct=not args.trace, watchdog=args.watchdog)
 
 
 def _ids(vendor: int, device: int) -> str:
@@ -122,16 +121,26 @@ def _ids(vendor: int, device: int) -> str:
 
 
 def _common(args, run) -> dict:
-    """What every action reports about the run: the device, the ROM, the step timings."""
+    """What every action reports about the run (docs/conventions.md's spellings): the device, the
+    ROM (``rom`` null: the one in the device's ROM BAR), the step timings, each UNDI call's count
+    and total time."""
     t = run.machine.timings
-    doc = {"input": args.pci, "rom": args.rom or "ROM BAR", "ids": _ids(*run.nic.ids),
-           "rom_ids": _ids(run.machine.image.pcir.vendor_id, run.machine.image.pcir.device_id),
-           "mac": run.client.mac.hex(":"),
-           "seconds": {"init": t.init, "loader": t.loader,
-                       "calls": {k: sum(v) for k, v in t.calls.items()}}}
+    doc = {"input": f"pci:{run.nic.v.pci.bdf}", "rom": args.rom, "rom_source": run.rom_source,
+           "id": _ids(*run.nic.ids),
+           "rom_id": _ids(run.machine.image.pcir.vendor_id, run.machine.image.pcir.device_id),
+           "mac": run.client.mac.hex(":"), "init_s": t.init, "loader_s": t.loader,
+           "calls": {k: {"count": len(v), "total_s": sum(v)} for k, v in t.calls.items()}}
     if args.trace:
         doc["bar_accesses"] = run.nic.accesses
     return doc
+
+
+def _nic_type(out) -> dict:
+    """GET_NIC_TYPE's PCI arm with its IDs spelled as lspci spells them."""
+    n = out.info
+    return {"status": out.status, "nic_type": out.nic_type, "id": _ids(n.vendor_id, n.dev_id),
+            "class": f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x}", "rev": n.rev,
+            "bus_dev_func": n.bus_dev_func, "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
 
 
 def _trace_line(doc) -> None:
@@ -153,7 +162,7 @@ def _info(args, rom) -> int:
         nic_type, iface = c.get_nic_type(), c.get_iface_info()
         doc = {"schema": "romlab.undi-info/1", **_common(args, run),
                "pxe": _plain(run.machine.pxe), "pxenv": _plain(run.machine.pxenv),
-               "get_information": _plain(c.info), "get_nic_type": _plain(nic_type),
+               "get_information": _plain(c.info), "get_nic_type": _nic_type(nic_type),
                "get_iface_info": _plain(iface),
                "console": bytes(run.machine.bios.console).decode("latin-1")}
         c.remove()
@@ -163,7 +172,8 @@ def _info(args, rom) -> int:
     m = run.machine
     pxe, pxenv, info = m.pxe, m.pxenv, c.info
     ep = pxe.entry_point_sp
-    print(f"device           {args.pci} ({doc['ids']}), ROM from {doc['rom']} (PCIR {doc['rom_ids']})")
+    print(f"device           {doc['input'][4:]} ({doc['id']}), ROM from {args.rom or 'its ROM BAR'} "
+          f"(PCIR {doc['rom_id']})")
     print(f"!PXE             rev {pxe.struct_rev}, entry {ep.segment:04x}:{ep.offset:04x}, "
           f"{pxe.seg_desc_cnt} segment descriptors")
     for name in ("stack", "undi_data", "undi_code", "undi_code_write", "bc_data", "bc_code", "bc_code_write"):
@@ -208,7 +218,7 @@ def _send(args, rom) -> int:
         dt = time.perf_counter() - t0
         stats = _plain(c.get_statistics())
         doc = {"schema": "romlab.undi-send/1", **_common(args, run), "sent": args.count, "size": args.size,
-               "seed": args.seed, "seconds_sending": dt, "pps": args.count / dt, "statistics": stats}
+               "seed": args.seed, "sending_s": dt, "pps": args.count / dt, "statistics": stats}
         _close(run)
     if args.json:
         print_json(doc)
