@@ -24,13 +24,18 @@ def load_source(args) -> tuple[bytes, str]:
     if pci:
         from hw.access import read_rom
 
-        return read_rom(pci, via=args.via), f"pci:{pci}"
+        from romlab.cli._json import device_input
+
+        return read_rom(pci, via=args.via), device_input(pci)
     if not args.file:
         raise UsageError("no input: give a ROM FILE (or --pci BDF)")
     return read_input(args.file), args.file
 
 
 def print_json(doc) -> None:
+    """Print one ``--json`` document (docs/conventions.md: an object whose first key is its schema)."""
+    if not isinstance(doc, dict) or next(iter(doc), None) != "schema":
+        raise TypeError("a --json document is an object whose first key is 'schema'")
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._json import document
 
 NAME = "disasm"
 HELP = "disassemble a legacy image's init, BCV/BDV/BEV or UNDI loader entry (16-bit x86)"
@@ -13,7 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--image", type=int, default=0, help="image index (default 0)")
     p.add_argument("--entry", choices=ENTRIES, default="init", help="entry point (default init)")
     p.add_argument("--count", type=int, default=32, help="instructions to show (default 32)")
-    p.add_argument("--json", action="store_true", help="print the romlab.disasm/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.disasm/2 JSON document")
 
 
 def run(args) -> int:
@@ -23,7 +24,7 @@ def run(args) -> int:
     data, source = load_source(args)
     listing = disassemble_entry(walk(data), data, args.image, args.entry, args.count)
     if args.json:
-        print_json({"schema": "romlab.disasm/1", "source": source, **listing.as_dict()})
+        print_json(document("romlab.disasm/2", input=source, **listing.as_dict()))
     else:
         print(f"{source}: image {args.image}, entry {args.entry} at 0x{listing.start:05x}"
               + (f", jump followed 0x{listing.followed[0]:05x} -> 0x{listing.followed[1]:05x}"

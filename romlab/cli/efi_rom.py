@@ -23,6 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from romlab.cli._json import document, hexid
     from romtools.build import efi_rom
     from romtools.walker import read_input, walk
 
@@ -32,9 +33,10 @@ def run(args) -> int:
     write_output(args.output, out, inputs=(args.driver,), overwrite=args.overwrite)
     img = walk(out).images[0]
     if args.json:
-        print_json({"schema": "romlab.efi-rom/1", "output": args.output, "length": len(out), "layout": args.layout,
-                    "compressed": args.compress, "machine": img.header.machine, "subsystem": img.header.subsystem,
-                    "efi_image_offset": img.header.efi_image_offset})
+        print_json(document("romlab.efi-rom/2", input=args.driver, output=args.output, length=len(out),
+                            layout=args.layout, compressed=args.compress, machine=hexid(img.header.machine, 4),
+                            efi_subsystem=hexid(img.header.subsystem, 4),
+                            efi_image_offset=img.header.efi_image_offset))
     else:
         print(f"wrote {args.output}: {len(out)} bytes, {args.layout} layout, "
               f"{'compressed' if args.compress else 'uncompressed'}, PE at 0x{img.header.efi_image_offset:x}")

@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from hw.errors import UsageError
+    from romlab.cli._json import document
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
@@ -28,12 +29,12 @@ def run(args) -> int:
     img = w.images[args.image]
     if img.available < img.length:
         raise UsageError(f"image {args.image} is truncated ({img.available} of {img.length} bytes); nothing written")
-    report = {"schema": "romlab.extract/1", "input": args.file, "image": args.image, "output": args.output}
+    report = document("romlab.extract/2", input=args.file, image=args.image, output=args.output)
     if args.efi_driver:
         from romtools.extract import efi_driver
 
         out, info = efi_driver(data, img)
-        report["driver"] = info.as_dict()
+        report["driver"] = _driver_json(info.as_dict())
     else:
         out = data[img.offset:img.end]
     write_output(args.output, out, inputs=(args.file,), overwrite=args.overwrite)
@@ -44,7 +45,7 @@ def run(args) -> int:
         line = f"wrote {len(out)} bytes to {args.output}"
         if args.efi_driver:
             d = report["driver"]
-            line += (f": PE driver, machine 0x{d['machine']:04x} ({d['machine_name']}), subsystem 0x{d['subsystem']:x}"
+            line += (f": PE driver, machine 0x{d['machine']} ({d['machine_name']}), subsystem 0x{d['efi_subsystem']}"
                      + (", was EFI-compressed" if d["compressed"] else ""))
             if d["signed"]:
                 line += "; signed: " + ", ".join(f"{c['type_name']} ({c['length']} bytes)" for c in d["certificates"])
@@ -52,3 +53,13 @@ def run(args) -> int:
                 line += "; not signed (no certificate table)"
         print(line)
     return 0
+
+
+def _driver_json(d: dict) -> dict:
+    """The PE driver's report with its type codes spelled as identifiers (docs/conventions.md)."""
+    from romlab.cli._json import hexid
+
+    return {"machine": hexid(d["machine"], 4), "machine_name": d["machine_name"],
+            "efi_subsystem": hexid(d["subsystem"], 4), "size": d["size"], "compressed": d["compressed"],
+            "signed": d["signed"],
+            "certificates": [{**c, "type": hexid(c["type"], 4)} for c in d["certificates"]]}

@@ -11,7 +11,7 @@ DESCRIPTION = (HELP + ". Exit status: 0 a readable ROM with nothing wrong, 1 the
 
 def add_arguments(p) -> None:
     add_source_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the romlab.inspect/1 JSON document (docs/inspect-json.md)")
+    p.add_argument("--json", action="store_true", help="print the romlab.inspect/2 JSON document (docs/inspect-json.md)")
     p.add_argument("--no-names", action="store_true", help="do not look names up in pci.ids")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._json import document
 
 NAME = "lint"
 HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"
@@ -12,7 +13,7 @@ DESCRIPTION = (HELP + ". Exit status: 0 no errors (warnings fail only with --str
 def add_arguments(p) -> None:
     add_source_arguments(p)
     p.add_argument("--strict", action="store_true", help="warnings fail too")
-    p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/2 JSON document")
     p.add_argument("--rules", action="store_true", help="list every rule and exit")
 
 
@@ -22,6 +23,11 @@ def run(args) -> int:
     from romtools.walker import walk
 
     if args.rules:
+        if args.json:
+            print_json(document("romlab.lint-rules/1", rules=[
+                {"rule": r.id, "severity": r.severity, "origin": r.source, "summary": r.summary}
+                for r in RULES.values()]))
+            return 0
         for r in RULES.values():
             print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
         return 0
@@ -29,8 +35,8 @@ def run(args) -> int:
     findings = lint(walk(data))
     status = exit_status(findings, args.strict)
     if args.json:
-        print_json({"schema": LINT_SCHEMA, "source": source, "strict": args.strict, "exit_status": status,
-                    "findings": [f.as_dict() for f in findings]})
+        print_json(document(LINT_SCHEMA, input=source, strict=args.strict, exit=status,
+                            findings=[f.as_dict() for f in findings]))
     else:
         for f in findings:
             print(f"{source}:0x{f.offset:05x}: {f.severity}: [{f.rule}] {f.message}")

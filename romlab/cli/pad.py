@@ -1,7 +1,7 @@
 """``romlab pad``: pad a ROM with 0xFF to a size, a flash size or a hypervisor's limit."""
 from __future__ import annotations
 
-from romlab.cli._common import add_overwrite_argument, write_output
+from romlab.cli._common import add_overwrite_argument, print_json, write_output
 
 NAME = "pad"
 HELP = "pad a ROM with 0xFF to SIZE, the next flash size, or a VirtualBox/VMware preset"
@@ -12,10 +12,12 @@ def add_arguments(p) -> None:
     p.add_argument("--to", required=True, metavar="SIZE|flash|virtualbox|vmware",
                    help="bytes (128K, 0x20000), 'flash' (next power of two from 64K), 'virtualbox' (56K), 'vmware' (64K)")
     p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument("--json", action="store_true", help="report as JSON")
     add_overwrite_argument(p)
 
 
 def run(args) -> int:
+    from romlab.cli._json import document
     from romtools.build import pad
     from romtools.flash.chips import CHIPS
     from romtools.walker import read_input, walk
@@ -25,5 +27,9 @@ def run(args) -> int:
     rom = data[:w.end] if w.trailing_fill == 0xFF else data
     out = pad(rom, args.to, limit=max(c.size for c in CHIPS))
     write_output(args.output, out, inputs=(args.file,), overwrite=args.overwrite)
-    print(f"wrote {args.output}: {len(rom)} bytes of ROM + {len(out) - len(rom)} bytes of 0xFF = {len(out)}")
+    if args.json:
+        print_json(document("romlab.pad/1", input=args.file, output=args.output, rom_length=len(rom),
+                            padding=len(out) - len(rom), length=len(out)))
+    else:
+        print(f"wrote {args.output}: {len(rom)} bytes of ROM + {len(out) - len(rom)} bytes of 0xFF = {len(out)}")
     return 0

@@ -15,7 +15,7 @@ HELP = "find option ROMs at any offset inside a firmware or flash dump"
 def add_arguments(p) -> None:
     p.add_argument("file", help="firmware image, flash dump or any file to search")
     p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
-    p.add_argument("--json", action="store_true", help="print the romlab.scan/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.scan/2 JSON document")
     add_overwrite_argument(p)
     p.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="N",
                    help="read at most N bytes (K, M, G suffixes; default 256M): more is refused")
@@ -38,6 +38,8 @@ def run(args) -> int:
     import sys
 
     from hw.errors import UsageError
+    from romlab.cli._json import document, hexid, pci_id
+    from romlab.report import stop_dict
     from romtools.scan import scan
     from romtools.walker import read_input
 
@@ -49,8 +51,8 @@ def run(args) -> int:
         imgs = f.walk.images
         rows.append({
             "offset": f.offset, "length": f.length, "images": len(imgs), "clean": f.walk.clean,
-            "stop": f.walk.stop.message,
-            "ids": [{"vendor_id": i.pcir.vendor_id, "device_id": i.pcir.device_id, "code_type": i.pcir.code_type}
+            "stop": stop_dict(f.walk),
+            "ids": [{"id": pci_id(i.pcir.vendor_id, i.pcir.device_id), "code_type": hexid(i.pcir.code_type, 2)}
                     if i.pcir is not None else None for i in imgs],
         })
     written = []
@@ -67,15 +69,13 @@ def run(args) -> int:
             write_output(path, data[f.offset:f.offset + f.length], inputs=(args.file,), overwrite=args.overwrite)
             written.append(path)
     if args.json:
-        print_json({"schema": "romlab.scan/1", "source": args.file, "size": len(data), "roms": rows,
-                    "extracted": written})
+        print_json(document("romlab.scan/2", input=args.file, size=len(data), roms=rows, extracted=written))
     else:
         if not rows:
             print(f"romlab scan: {args.file}: no option ROM found in {len(data)} bytes", file=sys.stderr)
         for r, f in zip(rows, found):
-            ids = ", ".join(f"{i['vendor_id']:04x}:{i['device_id']:04x}/type {i['code_type']:#04x}" if i else "non-PCI"
-                            for i in r["ids"])
-            state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']}"
+            ids = ", ".join(f"{i['id']}/type 0x{i['code_type']}" if i else "non-PCI" for i in r["ids"])
+            state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']['message']}"
             print(f"0x{r['offset']:08x}  {r['length']:8} bytes  {r['images']} image(s)  [{ids}]  {state}")
         for path in written:
             print(f"wrote {path}")

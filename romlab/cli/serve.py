@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")
     p.add_argument("--clients", type=int, metavar="N", help="stop after N clients have finished")
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--json", action="store_true", help="print each client's result as one JSON line")
+    p.add_argument("--json", action="store_true",
+                   help="print each client's result as one romlab.serve/1 JSON document, one per line")
 
 
 def run(args) -> int:
@@ -38,6 +39,7 @@ def run(args) -> int:
 
     from hw.errors import UsageError
     from romlab.bench.firmware import IPXE_PXE, PATHS
+    from romlab.cli._json import document, utc_now
     from romlab.lab import serve as labserve
     from romlab.lab.boot import UNDIONLY
     from romlab.lab.dhcpprobe import find_dhcp_servers
@@ -110,10 +112,11 @@ def run(args) -> int:
                     continue
                 c.reported = True
                 done += 1
-                res = {"mac": c.mac, "ip": c.ip, "native_driver": c.native_chip,
-                       **{p: labserve.path_result(http, c.tag(p), args.runs) for p in want}}
-                if "native" in res and res["native"].get("median") and res["undi"].get("median"):
-                    res["ratio_native_over_undi"] = res["native"]["median"] / res["undi"]["median"]
+                res = document("romlab.serve/1", finished=utc_now(), mac=c.mac, ip=c.ip,
+                               native_driver=c.native_chip,
+                               **{p: labserve.path_result(http, c.tag(p), args.runs) for p in want})
+                if "native" in res and res["native"].get("median_mbit_s") and res["undi"].get("median_mbit_s"):
+                    res["ratio_native_over_undi"] = res["native"]["median_mbit_s"] / res["undi"]["median_mbit_s"]
                 if args.json:
                     print(json.dumps(res), flush=True)
                 else:
@@ -121,8 +124,8 @@ def run(args) -> int:
                     for p in want:
                         r = res[p]
                         parts.append(f"{'native ' + (c.native_chip or '') if p == 'native' else 'UNDI'} "
-                                     + (f"{r['median']:.1f} Mbit/s (spread {r['spread_pct']:.0f}%)"
-                                        if r.get("median") else "incomplete"))
+                                     + (f"{r['median_mbit_s']:.1f} Mbit/s (spread {r['spread_pct']:.0f}%)"
+                                        if r.get("median_mbit_s") else "incomplete"))
                     ratio = res.get("ratio_native_over_undi")
                     print(f"client {c.mac} {c.ip}: " + ", ".join(parts)
                           + (f"; UNDI {ratio:.1f}x slower" if ratio else ""), flush=True)
