@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from romlab.cli._json import class_code, hexid, pci_word
+from romlab.conventions import class_code, hexid, pci_word
 from romtools import schemas as S
 from romtools.pciids import PciIds
 from romtools.walker import Image, Walk, ipxe_efirom_layout

@@ -24,7 +24,7 @@ def load_source(args) -> tuple[bytes, str]:
     if pci:
         from hw.access import read_rom
 
-        from romlab.cli._json import device_input
+        from romlab.conventions import device_input
 
         return read_rom(pci, via=args.via), device_input(pci)
     if not args.file:

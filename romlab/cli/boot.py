@@ -73,7 +73,7 @@ def run(args) -> int:
                timeout=args.timeout, accel=args.accel, dhcp=args.dhcp, expect=args.expect,
                on_event=show if live else None)
     if args.json:
-        from romlab.cli._json import document
+        from romlab.conventions import document
 
         doc = document("romlab.boot/2", input=args.rom, nic=args.nic, firmware=args.firmware, accel=args.accel,
                        **res.as_dict())

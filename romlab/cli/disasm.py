@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import add_source_arguments, load_source, print_json
-from romlab.cli._json import document
+from romlab.conventions import document
 
 NAME = "disasm"
 HELP = "disassemble a legacy image's init, BCV/BDV/BEV or UNDI loader entry (16-bit x86)"

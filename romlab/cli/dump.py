@@ -29,7 +29,7 @@ def run(args) -> int:
     from hw.errors import UsageError
     from hw.pci import parse_bdf
     from romlab.cli._common import check_outputs, print_json, write_output
-    from romlab.cli._json import device_input, document
+    from romlab.conventions import device_input, document
 
     bdf = str(parse_bdf(args.pci))
     via = args.via or ("vfio" if args.raw else "sysfs")

@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from romlab.cli._json import document, hexid
+    from romlab.conventions import document, hexid
     from romtools.build import efi_rom
     from romtools.walker import read_input, walk
 

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from hw.errors import UsageError
-    from romlab.cli._json import document
+    from romlab.conventions import document
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
@@ -57,7 +57,7 @@ def run(args) -> int:
 
 def _driver_json(d: dict) -> dict:
     """The PE driver's report with its type codes spelled as identifiers (docs/conventions.md)."""
-    from romlab.cli._json import hexid
+    from romlab.conventions import hexid
 
     return {"machine": hexid(d["machine"], 4), "machine_name": d["machine_name"],
             "efi_subsystem": hexid(d["subsystem"], 4), "size": d["size"], "compressed": d["compressed"],

@@ -62,7 +62,7 @@ def run(args) -> int:
 
     from hw.errors import FlashError, RomlabError, UsageError
     from romlab.cli._common import check_outputs, open_programmer, write_output
-    from romlab.cli._json import device_input, document, hexid, pci_id
+    from romlab.conventions import device_input, document, hexid, pci_id
     from romtools.flash import backup as backupmod
     from romtools.flash import image, session, writer
     from romtools.walker import read_input

@@ -38,7 +38,7 @@ def _rom_state(dev) -> tuple[str, int | None]:
 def run(args) -> int:
     from hw.pci import list_devices
     from romlab.cli._common import print_json
-    from romlab.cli._json import class_code, document, pci_id
+    from romlab.conventions import class_code, document, pci_id
     from romtools.pciids import default as pciids
 
     names = pciids()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import check_outputs, print_json
-from romlab.cli._json import device_input, document
+from romlab.conventions import device_input, document
 
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv"

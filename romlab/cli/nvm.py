@@ -59,7 +59,7 @@ def _open(args):
 def run(args) -> int:
     from hw.errors import FlashError, UsageError
     from romlab.cli._common import print_json
-    from romlab.cli._json import document, pci_id, pci_word
+    from romlab.conventions import document, pci_id, pci_word
     from romtools.flash import backup as backupmod
     from romtools.flash import nvm as nvmmod
     from romtools.flash.programmers.nicintel_eeprom import open_nvm

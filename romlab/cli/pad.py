@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from romlab.cli._json import document
+    from romlab.conventions import document
     from romtools.build import pad
     from romtools.flash.chips import CHIPS
     from romtools.walker import read_input, walk

@@ -25,7 +25,7 @@ def add_arguments(p):
 def run(args) -> int:
     from hw.errors import UsageError
     from romlab.cli._common import open_programmer, print_json
-    from romlab.cli._json import document
+    from romlab.conventions import document
     from romtools.flash import backup as backupmod
     from romtools.flash import session, writer
 

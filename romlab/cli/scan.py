@@ -38,7 +38,7 @@ def run(args) -> int:
     import sys
 
     from hw.errors import UsageError
-    from romlab.cli._json import document, hexid, pci_id
+    from romlab.conventions import document, hexid, pci_id
     from romlab.report import stop_dict
     from romtools.scan import scan
     from romtools.walker import read_input

@@ -39,7 +39,7 @@ def run(args) -> int:
 
     from hw.errors import UsageError
     from romlab.bench.firmware import IPXE_PXE, PATHS
-    from romlab.cli._json import document, utc_now
+    from romlab.conventions import document, utc_now
     from romlab.lab import serve as labserve
     from romlab.lab.boot import UNDIONLY
     from romlab.lab.dhcpprobe import find_dhcp_servers

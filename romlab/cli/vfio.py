@@ -60,7 +60,7 @@ def run(args) -> int:
 def _info(dev, args) -> int:
     from hw import vfio, vfio_bind
     from romlab.cli._common import print_json
-    from romlab.cli._json import device_input, document
+    from romlab.conventions import device_input, document
 
     with vfio_bind.bound(dev):
         with vfio.VfioDevice(dev) as v:

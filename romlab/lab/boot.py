@@ -38,7 +38,7 @@ class RomImage:
     ipxe: bool
 
     def as_dict(self) -> dict:
-        from romlab.cli._json import hexid, pci_id
+        from romlab.conventions import hexid, pci_id
 
         return {"index": self.index, "offset": self.offset, "code_type": hexid(self.code_type, 2),
                 "id": pci_id(self.vendor, self.device), "ipxe": self.ipxe}
@@ -94,7 +94,7 @@ class BootResult:
     http: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        from romlab.cli._json import pci_id
+        from romlab.conventions import pci_id
 
         return {"goal": self.goal, "reached": self.reached, "state": self.state, "message": self.message,
                 "elapsed_s": round(self.seconds, 3),
