@@ -50,3 +50,9 @@ def utc_now() -> str:
 def document(schema: str, **fields: Any) -> dict[str, Any]:
     """A ``--json`` document: one object, ``schema`` ("romlab.<verb>/<n>") its first key."""
     return {"schema": schema, **fields}
+
+
+def batch(verb: str, results: list[dict], exit_status: int) -> dict[str, Any]:
+    """The one document a read verb prints for several inputs: each input's own document, in order,
+    and the worst exit status among them (the status the command exits with)."""
+    return document("romlab.batch/1", verb=verb, exit=exit_status, results=results)

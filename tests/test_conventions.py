@@ -336,3 +336,15 @@ def test_checker_catches_the_old_spellings():
     for doc in bad:
         assert check(doc) != [], doc
     assert check({"schema": "romlab.x/1", "input": "a", "time": "2026-11-28T22:10:00+00:00"}) == []
+
+
+def test_batch_helper_keeps_the_conventions():
+    """romlab.conventions.batch, for the read verbs that take several inputs: one document whose
+    results are each input's own, and the worst status."""
+    from romlab.conventions import batch
+
+    docs = [romlab_json("lint", corpus(p), "--json", ok=(0, 1)) for p in IPXE[:2]]
+    doc = batch("lint", docs, max(d["exit"] for d in docs))
+    assert check(doc, "romlab.batch/1") == [] and doc["results"] == docs
+    broken = batch("lint", [{"schema": "romlab.lint/2", "source": "a.rom"}], 0)
+    assert check(broken) != []
