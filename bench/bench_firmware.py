@@ -27,7 +27,7 @@ def main() -> int:
     runs = os.environ.get("ROMLAB_BENCH_RUNS", "3")
     dhcp = os.environ.get("ROMLAB_BENCH_DHCP", "auto")
     cmd = [sys.executable, "-m", "romlab", "bench", "firmware", "--nic", nics, "--size", size, "--runs", runs,
-           "--dhcp", dhcp, "--json", str(out / "firmware.json"), "--plot", str(out / "firmware.png"),
+           "--dhcp", dhcp, "-o", str(out / "firmware.json"), "--overwrite", "--plot", str(out / "firmware.png"),
            "--html", str(out / "firmware.html")]
     print("$ romlab " + " ".join(cmd[3:]), flush=True)
     rc = subprocess.run(cmd).returncode
@@ -37,9 +37,9 @@ def main() -> int:
     not_slower = [n["nic"] for n in doc["nics"] if not (n["ratio_native_over_undi"] or 0) > 1]
     for n in doc["nics"]:
         print(f"{n['nic']}: UNDI is {n['ratio_native_over_undi']:.1f}x slower than the native driver "
-              f"({n['native']['chip']} {n['native']['stats']['median']:.1f} Mbit/s, "
-              f"undionly {n['undi']['stats']['median']:.1f} Mbit/s)")
-    print(f"report: {out / 'firmware.html'}")
+              f"({n['native']['chip']} {n['native']['stats']['median_mbit_s']:.1f} Mbit/s, "
+              f"undionly {n['undi']['stats']['median_mbit_s']:.1f} Mbit/s)")
+    print(f"report: {out / 'firmware.html'}, plot: {out / 'firmware.png'}")
     if not_slower:
         print(f"UNDI was not slower than native on: {', '.join(not_slower)}", file=sys.stderr)
         return 1

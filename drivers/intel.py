@@ -94,7 +94,7 @@ class IntelNic:
 
     def __init__(self, bdf: str, *, impl: str = "c"):
         from drivers.ring import require_dma_ordering
-        from hw.pci import PciDevice
+        from hw.pci import LIST_HINT, PciDevice
         from hw.vfio import VfioDevice
 
         if impl not in IMPLS:
@@ -109,13 +109,14 @@ class IntelNic:
         dev = PciDevice.open(bdf)
         part = find_part(dev.vendor_id, dev.device_id)
         if part is None:
-            raise HardwareError(f"{dev.bdf} is {dev.vendor_id:04x}:{dev.device_id:04x}, not a NIC this driver supports "
-                           f"({', '.join(f'{p.vendor:04x}:{p.device:04x}' for p in PARTS.values())})")
+            raise HardwareError(f"{dev.bdf} ({dev.ids}) is not a NIC this driver supports "
+                                f"({', '.join(f'{p.vendor:04x}:{p.device:04x}' for p in PARTS.values())}); "
+                                f"{LIST_HINT}")
         if dev.driver not in (None, "vfio-pci"):
             raise HardwareError(f"{dev.bdf} is still bound to its kernel driver {dev.driver}; run "
-                           f"'romlab vfio bind {dev.bdf}' first")
+                           f"`romlab vfio bind {dev.bdf}` first")
         if dev.driver is None:
-            raise HardwareError(f"{dev.bdf} is bound to no driver; run 'romlab vfio bind {dev.bdf}' first")
+            raise HardwareError(f"{dev.bdf} is bound to no driver; run `romlab vfio bind {dev.bdf}` first")
         self.part, self.impl = part, impl
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)

@@ -13,7 +13,7 @@ import contextlib
 from hw import vfio, vfio_bind
 from hw.errors import HardwareError, UsageError
 from hw.mmio import BarBusy, Window
-from hw.pci import PciDevice, kernel_rom_size
+from hw.pci import PciDevice, kernel_rom_size, no_rom_bar, no_valid_rom
 
 VIAS = ("sysfs", "vfio")
 
@@ -35,7 +35,7 @@ def read_rom(bdf: str, via: str = "sysfs", raw: bool = False) -> bytes:
     dev = PciDevice.open(bdf)
     _check_via(via)
     if not dev.rom_bar_size:
-        raise HardwareError(f"{dev.bdf} has no expansion ROM (no ROM BAR)")
+        raise no_rom_bar(dev.bdf)
     if via == "sysfs":
         if raw:
             raise UsageError("--raw needs --via vfio: the kernel's sysfs rom file stops after the last image")
@@ -48,8 +48,7 @@ def read_rom(bdf: str, via: str = "sysfs", raw: bool = False) -> bytes:
         return data
     size = kernel_rom_size(data)
     if not size:
-        raise HardwareError(f"{dev.bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start); "
-                            "--raw --via vfio shows what is there")
+        raise no_valid_rom(dev.bdf)
     return data[:size]
 
 

@@ -112,7 +112,7 @@ class ResourceBar(MappedBar):
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise HardwareError(f"permission denied opening {path}: mapping a NIC's registers needs root "
-                                    "(run romlab with sudo)") from None
+                                    "(run romlab as root or with sudo)") from None
             if exc.errno == errno.ENOENT:
                 raise HardwareError(f"{path} does not exist: the device has no memory BAR {_index(path)}") from None
             raise HardwareError(f"cannot open {path}: {exc.strerror}") from None

@@ -176,6 +176,22 @@ def parse_capabilities(config: bytes) -> list[Capability]:
     return caps
 
 
+# Where every message about a missing or unsuitable device sends the user, in the same words.
+LIST_HINT = "`romlab list` shows the devices present"
+
+
+def no_rom_bar(bdf) -> HardwareError:
+    """The error for a device without a ROM BAR: one sentence, whichever road found it."""
+    return HardwareError(f"{bdf} has no expansion ROM (no ROM BAR); `romlab list --with-rom` shows the devices "
+                         "that have one")
+
+
+def no_valid_rom(bdf) -> HardwareError:
+    """The error for a ROM BAR with no 55AA/PCIR image at its start, and how to see what it holds."""
+    return HardwareError(f"{bdf}'s ROM BAR holds no valid image (no 55AA/PCIR at its start); "
+                         f"`romlab dump --pci {bdf} --raw -o FILE` copies what is there")
+
+
 @dataclass
 class PciDevice:
     """A device under ``/sys/bus/pci/devices``; attributes are read when asked for.
@@ -192,7 +208,7 @@ class PciDevice:
         b = bdf if isinstance(bdf, Bdf) else parse_bdf(bdf)
         path = sysfs.pci_devices_dir() / str(b)
         if not path.exists():
-            raise HardwareError(f"no PCI device {b}; `romlab list` shows the devices present")
+            raise HardwareError(f"no PCI device {b}; {LIST_HINT}")
         return cls(b, path)
 
     # identity -----------------------------------------------------------
@@ -325,12 +341,12 @@ class PciDevice:
         """
         rom_path = self.path / "rom"
         if not rom_path.exists():
-            raise HardwareError(f"{self.bdf} has no expansion ROM (no ROM BAR)")
+            raise no_rom_bar(self.bdf)
         try:
             fd = os.open(rom_path, os.O_RDWR)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise HardwareError(f"permission denied opening {rom_path}; reading a ROM needs root") from None
+                raise HardwareError(f"permission denied opening {rom_path}; reading a ROM needs root (run romlab as root or with sudo)") from None
             raise HardwareError(f"cannot open {rom_path}: {exc.strerror}") from None
         try:
             was_enabled = _rom_attr_enabled(fd)
@@ -344,9 +360,7 @@ class PciDevice:
                         chunk = os.pread(fd, 1 << 16, off)
                     except OSError as exc:
                         if exc.errno == errno.EIO:
-                            raise HardwareError(
-                                f"{self.bdf}'s ROM BAR holds no valid image (the kernel found no 55AA/PCIR "
-                                "at its start); `romlab dump --via vfio --raw` shows what is there") from None
+                            raise no_valid_rom(self.bdf) from None
                         raise HardwareError(f"reading {rom_path} failed: {exc.strerror}") from None
                     if not chunk:
                         break

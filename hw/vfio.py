@@ -247,7 +247,7 @@ class VfioDevice:
             return os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM):
-                raise HardwareError(f"permission denied opening {path}; VFIO needs root") from None
+                raise HardwareError(f"permission denied opening {path}; VFIO needs root (run romlab as root or with sudo)") from None
             if exc.errno == errno.EBUSY:
                 raise HardwareError(f"{path} is busy: another process (QEMU, another romlab) holds the "
                                     "device") from None

@@ -68,7 +68,7 @@ def _require_root(dev: PciDevice, what: str) -> None:
 def check_bindable(dev: PciDevice) -> None:
     """Raise HardwareError if ``dev`` cannot go to vfio-pci; touches nothing."""
     if os.geteuid() != 0:
-        raise HardwareError(f"binding {dev.bdf} to vfio-pci needs root")
+        raise HardwareError(f"binding {dev.bdf} to vfio-pci needs root (run romlab as root or with sudo)")
     group = dev.iommu_group
     if group is None:
         raise HardwareError(
@@ -358,7 +358,7 @@ def unbind(dev: PciDevice) -> dict:
     if dev.driver != VFIO_DRIVER and not (dev.driver is None and owed):
         raise HardwareError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'})")
     if os.geteuid() != 0:
-        raise HardwareError(f"unbinding {dev.bdf} from vfio-pci needs root")
+        raise HardwareError(f"unbinding {dev.bdf} from vfio-pci needs root (run romlab as root or with sudo)")
     with _locked(dev):
         owed = _owed(dev)
         state = owed or {"bdf": str(dev.bdf), "driver": None, "driver_override": None, "probe": True}

@@ -136,13 +136,24 @@ def combine(images: list[bytes], checksum_byte: str = "header") -> tuple[bytes, 
         raise FormatError("nothing to combine")
     warnings: list[str] = []
     for i, part in enumerate(parts):
-        w = walk(bytes(part), trailing=False)
-        img = w.images[0]
-        want = S.LAST_IMAGE if i == len(parts) - 1 else 0
-        at = img.pcir_offset + S.PCIR_INDICATOR_OFFSET
-        part[at] = (part[at] & ~S.LAST_IMAGE) | want
-        warnings += fix_image_checksums(part, checksum_byte)
+        warnings += set_last_flag(part, i == len(parts) - 1, checksum_byte)
     return b"".join(bytes(p) for p in parts), warnings
+
+
+def combine_sources(images: list[bytes]) -> list[bytes]:
+    """The images ``combine`` stacks, as they were in their inputs (to show what it changed)."""
+    return [data[img.offset:img.end] for data in images for img in walk(data).images]
+
+
+def set_last_flag(image: bytearray, last: bool, checksum_byte: str = "header") -> list[str]:
+    """Set or clear the last-image flag of the one PCI image in ``image`` and fix its checksums
+    (the legacy one where ``checksum_byte`` says); return the checksum warnings."""
+    img = walk(bytes(image), trailing=False).images[0]
+    if img.pcir is None:
+        raise FormatError("a non-PCI option ROM has no PCIR, so no last-image flag")
+    at = img.pcir_offset + S.PCIR_INDICATOR_OFFSET
+    image[at] = (image[at] & ~S.LAST_IMAGE) | (S.LAST_IMAGE if last else 0)
+    return fix_image_checksums(image, checksum_byte)
 
 
 PAD_PRESETS = {

@@ -2,11 +2,15 @@
 last-image flag, $PnP strings. Every structure is re-built through its construct
 declaration; the caller decides whether to fix checksums afterwards.
 
-The device list can grow in three ways, tried in order: into padding that follows
-its terminator, into a run of padding elsewhere in the image within reach of the
-16-bit offset, or into 512 bytes appended to the image (which then grows, with its
-size byte and PCIR ImageLength). When none works the list cannot grow and the
-patch is refused.
+The device list can grow in three ways, tried in order: into zero or 0xFF padding that
+follows its terminator, into the padding that ends the image if that starts within reach
+of the list pointer (a 16-bit offset from the PCIR), or into 512 bytes appended to the
+image (which then grows, with its size byte and PCIR ImageLength) when the image ends
+within that reach. Zeros in the middle of an image may be live code or data, so no other
+place is taken. When none works the list cannot grow and the patch is refused, naming
+what does work: replacing an ID keeps the list's size. iPXE's legacy images are one such
+case: the list sits between prefix code with no slack, the compressed payload runs to the
+image's end, and the images are over 64 KiB, so their lists can only be rewritten in place.
 
 No pointer in the ROM is trusted: an edit refuses a structure the walker found unsound (outside
 its image, overlapping another, unterminated), every write is checked to stay inside the image it
@@ -16,9 +20,14 @@ patch is refused rather than written. The claims are in ``notes`` for the user t
 """
 from __future__ import annotations
 
-from hw.errors import FormatError, RomlabError
+from hw.errors import FormatError
 from romtools import schemas as S
 from romtools.walker import Image, walk
+
+
+class ListFull(FormatError):
+    """The device list has no room to grow: no padding within the 16-bit pointer's reach, and an
+    image too long for an appended block to be reached."""
 
 
 class RomPatcher:
@@ -117,12 +126,15 @@ class RomPatcher:
         self._write_pcir(img, device_id=device)
         img = self.image(index)
         ids = img.device_list
-        if ids is None or device in ids:
+        if ids is None:
             return
+        self._sound(img, "device list")
+        if not ids or device in ids:
+            return  # an empty list: the PCIR device ID alone names the device
         try:
             self.set_device_list(index, ids + [device])
             self.notes.append(f"image {index}: 0x{device:04x} joined the device list")
-        except RomlabError:
+        except ListFull:
             if old not in ids:
                 raise
             # No room to grow: the list keeps its size and names the new device instead of the old one.
@@ -148,7 +160,17 @@ class RomPatcher:
         if device in current:
             self.notes.append(f"image {index}: 0x{device:04x} is already in the device list")
             return
-        self.set_device_list(index, current + [device])
+        try:
+            self.set_device_list(index, current + [device])
+        except ListFull as exc:
+            pcir_dev = img.pcir.device_id
+            way = (f"--device {device:04x} makes it the PCIR device and puts it in the list in place of "
+                   f"{pcir_dev:04x}" if pcir_dev in current else
+                   f"--remove-device {current[-1]:04x} --add-device {device:04x} swaps it for a listed ID"
+                   if current else f"--device {device:04x} makes it the PCIR device")
+            build = (f", or build a ROM that lists it (iPXE: make bin/{img.pcir.vendor_id:04x}{device:04x}.rom)"
+                     if img.ipxe is not None and img.pcir.vendor_id else "")
+            raise ListFull(f"{exc}; {way} (the list keeps its size){build}") from None
 
     def remove_device(self, index: int, device: int) -> None:
         img = self.image(index)
@@ -202,10 +224,13 @@ class RomPatcher:
             self.notes.append(f"image {img.index}: the device list moved into the padding at the image's end "
                               f"(0x{pos:x}-0x{pos + need - 1:x})")
             return pos
-        # 3. grow the image by one block.
+        # 3. grow the image by one block: only when the block's start is within the pointer's reach.
         if end > reach:
-            raise FormatError(f"image {img.index}: the device list cannot grow: no padding to hold {need} bytes within "
-                           f"0xFFFF of the PCIR, and the image ({img.length} bytes) is too large to append to")
+            where = f"at 0x{old_at:x} " if old_at is not None else ""
+            raise ListFull(f"image {img.index}: the device list {where}cannot grow to {need} bytes: no padding follows "
+                           "it, none ends the image within reach, and a block appended at the image's end "
+                           f"(0x{end:x}) would be past the 16-bit list pointer's reach (PCIR 0x{img.pcir_offset:x} "
+                           "+ 0xFFFF)")
         self._sound(img, "ROM header")
         self._grow(img, S.BLOCK)
         return end

@@ -207,6 +207,30 @@ def _init_entry(data, img_off: int) -> Entry:
     return Entry("init", img_off + 3, img_off + target, via, rel)
 
 
+def _executable_message(data) -> str:
+    """Why a file that starts with 'MZ' is refused, and what to do: an EFI driver is wrapped by efi-rom.
+
+    A PE/COFF file is what people most often mistake for an option ROM (ipxe.efi, a vendor's
+    .efi driver); its subsystem says whether an option ROM can carry it at all."""
+    wrap = "`romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`"
+    dos = _parse(S.DosHeaderStart, data, 0, len(data))
+    pe_sig = dos.e_lfanew if dos is not None else None
+    subsystem = None
+    if pe_sig is not None and _parse(S.PeHeaderStart, data, pe_sig, len(data)) is not None \
+            and pe_sig + S.PE_SUBSYSTEM_OFFSET + 2 <= len(data):
+        subsystem = _u16(data, pe_sig + S.PE_SUBSYSTEM_OFFSET)[0]
+    if subsystem in (0x0B, 0x0C):
+        return (f"not an option ROM but an EFI driver (PE/COFF, subsystem 0x{subsystem:02x}); to put it in an "
+                f"option ROM, wrap it: {wrap}")
+    if subsystem is not None:
+        kind = ("an EFI application" if subsystem == 0x0A
+                else f"a PE/COFF executable with subsystem 0x{subsystem:02x}")
+        return (f"not an option ROM but {kind}; an option ROM carries only an EFI driver (subsystem 0x0b or "
+                f"0x0c): build the program as a driver (iPXE: `make bin-x86_64-efi/ipxe.efidrv`) and wrap it: {wrap}")
+    return ("not an option ROM: it starts with 4d 5a ('MZ'), as DOS and PE/COFF executables do, but holds no "
+            f"PE header; an EFI driver is put in an option ROM with: {wrap}")
+
+
 class _Walker:
     def __init__(self, data, trailing: bool = True):
         self.trailing = trailing
@@ -225,10 +249,12 @@ class _Walker:
         data, n = self.data, self.n
         if n == 0:
             raise NotAnOptionRom("the input is empty, not an option ROM")
+        if bytes(data[:2]) == b"MZ":
+            raise NotAnOptionRom(_executable_message(data))
         if bytes(data[:2]) != S.ROM_SIGNATURE:
             raise NotAnOptionRom(
                 f"not an option ROM: no 55 AA signature at offset 0 (found {bytes(data[:2]).hex(' ') or 'nothing'}); "
-                "use 'romlab scan' to look for ROMs inside a larger image")
+                "use `romlab scan` to look for ROMs inside a larger image")
         if n < HEADER_SIZE:
             raise NotAnOptionRom(f"not an option ROM: only {n} bytes, too short for a {HEADER_SIZE}-byte ROM header")
         off = 0
@@ -546,16 +572,8 @@ def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | 
                            "or a device (save the stream to a file first)")
         if stat.S_ISREG(st.st_mode) and st.st_size > limit:
             raise FormatError(_too_big(p, limit, what, bound))
-        buf = bytearray()
         with open(p, "rb") as f:
-            while len(buf) <= limit:
-                chunk = f.read(min(_CHUNK, limit + 1 - len(buf)))
-                if not chunk:
-                    break
-                buf += chunk
-        if len(buf) > limit:
-            raise FormatError(_too_big(p, limit, what, bound))
-        return bytes(buf)
+            return read_stream(f, p, limit, what, bound)
     except FileNotFoundError:
         raise FormatError(f"{p}: no such file") from None
     except PermissionError:
@@ -564,6 +582,22 @@ def read_input(path, limit: int = MAX_ROM, what: str = "ROM file", bound: str | 
         raise FormatError(f"{p} is a directory, not a {what}") from None
     except OSError as exc:
         raise FormatError(f"{p}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_stream(f, name: str, limit: int = MAX_ROM, what: str = "ROM file", bound: str | None = None) -> bytes:
+    """Read an open binary stream to its end, refusing it once it passes ``limit`` bytes.
+
+    Reads in chunks and stops one byte past the bound, so an endless stream costs at most
+    ``limit`` bytes of memory; ``name`` is how the error names the input."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = f.read(min(_CHUNK, limit + 1 - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    if len(buf) > limit:
+        raise FormatError(_too_big(name, limit, what, bound))
+    return bytes(buf)
 
 
 def _too_big(path: str, limit: int, what: str, bound: str | None) -> str:

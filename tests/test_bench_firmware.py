@@ -36,12 +36,13 @@ def assert_clean():
 
 @pytest.mark.qemu
 def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_path):
-    out, png, page = tmp_path / "b.json", tmp_path / "b.png", tmp_path / "b.html"
-    r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "2M", "--runs", "2", "--json", out,
+    out_path, png, page = tmp_path / "b.json", tmp_path / "b.png", tmp_path / "b.html"
+    r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "2M", "--runs", "2", "-o", out_path,
                    "--plot", png, "--html", page, timeout=900)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
-    doc = json.loads(out.read_text())
-    assert doc["schema"] == "romlab.bench-firmware/1" and doc["size"] == SIZE_2M and doc["runs"] == 2
+    doc = json.loads(out_path.read_text())
+    assert doc["schema"] == "romlab.bench-firmware/2" and doc["size_bytes"] == SIZE_2M and doc["runs"] == 2
+    assert doc["started"].endswith("+00:00")
     (nic,) = doc["nics"]
     assert nic["nic"] == "e1000" and nic["device_ids"] == "8086:100e"
     assert nic["rom"] == str(IPXE_QEMU / "pxe-e1000.rom") and nic["rom_is_ipxe"]
@@ -53,15 +54,15 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
         assert [x["run"] for x in runs] == [1, 2]
         for x in runs:
             assert x["complete"] and x["error"] is None
-            assert x["bytes_sent"] == x["size"] == SIZE_2M
+            assert x["bytes_sent"] == x["size_bytes"] == SIZE_2M
             assert x["seconds"] > 0 and x["mbit_s"] == pytest.approx(SIZE_2M * 8 / x["seconds"] / 1e6)
             assert x["socket_seconds"] is not None  # the server finished writing
         speeds = [x["mbit_s"] for x in runs]
         st = nic[path]["stats"]
-        assert st["min"] == min(speeds) and st["max"] == max(speeds)
-        assert st["spread_pct"] == pytest.approx((max(speeds) - min(speeds)) / st["median"] * 100)
-    assert nic["ratio_native_over_undi"] == pytest.approx(nic["native"]["stats"]["median"]
-                                                          / nic["undi"]["stats"]["median"])
+        assert st["runs"] == 2 and st["min_mbit_s"] == min(speeds) and st["max_mbit_s"] == max(speeds)
+        assert st["spread_pct"] == pytest.approx((max(speeds) - min(speeds)) / st["median_mbit_s"] * 100)
+    assert nic["ratio_native_over_undi"] == pytest.approx(nic["native"]["stats"]["median_mbit_s"]
+                                                          / nic["undi"]["stats"]["median_mbit_s"])
     # What each boot's iPXE said when it asked for its script: the UNDI boot first came up on the
     # ROM's native driver, was chained to undionly.kpxe, and asked again from undionly.
     assert nic["native"]["driver_reports"] == ["82540em"]
@@ -72,21 +73,30 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
     assert doc["table"] in out
     row = [ln for ln in doc["table"].splitlines() if ln.startswith("e1000 ")][0]
     nat, und = nic["native"]["stats"], nic["undi"]["stats"]
-    assert row.split() == ["e1000", f"{nat['median']:.1f}", f"{nat['spread_pct']:.0f}%", f"{und['median']:.1f}",
+    assert row.split() == ["e1000", f"{nat['median_mbit_s']:.1f}", f"{nat['spread_pct']:.0f}%",
+                           f"{und['median_mbit_s']:.1f}",
                            f"{und['spread_pct']:.0f}%", f"{nic['ratio_native_over_undi']:.1f}x", "82540em", "/",
                            "undionly"]
     # The PNG carries the figures: same as the JSON.
     meta = json.loads(png_text(png)["romlab.bench-firmware"])
-    assert meta["size"] == SIZE_2M and meta["runs"] == 2
+    assert meta["size_bytes"] == SIZE_2M and meta["runs"] == 2
     (fig,) = meta["figures"]
     assert fig["nic"] == "e1000" and fig["native_chip"] == "82540em" and fig["undi_chip"] == "undionly"
     for path in ("native", "undi"):
-        for k in ("median", "min", "max", "spread_pct"):
+        for k in ("median_mbit_s", "min_mbit_s", "max_mbit_s", "spread_pct"):
             assert fig[path][k] == round(nic[path]["stats"][k], 2)
-    assert fig["ratio"] == round(nic["ratio_native_over_undi"], 2)
+    assert fig["ratio_native_over_undi"] == round(nic["ratio_native_over_undi"], 2)
+    # ...and draws them: each bar as tall as its median on the linear axis, measured in the pixels.
+    from PIL import Image
+    from test_bench_render import assert_heights_proportional
+
+    with Image.open(png) as im:
+        assert_heights_proportional(im.convert("RGB"), meta["bars"], "median_mbit_s")
+    # Every file written is named on screen.
+    assert [ln for ln in out.splitlines() if ln.startswith("wrote ")] == [f"wrote {p}" for p in (out_path, png, page)]
     html = page.read_text()
     assert "<table>" in html and "data:image/png;base64," in html
-    assert (f"<td>{nat['median']:.1f}</td><td>{nat['spread_pct']:.0f}%</td><td>{und['median']:.1f}</td>"
+    assert (f"<td>{nat['median_mbit_s']:.1f}</td><td>{nat['spread_pct']:.0f}%</td><td>{und['median_mbit_s']:.1f}</td>"
             f"<td>{und['spread_pct']:.0f}%</td><td>{nic['ratio_native_over_undi']:.1f}x</td>") in html
     assert_clean()
 
@@ -98,7 +108,7 @@ def test_bench_through_dnsmasq_in_a_namespace(tmp_path):
         pytest.skip("needs root for a network namespace")
     out = tmp_path / "d.json"
     r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "1M", "--runs", "1", "--dhcp", "dnsmasq",
-                   "--json", out, timeout=900)
+                   "-o", out, timeout=900)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     (nic,) = json.loads(out.read_text())["nics"]
     assert nic["native"]["chip"] == "82540em" and nic["undi"]["chip"] == "undionly"
@@ -118,7 +128,7 @@ def test_a_nic_whose_rom_is_skipped_fails_with_the_reason_and_exit_1(tmp_path):
     rom = corpus(IPXE_QEMU / "pxe-e1000.rom")
     out = tmp_path / "f.json"
     r = run_romlab("bench", "firmware", "--nic", "e1000e", "--rom", rom, "--size", "1M", "--runs", "1",
-                   "--json", out, timeout=600)
+                   "-o", out, timeout=600)
     assert r.returncode == 1
     (nic,) = json.loads(out.read_text())["nics"]
     for p in ("native", "undi"):
@@ -151,14 +161,16 @@ def test_bench_refuses_unusable_input(tmp_path):
 # median 391.548 is the figure of the failing run in issue 10: one decimal of it is 391.5, while
 # rounding it to two decimals first (391.55) and then to one gives 391.6.
 RENDER_DOC = {
-    "schema": "romlab.bench-firmware/1", "started": "2025-01-01T00:00:00", "size": SIZE_2M, "runs": 2,
+    "schema": "romlab.bench-firmware/2", "started": "2025-01-01T00:00:00+00:00", "size_bytes": SIZE_2M, "runs": 2,
     "firmware": "seabios", "accel": "tcg",
     "nics": [{"nic": "e1000", "rom": "/usr/lib/ipxe/qemu/pxe-e1000.rom", "rom_is_ipxe": True,
               "device_ids": "8086:100e",
               "native": {"path": "native", "chip": "82540em", "ok": True, "error": None,
-                         "stats": {"median": 391.548, "min": 385.0, "max": 398.0, "spread_pct": 3.3202}},
+                         "stats": {"runs": 2, "median_mbit_s": 391.548, "min_mbit_s": 385.0, "max_mbit_s": 398.0,
+                                   "spread_pct": 3.3202}},
               "undi": {"path": "undi", "chip": "undionly", "ok": True, "error": None,
-                       "stats": {"median": 20.0311, "min": 20.0, "max": 20.1, "spread_pct": 0.4992}},
+                       "stats": {"runs": 2, "median_mbit_s": 20.0311, "min_mbit_s": 20.0, "max_mbit_s": 20.1,
+                                 "spread_pct": 0.4992}},
               "ratio_native_over_undi": 19.547}],
 }
 
@@ -168,6 +180,7 @@ def test_table_and_html_print_each_json_figure_rounded_once():
 
     row = [ln for ln in render.firmware_table(RENDER_DOC).splitlines() if ln.startswith("e1000 ")][0]
     assert row.split() == ["e1000", "391.5", "3%", "20.0", "0%", "19.5x", "82540em", "/", "undionly"]
+    # (two runs 0.1 Mbit/s apart: a real spread that rounds to 0%, unlike a single run, which says so)
     html = render.firmware_html(RENDER_DOC, None)
     assert "<td>391.5</td><td>3%</td><td>20.0</td><td>0%</td><td>19.5x</td>" in html
 
@@ -178,10 +191,47 @@ def test_plot_metadata_carries_the_json_figures_to_two_decimals(tmp_path):
     png = tmp_path / "p.png"
     render.firmware_plot(RENDER_DOC, str(png))
     meta = json.loads(png_text(png)["romlab.bench-firmware"])
-    assert meta == {"schema": "romlab.bench-firmware/1", "size": SIZE_2M, "runs": 2, "figures": [
-        {"nic": "e1000", "native_chip": "82540em", "undi_chip": "undionly", "ratio": 19.55,
-         "native": {"median": 391.55, "min": 385.0, "max": 398.0, "spread_pct": 3.32},
-         "undi": {"median": 20.03, "min": 20.0, "max": 20.1, "spread_pct": 0.5}}]}
+    assert meta["schema"] == "romlab.bench-firmware/2" and meta["size_bytes"] == SIZE_2M and meta["runs"] == 2
+    assert meta["figures"] == [
+        {"nic": "e1000", "native_chip": "82540em", "undi_chip": "undionly", "ratio_native_over_undi": 19.55,
+         "native": {"runs": 2, "median_mbit_s": 391.55, "min_mbit_s": 385.0, "max_mbit_s": 398.0, "spread_pct": 3.32},
+         "undi": {"runs": 2, "median_mbit_s": 20.03, "min_mbit_s": 20.0, "max_mbit_s": 20.1, "spread_pct": 0.5}}]
+    assert sorted((b["nic"], b["path"], b["median_mbit_s"]) for b in meta["bars"]) == [
+        ("e1000", "native", 391.55), ("e1000", "undi", 20.03)]
+
+
+def test_cli_prints_json_with_json_writes_it_with_o_and_names_every_file(tmp_path, monkeypatch, capsys):
+    """`bench firmware` after the boots (run_bench replaced by RENDER_DOC): --json puts the
+    document on stdout and nothing else, -o writes it to a file, and each file written is named."""
+    import copy
+
+    from romlab.bench import firmware as bf
+    from romlab.cli import main
+    from romlab.lab import qemu
+
+    monkeypatch.setattr(bf, "run_bench", lambda **kw: copy.deepcopy(RENDER_DOC))
+    monkeypatch.setattr(qemu, "terminate_on_sigterm", lambda: None)  # pytest keeps its own SIGTERM
+    out, png, page = tmp_path / "b.json", tmp_path / "b.png", tmp_path / "b.html"
+    assert main(["bench", "firmware", "--nic", "e1000", "--quiet", "--json"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert doc["schema"] == "romlab.bench-firmware/2" and doc["table"].splitlines()[-1].startswith("e1000 ")
+    assert cap.err == ""
+    assert main(["bench", "firmware", "--nic", "e1000", "-o", str(out), "--plot", str(png), "--html", str(page)]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(out.read_text()) == doc
+    lines = cap.out.splitlines()
+    assert lines[-3:] == [f"wrote {out}", f"wrote {png}", f"wrote {page}"]
+    assert "\n".join(lines[:-3]) == doc["table"]
+    assert png.read_bytes().startswith(b"\x89PNG") and "data:image/png;base64," in page.read_text()
+    # With --json on stdout, the files are named on stderr, so stdout stays one JSON document.
+    assert main(["bench", "firmware", "--nic", "e1000", "--json", "-o", str(out), "--overwrite"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out) == doc and f"wrote {out}" in cap.err.splitlines()
+    # An output that exists is refused before any boot, and left as it was.
+    before = out.read_bytes()
+    assert main(["bench", "firmware", "--nic", "e1000", "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
 
 
 def test_server_times_from_payload_request_to_confirmation_and_counts_bytes():

@@ -37,13 +37,163 @@ def test_native_table_reads_each_path_against_the_kernel_and_c_against_python():
 
 
 def test_native_plot_carries_every_figure_in_its_metadata(tmp_path):
-    from romlab.bench.render import native_plot
+    from romlab.bench.render import PNG_KEY_NATIVE, native_plot
 
     png = tmp_path / "n.png"
     native_plot(FIGURES, str(png))
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
-        meta = json.loads(im.text["Description"])
-    assert [(f["path"], f["size"], f["batch"], f["packets"], f["pps"]) for f in meta] == [
-        ("kernel", 64, 0, 3_000_000, 1_000_000.0), ("c", 64, 32, 2_400_000, 800_000.0),
-        ("python", 64, 32, 300_000, 100_000.0), ("c", 1514, 1, 90_000, 45_000.0)]
+        meta = json.loads(im.text[PNG_KEY_NATIVE])
+    assert meta["schema"] == "romlab.bench-native/2"
+    assert [(f["path"], f["frame_bytes"], f["batch"], f["packets"], f["packets_per_s"], f["mbit_s"])
+            for f in meta["figures"]] == [
+        ("kernel", 64, 0, 3_000_000, 1_000_000.0, 512.0), ("c", 64, 32, 2_400_000, 800_000.0, 409.6),
+        ("python", 64, 32, 300_000, 100_000.0, 51.2), ("c", 1514, 1, 90_000, 45_000.0, 545.04)]
+
+
+# --- the pictures, measured in their pixels ---------------------------------------------------
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def _near(px, colour, tol=6) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(px[:3], colour))
+
+
+def measure_bar(im, box, colour) -> tuple[int, int]:
+    """The first and last image row of a bar, found in the pixels: start in the middle of the bar's
+    box a quarter of the way across (clear of a whisker and its caps in the centre), and walk up and
+    down while the pixels have the bar's colour. Edge rows blended by antialiasing do not count, so
+    a measured height may be short of the drawn one by up to a pixel at each end."""
+    x0, y0, x1, y1 = box
+    x = x0 + (x1 - x0) // 4
+    mid = (y0 + y1) // 2
+    assert _near(im.getpixel((x, mid)), colour), (box, im.getpixel((x, mid)))
+    top = mid
+    while top > 0 and _near(im.getpixel((x, top - 1)), colour):
+        top -= 1
+    bottom = mid
+    while bottom < im.height - 1 and _near(im.getpixel((x, bottom + 1)), colour):
+        bottom += 1
+    return top, bottom
+
+
+def dark_rows_in_centre(im, top, bottom, x) -> int:
+    """Rows strictly inside a bar with a near-black pixel within a pixel of column x: a min-max
+    whisker drawn over the bar's centre."""
+    return sum(1 for y in range(top + 3, bottom - 2)
+               if min(sum(im.getpixel((c, y))[:3]) for c in (x - 1, x, x + 1)) < 200)
+
+
+def assert_heights_proportional(im, bars, value_key):
+    """Every bar stands on one baseline and its height in pixels is its value times one scale,
+    within two pixels: what a linear axis from zero draws, and what a log axis or one starting
+    above zero does not."""
+    measured = []
+    for b in bars:
+        top, bottom = measure_bar(im, b["box_px"], _rgb(b["colour"]))
+        # The box the metadata gives is where the bar really is.
+        assert abs(top - b["box_px"][1]) <= 1 and abs(bottom + 1 - b["box_px"][3]) <= 1, (b, top, bottom)
+        measured.append((b[value_key], top, bottom))
+    baseline = max(bottom for _, _, bottom in measured)
+    assert all(baseline - bottom <= 1 for _, _, bottom in measured)
+    vmax, tmax, bmax = max(measured)
+    scale = (bmax - tmax + 1) / vmax
+    for value, top, bottom in measured:
+        assert abs((bottom - top + 1) - value * scale) <= 2, (value, bottom - top + 1, value * scale)
+    return measured
+
+
+def _firmware_doc(runs: int, nics: dict[str, tuple]) -> dict:
+    """A bench document as `bench firmware` writes it: per NIC (native median, min, max, UNDI
+    median, min, max); with one run min = max = median."""
+    out = []
+    for name, (nm, nlo, nhi, um, ulo, uhi) in nics.items():
+        def stats(med, lo, hi):
+            return {"runs": runs, "median_mbit_s": med, "min_mbit_s": lo, "max_mbit_s": hi,
+                    "spread_pct": (hi - lo) / med * 100}
+        out.append({"nic": name, "rom": f"/usr/lib/ipxe/qemu/pxe-{name}.rom", "rom_is_ipxe": True,
+                    "device_ids": None,
+                    "native": {"path": "native", "chip": name, "ok": True, "error": None, "stats": stats(nm, nlo, nhi)},
+                    "undi": {"path": "undi", "chip": "undionly", "ok": True, "error": None,
+                             "stats": stats(um, ulo, uhi)},
+                    "ratio_native_over_undi": nm / um})
+    return {"schema": "romlab.bench-firmware/2", "started": "2026-01-01T00:00:00+00:00", "size_bytes": 2 << 20,
+            "runs": runs, "firmware": "seabios", "accel": "tcg", "nics": out}
+
+
+# UNDI at a tenth of native on e1000 (the case a log axis hid), closer on the others.
+SEVERAL = _firmware_doc(3, {"e1000": (400.0, 360.0, 420.0, 40.0, 28.0, 44.0),
+                            "rtl8139": (250.0, 220.0, 300.0, 125.0, 100.0, 130.0),
+                            "virtio-net": (320.0, 290.0, 330.0, 16.0, 4.0, 17.0)})
+ONE = _firmware_doc(1, {"e1000": (400.0, 400.0, 400.0, 40.0, 40.0, 40.0),
+                        "e1000e": (100.0, 100.0, 100.0, 80.0, 80.0, 80.0)})
+
+
+def _firmware_png(doc, tmp_path, name):
+    from romlab.bench.render import PNG_KEY, firmware_plot
+
+    png = tmp_path / name
+    firmware_plot(doc, str(png))
+    im = Image.open(png)
+    meta = json.loads(im.text[PNG_KEY])
+    return im.convert("RGB"), meta
+
+
+def test_firmware_png_bars_are_as_tall_as_their_values_with_whiskers_for_several_runs(tmp_path):
+    im, meta = _firmware_png(SEVERAL, tmp_path, "several.png")
+    assert meta["axis"] == {"scale": "linear", "from": 0, "unit": "Mbit/s"}
+    assert sorted((b["nic"], b["path"], b["median_mbit_s"]) for b in meta["bars"]) == [
+        ("e1000", "native", 400.0), ("e1000", "undi", 40.0), ("rtl8139", "native", 250.0),
+        ("rtl8139", "undi", 125.0), ("virtio-net", "native", 320.0), ("virtio-net", "undi", 16.0)]
+    measured = assert_heights_proportional(im, meta["bars"], "median_mbit_s")
+    # Native and UNDI read against each other: the e1000's UNDI bar is a tenth of its native one.
+    h = {(b["nic"], b["path"]): bottom - top + 1 for b, (_, top, bottom) in zip(meta["bars"], measured)}
+    assert abs(h["e1000", "undi"] * 10 - h["e1000", "native"]) <= 20
+    assert h["e1000", "undi"] >= 20  # UNDI is plainly there, not a sliver at the bottom
+    # Several runs: each bar carries its min-max whisker, drawn over its centre.
+    for b, (_, top, bottom) in zip(meta["bars"], measured):
+        x = (b["box_px"][0] + b["box_px"][2]) // 2
+        assert dark_rows_in_centre(im, top, bottom, x) >= 2, b
+
+
+def test_firmware_png_with_one_run_has_no_whiskers(tmp_path):
+    im, meta = _firmware_png(ONE, tmp_path, "one.png")
+    measured = assert_heights_proportional(im, meta["bars"], "median_mbit_s")
+    for b, (_, top, bottom) in zip(meta["bars"], measured):
+        x = (b["box_px"][0] + b["box_px"][2]) // 2
+        assert dark_rows_in_centre(im, top, bottom, x) == 0, b
+    assert [f["native"]["runs"] for f in meta["figures"]] == [1, 1]
+
+
+def test_firmware_table_says_1_run_not_a_spread_of_0_percent():
+    from romlab.bench.render import firmware_html, firmware_table
+
+    caption, _head, _rule, *rows = firmware_table(ONE).splitlines()
+    assert caption == "2 MiB over HTTP, 1 run per path, seabios, TCG; one timed run per path, so no spread"
+    assert [r.split() for r in rows] == [
+        ["e1000", "400.0", "1", "run", "40.0", "1", "run", "10.0x", "e1000", "/", "undionly"],
+        ["e1000e", "100.0", "1", "run", "80.0", "1", "run", "1.2x", "e1000e", "/", "undionly"]]
+    assert "0%" not in firmware_table(ONE)
+    assert "<td>400.0</td><td>1 run</td>" in firmware_html(ONE, None)
+
+    caption, _head, _rule, *rows = firmware_table(SEVERAL).splitlines()
+    assert caption.startswith("2 MiB over HTTP, 3 runs per path, seabios, TCG; median of runs")
+    # spread = (max - min) / median: e1000 native (420 - 360) / 400 = 15%, UNDI (44 - 28) / 40 = 40%.
+    assert rows[0].split() == ["e1000", "400.0", "15%", "40.0", "40%", "10.0x", "e1000", "/", "undionly"]
+
+
+def test_native_png_bars_are_as_tall_as_their_values(tmp_path):
+    from romlab.bench.render import PNG_KEY_NATIVE, native_plot
+
+    png = tmp_path / "native.png"
+    native_plot(FIGURES, str(png))
+    im = Image.open(png)
+    meta = json.loads(im.text[PNG_KEY_NATIVE])
+    im = im.convert("RGB")
+    # No bar stands for the missing kernel figure at 1514 bytes.
+    assert sorted((b["path"], b["frame_bytes"], b["batch"], b["packets_per_s"]) for b in meta["bars"]) == [
+        ("c", 64, 32, 800_000.0), ("c", 1514, 1, 45_000.0), ("kernel", 64, 32, 1_000_000.0),
+        ("python", 64, 32, 100_000.0)]
+    assert_heights_proportional(im, meta["bars"], "packets_per_s")

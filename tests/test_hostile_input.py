@@ -157,5 +157,5 @@ def test_class7_usage_errors_are_one_line():
 def test_class3_bench_outputs_are_checked_before_the_bench_runs(tmp_path):
     existing = tmp_path / "figures.json"
     existing.write_text("keep")
-    r = romlab_limited("bench", "firmware", "--nic", "e1000", "--json", existing, timeout=60)
+    r = romlab_limited("bench", "firmware", "--nic", "e1000", "-o", existing, timeout=60)
     assert r.returncode == 2 and "--overwrite" in _one_line(r) and existing.read_text() == "keep"

@@ -287,9 +287,12 @@ def test_class2_patch_changes_only_what_it_edits_or_refuses(tmp_path, rom, edit,
     src.write_bytes(rom)
     if out.exists():
         os.unlink(out)
-    rc, _, err = run("patch", src, *image, *edit, "-o", out)
+    rc, text, err = run("patch", src, *image, *edit, "-o", out)
     assert src.read_bytes() == rom
-    if rc == 0:
+    if rc == 0 and not out.exists():
+        # A patch that changes nothing writes nothing, and says so.
+        assert "nothing to change" in text, text
+    elif rc == 0:
         ok, why = allowed_changes(rom, out.read_bytes())
         assert ok, f"{edit}: {why}"
         # An accepted edit leaves no structure less sound than it found it.

@@ -280,4 +280,5 @@ def test_no_rom_bar_crafted_sysfs(tmp_path):
     for via in ("sysfs", "vfio"):
         r = run_romlab("dump", "--pci", "03:00.0", "--via", via, "-o", str(tmp_path / "x.rom"), env=_env(sysroot))
         assert r.returncode == 2
-        assert r.stderr.decode().strip() == "romlab dump: error: 0000:03:00.0 has no expansion ROM (no ROM BAR)"
+        assert r.stderr.decode().strip() == ("romlab dump: error: 0000:03:00.0 has no expansion ROM (no ROM BAR); "
+                                             "`romlab list --with-rom` shows the devices that have one")

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from hw.errors import LabError
 from romlab.lab.boot import UNDIONLY, hang_stage, is_ipxe, rom_images, skip_reason
@@ -41,7 +42,7 @@ from romlab.lab.qemu import Machine, Qemu, nic_device
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
 IPXE_PXE = "/usr/lib/ipxe/ipxe.pxe"
 PATHS = ("native", "undi")
-SCHEMA = "romlab.bench-firmware/1"
+SCHEMA = "romlab.bench-firmware/2"
 
 
 def default_rom(nic: str) -> str:
@@ -74,7 +75,7 @@ class Run:
         return mbit(self.size, self.seconds) if self.complete and self.seconds else None
 
     def as_dict(self) -> dict:
-        return {"run": self.index, "seconds": self.seconds, "bytes_sent": self.bytes_sent, "size": self.size,
+        return {"run": self.index, "seconds": self.seconds, "bytes_sent": self.bytes_sent, "size_bytes": self.size,
                 "socket_seconds": self.socket_seconds, "complete": self.complete,
                 "mbit_s": self.mbit_s, "error": self.error}
 
@@ -98,11 +99,14 @@ class PathResult:
         return [r.mbit_s for r in self.runs if r.mbit_s]
 
     def stats(self) -> dict | None:
+        """Median, min and max Mbit/s of the complete runs; ``runs`` says how many there were, so a
+        reader can tell a spread of 0% from a single run (which has no spread)."""
         s = self.speeds()
         if not s:
             return None
         med = statistics.median(s)
-        return {"median": med, "min": min(s), "max": max(s), "spread_pct": (max(s) - min(s)) / med * 100}
+        return {"runs": len(s), "median_mbit_s": med, "min_mbit_s": min(s), "max_mbit_s": max(s),
+                "spread_pct": (max(s) - min(s)) / med * 100}
 
     def as_dict(self) -> dict:
         return {"path": self.path, "chip": self.chip, "driver_reports": self.driver_reports, "ok": self.ok, "error": self.error,
@@ -123,7 +127,7 @@ class NicResult:
         n, u = self.paths.get("native"), self.paths.get("undi")
         if not (n and u and n.stats() and u.stats()):
             return None
-        return n.stats()["median"] / u.stats()["median"]
+        return n.stats()["median_mbit_s"] / u.stats()["median_mbit_s"]
 
     def as_dict(self) -> dict:
         return {"nic": self.nic, "rom": self.rom, "rom_is_ipxe": self.rom_ipxe, "device_ids": self.device_ids,
@@ -294,7 +298,7 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
         raise LabError("--rom PATH fits one NIC model; give one --nic, or --rom auto for Debian's ROMs")
     payload = payload_bytes(size)
     results: list[NicResult] = []
-    started = time.time()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for nic in nics:
         path_rom = default_rom(nic) if rom == "auto" else rom
         if not os.path.isfile(path_rom):
@@ -317,6 +321,5 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
             if pr.error:
                 say(f"[{nic} {path}] failed: {pr.error}")
         results.append(nr)
-    return {"schema": SCHEMA, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "size": size, "runs": runs, "firmware": firmware, "accel": accel,
-            "nics": [r.as_dict() for r in results]}
+    return {"schema": SCHEMA, "started": started, "size_bytes": size, "runs": runs, "firmware": firmware,
+            "accel": accel, "nics": [r.as_dict() for r in results]}

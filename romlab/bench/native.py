@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hw.errors import LabError
 
 PKTGEN = Path("/proc/net/pktgen")
+SCHEMA = "romlab.bench-native/2"
 
 
 @dataclass
@@ -35,8 +36,11 @@ class Figure:
     def mbps(self) -> float:
         return self.pps * self.size * 8 / 1e6
 
-    def as_dict(self):
-        return {**asdict(self), "pps": self.pps, "mbps": self.mbps}
+    def as_dict(self) -> dict:
+        """The JSON's figure: every quantity with its unit in its key."""
+        return {"path": self.path, "frame_bytes": self.size, "batch": self.batch, "packets": self.packets,
+                "seconds": self.seconds, "hw_packets": self.hw_packets, "packets_per_s": self.pps,
+                "mbit_s": self.mbps}
 
 
 def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Figure:

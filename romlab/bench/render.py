@@ -5,6 +5,12 @@ the precision given by the formatters below, and never rounded before that. So a
 always the JSON's value put through its formatter: a median of 391.548 Mbit/s prints as 391.5,
 where rounding it first to two decimals (391.55) and then printing one would give 391.6. The PNG's
 text metadata carries the same values rounded to ``METADATA_DECIMALS``, also once, from the JSON's.
+
+The pictures are read as a person reads them: bar heights on a linear axis from zero, so a bar twice
+as tall is twice as fast; error bars (min to max) only where a path had several runs; the ratio
+written out under its name. Each PNG's metadata also carries every bar's value and its pixel box in
+the saved image (x0, y0, x1, y1 from the top-left corner), so a reader, or a test, can measure the
+bars in the pixels and compare them with the values.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from romlab.bench.firmware import PATHS, SCHEMA
+from romlab.bench.native import SCHEMA as NATIVE_SCHEMA
 from romlab.lab.http import human_size
 
 METADATA_DECIMALS = 2
@@ -74,9 +81,31 @@ def _pyplot():
 
 
 def _save_png(plt, fig, path: str, metadata: dict[str, str]) -> None:
-    fig.tight_layout()
     fig.savefig(path, format="png", metadata=metadata)
     plt.close(fig)
+
+
+def _laid_out(fig):
+    """Lay the figure out and draw it once, so the bars' pixel boxes are those of the saved PNG
+    (savefig draws the same figure again at the same dpi and size)."""
+    fig.tight_layout()
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def bar_box(bar, renderer, image_height: int) -> list[int]:
+    """A bar's pixel box in the saved image, [x0, y0, x1, y1] from the top-left corner (image rows
+    grow downwards, matplotlib's display coordinates upwards)."""
+    e = bar.get_window_extent(renderer)
+    return [round(e.x0), round(image_height - e.y1), round(e.x1), round(image_height - e.y0)]
+
+
+def _image_height(fig) -> int:
+    return round(fig.get_figheight() * fig.dpi)
+
+
+def _runs_text(n: int) -> str:
+    return "1 run" if n == 1 else f"{n} runs"
 
 
 # --- bench native -----------------------------------------------------------------------------
@@ -101,29 +130,51 @@ def native_table(figures) -> str:
     return text_table(cols, rows)
 
 
+NATIVE_COLOURS = {"kernel": "#4a5568", "c": "#2b6cb0", "python": "#c05621"}
+PNG_KEY_NATIVE = "romlab.bench-native"
+
+
 def native_plot(figures, path: str) -> None:
-    """Grouped bars of packets/s: one group per (size, batch), one bar per path; the figures go into
-    the PNG's text metadata too."""
+    """Grouped bars of packets/s on a linear axis from zero: one group per (size, batch), one bar
+    per path that has a figure there (no bar, rather than a bar of zero, where there is none). Each
+    figure is one timed run, so there are no error bars. The figures and every bar's value and pixel
+    box go into the PNG's ``romlab.bench-native`` text chunk."""
     plt = _pyplot()
     kernel = {f.size: f for f in figures if f.path == "kernel"}
     groups = sorted({(f.size, f.batch) for f in figures if f.path != "kernel"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) + 2), 4.5), dpi=100)
     width = 0.27
+    drawn = []  # (bar patch, path, size, batch, packets/s)
     for i, which in enumerate(("kernel", "c", "python")):
-        vals = []
-        for size, batch in groups:
+        xs, vals, keys = [], [], []
+        for g, (size, batch) in enumerate(groups):
             if which == "kernel":
-                vals.append(kernel[size].pps if size in kernel else 0)
+                f = kernel.get(size)
             else:
-                match = [f for f in figures if f.path == which and f.size == size and f.batch == batch]
-                vals.append(match[0].pps if match else 0)
-        ax.bar([g + (i - 1) * width for g in range(len(groups))], vals, width, label=NATIVE_LABELS[which])
+                f = next((f for f in figures if f.path == which and f.size == size and f.batch == batch), None)
+            if f is None:
+                continue
+            xs.append(g + (i - 1) * width)
+            vals.append(f.pps)
+            keys.append((size, batch))
+        bars = ax.bar(xs, vals, width, color=NATIVE_COLOURS[which], label=NATIVE_LABELS[which])
+        drawn += [(b, which, size, batch, v) for b, (size, batch), v in zip(bars, keys, vals)]
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{s} B\nbatch {b}" for s, b in groups])
-    ax.set_ylabel("packets/s")
-    ax.set_title("Transmit throughput on one NIC")
-    ax.legend()
-    _save_png(plt, fig, path, {"Description": json.dumps([f.as_dict() for f in figures])})
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    top = max((v for *_, v in drawn), default=0)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+    ax.set_ylabel("packets/s (linear, from 0)")
+    ax.set_title("Transmit throughput on one NIC, one run per bar")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
+    renderer = _laid_out(fig)
+    height = _image_height(fig)
+    bars = [{"path": which, "frame_bytes": size, "batch": batch, "packets_per_s": round(v, METADATA_DECIMALS),
+             "colour": NATIVE_COLOURS[which], "box_px": bar_box(b, renderer, height)}
+            for b, which, size, batch, v in drawn]
+    meta = {"schema": NATIVE_SCHEMA, "figures": [f.as_dict() for f in figures], "bars": bars,
+            "axis": {"scale": "linear", "from": 0, "unit": "packets/s"}}
+    _save_png(plt, fig, path, {PNG_KEY_NATIVE: json.dumps(meta, sort_keys=True), "Title": "romlab bench native"})
 
 
 # --- bench firmware ---------------------------------------------------------------------------
@@ -143,69 +194,98 @@ def firmware_figures(doc: dict) -> list[dict]:
         row = {"nic": n["nic"]}
         for p in PATHS:
             st = _stats(n, p)
-            row[p] = None if not st else {k: round(v, METADATA_DECIMALS) for k, v in st.items()}
+            row[p] = None if not st else {k: v if k == "runs" else round(v, METADATA_DECIMALS) for k, v in st.items()}
             row[f"{p}_chip"] = _chip(n, p)
         r = n.get("ratio_native_over_undi")
-        row["ratio"] = None if r is None else round(r, METADATA_DECIMALS)
+        row["ratio_native_over_undi"] = None if r is None else round(r, METADATA_DECIMALS)
         rows.append(row)
     return rows
+
+
+def spread_cell(st: dict) -> str:
+    """The spread of a path's runs, or "1 run" where there was only one and so no spread."""
+    return _runs_text(1) if st["runs"] == 1 else percent(st["spread_pct"])
+
+
+def _caption(doc: dict) -> str:
+    several = any((_stats(n, p) or {}).get("runs", 0) > 1 for n in doc["nics"] for p in PATHS)
+    return (f"{human_size(doc['size_bytes'])} over HTTP, {_runs_text(doc['runs'])} per path, {doc['firmware']}, "
+            f"{doc['accel'].upper()}; " + ("median of runs, spread = (max-min)/median" if several else
+                                            "one timed run per path, so no spread"))
 
 
 def firmware_table(doc: dict) -> str:
     """A caption line, then one row per NIC: median Mbit/s and spread of each path, native/UNDI and
     the driver each path reported."""
-    caption = (f"{human_size(doc['size'])} over HTTP, {doc['runs']} run(s) per path, {doc['firmware']}, "
-               f"{doc['accel'].upper()}; median of runs, spread = (max-min)/median")
     rows = []
     for n in doc["nics"]:
         cells = [n["nic"]]
         for p in PATHS:
             st = _stats(n, p)
-            cells += [mbit_s(st["median"]), percent(st["spread_pct"])] if st else ["failed", ""]
+            cells += [mbit_s(st["median_mbit_s"]), spread_cell(st)] if st else ["failed", ""]
         r = n.get("ratio_native_over_undi")
         cells.append("-" if r is None else times(r))
         cells.append(f"{_chip(n, 'native') or '?'} / {_chip(n, 'undi') or '?'}")
         rows.append(cells)
     cols = [("NIC", "left"), ("native Mbit/s", "right"), ("spread", "right"), ("UNDI Mbit/s", "right"),
             ("spread", "right"), ("native/UNDI", "right"), ("drivers", "left")]
-    return caption + "\n" + text_table(cols, rows)
+    return _caption(doc) + "\n" + text_table(cols, rows)
+
+
+FIRMWARE_COLOURS = {"native": "#2b6cb0", "undi": "#c05621"}
+FIRMWARE_LABELS = {"native": "native driver", "undi": "UNDI (undionly.kpxe)"}
 
 
 def firmware_plot(doc: dict, out: str) -> None:
-    """Grouped bars per NIC, native against UNDI, min-max whiskers; the figures go in the PNG's tEXt."""
+    """Grouped bars per NIC, native against UNDI, on a linear Mbit/s axis from zero, each bar
+    labelled with its median and each group with its native/UNDI ratio. Min-max whiskers only on a
+    path with several runs. The figures, and every bar's value and pixel box, go in the PNG's
+    ``romlab.bench-firmware`` text chunk."""
     plt = _pyplot()
     nics = doc["nics"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(nics) + 2), 4.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(nics) + 2), 4.8), dpi=100)
     width = 0.38
-    colours = {"native": "#2b6cb0", "undi": "#c05621"}
+    drawn = []  # (bar patch, NIC, path, median)
+    tops = []
     for j, p in enumerate(PATHS):
-        xs, ys, lo, hi = [], [], [], []
+        xs, ys, lo, hi, names = [], [], [], [], []
         for i, n in enumerate(nics):
             st = _stats(n, p)
             if not st:
                 continue
             xs.append(i + (j - 0.5) * width)
-            ys.append(st["median"])
-            lo.append(st["median"] - st["min"])
-            hi.append(st["max"] - st["median"])
-        bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=4, color=colours[p],
-                      label="native driver" if p == "native" else "UNDI (undionly.kpxe)")
-        for b, y, up in zip(bars, ys, hi):
-            ax.annotate(mbit_s(y), (b.get_x() + b.get_width() / 2, y + up), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 3), textcoords="offset points")
+            ys.append(st["median_mbit_s"])
+            several = st["runs"] > 1
+            lo.append(st["median_mbit_s"] - st["min_mbit_s"] if several else 0.0)
+            hi.append(st["max_mbit_s"] - st["median_mbit_s"] if several else 0.0)
+            names.append(n["nic"])
+        bars = ax.bar(xs, ys, width, color=FIRMWARE_COLOURS[p], label=FIRMWARE_LABELS[p])
+        for b, x, y, down, up, nic in zip(bars, xs, ys, lo, hi, names):
+            if down or up:
+                ax.errorbar([x], [y], yerr=[[down], [up]], fmt="none", ecolor="black", elinewidth=1, capsize=4)
+            ax.annotate(mbit_s(y), (x, y + up), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
+                        textcoords="offset points")
+            drawn.append((b, nic, p, y))
+            tops.append(y + up)
     ax.set_xticks(range(len(nics)))
-    ax.set_xticklabels([f"{n['nic']}\n{times(n['ratio_native_over_undi'])}"
-                        if n.get("ratio_native_over_undi") is not None else n["nic"] for n in nics])
-    tops = [_stats(n, p)["max"] for n in nics for p in PATHS if _stats(n, p)]
-    if tops:
-        ax.set_yscale("log")
-        ax.set_ylim(top=max(tops) * 6)  # headroom for the value labels and the legend
-    ax.set_ylabel("Mbit/s (median, min-max)")
-    ax.set_title(f"HTTP download of {human_size(doc['size'])}, {doc['runs']} run(s), "
-                 f"{doc['firmware']} {doc['accel'].upper()}")
-    ax.legend(loc="upper right", fontsize=8)
-    meta = {PNG_KEY: json.dumps({"schema": SCHEMA, "size": doc["size"], "runs": doc["runs"],
-                                 "figures": firmware_figures(doc)}, sort_keys=True),
+    ax.set_xticklabels([f"{n['nic']}\nnative/UNDI {times(n['ratio_native_over_undi'])}"
+                        if n.get("ratio_native_over_undi") is not None else f"{n['nic']}\nnative/UNDI -"
+                        for n in nics])
+    ax.set_xlim(-0.6, len(nics) - 0.4)
+    ax.set_ylim(0, max(tops) * 1.15 if tops else 1)  # headroom for the value labels
+    several = any((_stats(n, p) or {}).get("runs", 0) > 1 for n in nics for p in PATHS)
+    ax.set_ylabel("Mbit/s (linear, from 0)")
+    ax.set_title(f"HTTP download of {human_size(doc['size_bytes'])}: "
+                 + (f"median of {_runs_text(doc['runs'])}, whiskers min-max" if several else "1 run per bar")
+                 + f"\n{doc['firmware']} {doc['accel'].upper()}", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
+    renderer = _laid_out(fig)
+    height = _image_height(fig)
+    bars = [{"nic": nic, "path": p, "median_mbit_s": round(y, METADATA_DECIMALS), "colour": FIRMWARE_COLOURS[p],
+             "box_px": bar_box(b, renderer, height)} for b, nic, p, y in drawn]
+    meta = {PNG_KEY: json.dumps({"schema": SCHEMA, "size_bytes": doc["size_bytes"], "runs": doc["runs"],
+                                 "figures": firmware_figures(doc), "bars": bars,
+                                 "axis": {"scale": "linear", "from": 0, "unit": "Mbit/s"}}, sort_keys=True),
             "Title": "romlab bench firmware"}
     _save_png(plt, fig, out, meta)
 
@@ -224,7 +304,7 @@ def firmware_html(doc: dict, png_path: str | None) -> str:
         tds = []
         for p in PATHS:
             st = _stats(n, p)
-            tds.append(f"<td>{mbit_s(st['median'])}</td><td>{percent(st['spread_pct'])}</td>" if st
+            tds.append(f"<td>{mbit_s(st['median_mbit_s'])}</td><td>{spread_cell(st)}</td>" if st
                        else "<td colspan=2>failed</td>")
         r = n.get("ratio_native_over_undi")
         ratio = "" if r is None else times(r)
@@ -235,7 +315,7 @@ def firmware_html(doc: dict, png_path: str | None) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
 <body><h1>UNDI against native drivers</h1>
-<p>{h.escape(human_size(doc['size']))} over HTTP per run, {doc['runs']} run(s) per path, firmware {h.escape(doc['firmware'])},
+<p>{h.escape(human_size(doc['size_bytes']))} over HTTP per run, {_runs_text(doc['runs'])} per path, firmware {h.escape(doc['firmware'])},
 {h.escape(doc['accel'].upper())}, started {h.escape(doc['started'])}. Each transfer is timed on the server from the
 payload request to the client's confirmation; spread is (max&minus;min)/median over the runs.</p>
 <table><tr><th>NIC</th><th>native Mbit/s</th><th>spread</th><th>UNDI Mbit/s</th><th>spread</th><th>native/UNDI</th><th>drivers</th></tr>

@@ -4,32 +4,115 @@ from __future__ import annotations
 import json
 import sys
 
+STDIN = "-"
+STDIN_NAME = "<stdin>"  # how reports and errors name a ROM read from standard input
+
 
 def add_source_arguments(parser, *, pci: bool = True) -> None:
-    parser.add_argument("file", nargs="?", help="ROM file to read")
+    parser.add_argument("files", nargs="*", default=[], metavar="FILE", help="ROM files to read; - reads standard input")
     if pci:
         parser.add_argument("--pci", metavar="BDF", help="read the ROM from a PCI device (e.g. 03:00.0) instead")
         parser.add_argument("--via", choices=("sysfs", "vfio"), default="sysfs",
                             help="how to read the device's ROM (default: sysfs)")
 
 
-def load_source(args) -> tuple[bytes, str]:
-    """The ROM bytes and a name for them, from FILE or --pci."""
-    from hw.errors import UsageError
-    from romtools.walker import read_input
+def read_file_input(path: str, **bounds) -> tuple[bytes, str]:
+    """The bytes of one FILE argument and the name reports give it; ``-`` is standard input.
 
+    Standard input is bounded like a file (``bounds`` are ``read_input``'s limit, what, bound);
+    ``check_inputs`` has made sure it is there and not a terminal.
+    """
+    from hw.errors import FormatError
+    from romtools.walker import read_input, read_stream
+
+    if path != STDIN:
+        return read_input(path, **bounds), path
+    try:
+        return read_stream(sys.stdin.buffer, STDIN_NAME, **bounds), STDIN_NAME
+    except OSError as exc:
+        raise FormatError(f"{STDIN_NAME}: cannot read: {exc.strerror or exc}") from None
+
+
+def check_inputs(args, *, one_input_only: dict[str, bool] | None = None) -> list[str]:
+    """The FILE arguments of a read verb, after the checks that need no file read.
+
+    ``one_input_only`` maps an option's name to whether it was given: such an option is refused
+    with several inputs, before anything is read."""
+    from hw.errors import UsageError
+
+    names = list(args.files)
     pci = getattr(args, "pci", None)
-    if pci and args.file:
-        raise UsageError("give either a FILE or --pci BDF, not both")
-    if pci:
+    if pci and names:
+        raise UsageError("give either FILEs or --pci BDF, not both")
+    if not names and not pci:
+        raise UsageError("no input: give a ROM FILE" + (" (or --pci BDF)" if hasattr(args, "pci") else "")
+                         + "; - reads standard input")
+    if names.count(STDIN) > 1:
+        raise UsageError("- (standard input) is given more than once; it can be read only once")
+    if STDIN in names and (sys.stdin is None or sys.stdin.isatty()):
+        # A ROM is never typed: waiting for one on a terminal would look like a hang.
+        raise UsageError(f"- reads a ROM from standard input, which is {'closed' if sys.stdin is None else 'a terminal'}"
+                         f" here; redirect or pipe a file into it (`romlab {args.command} - < rom.rom`), "
+                         "or name the file")
+    if len(names) > 1:
+        for option, given in (one_input_only or {}).items():
+            if given:
+                raise UsageError(f"{option} works on one input and {len(names)} are given; "
+                                 f"run `romlab {args.command}` once per file")
+    return names
+
+
+def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] | None = None,
+               blocks: bool = False) -> int:
+    """Run a read verb's ``one(data, source) -> (status, doc)`` on each input; the worst status.
+
+    ``one`` prints its text itself and returns its JSON document (or None without --json). One
+    input prints that document, as the verb always has; several print a romlab.batch/1 document
+    holding each input's. A file that cannot be read or is no ROM gets its one-line error on
+    stderr (and an error entry in the batch) and the others still run: like ``grep`` over many
+    files, the exit status is the worst of the per-input statuses. ``blocks`` separates the text
+    of several inputs by a blank line.
+    """
+    from hw.errors import RomlabError
+    from romlab.cli import terminal_safe
+
+    names = check_inputs(args) if names is None else names
+    if not names:                                  # --pci
         from hw.access import read_rom
 
         from romlab.conventions import device_input
 
-        return read_rom(pci, via=args.via), device_input(pci)
-    if not args.file:
-        raise UsageError("no input: give a ROM FILE (or --pci BDF)")
-    return read_input(args.file), args.file
+        status, doc = one(read_rom(args.pci, via=args.via), device_input(args.pci))
+        if doc is not None:
+            print_json(doc)
+        return status
+    several = len(names) > 1
+    worst, results = 0, []
+    for i, name in enumerate(names):
+        if blocks and several and i and not args.json:
+            print()
+        shown, named = STDIN_NAME if name == STDIN else name, True
+        try:
+            data, source = read_file_input(name, **(read_bounds or {}))
+            named = False              # reading's errors name the file; what the verb finds does not
+            status, doc = one(data, source)
+        except RomlabError as exc:
+            message = str(exc) if named else f"{shown}: {exc}"
+            sys.stdout.flush()
+            print(terminal_safe(f"romlab {args.command}: error: {message}"), file=sys.stderr)
+            status = exc.exit_code
+            doc = {"input": shown, "exit": status, "error": message} if several else None
+        worst = max(worst, status)
+        if doc is not None:
+            if several:
+                results.append(doc)
+            else:
+                print_json(doc)
+    if several and args.json:
+        from romlab.conventions import batch
+
+        print_json(batch(args.command, results, worst))
+    return worst
 
 
 def print_json(doc) -> None:
@@ -160,3 +243,23 @@ def open_programmer(spec: str, chip: str | None = None):
 
         return FileProgrammer(opts["path"], chip=chip)
     return open_hardware(kind, opts)
+
+
+def add_edit_arguments(parser) -> None:
+    """--dry-run for the verbs that write an edited ROM."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would change (old -> new) and write nothing")
+
+
+def print_changes(changes) -> None:
+    """One line per changed field, as every edit verb shows them: "image 0 PCIR device: 100e -> 10d3"
+    (the same lines under --dry-run, which ends with a line saying nothing was written)."""
+    for c in changes:
+        print(c.text())
+
+
+def add_keep_flags_argument(parser) -> None:
+    """--keep-flags, the one way to ask for an image file without a last-image flag (extract, split)."""
+    parser.add_argument("--keep-flags", action="store_true",
+                        help="write images exactly as in the ROM, even one that lacks the last-image flag "
+                             "(by default the flag is set and the checksums fixed, so the file is a ROM of its own)")

@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     f.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
     f.add_argument("--timeout", type=float, metavar="S",
                    help="give up on a boot after S seconds (default: 120 s plus 1 Mbit/s for every run)")
-    f.add_argument("--json", metavar="OUT", help="write the raw runs as JSON to OUT ('-' for stdout)")
+    f.add_argument("--json", action="store_true",
+                   help="print the romlab.bench-firmware/2 JSON document (every run) instead of the table")
+    f.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
@@ -48,39 +50,59 @@ def add_arguments(p) -> None:
     n.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
     n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
     n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
-    n.add_argument("--json", action="store_true", help="print the figures as JSON")
+    n.add_argument("--json", action="store_true",
+                   help="print the romlab.bench-native/2 JSON document instead of the table")
+    n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
-    n.add_argument("--overwrite", action="store_true", help="replace the plot if it already exists")
+    n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+
+
+def _emit(args, doc: dict, table: str, written: list[str]) -> None:
+    """The document on stdout with --json, else the table; the JSON file with -o; then one
+    "wrote FILE" line per file written (on stderr when stdout carries the JSON)."""
+    import json
+    import sys
+
+    from romlab.cli._common import print_json, write_output
+
+    if args.output:
+        write_output(args.output, (json.dumps(doc, indent=2) + "\n").encode(), overwrite=args.overwrite)
+        written.insert(0, args.output)
+    if args.json:
+        print_json(doc)
+    else:
+        print(table)
+    if not getattr(args, "quiet", False):
+        for path in written:
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _run_native(args) -> int:
-    import json
-    import sys
+    from datetime import datetime, timezone
 
     from hw.errors import UsageError
     from romlab.bench import native as bn
     from romlab.bench import render
+    from romlab.cli._common import check_outputs
 
     try:
         sizes = [int(x) for x in args.size.split(",") if x]
         batches = [int(x) for x in args.batch.split(",") if x]
     except ValueError:
         raise UsageError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
-    if args.plot:
-        from romlab.cli._common import check_outputs
-
-        check_outputs([args.plot], overwrite=args.overwrite)
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
         raise UsageError("frame sizes must be 60..1514 and batches 1..511")
+    check_outputs([p for p in (args.output, args.plot) if p], overwrite=args.overwrite)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     figures = bn.run(args.pci, sizes, batches, args.seconds)
+    written = []
     if args.plot:
         render.native_plot(figures, args.plot)
-    if args.json:
-        json.dump({"schema": "romlab.bench-native/1", "pci": args.pci, "figures": [f.as_dict() for f in figures],
-                   "table": render.native_table(figures)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render.native_table(figures))
+        written.append(args.plot)
+    table = render.native_table(figures)
+    doc = {"schema": bn.SCHEMA, "started": started, "pci": args.pci, "figures": [f.as_dict() for f in figures],
+           "table": table}
+    _emit(args, doc, table, written)
     return 0
 
 
@@ -93,7 +115,6 @@ def run(args) -> int:
         return _run_native(args)
     if getattr(args, "bench", None) != "firmware":
         raise UsageError("say what to measure: romlab bench firmware --help, romlab bench native --help")
-    import json
     import os
     import tempfile
 
@@ -112,7 +133,7 @@ def run(args) -> int:
     from romlab.cli._common import check_outputs
 
     # Checked before minutes of QEMU runs, not after.
-    check_outputs([p for p in (args.json, args.plot, args.html) if p and p != "-"], overwrite=args.overwrite)
+    check_outputs([p for p in (args.output, args.plot, args.html) if p], overwrite=args.overwrite)
 
     def progress(msg: str) -> None:
         if not args.quiet:
@@ -121,15 +142,7 @@ def run(args) -> int:
     doc = bf.run_bench(nics=nics, rom=args.rom, size=size, runs=args.runs, dhcp=args.dhcp,
                        firmware=args.firmware, accel=args.accel, timeout=args.timeout, progress=progress)
     doc["table"] = render.firmware_table(doc)
-    if args.json == "-":
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(doc["table"])
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
+    written = []
     png = args.plot
     tmp_png = None
     if args.html and not png:
@@ -139,12 +152,17 @@ def run(args) -> int:
     try:
         if png:
             render.firmware_plot(doc, png)
+            if args.plot:
+                written.append(args.plot)
         if args.html:
-            with open(args.html, "w") as f:
-                f.write(render.firmware_html(doc, png))
+            from romlab.cli._common import write_output
+
+            write_output(args.html, render.firmware_html(doc, png).encode(), overwrite=args.overwrite)
+            written.append(args.html)
     finally:
         if tmp_png:
             os.unlink(tmp_png)
+    _emit(args, doc, doc["table"], written)
     failed = [(n["nic"], p, n[p]["error"] or "incomplete transfer") for n in doc["nics"] for p in bf.PATHS
               if n.get(p) and not n[p]["ok"]]
     for nic, p, err in failed:

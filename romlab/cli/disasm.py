@@ -1,7 +1,7 @@
 """``romlab disasm``: 16-bit disassembly of a legacy image's entry points, following the first jump."""
 from __future__ import annotations
 
-from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, run_inputs
 from romlab.conventions import document
 
 NAME = "disasm"
@@ -18,17 +18,22 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from hw.errors import UsageError
     from romtools.disasm import disassemble_entry
     from romtools.walker import walk
 
-    data, source = load_source(args)
-    listing = disassemble_entry(walk(data), data, args.image, args.entry, args.count)
-    if args.json:
-        print_json(document("romlab.disasm/2", input=source, **listing.as_dict()))
-    else:
+    if args.count < 1:   # a usage error, said once, not once per input
+        raise UsageError("--count must be a positive number of instructions")
+
+    def one(data, source):
+        listing = disassemble_entry(walk(data), data, args.image, args.entry, args.count)
+        if args.json:
+            return 0, document("romlab.disasm/2", input=source, **listing.as_dict())
         print(f"{source}: image {args.image}, entry {args.entry} at 0x{listing.start:05x}"
               + (f", jump followed 0x{listing.followed[0]:05x} -> 0x{listing.followed[1]:05x}"
                  if listing.followed else ""))
         for ins in listing.instructions:
             print(f"  {ins.offset:05x}:  {ins.raw.hex(' '):24} {ins.mnemonic:8} {ins.op_str}")
-    return 0
+        return 0, None
+
+    return run_inputs(args, one, blocks=True)

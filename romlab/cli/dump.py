@@ -35,7 +35,7 @@ def run(args) -> int:
     via = args.via or ("vfio" if args.raw else "sysfs")
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
-        raise UsageError(f"directory {out_dir} does not exist")
+        raise UsageError(f"directory {out_dir} does not exist; create it or give -o a path in an existing one")
     check_outputs([args.output], overwrite=args.overwrite)   # before the device is touched
     data = read_rom(bdf, via=via, raw=args.raw)
     write_output(args.output, data, overwrite=args.overwrite)

@@ -196,6 +196,13 @@ def run(args) -> int:
             _report(args, result, lines)
             return 0
 
+        if not pl.changes and not args.resume:
+            # Nothing to write, so nothing to back up: the chip already is what a backup would restore.
+            result.update(changed=False, backup=None)
+            lines.append("no change needed: the flash already holds this image; nothing written, no backup saved")
+            _report(args, result, lines)
+            return 0
+
         if backup_path is None:
             found = None
             try:

@@ -1,7 +1,7 @@
 """``romlab inspect``: every image, header, checksum and entry point of an expansion ROM."""
 from __future__ import annotations
 
-from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, run_inputs
 
 NAME = "inspect"
 HELP = "show every image, header, checksum and entry point of an option ROM"
@@ -20,12 +20,14 @@ def run(args) -> int:
     from romtools.pciids import default as pciids
     from romtools.walker import walk
 
-    data, source = load_source(args)
-    w = walk(data)
     names = None if args.no_names else pciids()
-    findings = [f for f in w.findings]
-    if args.json:
-        print_json(inspect_dict(w, source, names, findings))
-    else:
+
+    def one(data, source):
+        w = walk(data)
+        findings = [f for f in w.findings]
+        if args.json:
+            return 1 if w.stop.problem else 0, inspect_dict(w, source, names, findings)
         print(render_text(w, source, names, findings))
-    return 1 if w.stop.problem else 0
+        return 1 if w.stop.problem else 0, None
+
+    return run_inputs(args, one, blocks=True)

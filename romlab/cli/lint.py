@@ -1,7 +1,7 @@
 """``romlab lint``: judge an option ROM by what PciBusDxe, Linux and iPXE accept."""
 from __future__ import annotations
 
-from romlab.cli._common import add_source_arguments, load_source, print_json
+from romlab.cli._common import add_source_arguments, print_json, run_inputs
 from romlab.conventions import document
 
 NAME = "lint"
@@ -18,11 +18,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from hw.errors import UsageError
     from romlab.report import LINT_SCHEMA
     from romtools.lint import RULES, exit_status, lint
     from romtools.walker import walk
 
     if args.rules:
+        if args.files or args.pci:
+            raise UsageError("--rules lists the rules and reads no ROM; give it no FILE or --pci")
         if args.json:
             print_json(document("romlab.lint-rules/1", rules=[
                 {"rule": r.id, "severity": r.severity, "origin": r.source, "summary": r.summary}
@@ -31,15 +34,17 @@ def run(args) -> int:
         for r in RULES.values():
             print(f"{r.id:28} {r.severity:8} {r.source:24} {r.summary}")
         return 0
-    data, source = load_source(args)
-    findings = lint(walk(data))
-    status = exit_status(findings, args.strict)
-    if args.json:
-        print_json(document(LINT_SCHEMA, input=source, strict=args.strict, exit=status,
-                            findings=[f.as_dict() for f in findings]))
-    else:
+
+    def one(data, source):
+        findings = lint(walk(data))
+        status = exit_status(findings, args.strict)
+        if args.json:
+            return status, document(LINT_SCHEMA, input=source, strict=args.strict, exit=status,
+                                    findings=[f.as_dict() for f in findings])
         for f in findings:
             print(f"{source}:0x{f.offset:05x}: {f.severity}: [{f.rule}] {f.message}")
         counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
         print(f"{source}: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info")
-    return status
+        return status, None
+
+    return run_inputs(args, one)

@@ -26,7 +26,7 @@ def add_arguments(p):
     p.add_argument("--unbind", action="store_true",
                    help="with --pci: detach the kernel driver for the run and bind it again after")
     p.add_argument("action", choices=("show", "fix-checksum", "set"))
-    p.add_argument("words", nargs="*", metavar="WORD=VALUE", help="with set: the words to change")
+    p.add_argument("words", nargs="*", default=[], metavar="WORD=VALUE", help="with set: the words to change")
     p.add_argument("--dry-run", action="store_true", help="show the words that would change; write nothing")
     p.add_argument("--json", action="store_true", help="print the romlab.nvm/1 JSON document")
 
@@ -40,7 +40,7 @@ def _open(args):
         from romlab.lab.regrelay import QemuNic
         nic = QemuNic(args.qemu)
         try:
-            fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu} is").family
+            fam = require_part(nic.vendor, nic.device, f"QEMU's {args.qemu}", purpose="nvm").family
         except BaseException:
             nic.close()
             raise
@@ -50,7 +50,7 @@ def _open(args):
     from hw.pci import PciDevice
 
     dev = PciDevice.open(args.pci)
-    fam = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is").family
+    fam = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), purpose="nvm").family
     bar = access.open_bar(dev, 0, args.via, unbind=args.unbind and args.via == "sysfs")
     return (Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})",
             f"pci:{dev.bdf}", bar.close)

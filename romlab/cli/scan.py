@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from romlab.cli._common import (
+    STDIN_NAME,
     add_overwrite_argument,
+    check_inputs,
     check_outputs,
-    print_json,
+    run_inputs,
     write_output,
 )
 
@@ -13,7 +15,8 @@ HELP = "find option ROMs at any offset inside a firmware or flash dump"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help="firmware image, flash dump or any file to search")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="firmware images, flash dumps or any files to search; - reads standard input")
     p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
     p.add_argument("--json", action="store_true", help="print the romlab.scan/2 JSON document")
     add_overwrite_argument(p)
@@ -41,44 +44,48 @@ def run(args) -> int:
     from romlab.conventions import document, hexid, pci_id
     from romlab.report import stop_dict
     from romtools.scan import scan
-    from romtools.walker import read_input
 
-    data = read_input(args.file, limit=args.max_bytes, what="file to scan",
-                      bound="scan's bound (--max-bytes; raise it to read more)")
-    found = scan(data)
-    rows = []
-    for f in found:
-        imgs = f.walk.images
-        rows.append({
-            "offset": f.offset, "length": f.length, "images": len(imgs), "clean": f.walk.clean,
-            "stop": stop_dict(f.walk),
-            "ids": [{"id": pci_id(i.pcir.vendor_id, i.pcir.device_id), "code_type": hexid(i.pcir.code_type, 2)}
-                    if i.pcir is not None else None for i in imgs],
-        })
-    written = []
-    if args.extract:
-        if os.path.exists(args.extract) and not os.path.isdir(args.extract):
-            raise UsageError(f"{args.extract} exists and is not a directory; give a directory for --extract")
-        paths = [os.path.join(args.extract, f"rom-{f.offset:08x}.bin") for f in found]
-        check_outputs(paths, inputs=(args.file,), overwrite=args.overwrite)
-        try:
-            os.makedirs(args.extract, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
-        for f, path in zip(found, paths):
-            write_output(path, data[f.offset:f.offset + f.length], inputs=(args.file,), overwrite=args.overwrite)
-            written.append(path)
-    if args.json:
-        print_json(document("romlab.scan/2", input=args.file, size=len(data), roms=rows, extracted=written))
-    else:
+    names = check_inputs(args, one_input_only={"--extract": bool(args.extract)})
+    several = len(names) > 1
+
+    def one(data, source):
+        found = scan(data)
+        rows = []
+        for f in found:
+            imgs = f.walk.images
+            rows.append({
+                "offset": f.offset, "length": f.length, "images": len(imgs), "clean": f.walk.clean,
+                "stop": stop_dict(f.walk),
+                "ids": [{"id": pci_id(i.pcir.vendor_id, i.pcir.device_id), "code_type": hexid(i.pcir.code_type, 2)}
+                        if i.pcir is not None else None for i in imgs],
+            })
+        written = []
+        if args.extract:
+            inputs = () if source == STDIN_NAME else (source,)
+            if os.path.exists(args.extract) and not os.path.isdir(args.extract):
+                raise UsageError(f"{args.extract} exists and is not a directory; give a directory for --extract")
+            paths = [os.path.join(args.extract, f"rom-{f.offset:08x}.bin") for f in found]
+            check_outputs(paths, inputs=inputs, overwrite=args.overwrite)
+            try:
+                os.makedirs(args.extract, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot create {args.extract}: {exc.strerror or exc}") from None
+            for f, path in zip(found, paths):
+                write_output(path, data[f.offset:f.offset + f.length], inputs=inputs, overwrite=args.overwrite)
+                written.append(path)
+        status = 1 if not found or not all(r["clean"] for r in rows) else 0
+        if args.json:
+            return status, document("romlab.scan/2", input=source, size=len(data), roms=rows, extracted=written)
         if not rows:
-            print(f"romlab scan: {args.file}: no option ROM found in {len(data)} bytes", file=sys.stderr)
+            print(f"romlab scan: {source}: no option ROM found in {len(data)} bytes", file=sys.stderr)
+        prefix = f"{source}: " if several else ""
         for r, f in zip(rows, found):
             ids = ", ".join(f"{i['id']}/type 0x{i['code_type']}" if i else "non-PCI" for i in r["ids"])
             state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']['message']}"
-            print(f"0x{r['offset']:08x}  {r['length']:8} bytes  {r['images']} image(s)  [{ids}]  {state}")
+            print(f"{prefix}0x{r['offset']:08x}  {r['length']:8} bytes  {r['images']} image(s)  [{ids}]  {state}")
         for path in written:
             print(f"wrote {path}")
-    if not found:
-        return 1
-    return 0 if all(r["clean"] for r in rows) else 1
+        return status, None
+
+    return run_inputs(args, one, names=names, read_bounds={"limit": args.max_bytes, "what": "file to scan",
+                                              "bound": "scan's bound (--max-bytes; raise it to read more)"})

@@ -56,7 +56,7 @@ def run(args) -> int:
 
     terminate_on_sigterm()
     if os.geteuid() != 0:
-        raise UsageError("serve needs root (DHCP and TFTP ports, DHCP probing)")
+        raise UsageError("serve needs root for the DHCP and TFTP ports and DHCP probing (run romlab as root or with sudo)")
     if args.runs < 1:
         raise UsageError("--runs must be 1 or more")
     size = parse_size(args.payload)

@@ -261,7 +261,9 @@ class QemuNic(Bar):
                 self.vendor, self.device = ids & 0xFFFF, ids >> 16
                 bar = self.config_read(dev, 0x10)
                 if bar & 1:
-                    raise LabError(f"QEMU's {device} has an I/O BAR 0; romlab needs a memory BAR")
+                    raise LabError(f"QEMU's {device} ({ids & 0xFFFF:04x}:{ids >> 16:04x}) has an I/O BAR 0; the "
+                                   "register relay needs a memory BAR 0, as QEMU's Intel NIC models have (e1000, "
+                                   "e1000-82545em, e1000e)")
                 self.bar0 = bar & ~0xF
                 cmd = self.config_read(dev, 4)
                 if not cmd & 0x2:

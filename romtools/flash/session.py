@@ -67,26 +67,47 @@ OTHER_VENDORS = {
 }
 
 
-def require_part(vendor: int, device: int, what: str):
+# Vendors of virtual devices (virtio, QEMU's own): no flash chip to write; the ROM is a file the hypervisor loads.
+VIRTUAL_VENDORS = {0x1AF4: "virtio", 0x1B36: "QEMU"}
+
+
+def _families(flash_only: bool) -> str:
+    """The Intel families of ``hw.parts`` by their short names, for messages that list them."""
+    from hw.parts import FAMILIES
+
+    return "Intel " + ", ".join(f.name.split(" (")[0].removeprefix("Intel ") for f in FAMILIES
+                                if f.flash or not flash_only)
+
+
+def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
     """The ``hw.parts.Part`` for these IDs, or a RomlabError saying what to use instead.
 
-    ``what`` starts the message, e.g. "0000:03:00.0 is"."""
+    ``who`` names the device ("0000:03:00.0", "QEMU's e1000"); ``purpose`` is what romlab
+    would do with it: "flash" (its option-ROM flash) or "nvm" (its NVM words)."""
     from hw.parts import find_part
+    from hw.pci import LIST_HINT
 
     part = find_part(vendor, device)
     if part is not None:
         return part
-    advice = OTHER_VENDORS.get(vendor)
     ids = "%04x:%04x" % (vendor, device)
+    if purpose == "nvm":
+        raise FlashError(f"{who} ({ids}) is not an Intel NIC with an NVM romlab knows ({_families(False)}); "
+                         f"{LIST_HINT}")
+    if vendor in VIRTUAL_VENDORS:
+        raise FlashError(f"{who} ({ids}) is a {VIRTUAL_VENDORS[vendor]} device, emulated by a hypervisor rather "
+                         "than a card with a flash chip; its option ROM is the file the hypervisor loads "
+                         "(QEMU: -device ...,romfile=FILE)")
+    advice = OTHER_VENDORS.get(vendor)
     if advice:
-        raise FlashError(f"{what} {ids}: {advice}")
-    raise FlashError(f"{what} {ids} is not a NIC romlab can reach in-system (Intel 8254x, 8257x, 82599, "
-                   "I210, 82580); clip a ch341a or serprog programmer on its flash chip instead")
+        raise FlashError(f"{who} ({ids}): {advice}")
+    raise FlashError(f"{who} ({ids}) is not a NIC whose flash romlab can reach in-system ({_families(True)}); "
+                     "clip a ch341a or serprog programmer on its flash chip instead (board powered off)")
 
 
 def require_flash_part(dev):
     """The part of PCI device ``dev`` if romlab can reach its option-ROM flash in-system."""
-    part = require_part(dev.vendor_id, dev.device_id, f"{dev.bdf} is")
+    part = require_part(dev.vendor_id, dev.device_id, str(dev.bdf))
     if part.family.flash is None:
         raise FlashError(f"{dev.bdf} ({dev.ids}, {part.family.name}): {part.family.note}")
     return part
