@@ -9,7 +9,7 @@ layer, because every layer raises them.
 from __future__ import annotations
 
 __all__ = ["RomlabError", "FormatError", "NotAnOptionRom", "HardwareError", "FlashError", "LabError",
-           "UsageError"]
+           "UsageError", "RomRunError"]
 
 
 class RomlabError(Exception):
@@ -45,3 +45,9 @@ class LabError(RomlabError):
 
 class UsageError(RomlabError):
     """Options or arguments that do not go together."""
+
+
+class RomRunError(RomlabError):
+    """Code from a ROM, run in romlab's emulated PC, did what the emulator does not allow: ran past
+    its time, wrote outside the emulated RAM, touched a port or service it was not given, faulted.
+    The message names the address, and the UNDI call when there was one."""

@@ -13,7 +13,8 @@ from romtools import schemas as S
 from romtools.pciids import PciIds
 from romtools.walker import Image, Walk, ipxe_efirom_layout
 
-INSPECT_SCHEMA = "romlab.inspect/2"
+INSPECT_SCHEMA = "romlab.inspect/3"
+DRIVERS_SCHEMA = "romlab.inspect-drivers/1"
 LINT_SCHEMA = "romlab.lint/2"
 
 
@@ -113,12 +114,25 @@ def stop_dict(walk: Walk) -> dict[str, Any]:
             "problem": walk.stop.problem}
 
 
-def inspect_dict(walk: Walk, source: str, names: PciIds | None, findings) -> dict[str, Any]:
+def payload_dict(payload, error: str | None) -> dict[str, Any]:
+    """An image's (or file's) iPXE payload; ``{"error": ...}`` when it could not be read."""
+    return {"error": error} if error is not None else payload.as_dict()
+
+
+def inspect_dict(walk: Walk, source: str, names: PciIds | None, findings, payloads=None) -> dict[str, Any]:
+    """``payloads`` maps an image index to (Payload or None, error or None)."""
+    images = []
+    for i in walk.images:
+        d = image_dict(i, names)
+        payload, error = (payloads or {}).get(i.index, (None, None))
+        if payload is not None or error is not None:
+            d["ipxe_payload"] = payload_dict(payload, error)
+        images.append(d)
     return {
         "schema": INSPECT_SCHEMA,
         "input": source,
         "size": walk.size,
-        "images": [image_dict(i, names) for i in walk.images],
+        "images": images,
         "stop": stop_dict(walk),
         "trailing": None if walk.trailing_offset is None else {
             "offset": walk.trailing_offset, "length": walk.trailing_length, "fill": walk.trailing_fill},
@@ -136,10 +150,13 @@ def _name(s: str | None) -> str:
     return f" ({s})" if s else ""
 
 
-def render_text(walk: Walk, source: str, names: PciIds | None, findings) -> str:
+def render_text(walk: Walk, source: str, names: PciIds | None, findings, payloads=None) -> str:
     out: list[str] = [f"{source}: {walk.size} bytes, {len(walk.images)} image(s)"]
     for img in walk.images:
         out.extend(_render_image(img, names))
+        payload, error = (payloads or {}).get(img.index, (None, None))
+        if payload is not None or error is not None:
+            out.extend("  " + line for line in render_payload(payload, error))
     tail = "ok" if not walk.stop.problem else "PROBLEM"
     out.append(f"walk: {tail}: {walk.stop.message}")
     if walk.trailing_offset is not None:
@@ -217,3 +234,49 @@ def _render_image(img: Image, names: PciIds | None) -> list[str]:
             how = f"{e.via} at {_hex(e.pointer_offset, 5)}"
             add(f"entry {e.name}: {_hex(e.target, 5)} ({how})")
     return lines
+
+
+# --- the iPXE payload -------------------------------------------------------------------------
+
+def render_payload(payload, error: str | None = None) -> list[str]:
+    """An iPXE payload as indented lines: version, build, sections, features, drivers, scripts."""
+    if error is not None:
+        return [f"iPXE payload: PROBLEM: {error}"]
+    p = payload
+    out = [f"iPXE payload ({p.container}, {p.arch}): version {p.version or 'unknown'}, build {p.build or 'unknown'}"]
+    for b in p.blocks:
+        out.append(f"  packed {b.name} at {_hex(b.offset, 5)}: {b.packed} bytes -> {b.size}")
+    if not p.blocks:
+        out.append(f"  PE image mapped: {p.decoded_size} bytes")
+    out.append("  features: " + (" ".join(f"{f.name}" for f in p.features) or "none"))
+    count = len(p.all_ids())
+    out.append(f"  PCI drivers: {len(p.drivers)}, claiming {count} vendor:device IDs"
+               + (" (list them with --drivers)" if count else ""))
+    for d in p.drivers:
+        cls = "" if not d.class_mask else f", class {d.class_code & 0xFFFFFF:06x}/{d.class_mask:06x}"
+        out.append(f"    driver {d.index} ({d.name}{cls}): {len(d.ids)} IDs, "
+                   + ", ".join(f"{i.id} {i.name}" for i in d.ids[:4]) + (", ..." if len(d.ids) > 4 else ""))
+    if not p.scripts:
+        out.append("  embedded scripts: none")
+    for sc in p.scripts:
+        out.append(f"  embedded script {sc.name!r} ({len(sc.text)} bytes at {_hex(sc.address, 5)}):")
+        out.extend("    | " + line for line in sc.text.decode("utf-8", "replace").splitlines())
+    for n in p.notes:
+        out.append(f"  note: {n}")
+    return out
+
+
+def drivers_rows(where: str | None, payload, names: PciIds | None) -> list[dict[str, Any]]:
+    """One row per PCI ID the payload drives, with pci.ids names when asked for."""
+    rows = []
+    for d, i in payload.all_ids():
+        rows.append({"image": where, "driver": d.index, "id": i.id, "name": i.name,
+                     "vendor_name": names.vendor(i.vendor) if names and i.vendor != 0xFFFF else None,
+                     "device_name": names.device(i.vendor, i.device) if names and i.device != 0xFFFF else None})
+    return rows
+
+
+def file_dict(source: str, size: int, payload) -> dict[str, Any]:
+    """``inspect --json`` of an iPXE file that is not an option ROM (.pxe, .kpxe, .lkrn, .efi)."""
+    return {"schema": INSPECT_SCHEMA, "input": source, "size": size, "images": [], "stop": None,
+            "trailing": None, "findings": [], "ipxe_payload": payload.as_dict()}

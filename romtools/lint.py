@@ -109,12 +109,49 @@ def _cross_rules(walk: Walk) -> list[Finding]:
     return out
 
 
-def lint(walk: Walk) -> list[Finding]:
-    """Every finding for a walked ROM, walker's first, sorted by offset within each group."""
+def ipxe_rules(data: bytes, walk: Walk) -> list[Finding]:
+    """What iPXE's own pci_find_driver() makes of each image's PCIR and device list."""
+    from hw.errors import FormatError
+    from romtools import ipxe
+
+    out: list[Finding] = []
+
+    def add(rule: str, img: Image, offset: int, message: str) -> None:
+        out.append(Finding(rule, RULES[rule].severity, offset, f"image {img.index}: {message}", img.index))
+
+    for img in walk.images:
+        try:
+            payload = ipxe.for_image(data, walk, img)
+        except FormatError as exc:
+            add("ipxe-payload", img, getattr(exc, "offset", None) or img.offset, str(exc))
+            continue
+        if payload is None or img.pcir is None:
+            continue
+        p, po = img.pcir, img.pcir_offset
+        what = f"iPXE {payload.build or ''}".rstrip()
+        if p.vendor_id and p.device_id and not payload.claims(p.vendor_id, p.device_id, p.class_code):
+            # (an ID of 0000 is pcir-ids-zero's error already)
+            add("ipxe-no-driver", img, po + 6,
+                f"no PCI driver in the {what} payload claims the PCIR's {p.vendor_id:04x}:{p.device_id:04x} "
+                f"({len(payload.drivers)} driver(s), {len(payload.all_ids())} IDs; see romlab inspect --drivers): "
+                "iPXE would load and not drive the device")
+        for k, dev in enumerate(img.device_list or []):
+            if not payload.claims(p.vendor_id, dev, p.class_code):
+                add("ipxe-device-list-unclaimed", img, img.device_list_offset + 2 * k,
+                    f"device-list entry {p.vendor_id:04x}:{dev:04x} is claimed by no PCI driver in the {what} payload")
+    return out
+
+
+def lint(walk: Walk, data: bytes | None = None) -> list[Finding]:
+    """Every finding for a walked ROM, walker's first, sorted by offset within each group.
+
+    With the ROM's ``data``, the iPXE payload is decoded and judged too (``ipxe_rules``)."""
     findings = list(walk.findings)
     for img in walk.images:
         findings.extend(_image_rules(img))
     findings.extend(_cross_rules(walk))
+    if data is not None:
+        findings.extend(ipxe_rules(data, walk))
     seen = set()
     unique = []
     for f in findings:

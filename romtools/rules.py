@@ -65,6 +65,13 @@ RULES = {r.id: r for r in [
     Rule("checksum-efirom", "error", "iPXE efirom", "an iPXE-layout EFI image does not sum to 0"),
     Rule("undi-loader-zero", "error", "iPXE undirom.c", "the UNDI ROM ID has no loader entry"),
     Rule("undi-pointer", "warning", "iPXE undirom.c", "word 0x16 is set but no UNDI ROM ID is there"),
+    # The iPXE payload (romtools.ipxe).
+    Rule("ipxe-payload", "error", "iPXE zbin, unlzma.S", "the iPXE payload is truncated, corrupt or expands beyond "
+         "what romlab decodes"),
+    Rule("ipxe-no-driver", "error", "iPXE pci_find_driver", "no PCI driver in the iPXE payload claims the PCIR's "
+         "vendor:device, so iPXE would not drive the device the ROM is for"),
+    Rule("ipxe-device-list-unclaimed", "warning", "iPXE pci_find_driver", "a PCI 3.0 device-list entry that no PCI "
+         "driver in the iPXE payload claims"),
     # Cross-image rules.
     Rule("ids-mismatch", "warning", "consistency", "images disagree on vendor or device ID"),
     Rule("class-mismatch", "warning", "consistency", "images disagree on class code"),

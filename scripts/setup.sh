@@ -12,6 +12,7 @@ DEBS=(
   flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
   linux-image-amd64
   dnsmasq-base iproute2
+  man-db bash-completion
 )
 
 SUDO=""
@@ -57,4 +58,32 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   step "installing romlab and its test tools into .venv" .venv/bin/pip install -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
-echo "setup: ready (.venv)"
+# The man page and bash/zsh completion are made from the parser (so they say what this checkout's
+# romlab does), then installed with the `romlab` command under PREFIX, where `man romlab`,
+# bash-completion and zsh look: /usr/local for root, ~/.local for a user (no sudo needed), or
+# $ROMLAB_PREFIX (with sudo if it is not writable).
+step "making the man page and shell completion" .venv/bin/python -m romlab.cli._manual .venv/share
+if [ -n "${ROMLAB_PREFIX:-}" ]; then PREFIX=$ROMLAB_PREFIX
+elif [ -w /usr/local ]; then PREFIX=/usr/local
+else PREFIX=$HOME/.local; fi
+AS=""
+if [ -e "$PREFIX" ] && [ ! -w "$PREFIX" ]; then AS=$SUDO; fi
+place() {  # SRC DEST: copy when different
+  cmp -s "$1" "$2" 2>/dev/null || $AS install -D -m 0644 "$1" "$2"
+}
+installed() {
+  place .venv/share/man/man1/romlab.1 "$PREFIX/share/man/man1/romlab.1"
+  place .venv/share/bash-completion/completions/romlab "$PREFIX/share/bash-completion/completions/romlab"
+  place .venv/share/zsh/site-functions/_romlab "$PREFIX/share/zsh/site-functions/_romlab"
+  # `romlab` on PATH: a link to this checkout's entry point, never over a romlab installed otherwise.
+  local bin=$PREFIX/bin/romlab
+  if [ ! -e "$bin" ] || { [ -L "$bin" ] && [[ "$(readlink "$bin")" == */.venv/bin/romlab ]]; }; then
+    $AS mkdir -p "$PREFIX/bin" && $AS ln -sfn "$PWD/.venv/bin/romlab" "$bin"
+  fi
+}
+step "installing romlab, its man page and completion under $PREFIX" installed
+case ":$PATH:" in
+  *":$PREFIX/bin:"*) ;;
+  *) echo "setup: add $PREFIX/bin to PATH for the romlab command and man romlab" ;;
+esac
+echo "setup: ready (.venv; romlab, man romlab)"

@@ -32,8 +32,8 @@ TEXT = {"op_str", "line", "message", "console", "console_tail", "summary"}
 # ("bytes" alone is data, a disassembled instruction's bytes in hex; "_bytes" is a count of them.)
 QUANTITY = re.compile(r"(offset|size|length|count|_bytes|blocks|ptr|_rva|iova|start|end|available)$")
 # Documents with no single input: `list` (the machine), `lint --rules` (the rule table), `combine`
-# (several, under "inputs"), `batch` (each result has its own).
-NO_INPUT = {"list", "lint-rules", "combine", "batch"}
+# and `diff` (several, under "inputs"), `batch` (each result has its own).
+NO_INPUT = {"list", "lint-rules", "combine", "diff", "batch"}
 
 
 def check(doc, schema: str | None = None) -> list[str]:
@@ -99,8 +99,8 @@ def _key(k: str, v, path: str, errs: list[str]) -> None:
         for i, d in enumerate(v):
             if not isinstance(d, dict) and not (isinstance(d, str) and WORD.fullmatch(d)):
                 errs.append(f"{path}[{i}]: {d!r} is not a device ID like '100e'")
-    if k == "stop" and not (isinstance(v, dict) and isinstance(v.get("reason"), str)):
-        errs.append(f"{path}: a stop is an object with a 'reason', not {v!r}")
+    if k == "stop" and v is not None and not (isinstance(v, dict) and isinstance(v.get("reason"), str)):
+        errs.append(f"{path}: a stop is an object with a 'reason' (null: nothing walked), not {v!r}")
     if QUANTITY.search(k) and v is not None and not isinstance(v, bool) and not isinstance(v, (int, dict, list)):
         errs.append(f"{path}: {v!r} is a quantity and must be an integer")
     if k.endswith("_s") and v is not None and not (isinstance(v, (int, float, list)) and not isinstance(v, bool)):

@@ -115,7 +115,8 @@ def test_kvmvapic_bad_pointer_is_a_warning_not_a_crash():
 
 @pytest.mark.parametrize("path", NOT_ROMS, ids=lambda p: Path(p).name)
 def test_not_option_roms_exit_2(path):
-    for verb in ("inspect", "lint"):
+    ipxe_file = path.startswith("/usr/lib/ipxe/")  # inspect reads these as iPXE files (tests/test_ipxe.py)
+    for verb in ("lint",) if ipxe_file else ("inspect", "lint"):
         r = run_romlab(verb, corpus(path))
         assert r.returncode == 2
         err = r.stderr.decode()

@@ -99,6 +99,10 @@ CASES = [
     ("trailing-bytes", PXE, lambda b: b.extend(b"\x12\x34" * 300), 75264, "warning"),
     ("trailing-fill", PXE, lambda b: b.extend(b"\xff" * 4096), 75264, "info"),
     ("truncated", EFI, lambda b: b.__delitem__(slice(0x20000, None)), 0x20000, "error"),
+    # The iPXE payload: its packed .textdata is at 0x12c0 (length 0x1116c); intel.c claims no 8086:1234.
+    ("ipxe-payload", PXE, lambda b: b.__setitem__(0x5000, b[0x5000] ^ 0x55), 0x12C0, "error"),
+    ("ipxe-no-driver", PXE, lambda b: w16(b, 0x1C + 6, 0x1234), 0x1C + 6, "error"),
+    ("ipxe-device-list-unclaimed", PXE, lambda b: w16(b, 0x1C + 0x4BF, 0x1234), 0x1C + 0x4BF, "warning"),
 ]
 
 

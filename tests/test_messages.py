@@ -93,8 +93,8 @@ def test_no_rom_bar(tmp_path, verb):
 def test_efi_application_is_named_and_the_wrap_is_shown():
     app = corpus("/usr/lib/ipxe/ipxe.efi")
     assert app.read_bytes()[:2] == b"MZ"
-    assert _err(run_romlab("inspect", app)) == (
-        f"romlab inspect: error: {app}: not an option ROM but an EFI application; an option ROM carries only an "
+    assert _err(run_romlab("lint", app)) == (
+        f"romlab lint: error: {app}: not an option ROM but an EFI application; an option ROM carries only an "
         "EFI driver (subsystem 0x0b or 0x0c): build the program as a driver (iPXE: `make "
         "bin-x86_64-efi/ipxe.efidrv`) and wrap it: `romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`")
 
@@ -102,10 +102,13 @@ def test_efi_application_is_named_and_the_wrap_is_shown():
 def test_efi_driver_is_named_and_the_wrap_is_shown(tmp_path):
     drv = tmp_path / "intel.efidrv"
     drv.write_bytes(corpus(EFI).read_bytes()[0x12638:])   # PE at 0x0, e_lfanew 0xc0, subsystem word 0x000b
-    for verb in ("inspect", "lint", "disasm"):
+    for verb in ("lint", "disasm"):
         assert _err(run_romlab(verb, drv)) == (
             f"romlab {verb}: error: {drv}: not an option ROM but an EFI driver (PE/COFF, subsystem 0x0b); to put "
             "it in an option ROM, wrap it: `romlab efi-rom FILE --vendor VVVV --device DDDD -o out.rom`")
+    # inspect reads it as the iPXE file it is (its payload), rather than refusing it
+    r = run_romlab("inspect", drv)
+    assert r.returncode == 0 and b"an iPXE file, not an option ROM" in r.stdout, r.stderr
     # and the line it gives works
     out = tmp_path / "out.rom"
     r = run_romlab("efi-rom", drv, "--vendor", "8086", "--device", "100e", "-o", out)
@@ -124,8 +127,13 @@ def test_mz_without_a_pe_header(tmp_path):
 
 @pytest.mark.parametrize("args", [["nvm"], ["nvm", "--pci", "03:00.0"]], ids=["bare", "no-action"])
 def test_nvm_without_action_asks_for_the_action_only(args):
-    assert _err(run_romlab(*args)) == (
-        "romlab nvm: error: the following arguments are required: action (see 'romlab nvm --help')")
+    # as git's group commands do: the usage, then the actions to choose from, one per line
+    r = run_romlab(*args)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and "WORD=VALUE is" not in err and "required" not in err
+    assert err.startswith("usage: romlab nvm ") and "romlab nvm: give one of these actions:\n" in err
+    assert [line.split()[0] for line in err.split("actions:\n", 1)[1].splitlines()[:-1]] == [
+        "show", "fix-checksum", "set"]
 
 
 def test_nvm_set_without_words_still_asks_for_them(tmp_path):

@@ -4,22 +4,34 @@ from __future__ import annotations
 NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
-romlab bench firmware: for each NIC, one QEMU boot downloads the payload over HTTP N times with
-native drivers (the ROM's own iPXE; Debian's ipxe.pxe chainloaded for a ROM that is not iPXE)
-and one boot with the ROM's UNDI (Debian's undionly.kpxe chainloaded). romlab serves the payload
-and times each transfer on the server from the payload request to a second request the client
-makes only after imgfetch succeeded; a transfer counts only when every byte went out and the
-client confirmed. The table gives the median Mbit/s of each path, the spread over runs
-((max-min)/median) and native/UNDI. A ROM that is not iPXE needs --dhcp dnsmasq (root): dnsmasq
-on a tap in a network namespace hands PXE clients the NBP and iPXE clients romlab's script.
-Exit status: 0 every transfer complete, 1 some NIC or path failed (the table says which),
-2 unusable input."""
+Measure how fast drivers move data: a ROM's UNDI against native drivers under QEMU (firmware),
+or one real NIC's transmit paths (native). Each prints a table and can write a PNG plot."""
+EXAMPLES = [
+    ("romlab bench firmware --nic e1000,virtio-net --runs 3 --plot firmware.png",
+     "UNDI against native drivers on two NIC models, three downloads each"),
+    ("romlab bench native --pci 03:00.0 --plot native.png", "the three transmit paths of one NIC (root)"),
+]
+FIRMWARE_DESCRIPTION = """\
+For each NIC, one QEMU boot downloads the payload over HTTP N times with native drivers (the ROM's
+own iPXE; Debian's ipxe.pxe chainloaded for a ROM that is not iPXE) and one boot with the ROM's
+UNDI (Debian's undionly.kpxe chainloaded). romlab serves the payload and times each transfer on
+the server from the payload request to a second request the client makes only after imgfetch
+succeeded; a transfer counts only when every byte went out and the client confirmed. The table
+gives the median Mbit/s of each path, the spread over runs ((max-min)/median) and native/UNDI.
+A ROM that is not iPXE needs --dhcp dnsmasq (root): dnsmasq on a tap in a network namespace hands
+PXE clients the NBP and iPXE clients romlab's script.
+
+exit status:
+  0  every transfer complete
+  1  some NIC or path failed (the table says which)
+  2  unusable input"""
 
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="bench", metavar="WHAT")
-    f = sub.add_parser("firmware", help="UNDI against native drivers under QEMU, per NIC",
-                       description=DESCRIPTION)
+    f = sub.add_parser("firmware", help="HTTP downloads under QEMU through a ROM's UNDI against native drivers, "
+                                        "per NIC model",
+                       description=FIRMWARE_DESCRIPTION)
     f.add_argument("--nic", default="e1000,e1000e,rtl8139,virtio-net", metavar="LIST",
                    help="comma-separated QEMU NIC models (default: e1000,e1000e,rtl8139,virtio-net)")
     f.add_argument("--rom", default="auto", metavar="auto|PATH",
@@ -38,14 +50,13 @@ def add_arguments(p) -> None:
     f.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
-    f.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     f.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    n = sub.add_parser("native", help="transmit throughput: romlab's C path, its pure-Python twin and the kernel "
-                                      "driver (pktgen) on one NIC",
+    n = sub.add_parser("native", help="transmit throughput of one NIC: kernel driver (pktgen), romlab's C and "
+                                      "Python paths",
                        description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
-                                   "run: the kernel's driver through pktgen, then romlab's driver through VFIO with "
-                                   "the C batch path and the pure-Python path. The NIC is given back to its kernel "
-                                   "driver afterwards.")
+                                   "run:\n  kernel  its kernel driver, through pktgen\n  c       romlab's driver "
+                                   "through VFIO, C batch path\n  python  romlab's driver through VFIO, pure-Python "
+                                   "path\nThe NIC is given back to its kernel driver afterwards. Needs root.")
     n.add_argument("--pci", required=True, metavar="BDF", help="the NIC (e1000 or e1000e), bound to its kernel driver")
     n.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
     n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
@@ -110,6 +121,7 @@ def run(args) -> int:
     import sys
 
     from hw.errors import UsageError
+    from romlab.cli import note
 
     if getattr(args, "bench", None) == "native":
         return _run_native(args)
@@ -136,8 +148,7 @@ def run(args) -> int:
     check_outputs([p for p in (args.output, args.plot, args.html) if p], overwrite=args.overwrite)
 
     def progress(msg: str) -> None:
-        if not args.quiet:
-            print(f"romlab bench: {msg}", file=sys.stderr, flush=True)
+        note(f"romlab bench: {msg}")
 
     doc = bf.run_bench(nics=nics, rom=args.rom, size=size, runs=args.runs, dhcp=args.dhcp,
                        firmware=args.firmware, accel=args.accel, timeout=args.timeout, progress=progress)
@@ -168,6 +179,6 @@ def run(args) -> int:
     for nic, p, err in failed:
         print(f"romlab bench: {nic} {p}: {err}", file=sys.stderr)
     slower = [n["nic"] for n in doc["nics"] if n["ratio_native_over_undi"] and n["ratio_native_over_undi"] > 1]
-    if not args.quiet and not failed:
+    if not failed:
         progress(f"UNDI slower than native on {len(slower)} of {len(doc['nics'])} NIC(s)")
     return 1 if failed else 0

@@ -9,15 +9,31 @@ HELP = "boot a NIC carrying an option ROM in QEMU (SeaBIOS or OVMF) and report w
 DESCRIPTION = """\
 Boot QEMU (TCG unless --accel kvm) with one emulated NIC whose option ROM is --rom, read the
 serial console and report the firmware and ROM banners, the boot entry, the NIC driver, DHCP,
-transfers, and how the boot ended. The goal is: the firmware ran the ROM (default), the NBP given
-with --nbp (served by TFTP) was fetched and started, or the iPXE script given with --script
-(served over HTTP) ran to its end. --expect TEXT also requires TEXT on the console.
+transfers, and how the boot ended.
+
+goals (one of):
+  (default)      the firmware ran the ROM
+  --nbp FILE     FILE, served by TFTP, was fetched and started
+  --script FILE  the iPXE script FILE, served over HTTP, ran to its end
+--expect TEXT also requires TEXT on the console.
+
 A ROM the firmware skipped (SeaBIOS runs a legacy image only when its PCIR vendor:device match the
-device) is named as such with both ID pairs.
-NIC models are QEMU's (e1000, e1000e, rtl8139, ...); virtio-net means virtio-net-pci with
-disable-legacy=on, the ID Debian's virtio ROMs carry (1af4:1041).
-Exit status: 0 goal reached, 1 not reached (skipped, failed, hung: the last console lines are
-printed), 2 unusable input (no such ROM, no QEMU, bad NIC model)."""
+device) is named as such with both ID pairs. NIC models are QEMU's (e1000, e1000e, rtl8139, ...);
+virtio-net means virtio-net-pci with disable-legacy=on, the ID Debian's virtio ROMs carry
+(1af4:1041).
+
+exit status:
+  0  goal reached
+  1  not reached (skipped, failed, hung: the last console lines are printed)
+  2  unusable input (no such ROM, no QEMU, bad NIC model)"""
+
+EXAMPLES = [
+    ("romlab boot --nic e1000", "QEMU's own e1000 ROM under SeaBIOS: did it run?"),
+    ("romlab boot --nic e1000e --rom /usr/lib/ipxe/qemu/efi-e1000e.rom --firmware ovmf",
+     "Debian's e1000e ROM under OVMF (its EFI image)"),
+    ("romlab boot --nic rtl8139 --rom new.rom --nbp /usr/lib/ipxe/undionly.kpxe",
+     "the ROM fetches and starts a PXE program over TFTP"),
+]
 
 
 def add_arguments(p) -> None:

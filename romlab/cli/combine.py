@@ -18,6 +18,10 @@ from romlab.cli._common import (
 NAME = "combine"
 HELP = "stack ROM images into one ROM, last-image flag on the final image only"
 
+EXAMPLES = [
+    ("romlab combine pxe-e1000.rom efi.rom -o both.rom", "a legacy and an EFI image in one ROM"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="+", metavar="ROM", help="ROMs or images, in order")

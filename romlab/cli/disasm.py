@@ -8,6 +8,11 @@ NAME = "disasm"
 HELP = "disassemble a legacy image's init, BCV/BDV/BEV or UNDI loader entry (16-bit x86)"
 ENTRIES = ("init", "bcv", "bdv", "bev", "undi-loader")
 
+EXAMPLES = [
+    ("romlab disasm /usr/lib/ipxe/qemu/pxe-e1000.rom", "the init entry, following its first jump"),
+    ("romlab disasm pxe-e1000.rom --entry bev --count 16", "16 instructions from the boot entry vector"),
+]
+
 
 def add_arguments(p) -> None:
     add_source_arguments(p)

@@ -3,11 +3,18 @@ from __future__ import annotations
 
 NAME = "dump"
 HELP = "copy a PCI device's option ROM to a file"
-DESCRIPTION = (
-    "Copy the option ROM of a PCI device to FILE. By default only the images are kept, trimmed the way "
-    "the kernel's pci_get_rom_size does (follow 55AA/PCIR images to the last-image flag); --raw keeps "
-    "the whole ROM BAR, fill included, and reads it through VFIO. --via vfio binds the device to "
-    "vfio-pci for the read if it is not bound already and gives it back to its driver afterwards.")
+DESCRIPTION = """\
+Copy the option ROM of a PCI device to FILE.
+  (default)  only the images, trimmed the way the kernel's pci_get_rom_size does (follow the
+             55AA/PCIR images to the last-image flag)
+  --raw      the whole ROM BAR, fill included, read through VFIO
+--via vfio binds the device to vfio-pci for the read if it is not bound already and gives it back
+to its driver afterwards."""
+
+EXAMPLES = [
+    ("romlab dump --pci 03:00.0 -o nic.rom", "the card's ROM images, as the kernel trims them (root)"),
+    ("romlab dump --pci 03:00.0 --raw -o bar.bin", "the whole ROM BAR, through VFIO"),
+]
 
 
 def add_arguments(p) -> None:
@@ -23,7 +30,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import hashlib
     import os
-    import sys
 
     from hw.access import read_rom
     from hw.errors import UsageError
@@ -44,6 +50,8 @@ def run(args) -> int:
     if args.json:
         print_json(doc)
     else:
-        print(f"{bdf}: wrote {len(data)} bytes ({'whole ROM BAR' if args.raw else 'ROM images'}, via {via}) "
-              f"to {args.output}", file=sys.stderr)
+        from romlab.cli import note
+
+        note(f"{bdf}: wrote {len(data)} bytes ({'whole ROM BAR' if args.raw else 'ROM images'}, via {via}) "
+             f"to {args.output}")
     return 0

@@ -18,6 +18,12 @@ from romlab.cli._common import (
 NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"
 
+EXAMPLES = [
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e -o efi.rom", "an EFI image in EDK2's layout"),
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e --device 100f --compress -o efi.rom",
+     "compressed, with a PCI 3.0 device list"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("driver", help="EFI driver (.efi, PE/COFF, subsystem 0x0B or 0x0C)")

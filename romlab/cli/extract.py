@@ -20,6 +20,11 @@ from romlab.cli._common import (
 NAME = "extract"
 HELP = "write one image of a ROM (marked as the last image), or with --efi-driver the PE driver of an EFI image"
 
+EXAMPLES = [
+    ("romlab extract efi-e1000.rom --image 1 -o efi.img", "image 1, bytes as they are in the ROM"),
+    ("romlab extract efi-e1000.rom --image 1 --efi-driver -o e1000.efi", "the PE driver inside it, decompressed"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="ROM to read")

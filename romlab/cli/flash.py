@@ -5,26 +5,49 @@ NAME = "flash"
 HELP = "write an option ROM to a NIC's SPI flash, in-system or through a programmer (backup, minimal erase, verify)"
 DESCRIPTION = """\
 Write ROM into the SPI NOR flash of an Intel NIC in this machine (--pci BDF, as root) or of a chip
-reached through --programmer:
+reached through --programmer SPEC.
+
+programmers (--programmer):
   serprog:tcp=HOST:PORT      a serprog programmer over TCP (or `romlab serprog-emu`)
   serprog:dev=PATH[,baud=N]  a serprog programmer on a serial port
   file:PATH                  a flash image file, handled as a chip of its size
   ch341a                     a CH341A USB programmer (1a86:5512; mind its 5 V data lines)
-In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's nicintel_spi:
-8254x, 8257x/82583, 82599, I210), knows where the ROM goes (I210: from 0x2000, after the NVM, which
-it never writes), and refuses a ROM whose PCIR vendor/device IDs are not the card's (--force-ids).
-A bound driver (e1000e, e1000) keeps the kernel from mapping BAR 0: add --unbind, or use --via vfio.
-For other NICs it says which programmer to use instead. See docs/flashing.md.
+
+modes (default: write ROM):
+  --read OUT     read the whole chip into OUT
+  --verify-only  compare the chip with ROM, change nothing
+  --dry-run      show chip, layout, blocks to erase and bytes to write, change nothing
+  --resume       finish an interrupted write from its journal
+
+layouts (--layout; without it romlab decides only for a blank chip or one holding an option ROM
+at 0, and refuses when it finds an Intel NVM):
+  rom-at-0  the ROM from offset 0 (82574L-class cards)
+  i210      the ROM from 0x2000, after the NVM
+  FILE      a flashrom-style layout file with a region named rom
+
+In-system (--pci) romlab drives the flash through the NIC's own registers (flashrom's
+nicintel_spi: 8254x, 8257x/82583, 82599, I210), never writes the I210's NVM, and refuses a ROM
+whose PCIR vendor/device IDs are not the card's (--force-ids). A bound driver (e1000e, e1000)
+keeps the kernel from mapping BAR 0: add --unbind, or use --via vfio. For other NICs it says which
+programmer to use instead. See docs/flashing.md.
+
 Before anything is erased the whole chip is read (every piece twice, compared) and saved as a
 backup in $ROMLAB_BACKUP_DIR (default ~/.local/share/romlab/backups) with a JSON record;
-`romlab restore BACKUP` writes one back. Only blocks that differ are erased and programmed, each is
-read back, then the whole chip is verified. The ROM goes where --layout says: rom-at-0 (82574L-class
-cards), i210 (ROM at 0x2000 after the NVM) or a flashrom-style layout FILE with a region named rom;
-without --layout romlab decides only for a blank chip or one holding an option ROM at 0, and refuses
-when it finds an Intel NVM. An interrupted write is finished with --resume.
-Exit codes: 0 done (or nothing to change), 1 --verify-only found differences, 2 nothing was
-changed (unusable input, no chip, unreliable reads), 3 the flash was left partly written (the
-message names the backup)."""
+`romlab restore BACKUP` writes one back. Only blocks that differ are erased and programmed, each
+is read back, then the whole chip is verified.
+
+exit status:
+  0  done (or nothing to change)
+  1  --verify-only found differences
+  2  nothing was changed (unusable input, no chip, unreliable reads)
+  3  the flash was left partly written (the message names the backup)"""
+
+EXAMPLES = [
+    ("romlab flash --programmer serprog:tcp=127.0.0.1:4242 new.rom",
+     "write through a serprog programmer (`romlab serprog-emu` for a rehearsal)"),
+    ("romlab flash --pci 03:00.0 --unbind --dry-run new.rom", "what an in-system write would erase and program"),
+    ("romlab flash --programmer ch341a --read chip.bin", "read the whole chip into chip.bin"),
+]
 
 
 def add_arguments(p):
@@ -40,12 +63,13 @@ def add_arguments(p):
     mode.add_argument("--read", metavar="OUT", help="only read the whole chip into OUT")
     mode.add_argument("--verify-only", action="store_true", help="compare the chip with ROM, change nothing")
     mode.add_argument("--dry-run", action="store_true",
-                      help="print chip, layout, blocks to erase and bytes to write; change nothing")
+                      help="show chip, layout, blocks to erase and bytes to write; change nothing")
     mode.add_argument("--resume", action="store_true", help="finish an interrupted write from its journal")
     p.add_argument("--force", action="store_true",
                    help="write at 0 over an Intel NVM, or a ROM whose checksum is wrong")
-    p.add_argument("--json", action="store_true", help="print the romlab.flash/1 JSON document")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (as -q, which also "
+                   "drops other remarks)")
 
 
 def _report(args, result: dict, lines: list[str]) -> None:
@@ -61,13 +85,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from hw.errors import FlashError, RomlabError, UsageError
+    from romlab.cli import detail, quiet
     from romlab.cli._common import check_outputs, open_programmer, write_output
     from romlab.conventions import device_input, document, hexid, pci_id
     from romtools.flash import backup as backupmod
     from romtools.flash import image, session, writer
     from romtools.walker import read_input
 
-    progress = session.Progress(False if args.no_progress or args.json else None)
+    progress = session.Progress(False if args.no_progress or args.json or quiet() else None)
     if args.force_ids and not args.pci:
         raise UsageError("--force-ids goes with --pci (only an in-system target has PCI IDs to compare)")
 
@@ -122,6 +147,7 @@ def run(args) -> int:
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
         if len(rom) > chip.size:
             raise UsageError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
+        detail(f"romlab flash: {chip_line} through {prog.describe()}; reading it twice for the backup")
         current = session.read_stable(nor, progress)
         # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
         journal, unchecked = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
@@ -157,6 +183,8 @@ def run(args) -> int:
             backup_path = None
 
         pl = writer.plan(nor, current, target)
+        detail(f"romlab flash: layout {layout.name}, ROM region 0x{layout.start:06x}-0x{layout.end - 1:06x}; "
+               f"{len(pl.steps)} block(s) differ, {pl.unchanged_sectors} sector(s) already right")
         result = document("romlab.flash/1", input=args.rom, target=pci.spec if pci else args.programmer,
                           chip=chip.name, jedec=chip.jedec_hex, size=chip.size, programmer=prog.describe(),
                           rom_id=pci_id(info.vendor, info.device),
@@ -227,6 +255,10 @@ def run(args) -> int:
             _report(args, result, lines)
             return 0
 
+        for s in pl.steps:
+            detail(f"romlab flash: block 0x{s.start:06x}-0x{s.start + s.size - 1:06x}: "
+                   + (f"erase (opcode 0x{s.erase_op:02x}), " if s.erase_op is not None else "no erase, ")
+                   + "program, read back")
         if not args.resume:
             journal = backupmod.Journal.new(chip.jedec_hex)
         header = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,

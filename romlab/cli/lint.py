@@ -6,15 +6,22 @@ from romlab.conventions import document
 
 NAME = "lint"
 HELP = "check an option ROM against the rules UEFI, Linux and iPXE apply"
-DESCRIPTION = (HELP + ". Exit status: 0 no errors (warnings fail only with --strict), 1 at least one error, "
-               "2 unusable input.")
+DESCRIPTION = HELP + """.
+Exit status: 0 no errors (warnings fail only with --strict), 1 at least one error, 2 unusable input."""
+
+EXAMPLES = [
+    ("romlab lint /usr/lib/ipxe/qemu/pxe-e1000.rom", "check one ROM; exit status 1 on an error"),
+    ("romlab lint /usr/lib/ipxe/qemu/*.rom", "every ROM Debian ships for QEMU: a result per file, the worst status"),
+    ("romlab lint --strict --json efi-e1000.rom", "warnings fail too; the findings as JSON"),
+    ("romlab lint --rules", "every rule, its severity and where it comes from"),
+]
 
 
 def add_arguments(p) -> None:
     add_source_arguments(p)
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/2 JSON document")
-    p.add_argument("--rules", action="store_true", help="list every rule and exit")
+    p.add_argument("--rules", action="store_true", help="list every rule and exit (with --json: the romlab.lint-rules/1 document)")
 
 
 def run(args) -> int:
@@ -36,7 +43,7 @@ def run(args) -> int:
         return 0
 
     def one(data, source):
-        findings = lint(walk(data))
+        findings = lint(walk(data), data)
         status = exit_status(findings, args.strict)
         if args.json:
             return status, document(LINT_SCHEMA, input=source, strict=args.strict, exit=status,

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 NAME = "list"
 HELP = "list PCI devices with their names, ROM BAR size, ROM validity and driver"
-DESCRIPTION = (HELP + ". Whether a valid ROM is present needs root (the kernel's rom file is root-only); "
-               "without it that column shows '?'.")
+DESCRIPTION = HELP + """.
+Whether a valid ROM is present needs root (the kernel's rom file is root-only); without it that
+column shows '?'."""
+
+EXAMPLES = [
+    ("romlab list", "every PCI device (the ROM column needs root)"),
+    ("romlab list --with-rom --json", "devices with a ROM BAR, as JSON"),
+]
 
 
 def add_arguments(p) -> None:

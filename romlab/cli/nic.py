@@ -6,13 +6,36 @@ from romlab.conventions import device_input, document
 
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
+DESCRIPTION = """\
+Drive an Intel e1000/e1000e NIC from user space through VFIO with romlab's own driver: reset it,
+set up its rings and DMA buffers, then one action. The NIC must be bound to vfio-pci first
+(`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself."""
+
+EXAMPLES = [
+    ("romlab nic info --pci 03:00.0", "part, MAC, link and EEPROM words of a NIC bound to vfio-pci"),
+    ("romlab nic send --pci 03:00.0 --count 100000 --size 1514", "send 100000 full-size test frames"),
+    ("romlab nic recv --pci 04:00.0 --count 100000 --timeout 30 --pcap rx.pcap",
+     "receive and check them on another NIC, writing rx.pcap"),
+]
 
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="nic_cmd", metavar="ACTION", required=True)
-    info = sub.add_parser("info", help="part, MAC, link, EEPROM words")
-    send = sub.add_parser("send", help="transmit test frames")
-    recv = sub.add_parser("recv", help="receive frames")
+    info = sub.add_parser("info", help="part, MAC address, link state, EEPROM words 0x00-0x3f and their checksum",
+                          description="Reset the NIC, then show its part, MAC address, link state, whether its "
+                                      "DMA buffers are on\nhuge pages, and the MAC and checksum of EEPROM words "
+                                      "0x00-0x3f (0xBABA when valid).")
+    send = sub.add_parser("send", help="transmit numbered test frames (a seeded payload `nic recv` checks)",
+                          description="Transmit --count Ethernet frames of --size bytes (without FCS) to --dst, "
+                                      "--batch frames\nat a time, flat out or paced to --rate frames/s. Each "
+                                      "frame carries a sequence number and a\npayload made from --seed, which "
+                                      "`romlab nic recv` on the receiving NIC checks.\nExit status: 0 every frame "
+                                      "left the ring, 1 the ring did not drain, 2 unusable input.")
+    recv = sub.add_parser("recv", help="receive frames, check romlab's test frames, optionally write a pcap",
+                          description="Receive until --count intact romlab test frames arrived (with --any: "
+                                      "frames of any kind)\nor --timeout passed, waiting by polling, by interrupt "
+                                      "or adaptively (--mode).\nExit status: 0 enough frames, 1 too few before "
+                                      "the timeout, 2 unusable input.")
     for s in (info, send, recv):
         s.add_argument("--pci", required=True, metavar="BDF", help="the NIC, bound to vfio-pci")
         s.add_argument("--json", action="store_true", help="report as JSON")
@@ -37,8 +60,14 @@ def add_arguments(p) -> None:
 
 def _open(args):
     from drivers.intel import IntelNic
+    from romlab.cli import detail
 
-    return IntelNic(args.pci, impl=args.impl)
+    detail(f"romlab nic: opening {args.pci} through VFIO: reset, then rings and DMA buffers ({args.impl} ring code)")
+    nic = IntelNic(args.pci, impl=args.impl)
+    detail(f"romlab nic: {nic.bdf} is {nic.part.name}; RX ring {nic.RX_COUNT}, TX ring {nic.TX_COUNT} descriptors "
+           f"of {nic.BUF_SIZE}-byte buffers on {'huge pages' if nic.pool.hugepages else 'normal pages'}; "
+           f"link {'up' if nic.link_up else 'down'}")
+    return nic
 
 
 def run(args) -> int:
@@ -68,11 +97,11 @@ def _info(args) -> int:
 
 
 def _send(args) -> int:
-    import sys
     import time
 
     from drivers import frames
     from hw.errors import UsageError
+    from romlab.cli import detail, note
 
     try:
         dst = frames.parse_mac(args.dst)
@@ -81,7 +110,7 @@ def _send(args) -> int:
         raise UsageError(str(exc)) from None
     with _open(args) as nic:
         src = nic.mac
-        print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, sending {args.count} frames", file=sys.stderr, flush=True)
+        note(f"romlab nic: {nic.bdf} ({nic.part.name}) up, sending {args.count} frames")
         sent, t0 = 0, time.perf_counter()
         report = t0 + 1.0
         while sent < args.count:
@@ -90,7 +119,7 @@ def _send(args) -> int:
                 if ahead > 0:
                     time.sleep(ahead)
             if time.perf_counter() > report:
-                print(f"romlab nic: sent {sent}", file=sys.stderr, flush=True)
+                note(f"romlab nic: sent {sent}")
                 report += 1.0
             n = min(args.batch, args.count - sent)
             data, lens = frames.batch(src, dst, args.seed, sent, n, args.size)
@@ -105,6 +134,8 @@ def _send(args) -> int:
                     time.sleep(0.0002)
             sent += n
         flushed = nic.tx_flush()
+        detail(f"romlab nic: {sent} frames queued in batches of {args.batch}; the ring "
+               + ("drained" if flushed else "did not drain"))
         dt = time.perf_counter() - t0
         stats = nic.stats()
     doc = document("romlab.nic-send/2", input=device_input(args.pci), sent=sent, size=args.size, elapsed_s=dt,
@@ -125,10 +156,10 @@ def _pcap_writer(path):
 
 
 def _recv(args) -> int:
-    import sys
     import time
 
     from drivers import frames
+    from romlab.cli import detail, note
 
     if args.pcap:  # an existing file is refused before the device is touched or the file truncated
         check_outputs([args.pcap], overwrite=args.overwrite)
@@ -138,7 +169,7 @@ def _recv(args) -> int:
     out = bytearray(256 * 2048)
     try:
         with _open(args) as nic:
-            print(f"romlab nic: {nic.bdf} ({nic.part.name}) up, receiving", file=sys.stderr, flush=True)
+            note(f"romlab nic: {nic.bdf} ({nic.part.name}) up, receiving")
             deadline = time.monotonic() + args.timeout
             while (got if args.any else good) < args.count and time.monotonic() < deadline:
                 n, lens = nic.rx_wait_batch(out, max(0.0, deadline - time.monotonic()), args.mode)
@@ -153,6 +184,7 @@ def _recv(args) -> int:
                     if pcap:
                         pcap.writepkt(f, time.time())
             link, stats = nic.link_up, nic.stats()
+            detail(f"romlab nic: {got} frame(s) received ({args.mode} wait), {good} intact test frame(s)")
             interrupts = getattr(nic, "interrupts", 0)
     finally:
         if pcap:

@@ -3,18 +3,37 @@ from __future__ import annotations
 
 NAME = "nvm"
 HELP = "show or edit an Intel NIC's NVM words (MAC, PXE words, 0xBABA checksum)"
+# The actions, one line each: the description lists them, and a bare `romlab nvm` too.
+ACTIONS = {
+    "show": "MAC, checksum, device IDs, the boot-agent words 0x30-0x33, words 0x00-0x3f",
+    "fix-checksum": "rewrite word 0x3f so that words 0x00-0x3f sum to 0xBABA",
+    "set": "WORD=VALUE ...: change words (the checksum is rewritten when 0x00-0x3e change)",
+}
 DESCRIPTION = """\
-Read the NVM words of an Intel NIC through its EERD register: in this machine (--pci BDF, as
-root; a driver such as e1000e holds BAR 0, so add --unbind or use --via vfio) or on a NIC that QEMU emulates (--qemu DEVICE, e.g. e1000,mac=52:54:00:12:34:56; no guest
-OS is booted, a small relay program reaches the registers).
-  show                     MAC, checksum, device IDs, the boot-agent words 0x30-0x33, words 0x00-0x3f
-  fix-checksum             rewrite word 0x3f so words 0x00-0x3f sum to 0xBABA
-  set WORD=VALUE ...       change words (the checksum is rewritten when 0x00-0x3e change)
+Read the NVM words of an Intel NIC through its EERD register, in this machine (--pci BDF, as root;
+a driver such as e1000e holds BAR 0, so add --unbind or use --via vfio) or on a NIC that QEMU
+emulates (--qemu DEVICE, e.g. e1000,mac=52:54:00:12:34:56; no guest OS is booted, a small relay
+program reaches the registers).
+
+actions:
+""" + "\n".join(f"  {name:<13} {what}" for name, what in ACTIONS.items()) + """
+
 With --dry-run the words that would change are shown and nothing is written. Writes work on the
 I210 (EEWR into the shadow RAM, then a flash update) and the 82580 (its SPI EEPROM); on other
 controllers romlab points to `ethtool -E`. Every write is preceded by a backup of the whole NVM in
-$ROMLAB_BACKUP_DIR. Exit codes: 0 ok, 1 show found an invalid checksum, 2 nothing was changed
-(bad input, no device, not root), 3 a write did not read back."""
+$ROMLAB_BACKUP_DIR.
+
+exit status:
+  0  ok
+  1  show found an invalid checksum
+  2  nothing was changed (bad input, no device, not root)
+  3  a write did not read back"""
+
+EXAMPLES = [
+    ("romlab nvm --pci 03:00.0 --unbind show", "MAC, checksum and boot-agent words of a card (root)"),
+    ("romlab nvm --qemu e1000e,mac=52:54:00:12:34:56 show", "the same for QEMU's emulated e1000e, no hardware"),
+    ("romlab nvm --pci 03:00.0 --unbind set 0x31=0x4000 --dry-run", "what changing word 0x31 would write"),
+]
 
 
 def add_arguments(p):
@@ -25,10 +44,10 @@ def add_arguments(p):
                    help="with --pci: map BAR 0 from sysfs resource0 (default) or through VFIO")
     p.add_argument("--unbind", action="store_true",
                    help="with --pci: detach the kernel driver for the run and bind it again after")
-    p.add_argument("action", choices=("show", "fix-checksum", "set"))
+    p.add_argument("action", choices=tuple(ACTIONS), metavar="ACTION", help=", ".join(ACTIONS) + " (see above)")
     p.add_argument("words", nargs="*", default=[], metavar="WORD=VALUE", help="with set: the words to change")
     p.add_argument("--dry-run", action="store_true", help="show the words that would change; write nothing")
-    p.add_argument("--json", action="store_true", help="print the romlab.nvm/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _open(args):

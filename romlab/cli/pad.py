@@ -6,6 +6,11 @@ from romlab.cli._common import add_edit_arguments, add_overwrite_argument, check
 NAME = "pad"
 HELP = "pad a ROM with 0xFF to SIZE, the next flash size, or a VirtualBox/VMware preset"
 
+EXAMPLES = [
+    ("romlab pad both.rom --to flash -o padded.rom", "pad to the next flash size (64K, 128K, ...)"),
+    ("romlab pad both.rom --to 256K -o padded.rom", "pad to 256 KiB"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="ROM to pad")

@@ -19,6 +19,13 @@ from romlab.cli._common import (
 NAME = "patch"
 HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"
 
+EXAMPLES = [
+    ("romlab patch pxe-e1000.rom --device 10d3 --fix-checksums -o e1000e.rom",
+     "retarget a ROM to device 10d3; the input is not changed"),
+    ("romlab patch rom.rom --in-place --vendor 8086 --fix-checksums", "change the file itself, keeping rom.rom.bak"),
+    ("romlab patch both.rom --image 1 --last -o fixed.rom", "set the last-image flag on image 1"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="ROM to patch (never changed unless --in-place)")
@@ -72,6 +79,9 @@ def run(args) -> int:
     data = read_input(args.file)
     patcher = RomPatcher(data)
     targets = patcher.select(args.image)
+    from romtools.ipxe import retarget_warnings
+
+    drives = retarget_warnings(data, targets, args.vendor, args.device, args.add_device)
     for i in targets:
         if args.vendor is not None:
             patcher.set_vendor(i, args.vendor)
@@ -94,7 +104,7 @@ def run(args) -> int:
             patcher.set_last(i, args.last)
     buf = bytearray(patcher.result())
     notes = list(patcher.notes)
-    warnings = []
+    warnings = list(drives)
     if args.fix_checksums:
         warnings += fix_rom_checksums(buf, args.checksum_byte)
     bad = [c for img in walk(bytes(buf)).images for c in img.checksums if c.complete and c.value]

@@ -10,6 +10,12 @@ The backup's sha256 must match its record, and the chip found must have the reco
 size. What the chip holds now is saved as a new backup first; then only differing blocks are
 erased and programmed, and the whole chip is verified."""
 
+EXAMPLES = [
+    ("romlab restore ~/.local/share/romlab/backups/20260101T120000Z-ef3013-1a2b3c4d.bin --pci 03:00.0 --unbind",
+     "put a backup back on the card it came from"),
+    ("romlab restore backup.bin --programmer serprog:tcp=127.0.0.1:4242 --dry-run", "what would change, through a programmer"),
+]
+
 
 def add_arguments(p):
     p.add_argument("backup", help="backup file (.bin or .json)")
@@ -18,8 +24,9 @@ def add_arguments(p):
     add_flash_target_arguments(p)
     p.add_argument("--chip", metavar="NAME", help="chip name for file: images that are not a default size")
     p.add_argument("--dry-run", action="store_true", help="show what would change; change nothing")
-    p.add_argument("--json", action="store_true", help="print the romlab.restore/1 JSON document")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (as -q, which also "
+                   "drops other remarks)")
 
 
 def run(args) -> int:
@@ -30,7 +37,9 @@ def run(args) -> int:
     from romtools.flash import session, writer
 
     data, record = backupmod.load(args.backup)
-    progress = session.Progress(False if args.no_progress or args.json else None)
+    from romlab.cli import quiet
+
+    progress = session.Progress(False if args.no_progress or args.json or quiet() else None)
     if args.pci:
         pci = session.PciSession(args.pci, via=args.via, unbind=args.unbind)
         prog, nor, key = pci.prog, pci.nor, pci.spec

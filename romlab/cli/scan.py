@@ -13,6 +13,11 @@ from romlab.cli._common import (
 NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"
 
+EXAMPLES = [
+    ("romlab scan flash-dump.bin", "every option ROM inside a firmware image or flash dump"),
+    ("romlab scan flash-dump.bin --extract roms/", "and write each one to roms/rom-OFFSET.bin"),
+]
+
 
 def add_arguments(p) -> None:
     p.add_argument("files", nargs="+", metavar="FILE",

@@ -8,9 +8,18 @@ Serve the serprog protocol over TCP or a pseudo-terminal, with a simulated SPI N
 contents live in --image (changed in place). Rehearse a flash with no hardware, with romlab
 (--programmer serprog:tcp=127.0.0.1:PORT) or flashrom (-p serprog:ip=127.0.0.1:PORT).
 Without --chip the chip is a common part of the image's size that flashrom knows
-(512 KiB: Winbond W25X40). --fault injects reproducible failures (rates per byte on the bus):
-flip:RATE (bit flips), drop:RATE (lost bytes), lie:RATE (program/erase accepted, not done),
-disconnect:BYTES (hang up once after that many bytes)."""
+(512 KiB: Winbond W25X40).
+
+faults (--fault KIND:VALUE, repeatable; rates per byte on the bus, reproducible with --seed):
+  flip:RATE         bit flips
+  drop:RATE         lost bytes
+  lie:RATE          program/erase accepted, not done
+  disconnect:BYTES  hang up once after that many bytes"""
+
+EXAMPLES = [
+    ("romlab serprog-emu --image chip.bin --listen tcp:4242", "a chip of chip.bin's size on TCP port 4242"),
+    ("romlab serprog-emu --image chip.bin --fault flip:1e-6 --seed 7", "the same with reproducible bit flips"),
+]
 
 
 def add_arguments(p):

@@ -11,7 +11,17 @@ ROM is not iPXE gets undionly.kpxe by PXE and is measured through the UNDI. Each
 printed as it arrives. Proxy-DHCP hands out no addresses: serve first sends a DHCPDISCOVER and refuses
 to start when no other DHCP server answers; --dhcp-range START,END makes it the DHCP server instead.
 Needs root. Runs until interrupted, --clients N clients have finished, or --timeout.
-Exit status: 0 done (all clients asked for finished), 1 timed out first, 2 unusable set-up."""
+
+exit status:
+  0  done (all clients asked for finished)
+  1  timed out first
+  2  unusable set-up"""
+
+EXAMPLES = [
+    ("romlab serve --interface eth1", "proxy-DHCP beside the lab's own DHCP server on eth1 (root)"),
+    ("romlab serve -i eth1 --dhcp-range 10.0.0.100,10.0.0.150 --clients 2",
+     "be the DHCP server; stop when two machines have finished"),
+]
 
 
 def add_arguments(p) -> None:
@@ -25,20 +35,19 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")
     p.add_argument("--clients", type=int, metavar="N", help="stop after N clients have finished")
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--json", action="store_true",
-                   help="print each client's result as one romlab.serve/1 JSON document, one per line")
+    p.add_argument("--json", action="store_true", help="print each client's result as one JSON line")
 
 
 def run(args) -> int:
     import json
     import os
     import shutil
-    import sys
     import tempfile
     import time
 
     from hw.errors import UsageError
     from romlab.bench.firmware import IPXE_PXE, PATHS
+    from romlab.cli import note
     from romlab.conventions import document, utc_now
     from romlab.lab import serve as labserve
     from romlab.lab.boot import UNDIONLY
@@ -63,7 +72,7 @@ def run(args) -> int:
     iface = interface_ipv4(args.interface)
 
     def say(msg: str) -> None:
-        print(f"romlab serve: {msg}", file=sys.stderr, flush=True)
+        note(f"romlab serve: {msg}")
 
     if not args.dhcp_range:
         servers = find_dhcp_servers(args.interface, args.probe_seconds)

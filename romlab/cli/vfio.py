@@ -3,23 +3,39 @@ from __future__ import annotations
 
 NAME = "vfio"
 HELP = "bind a PCI device to vfio-pci, give it back, or show its VFIO regions and interrupts"
-DESCRIPTION = (
-    "bind BDF: give the device to vfio-pci, remembering its driver; unbind BDF: give it back to that "
-    "driver; info BDF: regions, interrupts, reset and IOMMU ranges (binds for the look if needed, "
-    "restores after); --dma SIZE also pins and maps a buffer of SIZE bytes, which checks the "
-    "locked-memory limit.")
+DESCRIPTION = """\
+Hand a PCI device to vfio-pci, so that user-space drivers (romlab nic, romlab dump --raw, QEMU)
+can reach it, give it back afterwards, or see what VFIO offers for it."""
+
+EXAMPLES = [
+    ("romlab vfio bind 03:00.0", "take the device from its kernel driver (root)"),
+    ("romlab vfio info 03:00.0 --dma 2M", "its regions and interrupts; also pin and map a 2 MiB DMA buffer"),
+    ("romlab vfio unbind 03:00.0", "give it back to the driver it had"),
+]
 
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    b = sub.add_parser("bind", help="give BDF to vfio-pci")
-    b.add_argument("bdf", metavar="BDF")
-    u = sub.add_parser("unbind", help="give BDF back to the driver it had")
-    u.add_argument("bdf", metavar="BDF")
-    i = sub.add_parser("info", help="VFIO regions, interrupts and IOMMU ranges of BDF")
-    i.add_argument("bdf", metavar="BDF")
+    b = sub.add_parser("bind", help="give BDF to vfio-pci, remembering the driver it had",
+                       description="Unbind BDF from its kernel driver and bind it to vfio-pci, remembering the "
+                                   "driver\nfor `romlab vfio unbind`. Needs root.")
+    b.add_argument("bdf", metavar="BDF", help="the device, e.g. 03:00.0 or 0000:03:00.0")
+    u = sub.add_parser("unbind", help="give BDF back to the driver it had before bind",
+                       description="Unbind BDF from vfio-pci and bind it to the driver it had before "
+                                   "`romlab vfio bind`\n(or leave it without one if it had none). Needs root.")
+    u.add_argument("bdf", metavar="BDF", help="the device, e.g. 03:00.0 or 0000:03:00.0")
+    i = sub.add_parser("info", help="what VFIO offers for BDF: regions, interrupts, reset, IOMMU ranges",
+                       description="""\
+Open BDF through VFIO and show what a user-space driver gets:
+  regions      each BAR, the ROM and config space: size, and whether it can be read, written, mmapped
+  interrupts   INTx, MSI, MSI-X ...: vectors, and whether they are maskable or automasked
+  reset        whether the device can be reset through VFIO
+  IOVA ranges  the addresses the IOMMU lets DMA buffers be mapped at
+A device not bound to vfio-pci is bound for the look and given back to its driver after.
+--dma SIZE also pins and maps a buffer of SIZE bytes, which checks the locked-memory limit.""")
+    i.add_argument("bdf", metavar="BDF", help="the device, e.g. 03:00.0 or 0000:03:00.0")
     i.add_argument("--dma", metavar="SIZE", type=_size, help="also map a DMA buffer of SIZE bytes (e.g. 64K, 2M)")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _size(text: str) -> int:
@@ -36,23 +52,22 @@ def _size(text: str) -> int:
 
 
 def run(args) -> int:
-    import sys
-
     from hw import vfio_bind
     from hw.pci import PciDevice
+    from romlab.cli import note
 
     dev = PciDevice.open(args.bdf)
     if args.action == "bind":
         st = vfio_bind.bind(dev)
         if st.get("already_bound"):
-            print(f"{dev.bdf} is already bound to vfio-pci", file=sys.stderr)
+            note(f"{dev.bdf} is already bound to vfio-pci")
         else:
-            print(f"{dev.bdf}: {st['driver'] or 'no driver'} -> vfio-pci (group {dev.iommu_group}, "
-                  f"/dev/vfio/{dev.iommu_group})", file=sys.stderr)
+            note(f"{dev.bdf}: {st['driver'] or 'no driver'} -> vfio-pci (group {dev.iommu_group}, "
+                 f"/dev/vfio/{dev.iommu_group})")
         return 0
     if args.action == "unbind":
         st = vfio_bind.unbind(dev)
-        print(f"{dev.bdf}: {st['was'] or 'no driver'} -> {st['now'] or 'no driver'}", file=sys.stderr)
+        note(f"{dev.bdf}: {st['was'] or 'no driver'} -> {st['now'] or 'no driver'}")
         return 0
     return _info(dev, args)
 

@@ -1,0 +1,93 @@
+"""romlab diff: differences worked out by hand from `cmp -l` of Debian's ROMs.
+
+cmp -l pxe-e1000.rom <(head -c 75264 efi-e1000.rom):  byte 0x6 0x14/0x94 (the checksum byte),
+byte 0x31 0x80/0x00 (PCIR indicator: efi-e1000.rom's legacy image is not the last image).
+cmp -l pxe-e1000.rom pxe-e1000e.rom, up to the packed .textdata at 0x12c0: 0x6 0x14/0x9c,
+0x22 0x0e/0xd3 (PCIR device 100e/10d3), 0xa1 0xf2/0xb4 (iPXE header checksum), 0xa4-0xa7
+(build ID 732c62a4/9113152a), 0x4db 0x0e/0xd3 (device list).
+"""
+from __future__ import annotations
+
+import json
+import lzma
+import struct
+
+from conftest import IPXE_QEMU, corpus, run_romlab
+
+PXE = IPXE_QEMU / "pxe-e1000.rom"
+
+
+def diff_json(a, b):
+    r = run_romlab("diff", "--json", a, b)
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "romlab.diff/2" and doc["inputs"] == [str(a), str(b)]
+    return r.returncode, {d["field"]: (d["a"], d["b"]) for d in doc["differences"]}, doc
+
+
+def test_pxe_against_efi_roms_legacy_image(tmp_path):
+    legacy = tmp_path / "efi-e1000-image0.rom"
+    legacy.write_bytes(corpus(IPXE_QEMU / "efi-e1000.rom").read_bytes()[:75264])
+    status, fields, doc = diff_json(corpus(PXE), legacy)
+    assert status == 1 and doc["equal"] is False
+    assert fields == {
+        "image 0.header.checksum_byte": (0x14, 0x94),
+        "image 0.pcir.indicator": (0x80, 0x00),
+        "stop": ("last-image", "no-last-image"),  # the walk: no image of B carries the last-image flag
+    }
+    text = run_romlab("diff", corpus(PXE), legacy)
+    assert text.returncode == 1
+    lines = text.stdout.decode().splitlines()
+    assert "image 0.pcir.indicator: 0x80 -> 0" in lines and lines[-1].endswith("3 difference(s)")
+
+
+def test_a_rom_against_itself():
+    for rom in (PXE, IPXE_QEMU / "efi-e1000.rom"):
+        status, fields, doc = diff_json(corpus(rom), corpus(rom))
+        assert status == 0 and fields == {} and doc["equal"] is True
+    r = run_romlab("diff", corpus(PXE), corpus(PXE))
+    assert r.returncode == 0 and r.stdout.decode().strip().endswith(": equal")
+
+
+def test_e1000_against_e1000e():
+    e1000e = corpus(IPXE_QEMU / "pxe-e1000e.rom")
+    raw = e1000e.read_bytes()
+    length = struct.unpack_from("<I", raw, 0x12C0)[0]
+    textdata = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[
+        {"id": lzma.FILTER_LZMA1, "lc": 2, "lp": 0, "pb": 0, "dict_size": 1 << 22}]).decompress(
+        raw[0x12C0 + 4:0x12C0 + length])
+    assert b"\x00808610d3.rom\x00" in textdata  # the build name version.c keeps
+    status, fields, _ = diff_json(corpus(PXE), e1000e)
+    assert status == 1
+    assert fields == {
+        "image 0.header.checksum_byte": (0x14, 0x9C),
+        "image 0.pcir.device": ("100e", "10d3"),
+        "image 0.device_list": (["100e"], ["10d3"]),
+        "image 0.ipxe_header.checksum": (0xF2, 0xB4),
+        "image 0.ipxe_header.build_id": ("732c62a4", "9113152a"),
+        "image 0.ipxe.build": ("82540em.rom", "808610d3.rom"),
+    }
+
+
+def test_drivers_features_and_images_that_differ():
+    status, fields, doc = diff_json(corpus(PXE), corpus(IPXE_QEMU / "efi-e1000.rom"))
+    assert status == 1
+    assert fields["images"] == (1, 2)
+    assert fields["image 0.pcir.indicator"] == (0x80, 0x00)
+    assert fields["image 1.kind"] == (None, "EFI")
+    assert fields["image 1.ipxe.build"] == (None, "82540em.efidrv")
+    status, fields, doc = diff_json(corpus(IPXE_QEMU / "pxe-e1000.rom"), corpus(IPXE_QEMU / "pxe-rtl8139.rom"))
+    d = {x["field"]: x for x in doc["differences"]}
+    assert d["image 0.ipxe.drivers"]["only_a"] == ["dh8900cc"] and d["image 0.ipxe.drivers"]["only_b"] == ["clone8169"]
+    assert "image 0.ipxe.driver dh8900cc.ids" in d and d["image 0.ipxe.driver dh8900cc.ids"]["b"] is None
+    status, fields, doc = diff_json(corpus("/usr/lib/ipxe/undionly.kpxe"), corpus("/usr/lib/ipxe/ipxe.pxe"))
+    assert status == 1 and fields["ipxe.build"] == ("undionly.kpxe", "ipxe.pxe")
+    features = {x["field"]: x for x in doc["differences"]}["ipxe.features"]
+    assert features["only_a"] == [] and features["only_b"] == ["SRP/1"]
+
+
+def test_unusable_input(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"not a rom\n" * 50)
+    for a, b in ((corpus(PXE), tmp_path / "missing.rom"), (text, corpus(PXE))):
+        r = run_romlab("diff", a, b)
+        assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and r.stdout == b""
