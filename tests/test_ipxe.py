@@ -201,7 +201,7 @@ def test_patch_to_a_claimed_id_does_not_warn(tmp_path):
     assert b"no PCI driver" not in r.stderr and b"iPXE" not in r.stderr
     lint = json.loads(run_romlab("lint", "--json", out).stdout)
     assert not [f for f in lint["findings"] if f["rule"].startswith("ipxe-")]
-    assert lint["exit_status"] == 0
+    assert lint["exit"] == 0
 
 
 def test_patch_to_an_unclaimed_id_warns_and_lint_errs(tmp_path):
