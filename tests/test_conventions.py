@@ -90,7 +90,7 @@ def _diff(tmp):
 def _lint(tmp):
     for rom in ROMS:
         yield "romlab.lint/2", romlab_json("lint", corpus(rom), "--json", ok=(0, 1))
-    yield "romlab.lint-rules/1", romlab_json("lint", "--rules", "--json")
+    yield "romlab.lint-rules/2", romlab_json("lint", "--rules", "--json")
 
 
 @walk("disasm")

@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
     add_source_arguments(p)
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="print findings as the romlab.lint/2 JSON document")
-    p.add_argument("--rules", action="store_true", help="list every rule and exit (with --json: the romlab.lint-rules/1 document)")
+    p.add_argument("--rules", action="store_true", help="list every rule and exit (with --json: the romlab.lint-rules/2 document)")
 
 
 def run(args) -> int:
@@ -34,7 +34,7 @@ def run(args) -> int:
         if args.files or args.pci:
             raise UsageError("--rules lists the rules and reads no ROM; give it no FILE or --pci")
         if args.json:
-            print_json(document("romlab.lint-rules/1", rules=[
+            print_json(document("romlab.lint-rules/2", rules=[
                 {"rule": r.id, "severity": r.severity, "origin": r.source, "summary": r.summary}
                 for r in RULES.values()]))
             return 0
