@@ -110,10 +110,10 @@ def describe(data: bytes) -> dict[str, Any]:
         w = walk(data)
     except NotAnOptionRom as not_rom:
         try:
-            payload = ipxe.for_file(data)
+            payload = ipxe.as_file(data, not_rom)
         except FormatError as exc:
-            if exc.exit_code != 1:
-                raise not_rom from None
+            if exc is not_rom:
+                raise
             return {"file": "iPXE file", "ipxe.error": str(exc)}
         return {"file": payload.container, **_payload_fields(payload)}
     fields: dict[str, Any] = {"images": len(w.images), "stop": w.stop.reason, "trailing": w.trailing_length}

@@ -727,6 +727,21 @@ def for_file(data: bytes) -> Payload:
     return decode_x86(data, 0, len(data), kind)
 
 
+def as_file(data: bytes, not_rom: FormatError) -> Payload:
+    """The payload of ``data``, which the walker refused with ``not_rom`` (not an option ROM).
+
+    An iPXE .pxe/.kpxe/.lkrn/.efi file is read; a broken payload is a FormatError with exit
+    status 1. Anything else raises ``not_rom`` itself, so the user reads the option-ROM message
+    (with its hint to scan a larger image) rather than one about iPXE files.
+    """
+    try:
+        return for_file(data)
+    except FormatError as exc:
+        if exc.exit_code == 1:
+            raise
+        raise not_rom from None
+
+
 def retarget_warnings(data: bytes, images: list[int], vendor: int | None, device: int | None,
                       added: list[int] = ()) -> list[str]:
     """What ``patch`` should say before it points images at IDs their iPXE payload does not drive.

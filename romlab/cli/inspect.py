@@ -44,13 +44,7 @@ def run(args) -> int:
         try:
             w = walk(data)
         except NotAnOptionRom as not_rom:
-            try:
-                payload = ipxe.for_file(data)
-            except FormatError as exc:
-                if exc.exit_code == 1:
-                    raise  # an iPXE file whose payload is broken
-                raise not_rom from None
-            return _show_file(args, source, data, payload, names)
+            return _show_file(args, source, data, ipxe.as_file(data, not_rom), names)
         payloads, errors = {}, []
         for img in w.images:
             try:
