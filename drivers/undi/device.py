@@ -4,9 +4,17 @@ The machine asks a backend for its PCI configuration space, its BARs (kind and s
 machine can place them as a BIOS would), accesses to those BARs, and its interrupt line; it gives
 the backend a bus-master view of the emulated RAM, the only memory the device's DMA may reach.
 A register model (``ModelDevice``) backs the host tests; a VFIO device backs runs on a real NIC.
+
+A memory BAR reaches the ROM's code one of two ways, and the backend says which it can offer
+through ``bar_memory``: mapped straight into the emulated address space (the fast path: a VFIO
+BAR's mmap, no Python per access), or through ``bar_read``/``bar_write`` callbacks (a register
+model, whose registers have side effects; an I/O BAR always). The machine maps directly only on
+the fast path; with ``--trace`` it takes the callbacks for every BAR, so every access is counted
+and timed, whatever ``bar_memory`` offers.
 """
 from __future__ import annotations
 
+import collections
 import struct
 from dataclasses import dataclass
 from typing import Callable
@@ -41,6 +49,14 @@ class Device:
 
     def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
         raise NotImplementedError
+
+    def bar_memory(self, index: int):
+        """A writable buffer (memoryview, mmap) holding memory BAR ``index`` itself, which the machine
+        may map straight into the emulated address space, or None: every access then goes through
+        ``bar_read``/``bar_write``. The buffer must be whole pages (unicorn maps pages) and stay
+        valid while the device is open; its accesses must be the device's accesses (a VFIO
+        region's mmap). The default is None: callbacks only."""
+        return None
 
     def attach_dma(self, memory_at: Callable[[int, int], memoryview]) -> None:
         """``memory_at(address, size)`` is the device's view of the emulated RAM; it raises on an
@@ -109,6 +125,7 @@ class ModelDevice(Device):
         self.config = ConfigSpace(vendor, device, cls, self.bars, rev, (0x1AF4, 0x1100))
         self._ioaddr = 0
         self.access_count = 0
+        self.accesses: collections.Counter = collections.Counter()  # (BAR, offset, "r"/"w") -> count
 
     def config_read(self, offset: int, size: int) -> int:
         return self.config.read(offset, size)
@@ -128,6 +145,7 @@ class ModelDevice(Device):
 
     def bar_read(self, index: int, offset: int, size: int) -> int:
         self.access_count += 1
+        self.accesses[(index, offset, "r")] += 1
         if index == 0:
             return self._reg_read(offset, size)
         if offset < 4:  # IOADDR
@@ -136,6 +154,7 @@ class ModelDevice(Device):
 
     def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
         self.access_count += 1
+        self.accesses[(index, offset, "w")] += 1
         if index == 0:
             self._reg_write(offset, size, value)
         elif offset < 4:

@@ -25,6 +25,7 @@ from . import machine as M
 from .bios import PNP_AT, Bios
 from .device import COMMAND_IO, COMMAND_MEMORY, PCI_BAR0, PCI_COMMAND, Device
 from .ports import Ports
+from .trace import DEVICE
 
 ROM_SEG = 0xC800
 LOADER_AT, PARAMS_AT = 0x0000, 0x0100  # offsets in the scratch segment
@@ -74,6 +75,7 @@ class UndiMachine:
         m.ports = self.ports
         self.bios = Bios(m, device)
         self.timings = Timings()
+        self.trace = None  # a trace.Trace while --trace is on (set_trace)
         self._place_bars()
         device.attach_dma(m.dma_view)
         m.write(ROM_SEG * 16, rom[image.offset:image.offset + image.init_size], check=False)
@@ -102,23 +104,90 @@ class UndiMachine:
         """Give each BAR an address, as SeaBIOS's pciinit would, and turn decoding on."""
         mem, io = M.MEM_BAR_BASE, M.IO_BAR_BASE
         self.bar_addresses: dict[int, int] = {}
+        self.direct_bars: set[int] = set()
         for bar in self.device.bars:
             if bar.io:
                 io = (io + bar.size - 1) & ~(bar.size - 1)
                 self.device.config_write(PCI_BAR0 + 4 * bar.index, 4, io)
-                self.ports.map_io_bar(io, bar.size, lambda o, s, i=bar.index: self.device.bar_read(i, o, s),
-                                      lambda o, s, v, i=bar.index: self.device.bar_write(i, o, s, v))
+                self.ports.map_io_bar(io, bar.size, lambda o, s, i=bar.index: self._bar_read(i, o, s),
+                                      lambda o, s, v, i=bar.index: self._bar_write(i, o, s, v))
                 self.bar_addresses[bar.index] = io
                 io += bar.size
             else:
                 size = max(bar.size, 0x1000)
                 mem = (mem + size - 1) & ~(size - 1)
                 self.device.config_write(PCI_BAR0 + 4 * bar.index, 4, mem)
-                self.m.map_mmio(mem, size, lambda o, s, i=bar.index: self.device.bar_read(i, o, s),
-                                lambda o, s, v, i=bar.index: self.device.bar_write(i, o, s, v))
                 self.bar_addresses[bar.index] = mem
+                self._map_bar(bar.index, mem, size, direct=True)
                 mem += size
         self.device.config_write(PCI_COMMAND, 2, COMMAND_IO | COMMAND_MEMORY)
+
+    def _map_bar(self, index: int, base: int, size: int, direct: bool) -> None:
+        """A memory BAR into the address space: straight (the device's ``bar_memory``) when asked and
+        offered, else through the callbacks. ``direct_bars`` lists the BARs mapped straight."""
+        memory = self.device.bar_memory(index) if direct else None
+        if memory is not None:
+            self.m.map_memory(base, memory)
+            self.direct_bars.add(index)
+        else:
+            self.m.map_mmio(base, size, lambda o, s, i=index: self._bar_read(i, o, s),
+                            lambda o, s, v, i=index: self._bar_write(i, o, s, v))
+            self.direct_bars.discard(index)
+
+    # -- every callback access to the device's BARs goes through these two --------------------------
+    def _bar_read(self, index: int, offset: int, size: int) -> int:
+        meter, trace = self.m.meter, self.trace
+        if meter is None and trace is None:
+            return self.device.bar_read(index, offset, size)
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                return trace.bar_read(self.device, index, offset, size)
+            return self.device.bar_read(index, offset, size)
+        finally:
+            if meter is not None:
+                meter.enter(prev)
+
+    def _bar_write(self, index: int, offset: int, size: int, value: int) -> None:
+        meter, trace = self.m.meter, self.trace
+        if meter is None and trace is None:
+            self.device.bar_write(index, offset, size, value)
+            return
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                trace.bar_write(self.device, index, offset, size, value)
+            else:
+                self.device.bar_write(index, offset, size, value)
+        finally:
+            if meter is not None:
+                meter.enter(prev)
+
+    # -- measuring (drivers.undi.trace) -------------------------------------------------------------
+    def set_meter(self, meter) -> None:
+        """Time the calls that follow in disjoint buckets (a trace.Meter), or stop (None)."""
+        self.m.meter = meter
+
+    def set_trace(self, trace) -> None:
+        """Switch ``--trace`` on (a trace.Trace) or off (None) between calls: BARs mapped straight in
+        go through the callbacks while it is on, and the per-instruction hook is added or removed."""
+        if trace is not None:
+            for index in sorted(self.direct_bars):
+                base = self.bar_addresses[index]
+                size = max(next(b.size for b in self.device.bars if b.index == index), 0x1000)
+                self.m.unmap(base, size)
+                self._map_bar(index, base, size, direct=False)
+            self.trace = trace
+            trace.attach(self.m.uc, self.m.view)
+            return
+        if self.trace is not None:
+            self.trace.detach()
+            self.trace = None
+        for bar in self.device.bars:
+            if not bar.io and self.device.bar_memory(bar.index) is not None and bar.index not in self.direct_bars:
+                base, size = self.bar_addresses[bar.index], max(bar.size, 0x1000)
+                self.m.unmap(base, size)
+                self._map_bar(bar.index, base, size, direct=True)
 
     # -- the two steps a PC takes -----------------------------------------------------------------
     def run_init(self, timeout: float = 20.0) -> int:
