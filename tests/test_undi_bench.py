@@ -254,7 +254,7 @@ def _floats(node, path=("", "")):
 
 
 def test_json_shape(model_run):
-    doc, figures, raw, dev = model_run
+    doc, _, raw, _ = model_run
     text = json.dumps(doc)
     assert text.startswith('{"schema": "romlab.bench-undi/1"')
     assert doc["device_ids"] == "8086:100e" and doc["backend"] == "model"

@@ -352,8 +352,6 @@ def undi_table(doc: dict) -> str:
     """The throughput of each path with reference/UNDI, then per frame size UNDI's calls: the
     fast path's time per call split into its measured buckets with the run's unaccounted time on
     its own line, and the trace's counts per call."""
-    from romlab.bench.undi import EMPTY_LABEL
-
     ref = doc["reference"]["path"]
     head = (f"{doc['pci']} [{doc['device_ids']}], backend {doc['backend']}, ROM {doc['rom']['source']} "
             f"({doc['rom']['bytes']} bytes); reference: {doc['reference']['driver'] or 'none'}")
@@ -367,22 +365,23 @@ def undi_table(doc: dict) -> str:
                              ("reference/UNDI", "right")], rows)]
     from drivers.undi.trace import BUCKETS
 
-    cols = [("call", "left"), ("/frame", "right"), ("us/call", "right"), ("median", "right")] + \
-        [(BUCKET_SHORT[b], "right") for b in BUCKETS]
+    cols = [("call", "left"), ("/frame", "right"), ("us/call", "right"), ("median", "right"),
+            *((BUCKET_SHORT[b], "right") for b in BUCKETS)]
     tcols = [("call", "left"), ("us/call", "right"), ("x fast", "right"), ("instr", "right"), ("switches", "right"),
              ("dev rd", "right"), ("dev wr", "right"), ("dev us", "right")]
     for s in doc["undi"]["sizes"]:
         fast, trace = s["fast"], s["trace"]
         calls = fast["calls"] + [doc["undi"]["empty_call"]]
-        rows = [[c["call"] if c["call"] != EMPTY_LABEL else EMPTY_LABEL, _per_frame(c["calls_per_frame"]),
-                 micros(c["mean_us_per_call"]), micros(c["median_us_per_call"])]
-                + [micros(c["buckets_us_per_call"][b]) for b in BUCKETS] for c in calls]
+        rows = [[c["call"], _per_frame(c["calls_per_frame"]), micros(c["mean_us_per_call"]),
+                 micros(c["median_us_per_call"]), *(micros(c["buckets_us_per_call"][b]) for b in BUCKETS)]
+                for c in calls]
         wall = fast["wall_ns"]
-        out += ["", f"UNDI calls, {s['frame_bytes']}-byte frames, fast path: {fast['frames']} frames in "
-                    f"{wall / 1e9:.3f} s; buckets in us per call (measured at their boundaries, disjoint)",
+        share = percent(100 * fast["unaccounted_ns"] / wall) if wall else "-"
+        out += ["", (f"UNDI calls, {s['frame_bytes']}-byte frames, fast path: {fast['frames']} frames in "
+                     f"{wall / 1e9:.3f} s; buckets in us per call (measured at their boundaries, disjoint)"),
                 text_table(cols, rows),
-                f"unaccounted: {fast['unaccounted_ns'] / 1e6:.3f} ms of {wall / 1e6:.3f} ms wall "
-                f"({percent(100 * fast['unaccounted_ns'] / wall) if wall else '-'}): the loop's own work between calls"]
+                (f"unaccounted: {fast['unaccounted_ns'] / 1e6:.3f} ms of {wall / 1e6:.3f} ms wall ({share}): "
+                 "the loop's own work between calls")]
         trows = [[c["call"], micros(c["mean_us_per_call"]),
                   "-" if c["trace_overhead_factor"] is None else times(c["trace_overhead_factor"]),
                   f"{c['instructions_per_call']:.0f}", f"{c['mode_switches_per_call']:.1f}",
