@@ -386,3 +386,70 @@ def test_png_bars_and_bucket_segments_measured_in_pixels(tmp_path):
             assert upper["bottom_us"] == pytest.approx(lower["bottom_us"] + lower["us_per_call"])
         bases.add(drawn[0]["box_px"][3])
     assert max(bases) - min(bases) <= 1
+
+
+# --- the whole run's order, with the PCI and VFIO steps stood in for ---------------------------------
+
+class _FakePci:
+    def __init__(self, ids, driver="e1000"):
+        self.vendor_id, self.device_id = ids
+        self.driver, self.bdf = driver, "0000:00:03.0"
+
+
+@pytest.fixture
+def fake_lab(monkeypatch):
+    """PciDevice.open, vfio_bind and the native driver replaced by recorders: what `run` does to
+    the NIC, in order."""
+    from hw import pci, vfio_bind
+    from romlab.bench import native
+
+    events = []
+    monkeypatch.setattr(pci.PciDevice, "open", classmethod(lambda cls, bdf: _FakePci((0x8086, 0x100E))))
+    monkeypatch.setattr(vfio_bind, "bind", lambda dev: events.append("bind"))
+    monkeypatch.setattr(vfio_bind, "unbind", lambda dev: events.append("unbind"))
+
+    def romlab_tx(bdf, impl, size, batch, seconds):
+        events.append(f"native {impl} {size} batch {batch}")
+        return native.Figure(impl, size, batch, 50_000, 1.0, 50_000)
+
+    monkeypatch.setattr(native, "romlab_tx", romlab_tx)
+    return events
+
+
+@needs_rom
+def test_run_measures_the_reference_then_undi_and_gives_the_nic_back(fake_lab):
+    import contextlib
+
+    @contextlib.contextmanager
+    def open_device(bdf):
+        fake_lab.append(f"open {bdf}")
+        dev = bu.model_device("e1000", MAC)
+        bu._Sink(dev.model)
+        dev.rom = open(PXE_E1000, "rb").read()
+        yield dev
+        fake_lab.append("close")
+
+    doc = bu.run("00:03.0", (64,), 0.2, 5, open_device=open_device)
+    assert fake_lab == ["bind", "native c 64 batch 1", "open 0000:00:03.0", "close", "unbind"]
+    assert doc["backend"] == "vfio" and doc["reference"]["path"] == "c"
+    assert doc["rom"]["source"] == "the device's ROM (VFIO ROM region)" and doc["rom"]["bytes"] == 75264
+    undi = next(f for f in doc["figures"] if f["path"] == "undi")
+    ref = next(f for f in doc["figures"] if f["path"] == "c")
+    assert ref["packets_per_s"] == 50_000.0
+    assert doc["ratios"] == [{"frame_bytes": 64, "reference_over_undi": 50_000.0 / undi["packets_per_s"]}]
+
+
+@needs_rom
+def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
+    """e1000's ROM given for an e1000e: refused before it runs (its PCIR IDs are not the NIC's),
+    and the NIC still goes back to its driver."""
+    import contextlib
+
+    from hw.errors import UsageError
+
+    rom = tmp_path / "e1000.rom"
+    rom.write_bytes(open(PXE_E1000, "rb").read())
+    with pytest.raises(UsageError, match="the ROM is for 8086:100e, the device is 8086:10d3"):
+        bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom),
+               open_device=lambda bdf: contextlib.nullcontext(bu.model_device("e1000e", MAC)))
+    assert fake_lab == ["bind", "native c 64 batch 1", "unbind"]

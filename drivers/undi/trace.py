@@ -200,6 +200,8 @@ class Trace:
         if self._cr0_pending:
             self._settle()
         view = self._view
+        if address + size > len(view):
+            return  # not RAM (a BAR mapped straight in): no CR0 write the machine could run from there
         b = view[address]
         if b == 0x0F or b in PREFIXES:
             at, end = address, address + size
