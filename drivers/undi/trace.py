@@ -201,7 +201,7 @@ class Trace:
             self._settle()
         view = self._view
         if address + size > len(view):
-            return  # not RAM (a BAR mapped straight in): no CR0 write the machine could run from there
+            return  # code outside RAM (a BAR mapped straight in) is counted, not read
         b = view[address]
         if b == 0x0F or b in PREFIXES:
             at, end = address, address + size
