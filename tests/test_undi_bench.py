@@ -8,6 +8,7 @@ in its pixels, from a document written by hand.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -194,22 +195,22 @@ def test_instructions_and_mode_switches_of_hand_assembled_code(opened):
 # --- a BAR mapped straight in (what the VFIO backend offers) ----------------------------------------
 
 class DirectBarDevice(ModelDevice):
-    """BAR0 offered as plain memory, as a VFIO backend offers its mmapped BAR."""
+    """BAR0 offered as plain memory at a host address, as the VFIO backend offers its mmapped BAR."""
 
     def __init__(self):
         super().__init__(IntelModel(mac=MAC))
         self.bar0 = mmap.mmap(-1, BAR0_SIZE)
 
     def bar_memory(self, index):
-        return self.bar0 if index == 0 else None
+        return ctypes.addressof(ctypes.c_char.from_buffer(self.bar0)) if index == 0 else None
 
 
 @needs_rom
 def test_a_bar_offered_for_direct_mapping_is_reached_without_callbacks_until_traced():
     dev = DirectBarDevice()
     um = UndiMachine(open(PXE_E1000, "rb").read(), dev)
-    assert um.direct_bars == {0}
     bar = um.bar_addresses[0]
+    assert um.m.direct == [(bar, BAR0_SIZE)]
     code = bytes.fromhex("66b8" + struct.pack("<I", bar + 0x10).hex()   # mov eax, BAR0 + 0x10
                          + "6766c70078563412"                           # mov dword [eax], 0x12345678
                          + "67668b18"                                   # mov ebx, [eax]
@@ -223,14 +224,14 @@ def test_a_bar_offered_for_direct_mapping_is_reached_without_callbacks_until_tra
 
     trace = Trace()
     um.set_trace(trace)
-    assert um.direct_bars == set()
+    assert um.m.direct == []
     dev.bar0[0x10:0x14] = bytes(4)
     um.m.far_call(M.SCRATCH_SEG, CODE_AT, timeout=5)
     um.set_trace(None)
     assert trace.access_counts() == {(0, 0x10, "w"): 1, (0, 0x10, "r"): 1} == dev.accesses
     assert dev.bar0[0x10:0x14] == bytes(4)  # under the trace the accesses went to the callbacks
 
-    assert um.direct_bars == {0}  # and back straight in
+    assert um.m.direct == [(bar, BAR0_SIZE)]  # and back straight in
     um.m.far_call(M.SCRATCH_SEG, CODE_AT, timeout=5)
     assert dev.bar0[0x10:0x14] == bytes.fromhex("78563412") and dev.access_count == 2
 
@@ -421,18 +422,18 @@ def test_run_measures_the_reference_then_undi_and_gives_the_nic_back(fake_lab):
     import contextlib
 
     @contextlib.contextmanager
-    def open_device(bdf):
-        fake_lab.append(f"open {bdf}")
+    def open_session(bdf, rom, force_ids):
+        fake_lab.append(f"open {bdf} rom={rom is not None}")
         dev = bu.model_device("e1000", MAC)
         bu._Sink(dev.model)
-        dev.rom = open(PXE_E1000, "rb").read()
-        yield dev
+        with bu.model_session(dev, open(PXE_E1000, "rb").read()) as session:
+            yield session
         fake_lab.append("close")
 
-    doc = bu.run("00:03.0", (64,), 0.2, 5, open_device=open_device)
-    assert fake_lab == ["bind", "native c 64 batch 1", "open 0000:00:03.0", "close", "unbind"]
+    doc = bu.run("00:03.0", (64,), 0.2, 5, open_session=open_session)
+    assert fake_lab == ["bind", "native c 64 batch 1", "open 0000:00:03.0 rom=False", "close", "unbind"]
     assert doc["backend"] == "vfio" and doc["reference"]["path"] == "c"
-    assert doc["rom"]["source"] == "the device's ROM (VFIO ROM region)" and doc["rom"]["bytes"] == 75264
+    assert doc["rom"]["source"] == "the device's ROM BAR (VFIO ROM region)" and doc["rom"]["bytes"] == 75264
     undi = next(f for f in doc["figures"] if f["path"] == "undi")
     ref = next(f for f in doc["figures"] if f["path"] == "c")
     assert ref["packets_per_s"] == 50_000.0
@@ -443,7 +444,6 @@ def test_run_measures_the_reference_then_undi_and_gives_the_nic_back(fake_lab):
 def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
     """e1000's ROM given for an e1000e: refused before it runs (its PCIR IDs are not the NIC's),
     and the NIC still goes back to its driver."""
-    import contextlib
 
     from hw.errors import UsageError
 
@@ -451,5 +451,5 @@ def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
     rom.write_bytes(open(PXE_E1000, "rb").read())
     with pytest.raises(UsageError, match="the ROM is for 8086:100e, the device is 8086:10d3"):
         bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom),
-               open_device=lambda bdf: contextlib.nullcontext(bu.model_device("e1000e", MAC)))
+               open_session=lambda bdf, image, force: bu.model_session(bu.model_device("e1000e", MAC), image, force))
     assert fake_lab == ["bind", "native c 64 batch 1", "unbind"]

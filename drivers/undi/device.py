@@ -6,11 +6,11 @@ the backend a bus-master view of the emulated RAM, the only memory the device's 
 A register model (``ModelDevice``) backs the host tests; a VFIO device backs runs on a real NIC.
 
 A memory BAR reaches the ROM's code one of two ways, and the backend says which it can offer
-through ``bar_memory``: mapped straight into the emulated address space (the fast path: a VFIO
-BAR's mmap, no Python per access), or through ``bar_read``/``bar_write`` callbacks (a register
-model, whose registers have side effects; an I/O BAR always). The machine maps directly only on
-the fast path; with ``--trace`` it takes the callbacks for every BAR, so every access is counted
-and timed, whatever ``bar_memory`` offers.
+through ``bar_memory``: mapped straight into the emulated address space (the fast path: the host
+address of a VFIO BAR's mmap, no Python per access), or through ``bar_read``/``bar_write``
+callbacks (None: a register model, whose registers have side effects; an I/O BAR always). The
+machine maps directly only on the fast path; with a trace on (``UndiMachine.set_trace``) it takes
+the callbacks for every BAR, so every access is counted and timed, whatever ``bar_memory`` offers.
 """
 from __future__ import annotations
 
@@ -50,14 +50,6 @@ class Device:
     def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
         raise NotImplementedError
 
-    def bar_memory(self, index: int):
-        """A writable buffer (memoryview, mmap) holding memory BAR ``index`` itself, which the machine
-        may map straight into the emulated address space, or None: every access then goes through
-        ``bar_read``/``bar_write``. The buffer must be whole pages (unicorn maps pages) and stay
-        valid while the device is open; its accesses must be the device's accesses (a VFIO
-        region's mmap). The default is None: callbacks only."""
-        return None
-
     def attach_dma(self, memory_at: Callable[[int, int], memoryview]) -> None:
         """``memory_at(address, size)`` is the device's view of the emulated RAM; it raises on an
         address outside it."""
@@ -66,6 +58,17 @@ class Device:
     @property
     def irq(self) -> bool:
         raise NotImplementedError
+
+    def bar_memory(self, index: int) -> int | None:
+        """The host address of memory BAR ``index`` mapped for direct access (the machine then maps
+        it into the emulated address space and no access reaches Python), or None: through
+        ``bar_read``/``bar_write``. A register model has no such memory."""
+        return None
+
+    def map_ram(self, mem, regions: tuple[tuple[int, int], ...]) -> None:
+        """The emulated RAM (``mem``, the machine's one buffer) and the ranges of it that are RAM,
+        for a backend whose device reaches memory by itself (VFIO: the IOMMU maps them at
+        address = emulated physical address). A model reads through ``attach_dma``'s view."""
 
 
 class ConfigSpace:

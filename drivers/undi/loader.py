@@ -75,7 +75,6 @@ class UndiMachine:
         m.ports = self.ports
         self.bios = Bios(m, device)
         self.timings = Timings()
-        self.trace = None  # a trace.Trace while --trace is on (set_trace)
         self._place_bars()
         device.attach_dma(m.dma_view)
         m.write(ROM_SEG * 16, rom[image.offset:image.offset + image.init_size], check=False)
@@ -104,90 +103,27 @@ class UndiMachine:
         """Give each BAR an address, as SeaBIOS's pciinit would, and turn decoding on."""
         mem, io = M.MEM_BAR_BASE, M.IO_BAR_BASE
         self.bar_addresses: dict[int, int] = {}
-        self.direct_bars: set[int] = set()
         for bar in self.device.bars:
             if bar.io:
                 io = (io + bar.size - 1) & ~(bar.size - 1)
                 self.device.config_write(PCI_BAR0 + 4 * bar.index, 4, io)
-                self.ports.map_io_bar(io, bar.size, lambda o, s, i=bar.index: self._bar_read(i, o, s),
-                                      lambda o, s, v, i=bar.index: self._bar_write(i, o, s, v))
+                self.ports.map_io_bar(io, bar.size, lambda o, s, i=bar.index: self.device.bar_read(i, o, s),
+                                      lambda o, s, v, i=bar.index: self.device.bar_write(i, o, s, v))
                 self.bar_addresses[bar.index] = io
                 io += bar.size
             else:
                 size = max(bar.size, 0x1000)
                 mem = (mem + size - 1) & ~(size - 1)
                 self.device.config_write(PCI_BAR0 + 4 * bar.index, 4, mem)
+                direct = self.device.bar_memory(bar.index)
+                if direct is not None:
+                    self.m.map_direct(mem, size, direct)
+                else:
+                    self.m.map_mmio(mem, size, lambda o, s, i=bar.index: self.device.bar_read(i, o, s),
+                                    lambda o, s, v, i=bar.index: self.device.bar_write(i, o, s, v))
                 self.bar_addresses[bar.index] = mem
-                self._map_bar(bar.index, mem, size, direct=True)
                 mem += size
         self.device.config_write(PCI_COMMAND, 2, COMMAND_IO | COMMAND_MEMORY)
-
-    def _map_bar(self, index: int, base: int, size: int, direct: bool) -> None:
-        """A memory BAR into the address space: straight (the device's ``bar_memory``) when asked and
-        offered, else through the callbacks. ``direct_bars`` lists the BARs mapped straight."""
-        memory = self.device.bar_memory(index) if direct else None
-        if memory is not None:
-            self.m.map_memory(base, memory)
-            self.direct_bars.add(index)
-        else:
-            self.m.map_mmio(base, size, lambda o, s, i=index: self._bar_read(i, o, s),
-                            lambda o, s, v, i=index: self._bar_write(i, o, s, v))
-            self.direct_bars.discard(index)
-
-    # -- every callback access to the device's BARs goes through these two --------------------------
-    def _bar_read(self, index: int, offset: int, size: int) -> int:
-        meter, trace = self.m.meter, self.trace
-        if meter is None and trace is None:
-            return self.device.bar_read(index, offset, size)
-        prev = meter.enter(DEVICE) if meter is not None else None
-        try:
-            if trace is not None:
-                return trace.bar_read(self.device, index, offset, size)
-            return self.device.bar_read(index, offset, size)
-        finally:
-            if meter is not None:
-                meter.enter(prev)
-
-    def _bar_write(self, index: int, offset: int, size: int, value: int) -> None:
-        meter, trace = self.m.meter, self.trace
-        if meter is None and trace is None:
-            self.device.bar_write(index, offset, size, value)
-            return
-        prev = meter.enter(DEVICE) if meter is not None else None
-        try:
-            if trace is not None:
-                trace.bar_write(self.device, index, offset, size, value)
-            else:
-                self.device.bar_write(index, offset, size, value)
-        finally:
-            if meter is not None:
-                meter.enter(prev)
-
-    # -- measuring (drivers.undi.trace) -------------------------------------------------------------
-    def set_meter(self, meter) -> None:
-        """Time the calls that follow in disjoint buckets (a trace.Meter), or stop (None)."""
-        self.m.meter = meter
-
-    def set_trace(self, trace) -> None:
-        """Switch ``--trace`` on (a trace.Trace) or off (None) between calls: BARs mapped straight in
-        go through the callbacks while it is on, and the per-instruction hook is added or removed."""
-        if trace is not None:
-            for index in sorted(self.direct_bars):
-                base = self.bar_addresses[index]
-                size = max(next(b.size for b in self.device.bars if b.index == index), 0x1000)
-                self.m.unmap(base, size)
-                self._map_bar(index, base, size, direct=False)
-            self.trace = trace
-            trace.attach(self.m.uc, self.m.view)
-            return
-        if self.trace is not None:
-            self.trace.detach()
-            self.trace = None
-        for bar in self.device.bars:
-            if not bar.io and self.device.bar_memory(bar.index) is not None and bar.index not in self.direct_bars:
-                base, size = self.bar_addresses[bar.index], max(bar.size, 0x1000)
-                self.m.unmap(base, size)
-                self._map_bar(bar.index, base, size, direct=True)
 
     # -- the two steps a PC takes -----------------------------------------------------------------
     def run_init(self, timeout: float = 20.0) -> int:
@@ -261,3 +197,79 @@ class UndiMachine:
                              bx=opcode, es=M.SCRATCH_SEG, di=PARAMS_AT)
         self.timings.calls.setdefault(name, []).append(elapsed)
         return m.reg("ax"), m.read(at, len(block))
+
+    # -- measuring (drivers.undi.trace) -------------------------------------------------------------
+    trace = None  # a trace.Trace while one is on (set_trace)
+
+    def set_meter(self, meter) -> None:
+        """Time the calls that follow in disjoint buckets (a trace.Meter), or stop (None)."""
+        self.m.meter = meter
+        self._gate()
+
+    def set_trace(self, trace) -> None:
+        """Switch a trace on (a trace.Trace) or off (None) between calls. While it is on, memory BARs
+        mapped straight in go through the callbacks (so every access is counted and timed), and the
+        per-instruction hook is in; off, both are as they were."""
+        if trace is not None and self.trace is None:
+            for base, size in list(getattr(self.m, "direct", [])):
+                index = next(i for i, a in self.bar_addresses.items() if a == base)
+                self.m.uc.mem_unmap(base, size)
+                self.m.map_mmio(base, size, lambda o, s, i=index: self.device.bar_read(i, o, s),
+                                lambda o, s, v, i=index: self.device.bar_write(i, o, s, v))
+                self._traced_bars = getattr(self, "_traced_bars", []) + [(base, size, index)]
+            self.m.direct = []
+            self.trace = trace
+            trace.attach(self.m.uc, self.m.view)
+        elif trace is None and self.trace is not None:
+            self.trace.detach()
+            self.trace = None
+            for base, size, index in getattr(self, "_traced_bars", []):
+                self.m.uc.mem_unmap(base, size)
+                self.m.map_direct(base, size, self.device.bar_memory(index))
+            self._traced_bars = []
+        self._gate()
+
+    def _gate(self) -> None:
+        """While a meter or a trace is on, the BAR callbacks (which call ``self.device`` when they
+        run) meet a ``MeasuredDevice`` in front of the device; with neither on, the device itself,
+        so the fast path has nothing in between."""
+        measuring = self.m.meter is not None or self.trace is not None
+        gated = isinstance(self.device, MeasuredDevice)
+        if measuring and not gated:
+            self.device = MeasuredDevice(self.device, self)
+        elif gated and not measuring:
+            self.device = self.device.device
+
+
+class MeasuredDevice:
+    """A device with its BAR accesses measured: each one is a boundary of the meter's ``device``
+    bucket and, under a trace, counted and timed per register. Everything else is the device's."""
+
+    def __init__(self, device: Device, um: UndiMachine):
+        self.device, self._um = device, um
+
+    def __getattr__(self, name):
+        return getattr(self.device, name)
+
+    def bar_read(self, index: int, offset: int, size: int) -> int:
+        meter, trace = self._um.m.meter, self._um.trace
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                return trace.bar_read(self.device, index, offset, size)
+            return self.device.bar_read(index, offset, size)
+        finally:
+            if meter is not None:
+                meter.enter(prev)
+
+    def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
+        meter, trace = self._um.m.meter, self._um.trace
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                trace.bar_write(self.device, index, offset, size, value)
+            else:
+                self.device.bar_write(index, offset, size, value)
+        finally:
+            if meter is not None:
+                meter.enter(prev)

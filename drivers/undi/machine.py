@@ -105,7 +105,6 @@ class Machine:
         self.ports: Ports | None = None
         self.interrupts = 0
         self.meter = None  # a trace.Meter while calls are measured: the hooks report their boundaries
-        self._mapped: dict[int, tuple[int, object]] = {}  # base -> (size, buffer) of BARs mapped directly
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -338,20 +337,14 @@ class Machine:
         self._mmio = getattr(self, "_mmio", []) + [(rd, wr)]  # unicorn keeps no reference of its own
         self.uc.mmio_map(base, size, rd, None, wr, None)
 
-    def map_memory(self, base: int, buffer) -> None:
-        """Map a device's BAR straight into the address space (Device.bar_memory): the ROM's accesses
-        reach ``buffer`` with no Python in between. ``buffer`` is writable, page-aligned and a
-        whole number of pages long (a VFIO region's mmap is)."""
-        view = memoryview(buffer)
-        size = view.nbytes
-        if base % 0x1000 or size % 0x1000 or not size:
-            raise ValueError(f"a BAR mapped directly must be whole pages at a page boundary ({base:#x}, {size:#x})")
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(view))
-        self.uc.mem_map_ptr(base, size, UC_PROT_READ | UC_PROT_WRITE, addr)
-        self._mapped[base] = (size, view)  # keeps the buffer alive while unicorn points into it
+    def map_direct(self, base: int, size: int, host_address: int) -> None:
+        """Map ``size`` bytes of host memory at ``host_address`` (a BAR mmap'ed through VFIO) at
+        ``base``: the ROM's loads and stores reach the device with no Python in between. The
+        mapping must go (``unmap_direct``) before that memory is unmapped from the process."""
+        self.uc.mem_map_ptr(base, size, UC_PROT_READ | UC_PROT_WRITE, host_address)
+        self.direct = getattr(self, "direct", []) + [(base, size)]
 
-    def unmap(self, base: int, size: int) -> None:
-        """Take a BAR out of the address space, mapped directly or through callbacks, so it can be
-        mapped the other way (a trace switched on or off between calls)."""
-        self.uc.mem_unmap(base, size)
-        self._mapped.pop(base, None)
+    def unmap_direct(self) -> None:
+        for base, size in getattr(self, "direct", []):
+            self.uc.mem_unmap(base, size)
+        self.direct = []

@@ -24,6 +24,7 @@ the bench without a NIC; not a CLI option, because its figures would read as a N
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import statistics
 import time
@@ -214,25 +215,14 @@ def empty_calls(um, count: int = 200) -> dict:
     return row
 
 
-def bench_device(device, rom: bytes, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
-                 force_ids: bool = False, progress: Callable[[str], None] | None = None,
-                 meter_log: bool = False) -> tuple[list[Throughput], dict]:
-    """The UNDI half of the bench on ``device`` (any drivers.undi Device): bring the ROM's UNDI
-    up as a BIOS and iPXE would, open it, measure each frame size, close and remove it."""
-    from drivers.undi.client import UndiClient
-    from drivers.undi.loader import UndiMachine
-
+def bench_session(um, client, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
+                  progress: Callable[[str], None] | None = None,
+                  meter_log: bool = False) -> tuple[list[Throughput], dict]:
+    """The UNDI half of the bench on a ROM's UNDI already brought up (``um``, and ``client`` past
+    undinet's probe) on any drivers.undi Device: open it, take the machine's own cost per call,
+    measure each frame size, close it. The device is whatever ``um`` runs against."""
     say = progress or (lambda _m: None)
-    t = time.perf_counter()
-    um = UndiMachine(rom, device, force_ids=force_ids)
-    setup = time.perf_counter() - t
-    say("UNDI: ROM init")
-    um.run_init()
-    say("UNDI: loader")
-    um.run_loader()
-    client = UndiClient(um, irq_pending=lambda: device.irq)
-    say("UNDI: START_UNDI .. OPEN")
-    client.probe()
+    say("UNDI: OPEN")
     client.open()
     say("UNDI: empty far calls, for the machine's own cost per call")
     empty = empty_calls(um)
@@ -243,14 +233,14 @@ def bench_device(device, rom: bytes, sizes=SIZES, seconds: float = 2.0, trace_fr
         figures.append(fig)
         sizes_out.append(br)
     client.close()
-    client.remove()
     calls = um.timings.calls
-    bring_up = {"machine_s": setup, "init_s": um.timings.init, "loader_s": um.timings.loader,
+    bring_up = {"init_s": um.timings.init, "loader_s": um.timings.loader,
                 "start_undi_s": sum(calls.get("START_UNDI", [])), "open_s": sum(calls.get("UNDI_OPEN", []))}
     info = client.info
+    direct = [i for i, a in sorted(um.bar_addresses.items()) if any(a == b for b, _ in getattr(um.m, "direct", []))]
     undi = {"mac": ":".join(f"{b:02x}" for b in client.mac), "bring_up_s": bring_up,
-            "base_io": info.base_io if info else None, "direct_bars": sorted(um.direct_bars),
-            "empty_call": empty, "sizes": sizes_out}
+            "base_io": info.base_io if info else None, "bars_mapped_directly": direct,
+            "irq_line_polled": client.irq_pending is not None, "empty_call": empty, "sizes": sizes_out}
     return figures, undi
 
 
@@ -268,21 +258,24 @@ def reference_kind(ids: tuple[int, int]) -> str:
 REFERENCE_NAMES = {"c": "romlab native driver, C path, batch 1", "kernel": "kernel driver through pktgen"}
 
 
-def _vfio_backend(bdf: str):
-    """The VFIO device backend of drivers.undi (a context manager giving a Device whose ``rom``
-    attribute holds the image read from the device's VFIO ROM region)."""
+def vfio_session(bdf: str, rom: bytes | None, force_ids: bool):
+    """The ROM's UNDI up on the NIC through drivers.undi's VFIO backend (``undi_on_device``: the
+    device on vfio-pci, its ROM from the VFIO ROM region unless ``rom`` is given, init, loader,
+    undinet's probe; the device reset and given back however it ends)."""
     try:
-        from drivers.undi import vfio
+        from drivers.undi.vfio_device import undi_on_device
     except ImportError:
-        raise LabError("this build has no VFIO backend for the UNDI machine (drivers/undi/vfio.py), so a "
-                       "ROM's UNDI cannot drive a real NIC yet") from None
-    return vfio.open_device(bdf)
+        raise LabError("this build has no VFIO backend for the UNDI machine (drivers/undi/vfio_device.py), so a "
+                       "ROM's UNDI cannot drive a real NIC") from None
+    return undi_on_device(bdf, rom, force_ids=force_ids, rom_name="--rom" if rom is not None else "")
 
 
 def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *, rom_path: str | None = None,
-        force_ids: bool = False, open_device=None, progress: Callable[[str], None] | None = None) -> dict:
+        force_ids: bool = False, open_session=None, progress: Callable[[str], None] | None = None) -> dict:
     """The whole bench on one NIC, which starts bound to its kernel driver and is given back to it:
-    the reference driver, then the ROM's UNDI through the VFIO backend (``open_device(bdf)``)."""
+    the reference driver, then the ROM's UNDI through the VFIO backend. ``open_session(bdf, rom,
+    force_ids)`` brings the UNDI up (default ``vfio_session``); what it yields has ``machine``,
+    ``client`` and ``nic`` (whose ``rom()`` is the image the device holds)."""
     from drivers.frames import MAX_FRAME, MIN_FRAME
     from hw import vfio_bind
     from hw.pci import PciDevice
@@ -317,11 +310,12 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
                 say(f"native: romlab C path, {size}-byte frames, {seconds:g} s")
                 f = bn.romlab_tx(str(dev.bdf), "c", size, 1, seconds)
                 reference.append(Throughput("c", size, f.packets, f.seconds, f.hw_packets))
-        with (open_device or _vfio_backend)(str(dev.bdf)) as device:
+        say("UNDI: to vfio-pci, ROM, init, UNDI loader, START_UNDI .. GET_IFACE_INFO")
+        with (open_session or vfio_session)(str(dev.bdf), rom, force_ids) as session:
             if rom is None:
-                rom, rom_source = bytes(device.rom), "the device's ROM (VFIO ROM region)"
-            figures, undi = bench_device(device, rom, sizes, seconds, trace_frames, force_ids=force_ids,
-                                         progress=progress)
+                rom, rom_source = session.nic.rom(), "the device's ROM BAR (VFIO ROM region)"
+            figures, undi = bench_session(session.machine, session.client, sizes, seconds, trace_frames,
+                                          progress=progress)
     finally:
         vfio_bind.unbind(PciDevice.open(bdf))
     return document(started, str(dev.bdf), ids, "vfio", rom, rom_source, kind, figures + reference, undi,
@@ -373,6 +367,33 @@ class _Sink:
         self.count += 1
 
 
+@dataclass
+class ModelSession:
+    """What ``vfio_session`` yields, for a register model: the machine, the client past undinet's
+    probe, and the device (``rom()`` the image it was given)."""
+
+    nic: object
+    machine: object
+    client: object
+
+
+@contextlib.contextmanager
+def model_session(device, rom: bytes, force_ids: bool = False):
+    """The ROM's UNDI up on ``device`` (a register model) as a BIOS and undinet bring it up, with
+    the model's interrupt line polled as undinet's IRQ handler would see it."""
+    from drivers.undi.client import UndiClient
+    from drivers.undi.loader import UndiMachine
+
+    um = UndiMachine(rom, device, force_ids=force_ids)
+    um.run_init()
+    um.run_loader()
+    client = UndiClient(um, irq_pending=lambda: device.irq)
+    client.probe()
+    device.rom = lambda: rom
+    yield ModelSession(device, um, client)
+    client.remove()
+
+
 def run_model(part: str = "e1000", rom_path: str | None = None, sizes=SIZES, seconds: float = 1.0,
               trace_frames: int = 50, *, device=None, meter_log: bool = False) -> tuple[dict, list, dict]:
     """The UNDI half of the bench against the register model (no reference driver: there is no
@@ -383,9 +404,10 @@ def run_model(part: str = "e1000", rom_path: str | None = None, sizes=SIZES, sec
     path = rom_path or DEBIAN_ROMS[(0x8086, dev.model.device_id)]
     rom = Path(path).read_bytes()
     started = utc_now()
-    figures, undi = bench_device(dev, rom, sizes, seconds, trace_frames, meter_log=meter_log)
+    with model_session(dev, rom) as session:
+        figures, undi = bench_session(session.machine, session.client, sizes, seconds, trace_frames,
+                                      meter_log=meter_log)
     raw = {"sizes": [dict(s, fast=dict(s["fast"])) for s in undi["sizes"]], "sink": sink}
     ids = (dev.config_read(0, 2), dev.config_read(2, 2))
     doc = document(started, f"model:{part}", ids, "model", rom, path, None, figures, undi, seconds, trace_frames)
     return doc, figures, raw
-
