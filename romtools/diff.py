@@ -41,15 +41,17 @@ def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
                   "header.undi_rom_id_ptr": h.undi_rom_id_ptr, "header.pcir_ptr": h.pcir_ptr,
                   "header.pnp_ptr": h.pnp_ptr})
     elif img.header_kind == "efi":
-        f.update({"header.init_size": h.init_size, "header.efi_signature": h.efi_signature,
-                  "header.subsystem": h.subsystem, "header.machine": h.machine, "header.compression": h.compression,
+        # Identifiers as docs/conventions.md spells them: lowercase hex, as wide as the field.
+        f.update({"header.init_size": h.init_size, "header.efi_signature": f"{h.efi_signature:08x}",
+                  "header.efi_subsystem": f"{h.subsystem:04x}", "header.machine": f"{h.machine:04x}",
+                  "header.compression": f"{h.compression:04x}",
                   "header.efi_image_offset": h.efi_image_offset, "header.pcir_ptr": h.pcir_ptr})
     if img.pcir is not None:
         p = img.pcir
         f.update({"pcir.revision": p.revision, "pcir.length": p.length, "pcir.vendor": f"{p.vendor_id:04x}",
                   "pcir.device": f"{p.device_id:04x}", "pcir.class": f"{p.class_code:06x}",
                   "pcir.image_length": p.image_length, "pcir.code_revision": p.code_revision,
-                  "pcir.code_type": p.code_type, "pcir.indicator": p.indicator})
+                  "pcir.code_type": f"{p.code_type:02x}", "pcir.indicator": p.indicator})
         if p.revision >= 3:
             f.update({"pcir.max_runtime_length": p.max_runtime_length,
                       "pcir.config_utility_offset": p.config_utility_offset,
@@ -69,7 +71,9 @@ def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
     if img.ipxe is not None:
         f.update({"ipxe_header.checksum": img.ipxe.checksum, "ipxe_header.build_id": f"{img.ipxe.build_id:08x}", "ipxe_header.shrunk_length": img.ipxe.shrunk_length})
     if img.pe is not None:
-        f.update({f"pe.{k}": v for k, v in img.pe.items() if k != "offset"})
+        pe = img.pe
+        f.update({"pe.machine": f"{pe['machine']:04x}", "pe.efi_subsystem": f"{pe['subsystem']:04x}",
+                  "pe.entry_rva": pe["entry_rva"], "pe.sections": pe["sections"]})
     for c in img.checksums:
         f[f"checksum.{c.name}"] = c.status
     try:

@@ -701,7 +701,12 @@ def container_of(data: bytes) -> str | None:
         return "EFI PE file"
     if len(data) > 0x206 and data[0x1FE:0x200] == b"\x55\xaa" and data[0x202:0x206] == b"HdrS":
         return "Linux kernel image (.lkrn)"
-    return "PXE boot file (.pxe, .kpxe)"
+    # A PXE NBP is loaded at 0000:7C00 and entered at its first byte; iPXE's pxeprefix.S begins by
+    # reloading CS with a far jump to segment 07C0h (EA ofs16 C0 07). Without it, packed sections
+    # found further in belong to something else (an option ROM inside a larger image: scan's job).
+    if len(data) >= 5 and data[0] == 0xEA and data[3:5] == b"\xc0\x07":
+        return "PXE boot file (.pxe, .kpxe)"
+    return None
 
 
 def for_file(data: bytes) -> Payload:
@@ -713,6 +718,8 @@ def for_file(data: bytes) -> Payload:
             raise FormatError("no option ROM at offset 0, and the PE file holds no iPXE dhcp_features table: it is "
                               "neither an option ROM nor an iPXE build romlab can read")
         return p
+    if kind is None:
+        raise FormatError("no option ROM at offset 0, and not an iPXE .pxe/.kpxe/.lkrn/.efi file either")
     found = find_blocks(data, 0, len(data))
     if not found:
         raise FormatError("no option ROM at offset 0 and no iPXE packed section in the file: it is neither an "

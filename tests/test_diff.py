@@ -20,7 +20,7 @@ PXE = IPXE_QEMU / "pxe-e1000.rom"
 def diff_json(a, b):
     r = run_romlab("diff", "--json", a, b)
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "romlab.diff/1" and doc["input"] == [str(a), str(b)]
+    assert doc["schema"] == "romlab.diff/2" and doc["inputs"] == [str(a), str(b)]
     return r.returncode, {d["field"]: (d["a"], d["b"]) for d in doc["differences"]}, doc
 
 

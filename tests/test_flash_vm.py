@@ -217,7 +217,7 @@ def test_drivers_given_back(results):
     assert results["drivers_at_end"] == results["drivers_at_start"]
 
 
-@pytest.mark.parametrize("role,device_id,icw1", [("e1000", 0x100E, 0x6403), ("e1000e", 0x10D3, 0x026B)])
+@pytest.mark.parametrize("role,device_id,icw1", [("e1000", "100e", 0x6403), ("e1000e", "10d3", 0x026B)])
 def test_nvm_show_in_the_guest(results, role, device_id, icw1):
     res = results[role]
     # While the driver holds BAR 0 the kernel will not map it: one line saying what to do.
@@ -229,7 +229,7 @@ def test_nvm_show_in_the_guest(results, role, device_id, icw1):
     nvm = json.loads(res["show"]["stdout"])
     assert nvm["mac"] == MACS[role] and nvm["words"][0:3] == _mac_words(MACS[role])
     assert nvm["checksum"]["valid"] and sum(nvm["words"]) & 0xFFFF == 0xBABA
-    assert nvm["device_id"] == device_id and nvm["init_control_1"] == icw1
+    assert nvm["nvm_device"] == device_id and nvm["init_control_1"] == icw1
     assert nvm["boot_version"]["text"] == "1.2.28"
     assert f"mac: {MACS[role]}" in res["text"]["stdout"] and "valid (0xbaba)" in res["text"]["stdout"]
     err = res["nonroot"]["stderr"]

@@ -153,12 +153,13 @@ def test_lint_rules_json():
     import json
 
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "romlab.lint-rules/1"
+    assert doc["schema"] == "romlab.lint-rules/2"
     rules = doc["rules"]
-    assert rules and all(set(rule) == {"name", "severity", "source", "summary"} for rule in rules)
+    # "rule" as a finding names it; "origin", not "source", which the conventions keep from meaning the input
+    assert rules and all(set(rule) == {"rule", "severity", "origin", "summary"} for rule in rules)
     assert all(rule["severity"] in ("error", "warning", "info") for rule in rules)
     text = run_romlab("lint", "--rules").stdout.decode().splitlines()
-    assert [(r["name"], r["severity"]) for r in rules] == [tuple(line.split()[:2]) for line in text]
+    assert [(r["rule"], r["severity"]) for r in rules] == [tuple(line.split()[:2]) for line in text]
 
 
 # --- --version, -q, -v --------------------------------------------------------------------------

@@ -97,13 +97,13 @@ def test_nic_roms(nic):
     version = debian_version()
     pxe = inspect(corpus(IPXE_QEMU / f"pxe-{nic}.rom"))
     efi = inspect(corpus(IPXE_QEMU / f"efi-{nic}.rom"))
-    assert pxe["schema"] == "romlab.inspect/2"
+    assert pxe["schema"] == "romlab.inspect/3"
     images = [pxe["images"][0], efi["images"][0], efi["images"][1]]
     for img in images:
         p = img["ipxe_payload"]
         assert p["version"] == version and p["version_option"] == "1.0.0"
         pcir = img["pcir"]
-        wanted = f"{pcir['vendor_id']:04x}:{pcir['device_id']:04x}"
+        wanted = f"{pcir['vendor']}:{pcir['device']}"
         if nic == "ne2k_pci":
             assert NE2K in all_ids(p)
         else:
@@ -201,7 +201,7 @@ def test_patch_to_a_claimed_id_does_not_warn(tmp_path):
     assert b"no PCI driver" not in r.stderr and b"iPXE" not in r.stderr
     lint = json.loads(run_romlab("lint", "--json", out).stdout)
     assert not [f for f in lint["findings"] if f["rule"].startswith("ipxe-")]
-    assert lint["exit_status"] == 0
+    assert lint["exit"] == 0
 
 
 def test_patch_to_an_unclaimed_id_warns_and_lint_errs(tmp_path):

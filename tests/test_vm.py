@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import IPXE_QEMU, REPO, corpus, run_romlab
+from json_conventions import check
 
 pytestmark = [pytest.mark.vm, pytest.mark.qemu, pytest.mark.root]
 
@@ -121,7 +122,9 @@ def test_guest_found_every_nic(guest):
 def test_list_shows_names_and_rom_sizes(guest):
     res = _ok(guest["results"]["list"])
     assert res["json"]["rc"] == 0, res["json"]["stderr"]
-    rows = {r["bdf"]: r for r in json.loads(res["json"]["stdout"])}
+    listed = json.loads(res["json"]["stdout"])
+    assert check(listed, "romlab.list/1") == []
+    rows = {r["bdf"]: r for r in listed["devices"]}
     bdf = guest["results"]["bdf"]
     e1000, e1000e, own, norom = (rows[bdf[k]] for k in ("e1000", "e1000e", "own", "norom"))
     # names as pci.ids spells them; sizes: BAR = next power of two of the romfile, ROM = the file
@@ -137,7 +140,7 @@ def test_list_shows_names_and_rom_sizes(guest):
     line = next(ln for ln in res["text"]["stdout"].splitlines() if ln.startswith(bdf["e1000"]))
     assert "82540EM" in line and "256 KiB" in line and "valid, 244 KiB" in line
     # not root: the kernel's rom file is root-only, so validity is unknown but nothing fails
-    nr = {r["bdf"]: r for r in json.loads(res["nonroot"]["stdout"])}
+    nr = {r["bdf"]: r for r in json.loads(res["nonroot"]["stdout"])["devices"]}
     assert res["nonroot"]["rc"] == 0 and nr[bdf["e1000"]]["rom"] == "unreadable"
     assert nr[bdf["e1000"]]["rom_bar_size"] == 256 * KIB
 
@@ -178,19 +181,24 @@ def test_inspect_and_lint_read_the_device(guest):
     for key in ("inspect_sysfs", "inspect_vfio"):
         assert res[key]["rc"] == 0, res[key]["stderr"]
         doc = json.loads(res[key]["stdout"])
-        assert doc["source"] == f"pci:{bdf['e1000']}" and doc["size"] == 249856
+        assert doc["input"] == f"pci:{bdf['e1000']}" and doc["size"] == 249856
         # efi-e1000.rom: a legacy x86 image of 0x12600 bytes, then the EFI image, last
         assert [(i["offset"], i["length"], i["last"]) for i in doc["images"]] == [(0, 0x12600, False),
                                                                                   (0x12600, 0x2AA00, True)]
-        assert [i["pcir"]["device_id"] for i in doc["images"]] == [0x100E, 0x100E]
+        assert [i["pcir"]["device"] for i in doc["images"]] == ["100e", "100e"]
     own = json.loads(res["inspect_own"]["stdout"])
-    assert [(i["length"], i["pcir"]["vendor_id"], i["pcir"]["device_id"]) for i in own["images"]] == [
-        (3072, 0x10EC, 0x8139)]
+    assert [(i["length"], i["pcir"]["vendor"], i["pcir"]["device"]) for i in own["images"]] == [
+        (3072, "10ec", "8139")]
     assert res["lint"]["rc"] in (0, 1), res["lint"]["stderr"]
     info = res["vfio_info_text"]
     assert info["rc"] == 0, info["stderr"]
     assert re.search(r"^\s+6\s+ROM\s+262144\s+r--$", info["stdout"], re.M), info["stdout"]
     assert re.search(r"^\s+0\s+BAR0\s+131072\s+rwm$", info["stdout"], re.M), info["stdout"]
+    info = res["vfio_info_json"]
+    assert info["rc"] == 0, info["stderr"]
+    doc = json.loads(info["stdout"])
+    assert check(doc, "romlab.vfio-info/1") == [] and doc["input"] == f"pci:{bdf['e1000']}"
+    assert {"index": 6, "name": "ROM", "size": 262144} == {k: doc["regions"][6][k] for k in ("index", "name", "size")}
     assert res["driver_after"] == "e1000"
 
 

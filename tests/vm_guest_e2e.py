@@ -189,6 +189,7 @@ def _():
             "inspect_own": romlab("inspect", "--pci", own, "--json"),
             "lint": romlab("lint", "--pci", e1000),
             "vfio_info_text": romlab("vfio", "info", e1000),
+            "vfio_info_json": romlab("vfio", "info", e1000, "--json"),
             "driver_after": driver(e1000)}
 
 

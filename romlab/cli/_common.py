@@ -6,7 +6,6 @@ import sys
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"  # how reports and errors name a ROM read from standard input
-BATCH_SCHEMA = "romlab.batch/1"
 
 
 def add_source_arguments(parser, *, pci: bool = True) -> None:
@@ -81,7 +80,9 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
     if not names:                                  # --pci
         from hw.access import read_rom
 
-        status, doc = one(read_rom(args.pci, via=args.via), f"pci:{args.pci}")
+        from romlab.conventions import device_input
+
+        status, doc = one(read_rom(args.pci, via=args.via), device_input(args.pci))
         if doc is not None:
             print_json(doc)
         return status
@@ -108,11 +109,16 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
             else:
                 print_json(doc)
     if several and args.json:
-        print_json({"schema": BATCH_SCHEMA, "verb": args.command, "exit": worst, "results": results})
+        from romlab.conventions import batch
+
+        print_json(batch(args.command, results, worst))
     return worst
 
 
 def print_json(doc) -> None:
+    """Print one ``--json`` document (docs/conventions.md: an object whose first key is its schema)."""
+    if not isinstance(doc, dict) or next(iter(doc), None) != "schema":
+        raise TypeError("a --json document is an object whose first key is 'schema'")
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

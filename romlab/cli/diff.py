@@ -12,16 +12,16 @@ Exit status: 0 equal, 1 different, 2 unusable input."""
 
 EXAMPLES = [
     ("romlab diff pxe-e1000.rom pxe-e1000e.rom", "what a retarget changed: IDs, checksums, build"),
-    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/1 document"),
+    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/2 document"),
 ]
 
-SCHEMA = "romlab.diff/1"
+SCHEMA = "romlab.diff/2"
 
 
 def add_arguments(p) -> None:
     p.add_argument("a", metavar="A", help="first ROM or iPXE file")
     p.add_argument("b", metavar="B", help="second ROM or iPXE file")
-    p.add_argument("--json", action="store_true", help="print the romlab.diff/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.diff/2 JSON document")
 
 
 def _show(value) -> str:
@@ -39,7 +39,7 @@ def run(args) -> int:
     a, b = read_input(args.a), read_input(args.b)
     differences = diff(a, b)
     if args.json:
-        print_json({"schema": SCHEMA, "input": [args.a, args.b], "equal": not differences,
+        print_json({"schema": SCHEMA, "inputs": [args.a, args.b], "equal": not differences,
                     "differences": [d.as_dict() for d in differences]})
     else:
         for d in differences:
