@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import pytest
 from PIL import Image
 from test_bench_render import _rgb, assert_heights_proportional, measure_bar
+from json_conventions import check
 from test_undi_crafted import listing
 
 from drivers.intel_model import BAR0_SIZE, IntelModel
@@ -86,11 +87,11 @@ def test_nested_boundaries_hand_their_piece_back():
     prev = m.enter("emu")
     assert prev == "python_before"
     outer = m.enter("ports")
-    inner = m.enter("device")
-    assert m.enter(inner) == "device" and m.enter(outer) == "ports"
+    inner = m.enter("bar_callbacks")
+    assert m.enter(inner) == "bar_callbacks" and m.enter(outer) == "ports"
     m.enter("python_after")
     m.end()
-    assert [b for b, _, _ in m.log] == ["python_before", "emu", "ports", "device", "ports", "emu", "python_after"]
+    assert [b for b, _, _ in m.log] == ["python_before", "emu", "ports", "bar_callbacks", "ports", "emu", "python_after"]
     assert set(m.calls) == {"X"} and m.calls["X"].calls == 1
     assert m.calls["X"].call_ns[0] == m.log[-1][2] - m.log[0][1] == sum(m.calls["X"].ns.values())
 
@@ -238,7 +239,7 @@ def test_a_bar_offered_for_direct_mapping_is_reached_without_callbacks_until_tra
 
 # --- the document ------------------------------------------------------------------------------------
 
-UNIT_MARKERS = ("_s", "_ns", "_us", "_per_s", "_per_frame", "_per_call", "_factor", "_over_undi", "_per_access")
+UNIT_MARKERS = ("_s", "_ns", "_us", "pps", "_per_frame", "_per_call", "_factor", "_over_undi", "_per_access")
 
 
 def _floats(node, path=("", "")):
@@ -258,7 +259,8 @@ def test_json_shape(model_run):
     doc, _, raw, _ = model_run
     text = json.dumps(doc)
     assert text.startswith('{"schema": "romlab.bench-undi/1"')
-    assert doc["device_ids"] == "8086:100e" and doc["backend"] == "model"
+    assert check(doc, "romlab.bench-undi/1") == []  # docs/conventions.md
+    assert doc["id"] == "8086:100e" and doc["via"] == "model" and doc["input"] == "model:e1000"
     for key in ("started", "finished"):
         t = datetime.fromisoformat(doc[key])
         assert t.utcoffset() == timedelta(0)
@@ -268,8 +270,8 @@ def test_json_shape(model_run):
                         for parent, k in keys), sorted(keys)
     assert [(f["path"], f["frame_bytes"]) for f in doc["figures"]] == [("undi", 64), ("undi", 1514)]
     for f in doc["figures"]:
-        assert f["packets_per_s"] == f["packets"] / f["duration_s"]
-        assert f["mbit_s"] == f["packets_per_s"] * f["frame_bytes"] * 8 / 1e6
+        assert f["pps"] == f["packets"] / f["duration_s"]
+        assert f["mbit_s"] == f["pps"] * f["frame_bytes"] * 8 / 1e6
         assert f["driver_counted_packets"] == f["packets"]  # UNDI's own XmtGoodFrames agrees
     # Everything sent reached the model's wire: the timed frames, the traced ones.
     assert raw["sink"].count == sum(f["packets"] for f in doc["figures"]) + 2 * doc["trace_frames"]
@@ -283,7 +285,7 @@ def test_json_shape(model_run):
         assert calls["UNDI_TRANSMIT"]["calls"] == s["fast"]["frames"]
         assert {"UNDI_ISR/START", "UNDI_ISR/PROCESS"} <= set(calls)
         assert s["trace"]["frames"] == doc["trace_frames"]
-        assert {r["offset"] for r in s["trace"]["registers"]} >= {"0x3818"}
+        assert {r["offset"] for r in s["trace"]["registers"]} >= {0x3818}
         assert "_trace" not in s and "_meter" not in s["fast"]
     assert doc["undi"]["empty_call"]["calls"] == 200 and doc["undi"]["empty_call"]["calls_per_frame"] is None
     json.loads(text)
@@ -316,16 +318,16 @@ def hand_doc() -> dict:
                                            "instructions_per_call": 1927.0, "mode_switches_per_call": 2.0,
                                            "device_reads_per_call": 0.0, "device_writes_per_call": 1.0,
                                            "device_us_per_call": 12.5, "trace_overhead_factor": 3.0}]}})
-    return {"schema": "romlab.bench-undi/1", "started": "2026-01-01T00:00:00+00:00", "pci": "0000:00:03.0",
-            "device_ids": "8086:100e", "backend": "vfio", "rom": {"source": "rom.bin", "bytes": 65536, "sha256": ""},
+    return {"schema": "romlab.bench-undi/1", "input": "pci:0000:00:03.0", "started": "2026-01-01T00:00:00+00:00",
+            "id": "8086:100e", "via": "vfio", "rom": {"from": "rom.bin", "size": 65536, "sha256": ""},
             "reference": {"path": "c", "driver": "romlab native driver, C path, batch 1"},
-            "figures": [{"path": "undi", "frame_bytes": 64, "packets": 2000, "duration_s": 1.0, "packets_per_s": 2000.0,
+            "figures": [{"path": "undi", "frame_bytes": 64, "packets": 2000, "duration_s": 1.0, "pps": 2000.0,
                          "mbit_s": 1.024},
                         {"path": "undi", "frame_bytes": 1514, "packets": 1500, "duration_s": 1.0,
-                         "packets_per_s": 1500.0, "mbit_s": 18.168},
-                        {"path": "c", "frame_bytes": 64, "packets": 10000, "duration_s": 1.0, "packets_per_s": 10000.0,
+                         "pps": 1500.0, "mbit_s": 18.168},
+                        {"path": "c", "frame_bytes": 64, "packets": 10000, "duration_s": 1.0, "pps": 10000.0,
                          "mbit_s": 5.12},
-                        {"path": "c", "frame_bytes": 1514, "packets": 6000, "duration_s": 1.0, "packets_per_s": 6000.0,
+                        {"path": "c", "frame_bytes": 1514, "packets": 6000, "duration_s": 1.0, "pps": 6000.0,
                          "mbit_s": 72.672}],
             "ratios": [{"frame_bytes": 64, "reference_over_undi": 5.0}, {"frame_bytes": 1514, "reference_over_undi": 4.0}],
             "undi": {"empty_call": _call(bu.EMPTY_LABEL, None, _buckets(30.0, 100.0, 0.0, 0.0, 0.0, 10.0), 120.0),
@@ -334,7 +336,7 @@ def hand_doc() -> dict:
 
 def test_table_from_a_hand_document():
     lines = render.undi_table(hand_doc()).splitlines()
-    assert lines[0].startswith("0000:00:03.0 [8086:100e], backend vfio")
+    assert lines[0].startswith("pci:0000:00:03.0 [8086:100e], via vfio")
     rows = [ln.split() for ln in lines[3:7]]
     # reference/UNDI = 10000 / 2000 and 6000 / 1500; Mbit/s = pps x size x 8 / 1e6.
     assert rows == [["undi", "64", "2000", "1.02", "-"], ["undi", "1514", "1500", "18.17", "-"],
@@ -355,9 +357,9 @@ def test_png_bars_and_bucket_segments_measured_in_pixels(tmp_path):
     im = im.convert("RGB")
     assert meta["schema"] == "romlab.bench-undi/1"
     assert meta["axes"]["throughput"] == {"scale": "linear", "from": 0, "unit": "packets/s"}
-    assert sorted((b["path"], b["frame_bytes"], b["packets_per_s"]) for b in meta["bars"]) == [
+    assert sorted((b["path"], b["frame_bytes"], b["pps"]) for b in meta["bars"]) == [
         ("c", 64, 10000.0), ("c", 1514, 6000.0), ("undi", 64, 2000.0), ("undi", 1514, 1500.0)]
-    measured = assert_heights_proportional(im, meta["bars"], "packets_per_s")
+    measured = assert_heights_proportional(im, meta["bars"], "pps")
     h = {(b["path"], b["frame_bytes"]): bottom - top + 1 for b, (_, top, bottom) in zip(meta["bars"], measured)}
     assert abs(h["undi", 64] * 5 - h["c", 64]) <= 10  # the ratio, read off the picture
 
@@ -432,12 +434,13 @@ def test_run_measures_the_reference_then_undi_and_gives_the_nic_back(fake_lab):
 
     doc = bu.run("00:03.0", (64,), 0.2, 5, open_session=open_session)
     assert fake_lab == ["bind", "native c 64 batch 1", "open 0000:00:03.0 rom=False", "close", "unbind"]
-    assert doc["backend"] == "vfio" and doc["reference"]["path"] == "c"
-    assert doc["rom"]["source"] == "the device's ROM BAR (VFIO ROM region)" and doc["rom"]["bytes"] == 75264
+    assert doc["via"] == "vfio" and doc["reference"]["path"] == "c"
+    assert doc["rom"]["from"] == "the device's ROM BAR (VFIO ROM region)" and doc["rom"]["size"] == 75264
+    assert doc["input"] == "pci:0000:00:03.0" and check(doc, "romlab.bench-undi/1") == []
     undi = next(f for f in doc["figures"] if f["path"] == "undi")
     ref = next(f for f in doc["figures"] if f["path"] == "c")
-    assert ref["packets_per_s"] == 50_000.0
-    assert doc["ratios"] == [{"frame_bytes": 64, "reference_over_undi": 50_000.0 / undi["packets_per_s"]}]
+    assert ref["pps"] == 50_000.0
+    assert doc["ratios"] == [{"frame_bytes": 64, "reference_over_undi": 50_000.0 / undi["pps"]}]
 
 
 @needs_rom

@@ -17,7 +17,7 @@ python_before  from the client's start of the call to ``emu_start``: building an
 emu            inside ``emu_start`` outside every Python hook body: the ROM's code run by unicorn,
                unicorn itself, and the crossing from unicorn into a hook and back (which Python
                cannot timestamp); with a device's BARs mapped straight in, its accesses too
-device         inside the device's BAR callbacks (memory BAR MMIO and I/O BAR ports)
+bar_callbacks  inside the device's BAR callbacks (memory BAR MMIO and I/O BAR ports)
 bios           inside the interrupt hook: BIOS services, the IVT dispatch of the ROM's own
                ``int``, and the timer interrupt that wakes a ``hlt``
 ports          inside the port hooks for the legacy ports (PIT, 61h, PIC, CMOS, POST, CF8h/CFCh)
@@ -45,7 +45,7 @@ from unicorn import UC_HOOK_CODE
 from unicorn import x86_const as X
 
 PYTHON_BEFORE, EMU, DEVICE, BIOS, PORTS, PYTHON_AFTER = (
-    "python_before", "emu", "device", "bios", "ports", "python_after")
+    "python_before", "emu", "bar_callbacks", "bios", "ports", "python_after")
 BUCKETS = (PYTHON_BEFORE, EMU, DEVICE, BIOS, PORTS, PYTHON_AFTER)
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 

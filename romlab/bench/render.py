@@ -332,11 +332,11 @@ PNG_KEY_UNDI = "romlab.bench-undi"
 UNDI_PATH_LABELS = {"undi": "ROM's UNDI", "c": "romlab native (C, batch 1)", "kernel": "Linux driver (pktgen)"}
 UNDI_COLOURS = {"undi": "#c05621", "c": "#2b6cb0", "kernel": "#4a5568"}
 BUCKET_LABELS = {"python_before": "Python before emu_start", "emu": "inside emu_start (ROM code, unicorn, hook crossings)",
-                 "device": "device callbacks", "bios": "BIOS services", "ports": "legacy ports",
+                 "bar_callbacks": "device BAR callbacks", "bios": "BIOS services", "ports": "legacy ports",
                  "python_after": "Python after emu_start"}
-BUCKET_COLOURS = {"python_before": "#d69e2e", "emu": "#2f855a", "device": "#805ad5", "bios": "#e53e3e",
+BUCKET_COLOURS = {"python_before": "#d69e2e", "emu": "#2f855a", "bar_callbacks": "#805ad5", "bios": "#e53e3e",
                   "ports": "#319795", "python_after": "#2c5282"}
-BUCKET_SHORT = {"python_before": "py before", "emu": "emu", "device": "device", "bios": "bios", "ports": "ports",
+BUCKET_SHORT = {"python_before": "py before", "emu": "emu", "bar_callbacks": "device", "bios": "bios", "ports": "ports",
                 "python_after": "py after"}
 
 
@@ -353,13 +353,13 @@ def undi_table(doc: dict) -> str:
     fast path's time per call split into its measured buckets with the run's unaccounted time on
     its own line, and the trace's counts per call."""
     ref = doc["reference"]["path"]
-    head = (f"{doc['pci']} [{doc['device_ids']}], backend {doc['backend']}, ROM {doc['rom']['source']} "
-            f"({doc['rom']['bytes']} bytes); reference: {doc['reference']['driver'] or 'none'}")
+    head = (f"{doc['input']} [{doc['id']}], via {doc['via']}, ROM {doc['rom']['from']} "
+            f"({doc['rom']['size']} bytes); reference: {doc['reference']['driver'] or 'none'}")
     ratio = {r["frame_bytes"]: r["reference_over_undi"] for r in doc["ratios"]}
     rows = []
     for f in doc["figures"]:
         r = ratio.get(f["frame_bytes"]) if f["path"] == ref else None
-        rows.append([f["path"], str(f["frame_bytes"]), packets_s(f["packets_per_s"]), f"{f['mbit_s']:.2f}",
+        rows.append([f["path"], str(f["frame_bytes"]), packets_s(f["pps"]), f"{f['mbit_s']:.2f}",
                      "-" if r is None else times(r)])
     out = [head, text_table([("path", "left"), ("size", "right"), ("pkt/s", "right"), ("Mbit/s", "right"),
                              ("reference/UNDI", "right")], rows)]
@@ -412,9 +412,9 @@ def undi_plot(doc: dict, path: str) -> None:
             f = next((f for f in doc["figures"] if f["path"] == p and f["frame_bytes"] == size), None)
             if f is None:
                 continue
-            (b,) = ax1.bar([g + (i - (len(paths) - 1) / 2) * width], [f["packets_per_s"]], width,
+            (b,) = ax1.bar([g + (i - (len(paths) - 1) / 2) * width], [f["pps"]], width,
                            color=UNDI_COLOURS[p], label=UNDI_PATH_LABELS[p] if g == 0 or not drawn else None)
-            drawn.append((b, p, size, f["packets_per_s"]))
+            drawn.append((b, p, size, f["pps"]))
     ratio = {r["frame_bytes"]: r["reference_over_undi"] for r in doc["ratios"]}
     ax1.set_xticks(range(len(sizes)))
     ax1.set_xticklabels([f"{s} B" + (f"\nref/UNDI {times(ratio[s])}" if ratio.get(s) else "") for s in sizes])
@@ -445,16 +445,16 @@ def undi_plot(doc: dict, path: str) -> None:
     ax2.set_ylabel("us per call, mean (linear, from 0)")
     ax2.set_title("UNDI time per call by measured bucket (fast path)", fontsize=10)
     ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(f"romlab bench undi: {doc['pci']} [{doc['device_ids']}]", fontsize=11)
+    fig.suptitle(f"romlab bench undi: {doc['input']} [{doc['id']}]", fontsize=11)
     renderer = _laid_out(fig)
     height = _image_height(fig)
-    bars = [{"panel": "throughput", "path": p, "frame_bytes": size, "packets_per_s": round(v, METADATA_DECIMALS),
+    bars = [{"panel": "throughput", "path": p, "frame_bytes": size, "pps": round(v, METADATA_DECIMALS),
              "colour": UNDI_COLOURS[p], "box_px": bar_box(b, renderer, height)} for b, p, size, v in drawn]
     segs = [{"panel": "calls", "call": call, "frame_bytes": size, "bucket": bk,
              "us_per_call": round(v, METADATA_DECIMALS), "bottom_us": round(bot, METADATA_DECIMALS),
              "colour": BUCKET_COLOURS[bk], "box_px": bar_box(pt, renderer, height)}
             for pt, call, size, bk, v, bot in segments]
-    meta = {"schema": doc["schema"], "pci": doc["pci"], "device_ids": doc["device_ids"], "figures": doc["figures"],
+    meta = {"schema": doc["schema"], "input": doc["input"], "id": doc["id"], "figures": doc["figures"],
             "ratios": doc["ratios"], "bars": bars, "segments": segs,
             "axes": {"throughput": {"scale": "linear", "from": 0, "unit": "packets/s"},
                      "calls": {"scale": "linear", "from": 0, "unit": "us per call"}}}

@@ -29,11 +29,11 @@ import hashlib
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from hw.errors import LabError
+from romlab.conventions import device_input, pci_id, utc_now
 
 SCHEMA = "romlab.bench-undi/1"
 SIZES = (64, 1514)
@@ -43,14 +43,6 @@ RTL8139 = (0x10EC, 0x8139)
 DEBIAN_ROMS = {(0x8086, 0x100E): "/usr/lib/ipxe/qemu/pxe-e1000.rom",
                (0x8086, 0x10D3): "/usr/lib/ipxe/qemu/pxe-e1000e.rom",
                (0x10EC, 0x8139): "/usr/lib/ipxe/qemu/pxe-rtl8139.rom"}
-
-
-def pci_ids(vendor: int, device: int) -> str:
-    return f"{vendor:04x}:{device:04x}"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -71,7 +63,7 @@ class Throughput:
 
     def as_dict(self) -> dict:
         return {"path": self.path, "frame_bytes": self.size, "packets": self.packets, "duration_s": self.seconds,
-                "driver_counted_packets": self.counted, "packets_per_s": self.pps, "mbit_s": self.mbps}
+                "driver_counted_packets": self.counted, "pps": self.pps, "mbit_s": self.mbps}
 
 
 # --- UNDI on one device ------------------------------------------------------------------------
@@ -177,7 +169,7 @@ def measure_size(um, client, size: int, seconds: float, trace_frames: int, *,
     for row in traced:
         f = fast_mean.get(row["call"])
         row["trace_overhead_factor"] = row["mean_us_per_call"] / f if f else None
-    registers = [{"bar": bar, "offset": f"{off:#x}", "access": "read" if kind == "r" else "write",
+    registers = [{"bar": bar, "offset": off, "access": "read" if kind == "r" else "write",
                   "accesses": n, "ns_total": ns, "ns_per_access": ns / n}
                  for (bar, off, kind), (n, ns) in sorted(trace.registers.items())]
     breakdown = {"frame_bytes": size, "fast": fast,
@@ -238,7 +230,7 @@ def bench_session(um, client, sizes=SIZES, seconds: float = 2.0, trace_frames: i
                 "start_undi_s": sum(calls.get("START_UNDI", [])), "open_s": sum(calls.get("UNDI_OPEN", []))}
     info = client.info
     direct = [i for i, a in sorted(um.bar_addresses.items()) if any(a == b for b, _ in getattr(um.m, "direct", []))]
-    undi = {"mac": ":".join(f"{b:02x}" for b in client.mac), "bring_up_s": bring_up,
+    undi = {"mac": ":".join(f"{b:02x}" for b in client.mac), "bring_up": bring_up,
             "base_io": info.base_io if info else None, "bars_mapped_directly": direct,
             "irq_line_polled": client.irq_pending is not None, "empty_call": empty, "sizes": sizes_out}
     return figures, undi
@@ -251,7 +243,7 @@ def reference_kind(ids: tuple[int, int]) -> str:
         return "c"
     if ids == RTL8139:
         return "kernel"
-    raise LabError(f"{pci_ids(*ids)} has no reference driver here: romlab's native driver takes 8086:100e and "
+    raise LabError(f"{pci_id(*ids)} has no reference driver here: romlab's native driver takes 8086:100e and "
                    f"8086:10d3, the kernel's 8139too through pktgen takes 10ec:8139")
 
 
@@ -318,11 +310,11 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
                                           progress=progress)
     finally:
         vfio_bind.unbind(PciDevice.open(bdf))
-    return document(started, str(dev.bdf), ids, "vfio", rom, rom_source, kind, figures + reference, undi,
+    return document(started, device_input(dev.bdf), ids, "vfio", rom, rom_source, kind, figures + reference, undi,
                     seconds, trace_frames)
 
 
-def document(started: str, pci: str, ids: tuple[int, int], backend: str, rom: bytes, rom_source: str,
+def document(started: str, input_: str, ids: tuple[int, int], backend: str, rom: bytes, rom_source: str,
              reference: str | None, figures: list[Throughput], undi: dict, seconds: float, trace_frames: int) -> dict:
     """The romlab.bench-undi/1 document: schema first, units in key names, UTC times with zone."""
     ratios = []
@@ -334,8 +326,8 @@ def document(started: str, pci: str, ids: tuple[int, int], backend: str, rom: by
     for s in undi["sizes"]:
         s.pop("_trace", None)
         s["fast"].pop("_meter", None)
-    return {"schema": SCHEMA, "started": started, "finished": utc_now(), "pci": pci, "device_ids": pci_ids(*ids),
-            "backend": backend, "rom": {"source": rom_source, "bytes": len(rom),
+    return {"schema": SCHEMA, "input": input_, "started": started, "finished": utc_now(), "id": pci_id(*ids),
+            "via": backend, "rom": {"from": rom_source, "size": len(rom),
                                         "sha256": hashlib.sha256(rom).hexdigest()},
             "reference": {"path": reference, "driver": REFERENCE_NAMES.get(reference)},
             "figure_duration_s": seconds, "trace_frames": trace_frames,
