@@ -456,3 +456,34 @@ def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
         bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom),
                open_session=lambda bdf, image, force: bu.model_session(bu.model_device("e1000e", MAC), image, force))
     assert fake_lab == ["bind", "native c 64 batch 1", "unbind"]
+
+
+def test_cli_prints_json_writes_the_file_and_the_png(monkeypatch, tmp_path, capsys):
+    """`romlab bench undi --json -o FILE --plot PNG`: the document on stdout (schema first, the
+    table in it), the same document in FILE, the PNG written and named on stderr."""
+    from romlab.cli import main
+
+    doc = hand_doc()
+    seen = {}
+
+    def fake_run(bdf, sizes, seconds, trace_frames, **kw):
+        seen.update(bdf=bdf, sizes=sizes, seconds=seconds, trace_frames=trace_frames, rom=kw["rom_path"])
+        return json.loads(json.dumps(doc))
+
+    monkeypatch.setattr(bu, "run", fake_run)
+    out, png = tmp_path / "u.json", tmp_path / "u.png"
+    rc = main(["bench", "undi", "--pci", "00:03.0", "--size", "64,1514", "--seconds", "1.5", "--trace-frames", "7",
+               "--json", "-o", str(out), "--plot", str(png)])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert seen == {"bdf": "00:03.0", "sizes": [64, 1514], "seconds": 1.5, "trace_frames": 7, "rom": None}
+    printed = json.loads(captured.out)
+    assert list(printed)[0] == "schema" and printed["table"] == render.undi_table(doc)
+    assert json.loads(out.read_text()) == printed
+    assert f"wrote {out}" in captured.err and f"wrote {png}" in captured.err
+    with Image.open(png) as im:
+        assert json.loads(im.text[render.PNG_KEY_UNDI])["id"] == "8086:100e"
+    # An output that exists is not replaced without --overwrite, before anything runs.
+    seen.clear()
+    rc = main(["bench", "undi", "--pci", "00:03.0", "-o", str(out)])
+    assert rc == 2 and not seen and "already exists" in capsys.readouterr().err
