@@ -367,7 +367,7 @@ def undi_table(doc: dict) -> str:
 
     cols = [("call", "left"), ("/frame", "right"), ("us/call", "right"), ("median", "right"),
             *((BUCKET_SHORT[b], "right") for b in BUCKETS)]
-    tcols = [("call", "left"), ("us/call", "right"), ("x fast", "right"), ("instr", "right"), ("switches", "right"),
+    tcols = [("call", "left"), ("us/call", "right"), ("median", "right"), ("x fast", "right"), ("instr", "right"), ("switches", "right"),
              ("dev rd", "right"), ("dev wr", "right"), ("dev us", "right")]
     for s in doc["undi"]["sizes"]:
         fast, trace = s["fast"], s["trace"]
@@ -382,12 +382,13 @@ def undi_table(doc: dict) -> str:
                 text_table(cols, rows),
                 (f"unaccounted: {fast['unaccounted_ns'] / 1e6:.3f} ms of {wall / 1e6:.3f} ms wall ({share}): "
                  "the loop's own work between calls")]
-        trows = [[c["call"], micros(c["mean_us_per_call"]),
+        trows = [[c["call"], micros(c["mean_us_per_call"]), micros(c["median_us_per_call"]),
                   "-" if c["trace_overhead_factor"] is None else times(c["trace_overhead_factor"]),
                   f"{c['instructions_per_call']:.0f}", f"{c['mode_switches_per_call']:.1f}",
                   f"{c['device_reads_per_call']:.1f}", f"{c['device_writes_per_call']:.1f}",
                   micros(c["device_us_per_call"])] for c in trace["calls"]]
-        out += [f"trace ({trace['frames']} frames): per call", text_table(tcols, trows)]
+        out += [f"trace ({trace['frames']} frames): per call; x fast = median traced / median fast",
+                text_table(tcols, trows)]
     return "\n".join(out)
 
 

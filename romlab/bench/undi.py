@@ -92,6 +92,7 @@ def _trace_calls(meter) -> list[dict]:
         n = rec.calls or 1
         rows.append({"call": label, "calls": rec.calls,
                      "mean_us_per_call": sum(rec.call_ns) / n / 1e3,
+                     "median_us_per_call": statistics.median(rec.call_ns) / 1e3 if rec.call_ns else 0.0,
                      "instructions_per_call": rec.instructions / n,
                      "mode_switches_per_call": rec.mode_switches / n,
                      "device_reads_per_call": rec.device_reads / n,
@@ -164,11 +165,12 @@ def measure_size(um, client, size: int, seconds: float, trace_frames: int, *,
     finally:
         um.set_trace(None)
         um.set_meter(None)
-    fast_mean = {c["call"]: c["mean_us_per_call"] for c in fast["calls"]}
+    # Medians, not means: a call the scheduler stalls once moves a mean on a shared machine.
+    fast_median = {c["call"]: c["median_us_per_call"] for c in fast["calls"]}
     traced = _trace_calls(tmeter)
     for row in traced:
-        f = fast_mean.get(row["call"])
-        row["trace_overhead_factor"] = row["mean_us_per_call"] / f if f else None
+        f = fast_median.get(row["call"])
+        row["trace_overhead_factor"] = row["median_us_per_call"] / f if f else None
     registers = [{"bar": bar, "offset": off, "access": "read" if kind == "r" else "write",
                   "accesses": n, "ns_total": ns, "ns_per_access": ns / n}
                  for (bar, off, kind), (n, ns) in sorted(trace.registers.items())]
