@@ -26,6 +26,10 @@ from .loader import UndiMachine
 ETH_ZLEN, ETH_HLEN = 60, 14
 PROTOCOLS = {0x0800: pxe.P_IP, 0x0806: pxe.P_ARP, 0x8035: pxe.P_RARP}
 RX_QUOTA = 4
+# ISR PROCESS/GET_NEXT calls one poll may make. A driver hands back each finished transmit and
+# each receive fragment once, then DONE; a ring holds far fewer than this, so more means the ROM
+# answers TRANSMIT or bad fragments for ever, and the poll ends instead of spinning with it.
+ISR_CALLS_PER_POLL = 256
 INITIALIZE_RETRIES, INITIALIZE_RETRY_DELAY = 10, 0.2
 # Where the client keeps its buffers, in the scratch segment (the parameter block is at 0x100).
 TBD_AT, DEST_AT, IMMED_AT, BLOCK_AT = 0x0200, 0x0300, 0x0400, 0x1000
@@ -199,7 +203,12 @@ class UndiClient:
         else:
             flag = pxe.ISR_IN_GET_NEXT
         partial = bytearray()
+        calls = 0
         while len(frames) < RX_QUOTA:
+            calls += 1
+            if calls > ISR_CALLS_PER_POLL:
+                raise RomRunError(f"UNDI_ISR: {ISR_CALLS_PER_POLL} PROCESS/GET_NEXT calls in one poll without DONE "
+                                  "or a whole frame: the UNDI driver is looping")
             out = self.isr(flag)
             flag = pxe.ISR_IN_GET_NEXT
             if out.func_flag == pxe.ISR_OUT_TRANSMIT:
