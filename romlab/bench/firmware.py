@@ -26,7 +26,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+
 from hw.errors import LabError
+from romlab.conventions import document, pci_id, utc_now
 from romlab.lab.boot import UNDIONLY, hang_stage, is_ipxe, rom_images, skip_reason
 from romlab.lab.http import (
     LabHttp,
@@ -35,7 +37,6 @@ from romlab.lab.http import (
     human_size,
     payload_bytes,
 )
-from romlab.conventions import document, pci_id, utc_now
 from romlab.lab.qemu import Machine, Qemu, nic_device
 
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
