@@ -31,9 +31,12 @@ TEXT = {"op_str", "line", "message", "console", "console_tail", "summary"}
 # Quantities are integers (or null where absent).
 # ("bytes" alone is data, a disassembled instruction's bytes in hex; "_bytes" is a count of them.)
 QUANTITY = re.compile(r"(offset|size|length|count|_bytes|blocks|ptr|_rva|iova|start|end|available)$")
-# Documents with no single input: `list` (the machine), `lint --rules` (the rule table), `combine`
-# and `diff` (several, under "inputs"), `batch` (each result has its own).
-NO_INPUT = {"list", "lint-rules", "combine", "diff", "batch"}
+# Documents with no input: `list` (the machine), `lint --rules` (the rule table), `batch` (each
+# result has its own).
+NO_INPUT = {"list", "lint-rules", "batch"}
+# Documents with several inputs, listed under "inputs": `combine` and `diff` (ROMs), `bench firmware`
+# (the NIC models QEMU emulates, "qemu:e1000").
+SEVERAL_INPUTS = {"combine", "diff", "bench-firmware"}
 
 
 def check(doc, schema: str | None = None) -> list[str]:
@@ -51,7 +54,13 @@ def check(doc, schema: str | None = None) -> list[str]:
     if schema is not None and doc["schema"] != schema:
         errs.append(f"schema is {doc['schema']!r}, expected {schema!r}")
     name = m.group(1)
-    if name not in NO_INPUT and "input" not in doc:
+    if name in SEVERAL_INPUTS:
+        ins = doc.get("inputs")
+        if not (isinstance(ins, list) and ins and all(isinstance(i, str) for i in ins)):
+            errs.append(f"'inputs' is {ins!r}, not a list of the inputs")
+        if "input" in doc:
+            errs.append("'input' in a document of several inputs (they are 'inputs')")
+    elif name not in NO_INPUT and "input" not in doc:
         errs.append("no 'input'")
     inp = doc.get("input")
     if isinstance(inp, str) and inp.startswith("pci:") and not BDF.fullmatch(inp[4:]):

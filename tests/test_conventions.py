@@ -27,9 +27,13 @@ NO_JSON = {
 }
 # Verbs with --json whose documents are checked where their set-up lives.
 ELSEWHERE = {
-    "bench": "bench documents belong to the bench suite (tests/test_bench_*.py)",
-    "serve": "needs root, network namespaces and booting clients: tests/test_bench_firmware_serve.py checks "
-             "each romlab.serve/1 line with this checker",
+    "bench": "each action needs QEMU boots or a NIC: tests/test_bench_firmware.py checks the romlab.bench-firmware "
+             "documents of its QEMU runs, tests/test_bench_render.py the romlab.bench-native document the CLI "
+             "builds (figures given by hand, no NIC), tests/test_undi_bench.py the romlab.bench-undi documents "
+             "`run` returns (on the register model, and on a stand-in device), each with this checker",
+    "serve": "needs root, network namespaces and booting clients: "
+             "tests/test_bench_firmware_serve.py::test_serve_refuses_without_a_dhcp_server_then_benches_two_clients "
+             "checks each romlab.serve/1 line with this checker",
     "vfio": "needs a device VFIO can take, behind an IOMMU: the VM tier's guest runs `vfio info --json` and "
             "tests/test_vm.py checks it with this checker",
 }
@@ -344,10 +348,14 @@ def test_checker_catches_the_old_spellings():
         {"schema": "romlab.x/1", "input": "a", "seconds": 1.5},                # unit not in the key
         {"schema": "romlab.x/1", "input": "a", "size": "64K"},                 # quantity as text
         {"schema": "romlab.x/1", "input": "a", "device_list": {"devices": [0x100E]}},
+        {"schema": "romlab.bench-firmware/3", "input": "e1000"},               # several inputs are "inputs"
+        {"schema": "romlab.combine/2", "inputs": "a.rom"},                     # ...a list of them
+        {"schema": "romlab.bench-native/3", "input": "pci:0000:03:00.0", "nic": {"device_ids": "8086:100e"}},
     ]
     for doc in bad:
         assert check(doc) != [], doc
     assert check({"schema": "romlab.x/1", "input": "a", "time": "2026-11-28T22:10:00+00:00"}) == []
+    assert check({"schema": "romlab.bench-firmware/3", "inputs": ["qemu:e1000", "qemu:virtio-net"]}) == []
 
 
 def test_batch_helper_keeps_the_conventions():

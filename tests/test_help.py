@@ -112,6 +112,32 @@ def test_every_verb_has_examples_that_parse(verb):
         assert args.command == verb
 
 
+# The ROM verbs whose examples a reader types in order, one verb's outputs feeding the next's
+# (extract writes e1000.efi, efi-rom efi.rom, combine reads it).
+TYPED_IN_ORDER = ["lint", "disasm", "scan", "patch", "split", "extract", "efi-rom", "combine", "pad"]
+
+
+def test_rom_examples_name_files_a_reader_has_or_says_where_they_come_from():
+    """A file an example reads is one of Debian's by its full path (it exists here), the output of
+    an earlier example, or named in the example's own explanation: no bare name from nowhere."""
+    import glob
+    from importlib import import_module
+
+    made: set[str] = set()
+    for verb in TYPED_IN_ORDER:
+        for command, what in import_module(f"romlab.cli.{VERBS[verb]}").EXAMPLES:
+            words = shlex.split(command)[2:]
+            outs = {words[i + 1].rstrip("/") for i, w in enumerate(words[:-1]) if w in ("-o", "--output", "--extract")}
+            for w in words:
+                if w.startswith("-") or w.rstrip("/") in outs or not re.search(r"\.(rom|bin|efi|img)$", w):
+                    continue
+                if os.path.isabs(w):
+                    assert glob.glob(w), f"{command}: {w} does not exist"
+                else:
+                    assert w in made or w in what, f"{command}: where does {w} come from?"
+            made |= outs
+
+
 def test_help_subprocess_shows_examples():
     r = run_romlab("flash", "--help")
     assert r.returncode == 0

@@ -169,7 +169,7 @@ def native_plot(figures, path: str) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     renderer = _laid_out(fig)
     height = _image_height(fig)
-    bars = [{"path": which, "frame_bytes": size, "batch": batch, "packets_per_s": round(v, METADATA_DECIMALS),
+    bars = [{"path": which, "frame_bytes": size, "batch": batch, "pps": round(v, METADATA_DECIMALS),
              "colour": NATIVE_COLOURS[which], "box_px": bar_box(b, renderer, height)}
             for b, which, size, batch, v in drawn]
     meta = {"schema": NATIVE_SCHEMA, "figures": [f.as_dict() for f in figures], "bars": bars,

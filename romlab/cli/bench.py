@@ -65,7 +65,7 @@ def add_arguments(p) -> None:
     f.add_argument("--timeout", type=float, metavar="S",
                    help="give up on a boot after S seconds (default: 120 s plus 1 Mbit/s for every run)")
     f.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-firmware/2 JSON document (every run) instead of the table")
+                   help="print the romlab.bench-firmware/3 JSON document (every run) instead of the table")
     f.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
@@ -81,7 +81,7 @@ def add_arguments(p) -> None:
     n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
     n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
     n.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-native/2 JSON document instead of the table")
+                   help="print the romlab.bench-native/3 JSON document instead of the table")
     n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
     n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
@@ -164,12 +164,11 @@ def _emit(args, doc: dict, table: str, written: list[str]) -> None:
 
 
 def _run_native(args) -> int:
-    from datetime import datetime, timezone
-
     from hw.errors import UsageError
     from romlab.bench import native as bn
     from romlab.bench import render
     from romlab.cli._common import check_outputs
+    from romlab.conventions import device_input, document, utc_now
 
     try:
         sizes = [int(x) for x in args.size.split(",") if x]
@@ -179,15 +178,15 @@ def _run_native(args) -> int:
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
         raise UsageError("frame sizes must be 60..1514 and batches 1..511")
     check_outputs([p for p in (args.output, args.plot) if p], overwrite=args.overwrite)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    device = device_input(args.pci)  # a BDF that cannot be one is refused here, before the bench
+    started = utc_now()
     figures = bn.run(args.pci, sizes, batches, args.seconds)
     written = []
     if args.plot:
         render.native_plot(figures, args.plot)
         written.append(args.plot)
     table = render.native_table(figures)
-    doc = {"schema": bn.SCHEMA, "started": started, "pci": args.pci, "figures": [f.as_dict() for f in figures],
-           "table": table}
+    doc = document(bn.SCHEMA, input=device, started=started, figures=[f.as_dict() for f in figures], table=table)
     _emit(args, doc, table, written)
     return 0
 

@@ -10,7 +10,7 @@ ENTRIES = ("init", "bcv", "bdv", "bev", "undi-loader")
 
 EXAMPLES = [
     ("romlab disasm /usr/lib/ipxe/qemu/pxe-e1000.rom", "the init entry, following its first jump"),
-    ("romlab disasm pxe-e1000.rom --entry bev --count 16", "16 instructions from the boot entry vector"),
+    ("romlab disasm /usr/lib/ipxe/qemu/pxe-e1000.rom --entry bev --count 16", "16 instructions from the boot entry vector"),
 ]
 
 

@@ -19,8 +19,9 @@ NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"
 
 EXAMPLES = [
-    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e -o efi.rom", "an EFI image in EDK2's layout"),
-    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e --device 100f --compress -o efi.rom",
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e -o efi.rom",
+     "an EFI image in EDK2's layout from a PE driver (e1000.efi as the romlab extract examples write it)"),
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e --device 100f --compress -o efi-2.rom",
      "compressed, with a PCI 3.0 device list"),
 ]
 

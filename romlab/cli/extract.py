@@ -21,8 +21,8 @@ NAME = "extract"
 HELP = "write one image of a ROM (marked as the last image), or with --efi-driver the PE driver of an EFI image"
 
 EXAMPLES = [
-    ("romlab extract efi-e1000.rom --image 1 -o efi.img", "image 1, bytes as they are in the ROM"),
-    ("romlab extract efi-e1000.rom --image 1 --efi-driver -o e1000.efi", "the PE driver inside it, decompressed"),
+    ("romlab extract /usr/lib/ipxe/qemu/efi-e1000.rom --image 1 -o efi.img", "image 1, bytes as they are in the ROM"),
+    ("romlab extract /usr/lib/ipxe/qemu/efi-e1000.rom --image 1 --efi-driver -o e1000.efi", "the PE driver inside it, decompressed"),
 ]
 
 

@@ -12,7 +12,7 @@ Exit status: 0 no errors (warnings fail only with --strict), 1 at least one erro
 EXAMPLES = [
     ("romlab lint /usr/lib/ipxe/qemu/pxe-e1000.rom", "check one ROM; exit status 1 on an error"),
     ("romlab lint /usr/lib/ipxe/qemu/*.rom", "every ROM Debian ships for QEMU: a result per file, the worst status"),
-    ("romlab lint --strict --json efi-e1000.rom", "warnings fail too; the findings as JSON"),
+    ("romlab lint --strict --json /usr/lib/ipxe/qemu/efi-e1000.rom", "warnings fail too; the findings as JSON"),
     ("romlab lint --rules", "every rule, its severity and where it comes from"),
 ]
 

@@ -7,8 +7,8 @@ NAME = "pad"
 HELP = "pad a ROM with 0xFF to SIZE, the next flash size, or a VirtualBox/VMware preset"
 
 EXAMPLES = [
-    ("romlab pad both.rom --to flash -o padded.rom", "pad to the next flash size (64K, 128K, ...)"),
-    ("romlab pad both.rom --to 256K -o padded.rom", "pad to 256 KiB"),
+    ("romlab pad /usr/lib/ipxe/qemu/pxe-e1000.rom --to flash -o padded.rom", "pad to the next flash size (64K, 128K, ...)"),
+    ("romlab pad /usr/lib/ipxe/qemu/efi-e1000.rom --to 256K -o padded-256k.rom", "pad to 256 KiB"),
 ]
 
 

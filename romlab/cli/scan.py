@@ -14,8 +14,9 @@ NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"
 
 EXAMPLES = [
-    ("romlab scan flash-dump.bin", "every option ROM inside a firmware image or flash dump"),
-    ("romlab scan flash-dump.bin --extract roms/", "and write each one to roms/rom-OFFSET.bin"),
+    ("romlab scan /usr/lib/ipxe/qemu/*.rom", "each file's option ROMs, wherever they start in it"),
+    ("romlab scan flash-dump.bin --extract roms/",
+     "a flash chip's contents (romlab flash ... --read flash-dump.bin): each ROM to roms/rom-OFFSET.bin"),
 ]
 
 

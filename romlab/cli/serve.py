@@ -121,7 +121,8 @@ def run(args) -> int:
                     continue
                 c.reported = True
                 done += 1
-                res = document("romlab.serve/1", finished=utc_now(), mac=c.mac, ip=c.ip,
+                res = document("romlab.serve/1", input=f"interface:{args.interface}", finished=utc_now(),
+                               mac=c.mac, ip=c.ip,
                                native_driver=c.native_chip,
                                **{p: labserve.path_result(http, c.tag(p), args.runs) for p in want})
                 if "native" in res and res["native"].get("median_mbit_s") and res["undi"].get("median_mbit_s"):
