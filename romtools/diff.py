@@ -32,7 +32,7 @@ class Difference:
         return d
 
 
-def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
+def _image_fields(data: bytes, w, img: Image, budget: ipxe.Budget) -> dict[str, Any]:
     f: dict[str, Any] = {"kind": img.kind, "length": img.length}
     h = img.header
     if img.header_kind == "legacy":
@@ -77,7 +77,7 @@ def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
     for c in img.checksums:
         f[f"checksum.{c.name}"] = c.status
     try:
-        payload = ipxe.for_image(data, w, img)
+        payload = ipxe.for_image(data, w, img, budget)
     except FormatError as exc:
         f["ipxe.error"] = str(exc)
     else:
@@ -117,8 +117,9 @@ def describe(data: bytes) -> dict[str, Any]:
             return {"file": "iPXE file", "ipxe.error": str(exc)}
         return {"file": payload.container, **_payload_fields(payload)}
     fields: dict[str, Any] = {"images": len(w.images), "stop": w.stop.reason, "trailing": w.trailing_length}
+    budget = ipxe.Budget()  # one for the whole input
     for img in w.images:
-        fields.update({f"image {img.index}.{k}": v for k, v in _image_fields(data, w, img).items()})
+        fields.update({f"image {img.index}.{k}": v for k, v in _image_fields(data, w, img, budget).items()})
     return fields
 
 

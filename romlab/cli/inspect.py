@@ -46,9 +46,10 @@ def run(args) -> int:
         except NotAnOptionRom as not_rom:
             return _show_file(args, source, data, ipxe.as_file(data, not_rom), names)
         payloads, errors = {}, []
+        budget = ipxe.Budget()  # one for the whole input
         for img in w.images:
             try:
-                payload = ipxe.for_image(data, w, img)
+                payload = ipxe.for_image(data, w, img, budget)
             except FormatError as exc:
                 payloads[img.index] = (None, str(exc))
                 errors.append(f"image {img.index}: {exc}")
