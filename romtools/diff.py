@@ -27,9 +27,24 @@ class Difference:
     def as_dict(self) -> dict[str, Any]:
         d = {"field": self.field, "a": self.a, "b": self.b}
         if isinstance(self.a, list) and isinstance(self.b, list):
-            d["only_a"] = [x for x in self.a if x not in self.b]
-            d["only_b"] = [x for x in self.b if x not in self.a]
+            d["only_a"] = only_in(self.a, self.b)
+            d["only_b"] = only_in(self.b, self.a)
         return d
+
+
+def only_in(a: list, b: list) -> list:
+    """The entries of ``a`` that ``b`` lacks, counted as a multiset (a list holding an ID twice
+    differs from one holding it once), in ``a``'s order."""
+    left: dict[Any, int] = {}
+    for x in b:
+        left[x] = left.get(x, 0) + 1
+    out = []
+    for x in a:
+        if left.get(x, 0):
+            left[x] -= 1
+        else:
+            out.append(x)
+    return out
 
 
 def _image_fields(data: bytes, w, img: Image, budget: ipxe.Budget) -> dict[str, Any]:

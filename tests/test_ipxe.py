@@ -97,7 +97,7 @@ def test_nic_roms(nic):
     version = debian_version()
     pxe = inspect(corpus(IPXE_QEMU / f"pxe-{nic}.rom"))
     efi = inspect(corpus(IPXE_QEMU / f"efi-{nic}.rom"))
-    assert pxe["schema"] == "romlab.inspect/3"
+    assert pxe["schema"] == "romlab.inspect/4"
     images = [pxe["images"][0], efi["images"][0], efi["images"][1]]
     for img in images:
         p = img["ipxe_payload"]
@@ -116,6 +116,10 @@ def test_nic_roms(nic):
     assert legacy == efi_legacy  # efi-*.rom's legacy image is the same iPXE build
     assert [b["name"] for b in legacy["blocks"]] == [".text16.early", ".text16.late", ".data16", ".textdata"]
     assert {f["name"] for f in legacy["features"]} == PCBIOS_FEATURES
+    # the option tags as the xxd above shows them, spelled as identifiers (two hex digits)
+    assert {f["name"]: f["option"] for f in legacy["features"]} == {
+        "DNS": "17", "ELF": "22", "HTTP": "13", "iSCSI": "11", "Menu": "27", "MBOOT": "19", "NFS": "29",
+        "PXEXT": "10", "PXE": "21", "TFTP": "15", "bzImage": "18", "AoE": "12"}
     assert {f["name"] for f in efi_image["features"]} == {"DNS", "HTTP", "iSCSI", "NFS", "TFTP", "AoE", "EFI", "Menu"}
     for p in (legacy, efi_image):
         cats = [CATEGORY[f["name"]] for f in p["features"]]
