@@ -13,8 +13,12 @@ image of an option ROM may be EFI-compressed (``romtools.eficompress``).
 
 What is read, and how:
 
-- Packed blocks: found by their structure, a length that fits and a CRC32 that matches, on every
-  16-byte boundary of the image; decoding is bounded by ``MAX_DECODED``.
+- Packed blocks: found by their structure, a length that fits and a CRC32 that matches, in zbin's
+  order (``find_blocks``): the first two looked for on 16-byte boundaries, the last two right after
+  the one before, and nothing after the fourth. One ``Budget`` per input bounds the work: at most
+  ``MAX_DECODED`` bytes decoded (or PE image mapped) for all its images together, and at most
+  ``MAX_HASHED`` bytes of candidate blocks checked. The table readers below index a section once
+  (no search of the whole section per candidate) and cap their candidates.
 - PCI drivers: ``struct pci_driver`` records (include/ipxe/pci.h: ids, id_count, class, mask,
   probe, remove) whose ``ids`` point at ``struct pci_device_id`` arrays (name, vendor, device,
   driver_data) whose names are C strings, whose probe/remove point into code and whose class mask
