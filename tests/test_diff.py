@@ -91,3 +91,55 @@ def test_unusable_input(tmp_path):
     for a, b in ((corpus(PXE), tmp_path / "missing.rom"), (text, corpus(PXE))):
         r = run_romlab("diff", a, b)
         assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and r.stdout == b""
+
+
+def tiny_rom(device_list: list[int] | None) -> bytes:
+    """A 512-byte legacy image built by hand (PCIR rev 3 at 0x20, 8086:100e), with a device list at
+    0x40 (its entries, then the 0000 terminator) or none (a zero pointer)."""
+    b = bytearray(b"\xcc" * 512)
+    b[0:6] = b"\x55\xaa\x01\xcb\x00\x00"
+    b[0x06:0x1A] = bytes(0x14)
+    b[0x18:0x1C] = struct.pack("<HH", 0x20, 0)
+    b[0x20:0x3C] = b"PCIR" + struct.pack("<HHHHB", 0x8086, 0x100E, 0x20 if device_list is not None else 0, 0x1C, 3) + \
+        bytes([0, 0, 2]) + struct.pack("<HHBBHHH", 1, 1, 0, 0x80, 1, 0, 0)
+    if device_list is not None:
+        b[0x40:0x42 + 2 * len(device_list)] = struct.pack(f"<{len(device_list) + 1}H", *device_list, 0)
+    b[6] = (-sum(b)) & 0xFF
+    return bytes(b)
+
+
+def test_lists_differ_by_count(tmp_path):
+    """[100e, 100e] against [100e]: the same members, not the same list (it said "another order")."""
+    a, b = tmp_path / "a.rom", tmp_path / "b.rom"
+    a.write_bytes(tiny_rom([0x100E, 0x100E]))
+    b.write_bytes(tiny_rom([0x100E]))
+    r = run_romlab("diff", a, b)
+    assert r.returncode == 1 and "image 0.device_list: only in A: 100e\n" in r.stdout.decode()
+    status, fields, doc = diff_json(a, b)
+    d = {x["field"]: x for x in doc["differences"]}["image 0.device_list"]
+    assert (d["a"], d["b"], d["only_a"], d["only_b"]) == (["100e", "100e"], ["100e"], ["100e"], [])
+    a.write_bytes(tiny_rom([0x100E, 0x100E, 0x10D3]))
+    b.write_bytes(tiny_rom([0x10D3, 0x100E, 0x100E]))
+    assert "image 0.device_list: same entries, another order\n" in run_romlab("diff", a, b).stdout.decode()
+
+
+def test_empty_list_against_no_list(tmp_path):
+    """A device list with no entries against none at all: said as such, not as a reordering."""
+    a, b = tmp_path / "a.rom", tmp_path / "b.rom"
+    a.write_bytes(tiny_rom([]))
+    b.write_bytes(tiny_rom(None))
+    r = run_romlab("diff", a, b)
+    assert r.returncode == 1 and "image 0.device_list: (empty) -> (absent)\n" in r.stdout.decode()
+
+
+def test_standard_input(tmp_path):
+    """- reads A (or B) from standard input, as the other read verbs do."""
+    rom = corpus(PXE).read_bytes()
+    r = run_romlab("diff", "--json", "-", corpus(PXE), input=rom)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["equal"] and doc["inputs"] == ["<stdin>", str(corpus(PXE))]
+    r = run_romlab("diff", corpus(PXE), "-", input=rom[:0x2000])
+    assert r.returncode == 1 and r.stdout.decode().splitlines()[-1].startswith(f"{corpus(PXE)} and <stdin>: "), r.stdout
+    r = run_romlab("diff", "-", "-", input=rom)
+    assert r.returncode == 2 and b"more than once" in r.stderr
