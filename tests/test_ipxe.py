@@ -203,6 +203,13 @@ def test_patch_to_a_claimed_id_does_not_warn(tmp_path):
     r = run_romlab("patch", corpus(IPXE_QEMU / "pxe-e1000.rom"), "--device", "0x10c9", "--fix-checksums", "-o", out)
     assert r.returncode == 0, r.stderr
     assert b"no PCI driver" not in r.stderr and b"iPXE" not in r.stderr
+    # Each change once: the list had no room to grow (0x4dd is its terminator, code follows), so
+    # 10c9 took 100e's place, as the list's line says (no note repeating it); the checksum byte
+    # 0x14 drops by 2 * (0xc9 - 0x0e) = 0x176, to 0x9e.
+    assert r.stdout.decode().splitlines() == [
+        "image 0 PCIR device: 100e -> 10c9", "image 0 device list: 100e -> 10c9",
+        "image 0 legacy image checksum byte at 0x6: 14 -> 9e", f"wrote {out}"]
+    assert b"replaced" not in r.stderr
     lint = json.loads(run_romlab("lint", "--json", out).stdout)
     assert not [f for f in lint["findings"] if f["rule"].startswith("ipxe-")]
     assert lint["exit"] == 0
