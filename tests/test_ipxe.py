@@ -571,3 +571,17 @@ def test_drivers_of_a_broken_payload(tmp_path):
     r = run_romlab("inspect", "--drivers", path)
     assert r.stdout == b""
     one_line(r, "0x12c0", "truncated")
+
+
+def test_verbs_that_read_only_option_roms_point_ipxe_files_to_inspect(tmp_path):
+    """lint and disasm of iPXE's boot files: not "use romlab scan" (which finds no ROM in them) but
+    inspect, which reads them; a file that is neither keeps the scan advice."""
+    for verb, name in (("lint", "undionly.kpxe"), ("disasm", "ipxe.pxe"), ("lint", "ipxe.lkrn"), ("lint", "snponly.efi")):
+        r = run_romlab(verb, corpus(IPXE / name))
+        err = r.stderr.decode()
+        assert r.returncode == 2 and err.count("\n") == 1 and "romlab scan" not in err, err
+        assert f"`romlab inspect {corpus(IPXE / name)}`" in err and "iPXE" in err, err
+    r = run_romlab("lint", "-", input=corpus(IPXE / "undionly.kpxe").read_bytes()[:0x9000])
+    assert r.returncode == 2 and "`romlab inspect -`" in r.stderr.decode()
+    r = run_romlab("lint", "-", input=b"hello, not a ROM" * 64)
+    assert r.returncode == 2 and "romlab scan" in r.stderr.decode()
