@@ -83,7 +83,7 @@ def _inspect_more():
 @walk("diff")
 def _diff(tmp):
     for a, b in ((IPXE[0], IPXE[4]), (IPXE_QEMU / "pxe-e1000.rom", IPXE_QEMU / "pxe-e1000e.rom")):
-        yield "romlab.diff/2", romlab_json("diff", corpus(a), corpus(b), "--json", ok=(0, 1))
+        yield "romlab.diff/3", romlab_json("diff", corpus(a), corpus(b), "--json", ok=(0, 1))
 
 
 @walk("lint")

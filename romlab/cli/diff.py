@@ -12,26 +12,16 @@ Exit status: 0 equal, 1 different, 2 unusable input."""
 
 EXAMPLES = [
     ("romlab diff pxe-e1000.rom pxe-e1000e.rom", "what a retarget changed: IDs, checksums, build"),
-    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/2 document"),
+    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/3 document"),
 ]
 
-SCHEMA = "romlab.diff/2"
+SCHEMA = "romlab.diff/3"
 
 
 def add_arguments(p) -> None:
     p.add_argument("a", metavar="A", help="first ROM or iPXE file; - reads standard input")
     p.add_argument("b", metavar="B", help="second ROM or iPXE file; - reads standard input")
-    p.add_argument("--json", action="store_true", help="print the romlab.diff/2 JSON document")
-
-
-def _show(value) -> str:
-    if value is None:
-        return "(absent)"
-    if isinstance(value, list):
-        return ", ".join(value) if value else "(empty)"
-    if isinstance(value, bool) or not isinstance(value, int):
-        return repr(value) if isinstance(value, str) else str(value)
-    return f"0x{value:x}" if value > 9 else str(value)
+    p.add_argument("--json", action="store_true", help="print the romlab.diff/3 JSON document")
 
 
 def _entries(items: list[str]) -> str:
@@ -46,6 +36,7 @@ def run(args) -> int:
     from types import SimpleNamespace
 
     from romlab.cli._common import check_inputs, read_file_input
+    from romtools.changes import show
     from romtools.diff import diff, only_in
 
     check_inputs(SimpleNamespace(files=[args.a, args.b], command="diff"))
@@ -67,6 +58,6 @@ def run(args) -> int:
                 for line in difflib.unified_diff(d.a.splitlines(), d.b.splitlines(), "A", "B", lineterm=""):
                     print(f"  {line}")
             else:
-                print(f"{d.field}: {_show(d.a)} -> {_show(d.b)}")
+                print(f"{d.field}: {show(d.a)} -> {show(d.b)}")
         print(f"{name_a} and {name_b}: " + (f"{len(differences)} difference(s)" if differences else "equal"))
     return 1 if differences else 0
