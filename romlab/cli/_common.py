@@ -117,21 +117,19 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
 
 def _ipxe_file_message(data: bytes, shown: str, exc) -> str | None:
     """What to say instead of the walker's "not an option ROM" (with its advice to scan) when the
-    file is an iPXE .pxe/.kpxe/.lkrn/.efi file: scan would find nothing in it, inspect reads it.
-    None for anything else, or when ``exc`` is not the walker's refusal."""
+    file is an iPXE .pxe/.kpxe/.lkrn file: scan would find nothing in it, inspect reads it. None for
+    anything else, or when ``exc`` is not the walker's refusal; an EFI PE file keeps the walker's
+    own message (what the PE is, and how efi-rom wraps a driver), which advises no scan."""
     import shlex
 
     from hw.errors import FormatError, NotAnOptionRom
     from romtools import ipxe
 
     kind = ipxe.container_of(data) if isinstance(exc, NotAnOptionRom) else None
-    if kind is None:
+    if kind is None or kind == "EFI PE file":
         return None
     try:
-        if kind == "EFI PE file":
-            if ipxe.decode_pe(data, kind) is None:
-                return None
-        elif not ipxe.find_blocks(data, 0, len(data)):
+        if not ipxe.find_blocks(data, 0, len(data)):
             return None  # (a truncated iPXE file still holds its first packed sections)
     except FormatError:
         return None
