@@ -625,8 +625,8 @@ def _read_version(payload: Payload, space: Space) -> None:
         payload.notes.append("no build name (a file name with a UTF-16 copy) lies next to the version string")
 
 
-def _mask_ok(mask: int) -> bool:
-    return mask <= 0xFFFFFF and all(((mask >> s) & 0xFF) in (0, 0xFF) for s in (0, 8, 16))
+#: The class masks PCI_CLASS_ID can build: each of the three class bytes 00 or ff.
+_CLASS_MASKS = frozenset(a | b | c for a in (0, 0xFF) for b in (0, 0xFF00) for c in (0, 0xFF0000))
 
 
 def _read_drivers(payload: Payload, space: Space) -> None:
@@ -644,7 +644,7 @@ def _read_drivers(payload: Payload, space: Space) -> None:
             continue
         mask = words[j + 2] & 0xFFFFFFFF if wide else words[j + 3]
         probe, remove = (words[j + 3], words[j + 4]) if wide else (words[j + 4], words[j + 5])
-        if not _mask_ok(mask) or not (in_code(probe) and in_code(remove)) or words[j] % 4:
+        if words[j] % 4 or mask not in _CLASS_MASKS or not (in_code(probe) and in_code(remove)):
             continue
         va = space.base + j * ptr
         if j * ptr + rec > len(space.data):
