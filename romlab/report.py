@@ -13,7 +13,7 @@ from romtools import schemas as S
 from romtools.pciids import PciIds
 from romtools.walker import Image, Walk, ipxe_efirom_layout
 
-INSPECT_SCHEMA = "romlab.inspect/3"
+INSPECT_SCHEMA = "romlab.inspect/4"
 DRIVERS_SCHEMA = "romlab.inspect-drivers/1"
 LINT_SCHEMA = "romlab.lint/2"
 

@@ -22,7 +22,7 @@ SPELLED = {"id": PAIR, "subsystem": PAIR, "card_id": PAIR, "rom_id": PAIR, "vend
            "nvm_device": WORD, "class": CLASS, "bdf": BDF}
 # Other identifiers: lowercase hex without 0x, the width their field has.
 IDENTIFIERS = {"jedec": 6, "opcode": 2, "code_type": 2, "machine": 4, "efi_subsystem": 4, "compression": 4,
-               "efi_signature": 8, "build_id": 8, "device_type": 6, "device_id": 8}
+               "efi_signature": 8, "build_id": 8, "device_type": 6, "device_id": 8, "option": 2}
 # Spellings the conventions replaced: a document using one has not been brought over.
 RETIRED = {"source", "vendor_id", "class_code", "pci_ids", "rom_pci_ids", "card_pci_ids",
            "device_ids", "exit_status", "seconds", "mbps", "t", "names"}

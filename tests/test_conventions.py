@@ -74,20 +74,20 @@ def walk(verb: str, *marks):
 @walk("inspect")
 def _inspect(tmp):
     for rom in ROMS:
-        yield "romlab.inspect/3", romlab_json("inspect", corpus(rom), "--json", ok=(0, 1))
+        yield "romlab.inspect/4", romlab_json("inspect", corpus(rom), "--json", ok=(0, 1))
     yield from _inspect_more()
 
 
 def _inspect_more():
     """The iPXE payload's driver table, and an iPXE file that is not an option ROM."""
     yield "romlab.inspect-drivers/1", romlab_json("inspect", "--drivers", corpus(IPXE_QEMU / "efi-e1000.rom"), "--json")
-    yield "romlab.inspect/3", romlab_json("inspect", corpus(Path("/usr/lib/ipxe/undionly.kpxe")), "--json")
+    yield "romlab.inspect/4", romlab_json("inspect", corpus(Path("/usr/lib/ipxe/undionly.kpxe")), "--json")
 
 
 @walk("diff")
 def _diff(tmp):
     for a, b in ((IPXE[0], IPXE[4]), (IPXE_QEMU / "pxe-e1000.rom", IPXE_QEMU / "pxe-e1000e.rom")):
-        yield "romlab.diff/2", romlab_json("diff", corpus(a), corpus(b), "--json", ok=(0, 1))
+        yield "romlab.diff/3", romlab_json("diff", corpus(a), corpus(b), "--json", ok=(0, 1))
 
 
 @walk("lint")
@@ -202,7 +202,7 @@ def _dump(tmp, monkeypatch):
     doc = romlab_json("dump", "--pci", "03:00.0", "-o", tmp / "dumped.rom", "--json")
     assert doc["input"] == "pci:0000:03:00.0"
     yield "romlab.dump/1", doc
-    yield "romlab.inspect/3", romlab_json("inspect", "--pci", "03:00.0", "--json")
+    yield "romlab.inspect/4", romlab_json("inspect", "--pci", "03:00.0", "--json")
 
 
 def _sysfs_with_rom(tmp: Path, rom: bytes) -> Path:
@@ -328,7 +328,7 @@ def test_stdin_is_the_input_dash():
     r = run_romlab("inspect", "-", "--json", input=corpus(IPXE[0]).read_bytes())
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert check(doc, "romlab.inspect/3") == [] and doc["input"] == "<stdin>"
+    assert check(doc, "romlab.inspect/4") == [] and doc["input"] == "<stdin>"
 
 
 def test_checker_catches_the_old_spellings():

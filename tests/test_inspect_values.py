@@ -15,7 +15,7 @@ def doc():
 
 
 def test_schema_and_size(doc):
-    assert next(iter(doc)) == "schema" and doc["schema"] == "romlab.inspect/3"
+    assert next(iter(doc)) == "schema" and doc["schema"] == "romlab.inspect/4"
     assert doc["input"] == str(IPXE_QEMU / "efi-e1000.rom")
     assert doc["size"] == 249856
     assert len(doc["images"]) == 2

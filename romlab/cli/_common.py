@@ -97,7 +97,7 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
             named = False              # reading's errors name the file; what the verb finds does not
             status, doc = one(data, source)
         except RomlabError as exc:
-            message = str(exc) if named else f"{shown}: {exc}"
+            message = str(exc) if named else f"{shown}: {_ipxe_file_message(data, shown, exc) or exc}"
             sys.stdout.flush()
             print(terminal_safe(f"romlab {args.command}: error: {message}"), file=sys.stderr)
             status = exc.exit_code
@@ -113,6 +113,29 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
 
         print_json(batch(args.command, results, worst))
     return worst
+
+
+def _ipxe_file_message(data: bytes, shown: str, exc) -> str | None:
+    """What to say instead of the walker's "not an option ROM" (with its advice to scan) when the
+    file is an iPXE .pxe/.kpxe/.lkrn file: scan would find nothing in it, inspect reads it. None for
+    anything else, or when ``exc`` is not the walker's refusal; an EFI PE file keeps the walker's
+    own message (what the PE is, and how efi-rom wraps a driver), which advises no scan."""
+    import shlex
+
+    from hw.errors import FormatError, NotAnOptionRom
+    from romtools import ipxe
+
+    kind = ipxe.container_of(data) if isinstance(exc, NotAnOptionRom) else None
+    if kind is None or kind == "EFI PE file":
+        return None
+    try:
+        if not ipxe.find_blocks(data, 0, len(data)):
+            return None  # (a truncated iPXE file still holds its first packed sections)
+    except FormatError:
+        return None
+    name = "-" if shown == STDIN_NAME else shlex.quote(shown)
+    return (f"not an option ROM but an iPXE {kind}, which this verb does not read; "
+            f"`romlab inspect {name}` reads its iPXE payload (version, drivers, features, scripts)")
 
 
 def print_json(doc) -> None:
