@@ -11,8 +11,8 @@ features and embedded scripts.
 Exit status: 0 equal, 1 different, 2 unusable input."""
 
 EXAMPLES = [
-    ("romlab diff pxe-e1000.rom pxe-e1000e.rom", "what a retarget changed: IDs, checksums, build"),
-    ("romlab diff --json pxe-e1000.rom efi-e1000.rom", "the romlab.diff/3 document"),
+    ("romlab diff /usr/lib/ipxe/qemu/pxe-e1000.rom /usr/lib/ipxe/qemu/pxe-e1000e.rom", "what a retarget changed: IDs, checksums, build"),
+    ("romlab diff --json /usr/lib/ipxe/qemu/pxe-e1000.rom /usr/lib/ipxe/qemu/efi-e1000.rom", "the romlab.diff/3 document"),
 ]
 
 SCHEMA = "romlab.diff/3"

@@ -12,11 +12,11 @@ payload is broken (all that was found is still shown), 2 unusable input."""
 
 EXAMPLES = [
     ("romlab inspect /usr/lib/ipxe/qemu/efi-e1000.rom", "every image of Debian's e1000 ROM, legacy and EFI"),
-    ("romlab inspect --json efi-e1000.rom", "the same as the romlab.inspect/4 JSON document"),
-    ("romlab inspect --drivers pxe-e1000.rom", "every vendor:device the ROM's iPXE drives"),
+    ("romlab inspect --json /usr/lib/ipxe/qemu/efi-e1000.rom", "the same as the romlab.inspect/4 JSON document"),
+    ("romlab inspect --drivers /usr/lib/ipxe/qemu/pxe-e1000.rom", "every vendor:device the ROM's iPXE drives"),
     ("romlab inspect /usr/lib/ipxe/undionly.kpxe", "an iPXE boot file: version, drivers, features"),
     ("romlab inspect --pci 03:00.0", "the ROM of a card in this machine (root)"),
-    ("romlab inspect - < rom.bin", "a ROM from standard input"),
+    ("romlab inspect - < /usr/lib/ipxe/qemu/pxe-e1000.rom", "a ROM from standard input"),
 ]
 
 
