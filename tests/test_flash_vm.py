@@ -245,6 +245,9 @@ def results(tmp_path_factory):
     out = json.loads((share / "nvm-results.json").read_text())
     out["ch341a"] = json.loads((share / "ch341a-results.json").read_text())
     out["dir"] = share
+    if (share / "docs-results.json").exists():
+        docs = json.loads((share / "docs-results.json").read_text())
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s")
     return out
 
 

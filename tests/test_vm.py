@@ -107,6 +107,9 @@ def guest(tmp_path_factory):
     assert r.returncode == 0, out[-3000:] + "\n-- guest progress:\n" + (
         progress.read_text()[-3000:] if progress.exists() else "(none)")
     results = json.loads((share / "results.json").read_text())
+    docs = results.get("docs")
+    if isinstance(docs, list):
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s")
     return {"dir": share, "results": results, "frame": frame, "pcap": pcap, "own": own, "stdout": out}
 
 
