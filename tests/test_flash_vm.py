@@ -247,7 +247,8 @@ def results(tmp_path_factory):
     out["dir"] = share
     if (share / "docs-results.json").exists():
         docs = json.loads((share / "docs-results.json").read_text())
-        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s")
+        each = ", ".join(f"{r['id']} {r.get('seconds')} s" for r in docs)
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s ({each})")
     return out
 
 

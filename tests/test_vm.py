@@ -109,7 +109,8 @@ def guest(tmp_path_factory):
     results = json.loads((share / "results.json").read_text())
     docs = results.get("docs")
     if isinstance(docs, list):
-        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s")
+        each = ", ".join(f"{r['id']} {r.get('seconds')} s" for r in docs)
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s ({each})")
     return {"dir": share, "results": results, "frame": frame, "pcap": pcap, "own": own, "stdout": out}
 
 
