@@ -6,6 +6,9 @@ efi-e1000e.rom, an rtl8139 with a ROM built here by hand, and an rtl8139 with no
 tests/vm_guest_e2e.py runs every check inside and writes what it saw to a shared
 directory; the assertions below are made here, on the host, against the romfiles
 given to QEMU, the pcap QEMU wrote and the numbers in the 8254x manual and pci.ids.
+The same guest runs the `--pci` and `vfio` examples of README.md and docs/ (chosen by
+tests/test_docs_examples.py); the ROM-less rtl8139 shares the e1000's link, so that `nic recv`
+has a sender.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import IPXE_QEMU, REPO, corpus, run_romlab
 from json_conventions import check
+from test_docs_examples import check_guest_run, export_for_guest, guest_examples
 
 pytestmark = [pytest.mark.vm, pytest.mark.qemu, pytest.mark.root]
 
@@ -83,18 +87,19 @@ def guest(tmp_path_factory):
     frame = tx_frame(nonce)
     pcap = share / "e1000.pcap"
     config = {"nics": MACS, "tx_frame_hex": frame.hex()}
+    export_for_guest("vm", share)
     nics = [
-        f"e1000,romfile={corpus(IPXE_QEMU / 'efi-e1000.rom')},mac={MACS['e1000']},capture={pcap}",
+        f"e1000,romfile={corpus(IPXE_QEMU / 'efi-e1000.rom')},mac={MACS['e1000']},capture={pcap},link=docs",
         f"e1000e,romfile={corpus(IPXE_QEMU / 'efi-e1000e.rom')},mac={MACS['e1000e']}",
         f"rtl8139,romfile={own},mac={MACS['own']}",
-        f"rtl8139,romfile=,mac={MACS['norom']}",
+        f"rtl8139,romfile=,mac={MACS['norom']},link=docs",
     ]
-    args = ["vm", "--timeout", "900", "--share", str(share)]
+    args = ["vm", "--timeout", "1300", "--share", str(share)]
     for n in nics:
         args += ["--nic", n]
     args += ["--", sys.executable, str(REPO / "tests" / "vm_guest_e2e.py"), str(share), json.dumps(config)]
     t0 = time.monotonic()
-    r = run_romlab(*args, timeout=1200)
+    r = run_romlab(*args, timeout=1600)
     seconds = time.monotonic() - t0
     print(f"guest boot and checks: {seconds:.0f} s")
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
@@ -102,6 +107,10 @@ def guest(tmp_path_factory):
     assert r.returncode == 0, out[-3000:] + "\n-- guest progress:\n" + (
         progress.read_text()[-3000:] if progress.exists() else "(none)")
     results = json.loads((share / "results.json").read_text())
+    docs = results.get("docs")
+    if isinstance(docs, list):
+        each = ", ".join(f"{r['id']} {r.get('seconds')} s" for r in docs)
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s ({each})")
     return {"dir": share, "results": results, "frame": frame, "pcap": pcap, "own": own, "stdout": out}
 
 
@@ -293,3 +302,17 @@ def test_vfio_end_to_end(guest):
 def test_transmitted_frame_in_capture(guest):
     frames = read_pcap(guest["pcap"])
     assert guest["frame"] in frames, [f.hex() for f in frames]
+
+
+@pytest.mark.parametrize("ex_id", [e["id"] for e in guest_examples("vm")])
+def test_documented_example_ran_as_documented(guest, ex_id):
+    rec = check_guest_run("vm", guest["dir"], ex_id)
+    work = Path(rec["work"])
+    # What a documented dump wrote is the ROM QEMU was given (the whole BAR with --raw: vfio-pci
+    # fills past the last image with 0xFF).
+    if rec["argv"][0] == "dump":
+        rom = (IPXE_QEMU / "efi-e1000.rom").read_bytes()
+        out = (work / rec["argv"][rec["argv"].index("-o") + 1]).read_bytes()
+        assert out == (rom + b"\xff" * (256 * KIB - len(rom)) if "--raw" in rec["argv"] else rom)
+    if rec["argv"][:2] == ["nic", "recv"]:
+        assert rec["peer_sent"] >= 1000
