@@ -29,8 +29,9 @@ RETIRED = {"source", "vendor_id", "class_code", "pci_ids", "rom_pci_ids", "card_
 # Text in another tool's syntax (an instruction's operands as capstone prints them, a console line).
 TEXT = {"op_str", "line", "message", "console", "console_tail", "summary"}
 # Quantities are integers (or null where absent).
-# ("bytes" alone is data, a disassembled instruction's bytes in hex; "_bytes" is a count of them.)
-QUANTITY = re.compile(r"(offset|size|length|count|_bytes|blocks|ptr|_rva|iova|start|end|available)$")
+# A key is one when its last word (after "_", or the whole key) is one of these: "backend" is not
+# an "end". ("bytes" alone is data, a disassembled instruction's bytes in hex; "_bytes" is a count.)
+QUANTITY = re.compile(r"(?:^|_)(offset|size|length|count|blocks|ptr|rva|iova|start|end|available)$|_bytes$")
 # Documents with no input: `list` (the machine), `lint --rules` (the rule table), `batch` (each
 # result has its own).
 NO_INPUT = {"list", "lint-rules", "batch"}
