@@ -1,22 +1,26 @@
 """Turn a walked ROM into what people read: a text tree, or the versioned JSON document.
 
-The JSON schema is documented in docs/inspect-json.md; every number in it is an
-integer (offsets and IDs too), so scripts never parse hex strings.
+The JSON schema is documented in docs/inspect-json.md and follows docs/conventions.md: quantities
+(offsets, lengths, counts) are integers, identifiers (PCI IDs, class codes, type codes, signatures)
+the lowercase hex strings lspci and the specifications print.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from romlab.conventions import class_code, hexid, pci_word
 from romtools import schemas as S
 from romtools.pciids import PciIds
 from romtools.walker import Image, Walk, ipxe_efirom_layout
 
-INSPECT_SCHEMA = "romlab.inspect/2"
+INSPECT_SCHEMA = "romlab.inspect/4"
 DRIVERS_SCHEMA = "romlab.inspect-drivers/1"
-LINT_SCHEMA = "romlab.lint/1"
+LINT_SCHEMA = "romlab.lint/2"
 
 
 def _names(names: PciIds | None, vendor: int, device: int, class_code: int) -> dict[str, str | None]:
+    """pci.ids' names for a PCIR's IDs, keyed ``vendor``, ``device``, ``class`` (text only: the JSON
+    document puts them next to the IDs as ``vendor_name``, ``device_name``, ``class_name``)."""
     if names is None:
         return {"vendor": None, "device": None, "class": None}
     return {"vendor": names.vendor(vendor), "device": names.device(vendor, device),
@@ -44,10 +48,10 @@ def image_dict(img: Image, names: PciIds | None) -> dict[str, Any]:
         }
     elif img.header_kind == "efi":
         d["efi_header"] = {
-            "init_size_blocks": h.init_size, "efi_signature": h.efi_signature,
-            "subsystem": h.subsystem, "subsystem_name": S.EFI_SUBSYSTEMS.get(h.subsystem),
-            "machine": h.machine, "machine_name": S.EFI_MACHINES.get(h.machine),
-            "compression": h.compression, "compression_name": S.EFI_COMPRESSION.get(h.compression),
+            "init_size_blocks": h.init_size, "efi_signature": hexid(h.efi_signature, 8),
+            "efi_subsystem": hexid(h.subsystem, 4), "efi_subsystem_name": S.EFI_SUBSYSTEMS.get(h.subsystem),
+            "machine": hexid(h.machine, 4), "machine_name": S.EFI_MACHINES.get(h.machine),
+            "compression": hexid(h.compression, 4), "compression_name": S.EFI_COMPRESSION.get(h.compression),
             "efi_image_offset": h.efi_image_offset, "pcir_ptr": h.pcir_ptr,
             "layout": "ipxe-efirom" if ipxe_efirom_layout(img) else "generic",
         }
@@ -55,11 +59,14 @@ def image_dict(img: Image, names: PciIds | None) -> dict[str, Any]:
         d["header"] = {"pcir_ptr": h.pcir_ptr}
     if img.pcir is not None:
         p = img.pcir
+        nm = _names(names, p.vendor_id, p.device_id, p.class_code)
         pd: dict[str, Any] = {
             "offset": img.pcir_offset, "revision": p.revision, "length": p.length,
-            "vendor_id": p.vendor_id, "device_id": p.device_id, "class_code": p.class_code,
+            "vendor": pci_word(p.vendor_id), "vendor_name": nm["vendor"],
+            "device": pci_word(p.device_id), "device_name": nm["device"],
+            "class": class_code(p.class_code), "class_name": nm["class"],
             "image_length_blocks": p.image_length, "code_revision": p.code_revision,
-            "code_type": p.code_type, "code_type_name": S.code_type_name(p.code_type),
+            "code_type": hexid(p.code_type, 2), "code_type_name": S.code_type_name(p.code_type),
             "indicator": p.indicator,
         }
         if p.revision >= 3:
@@ -68,16 +75,15 @@ def image_dict(img: Image, names: PciIds | None) -> dict[str, Any]:
         else:
             pd.update(reserved0=p.reserved0, reserved1=p.reserved1)
         d["pcir"] = pd
-        d["names"] = _names(names, p.vendor_id, p.device_id, p.class_code)
         if img.device_list is not None:
-            d["device_list"] = {"offset": img.device_list_offset, "ids": img.device_list}
+            d["device_list"] = {"offset": img.device_list_offset, "devices": [pci_word(x) for x in img.device_list]}
     if img.pnp is not None:
         n = img.pnp
         d["pnp"] = {
             "offset": img.pnp_offset, "revision": n.revision, "length": n.length, "checksum": n.checksum,
-            "device_id": n.device_id, "manufacturer_ptr": n.manufacturer_ptr, "product_ptr": n.product_ptr,
+            "device_id": hexid(n.device_id, 8), "manufacturer_ptr": n.manufacturer_ptr, "product_ptr": n.product_ptr,
             "manufacturer": img.pnp_strings.get("manufacturer"), "product": img.pnp_strings.get("product"),
-            "device_type": [n.base_type, n.sub_type, n.interface_type], "device_indicator": n.device_indicator,
+            "device_type": hexid(n.base_type << 16 | n.sub_type << 8 | n.interface_type, 6), "device_indicator": n.device_indicator,
             "bcv": n.bcv, "bdv": n.bdv, "bev": n.bev, "next_header": n.next_header,
         }
     if img.undi is not None:
@@ -91,12 +97,21 @@ def image_dict(img: Image, names: PciIds | None) -> dict[str, Any]:
     if img.ipxe is not None:
         x = img.ipxe
         d["ipxe"] = {"offset": img.ipxe_offset, "length": x.length, "checksum": x.checksum,
-                     "shrunk_length_blocks": x.shrunk_length, "build_id": x.build_id}
+                     "shrunk_length_blocks": x.shrunk_length, "build_id": hexid(x.build_id, 8)}
     if img.pe is not None:
-        d["pe"] = dict(img.pe)
+        pe = img.pe
+        d["pe"] = {"offset": pe["offset"], "machine": hexid(pe["machine"], 4),
+                   "efi_subsystem": hexid(pe["subsystem"], 4), "entry_rva": pe["entry_rva"],
+                   "sections": pe["sections"]}
     d["checksums"] = [c.as_dict() for c in img.checksums]
     d["entries"] = [e.as_dict() for e in img.entries]
     return d
+
+
+def stop_dict(walk: Walk) -> dict[str, Any]:
+    """Where and why a walk ended, the one spelling of a stop (inspect, scan)."""
+    return {"reason": walk.stop.reason, "offset": walk.stop.offset, "message": walk.stop.message,
+            "problem": walk.stop.problem}
 
 
 def payload_dict(payload, error: str | None) -> dict[str, Any]:
@@ -115,11 +130,10 @@ def inspect_dict(walk: Walk, source: str, names: PciIds | None, findings, payloa
         images.append(d)
     return {
         "schema": INSPECT_SCHEMA,
-        "source": source,
+        "input": source,
         "size": walk.size,
         "images": images,
-        "stop": {"reason": walk.stop.reason, "offset": walk.stop.offset, "message": walk.stop.message,
-                 "problem": walk.stop.problem},
+        "stop": stop_dict(walk),
         "trailing": None if walk.trailing_offset is None else {
             "offset": walk.trailing_offset, "length": walk.trailing_length, "fill": walk.trailing_fill},
         "findings": [f.as_dict() for f in findings],
@@ -264,5 +278,5 @@ def drivers_rows(where: str | None, payload, names: PciIds | None) -> list[dict[
 
 def file_dict(source: str, size: int, payload) -> dict[str, Any]:
     """``inspect --json`` of an iPXE file that is not an option ROM (.pxe, .kpxe, .lkrn, .efi)."""
-    return {"schema": INSPECT_SCHEMA, "source": source, "size": size, "images": [], "stop": None,
+    return {"schema": INSPECT_SCHEMA, "input": source, "size": size, "images": [], "stop": None,
             "trailing": None, "findings": [], "ipxe_payload": payload.as_dict()}

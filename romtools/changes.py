@@ -6,7 +6,8 @@ module what differs, so the user sees the same "image 0 PCIR device: 100e -> 10d
 verb made them, and a verb can tell a no-op (no change at all) from a real edit before it writes.
 The comparison reads both images through the walker, so it names fields, not bytes; values keep
 the JSON conventions (IDs and class codes as lowercase hex strings, lengths as integers, the
-last-image flag as a boolean).
+last-image flag as a boolean). ``image_fields`` is the one table of those fields, names and
+spellings: ``romtools.diff`` compares two inputs with it too, and ``show`` is how both print a value.
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ class Change:
 
     def text(self) -> str:
         where = f" at 0x{self.offset:x}" if self.offset is not None else ""
-        return f"image {self.image} {self.field}{where}: {_show(self.old)} -> {_show(self.new)}"
+        return f"image {self.image} {self.field}{where}: {show(self.old)} -> {show(self.new)}"
 
 
-def _show(v: Any) -> str:
+def show(v: Any) -> str:
+    """How a field's value reads in a line of text, for edits and ``diff`` alike."""
     if v is None:
         return "none"
     if isinstance(v, bool):
@@ -47,9 +49,23 @@ def _show(v: Any) -> str:
     return str(v)
 
 
-# PCIR fields as the user knows them, with how their values are spelled.
+# Fields as the user knows them, with how their values are spelled: IDs, class codes, pointers
+# and bytes as lowercase hex strings, lengths and sizes as integers, the last-image flag as a
+# boolean, ROM strings quoted.
+def _h2(v):
+    return f"{v:02x}"
+
+
 def _h4(v):
     return f"{v:04x}"
+
+
+def _h8(v):
+    return f"{v:08x}"
+
+
+def _quoted(v):
+    return repr(v) if v is not None else None
 
 
 _PCIR_FIELDS = (
@@ -61,43 +77,98 @@ _PCIR_FIELDS = (
     ("class_code", "PCIR class", lambda v: f"{v:06x}"),
     ("image_length", "PCIR image length (blocks)", int),
     ("code_revision", "PCIR code revision", _h4),
-    ("code_type", "PCIR code type", lambda v: f"{v:02x}"),
+    ("code_type", "PCIR code type", _h2),
     ("max_runtime_length", "PCIR max runtime length (blocks)", int),
     ("config_utility_offset", "PCIR config utility offset", _h4),
     ("dmtf_clp_offset", "PCIR DMTF CLP offset", _h4),
 )
+_LEGACY_FIELDS = (
+    ("init_size", "size byte (blocks)", int),
+    ("ipxe_header_ptr", "iPXE header offset", _h4),
+    ("bofm_ptr", "BOFM offset", _h4),
+    ("undi_rom_id_ptr", "UNDI ROM ID offset", _h4),
+    ("pnp_ptr", "$PnP offset", _h4),
+)
+_EFI_FIELDS = (
+    ("init_size", "initialization size (blocks)", int),
+    ("efi_signature", "EFI signature", _h8),
+    ("subsystem", "EFI subsystem", _h4),
+    ("machine", "EFI machine", _h4),
+    ("compression", "EFI compression", _h4),
+    ("efi_image_offset", "EFI image offset", _h4),
+)
+_PNP_FIELDS = (
+    ("device_indicator", "$PnP device indicator", _h2),
+    ("bcv", "$PnP BCV", _h4),
+    ("bdv", "$PnP BDV", _h4),
+    ("bev", "$PnP BEV", _h4),
+)
+_UNDI_FIELDS = (
+    ("loader_offset", "UNDI loader offset", _h4),
+    ("stack_size", "UNDI stack size", int),
+    ("data_size", "UNDI data size", int),
+    ("code_size", "UNDI code size", int),
+    ("bus_type", "UNDI bus type", str),
+)
+#: Fields whose change an edit reports another way (``_checksum_bytes``, with the byte's offset),
+#: or that say what a checksum adds up to rather than what the ROM holds.
+_CHECKSUM_FIELDS = ("checksum byte", "checksum")
+
+
+def image_fields(img: Image) -> dict[str, Any]:
+    """Every header field of a walked image, by the name edits and ``diff`` both use, spelled as
+    they show it; a structure the image lacks contributes no field."""
+    f: dict[str, Any] = {}
+    h = img.header
+    table = _LEGACY_FIELDS if img.header_kind == "legacy" else _EFI_FIELDS if img.header_kind == "efi" else ()
+    for key, name, spell in table:
+        f[name] = spell(getattr(h, key))
+    if img.header_kind == "legacy":
+        f["legacy image checksum byte"] = _h2(h.checksum_adjust)
+    if img.pcir is not None:
+        for key, name, spell in _PCIR_FIELDS:
+            v = img.pcir.get(key)
+            if v is not None:
+                f[name] = spell(v)
+        f["PCIR last-image flag"] = img.last
+        f["PCIR indicator (other bits)"] = _h2(img.pcir.indicator & 0x7F)
+        f["PCIR offset"] = _h4(img.pcir_offset - img.offset)
+    if img.device_list is not None:
+        f["device list"] = [_h4(d) for d in img.device_list]
+    if img.pnp is not None:
+        n = img.pnp
+        f["$PnP checksum byte"] = _h2(n.checksum)
+        for which in ("manufacturer", "product"):
+            f[f"$PnP {which}"] = _quoted(img.pnp_strings.get(which))
+        f["$PnP device type"] = f"{n.base_type:02x}{n.sub_type:02x}{n.interface_type:02x}"
+        for key, name, spell in _PNP_FIELDS:
+            f[name] = spell(getattr(n, key))
+    if img.undi is not None:
+        u = img.undi
+        f["UNDI checksum byte"] = _h2(u.checksum)
+        f["UNDI version"] = f"{u.undi_major}.{u.undi_minor}.{u.undi_revision}"
+        for key, name, spell in _UNDI_FIELDS:
+            f[name] = spell(getattr(u, key))
+    if img.ipxe is not None:
+        f.update({"iPXE header checksum byte": _h2(img.ipxe.checksum), "iPXE build ID": _h8(img.ipxe.build_id),
+                  "iPXE shrunk length": img.ipxe.shrunk_length})
+    if img.pe is not None:
+        pe = img.pe
+        f.update({"PE machine": _h4(pe["machine"]), "PE subsystem": _h4(pe["subsystem"]),
+                  "PE entry point": _h8(pe["entry_rva"]), "PE sections": pe["sections"]})
+    for c in img.checksums:
+        f[f"{c.name} checksum"] = c.status
+    return f
 
 
 def image_changes(old_data: bytes, old: Image, new_data: bytes, new: Image, label: int) -> list[Change]:
     """The fields that differ between image ``old`` of ``old_data`` and image ``new`` of ``new_data``,
     reported as image ``label``."""
-    out: list[Change] = []
-
-    def add(name, a, b, offset=None):
-        if a != b:
-            out.append(Change(label, name, a, b, offset))
-
-    if old.header_kind == new.header_kind == "legacy":
-        add("size byte (blocks)", old.header.init_size, new.header.init_size)
-    elif old.header_kind == new.header_kind == "efi":
-        add("initialization size (blocks)", old.header.init_size, new.header.init_size)
-    if old.pcir is not None and new.pcir is not None:
-        for key, name, spell in _PCIR_FIELDS:
-            a, b = old.pcir.get(key), new.pcir.get(key)
-            if a is not None and b is not None:
-                add(name, spell(a), spell(b))
-        add("PCIR last-image flag", old.last, new.last)
-        other = (old.pcir.indicator & 0x7F, new.pcir.indicator & 0x7F)
-        add("PCIR indicator (other bits)", f"{other[0]:02x}", f"{other[1]:02x}")
-        if old.pcir_offset - old.offset != new.pcir_offset - new.offset:
-            add("PCIR offset", f"{old.pcir_offset - old.offset:04x}", f"{new.pcir_offset - new.offset:04x}")
-    if old.device_list is not None or new.device_list is not None:
-        add("device list", [f"{d:04x}" for d in old.device_list or []],
-            [f"{d:04x}" for d in new.device_list or []])
-    for which in ("manufacturer", "product"):
-        a, b = old.pnp_strings.get(which), new.pnp_strings.get(which)
-        if a != b:
-            add(f"$PnP {which}", repr(a) if a is not None else None, repr(b) if b is not None else None)
+    a, b = image_fields(old), image_fields(new)
+    header = {name for _, name, _ in _LEGACY_FIELDS + _EFI_FIELDS}
+    out = [Change(label, name, a.get(name), b.get(name)) for name in {**a, **b}
+           if a.get(name) != b.get(name) and not name.endswith(_CHECKSUM_FIELDS)
+           and (old.header_kind == new.header_kind or name not in header)]
     out += _checksum_bytes(old_data, old, new_data, new, label)
     return out
 

@@ -1,8 +1,10 @@
 """What differs between two option ROMs (or iPXE files), structure by structure.
 
-Each input is described as named fields, per image: the header, the PCIR and its IDs, the device
-list, $PnP, the UNDI ROM ID, the iPXE header, the PE driver, each checksum's status, and the iPXE
-payload (version, build, features, each PCI driver's IDs, embedded scripts). Two inputs differ
+Each input is described as named fields, per image: the header fields that edits report
+(``romtools.changes.image_fields``: the header, the PCIR and its IDs, the device list, $PnP, the
+UNDI ROM ID, the iPXE header, the PE driver, each checksum's status), named and spelled as edits
+name and spell them ("image 0 PCIR device"), and the iPXE payload (version, build, features,
+each PCI driver's IDs, embedded scripts). Two inputs differ
 exactly where a field's value differs or a field exists in one of them only. Fields are compared
 as values, so a structure that moved without changing does not show, but the header pointer that
 moved it does. Images are paired by their place in the walk; PCI drivers by their name (the name
@@ -15,6 +17,7 @@ from typing import Any
 
 from hw.errors import FormatError, NotAnOptionRom
 from romtools import ipxe
+from romtools.changes import image_fields
 from romtools.walker import Image, walk
 
 
@@ -27,55 +30,32 @@ class Difference:
     def as_dict(self) -> dict[str, Any]:
         d = {"field": self.field, "a": self.a, "b": self.b}
         if isinstance(self.a, list) and isinstance(self.b, list):
-            d["only_a"] = [x for x in self.a if x not in self.b]
-            d["only_b"] = [x for x in self.b if x not in self.a]
+            d["only_a"] = only_in(self.a, self.b)
+            d["only_b"] = only_in(self.b, self.a)
         return d
 
 
-def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
-    f: dict[str, Any] = {"kind": img.kind, "length": img.length}
-    h = img.header
-    if img.header_kind == "legacy":
-        f.update({"header.init_size": h.init_size, "header.checksum_byte": h.checksum_adjust,
-                  "header.ipxe_header_ptr": h.ipxe_header_ptr, "header.bofm_ptr": h.bofm_ptr,
-                  "header.undi_rom_id_ptr": h.undi_rom_id_ptr, "header.pcir_ptr": h.pcir_ptr,
-                  "header.pnp_ptr": h.pnp_ptr})
-    elif img.header_kind == "efi":
-        f.update({"header.init_size": h.init_size, "header.efi_signature": h.efi_signature,
-                  "header.subsystem": h.subsystem, "header.machine": h.machine, "header.compression": h.compression,
-                  "header.efi_image_offset": h.efi_image_offset, "header.pcir_ptr": h.pcir_ptr})
-    if img.pcir is not None:
-        p = img.pcir
-        f.update({"pcir.revision": p.revision, "pcir.length": p.length, "pcir.vendor": f"{p.vendor_id:04x}",
-                  "pcir.device": f"{p.device_id:04x}", "pcir.class": f"{p.class_code:06x}",
-                  "pcir.image_length": p.image_length, "pcir.code_revision": p.code_revision,
-                  "pcir.code_type": p.code_type, "pcir.indicator": p.indicator})
-        if p.revision >= 3:
-            f.update({"pcir.max_runtime_length": p.max_runtime_length,
-                      "pcir.config_utility_offset": p.config_utility_offset,
-                      "pcir.dmtf_clp_offset": p.dmtf_clp_offset})
-    if img.device_list is not None:
-        f["device_list"] = [f"{d:04x}" for d in img.device_list]
-    if img.pnp is not None:
-        n = img.pnp
-        f.update({"pnp.checksum": n.checksum, "pnp.manufacturer": img.pnp_strings.get("manufacturer"), "pnp.product": img.pnp_strings.get("product"),
-                  "pnp.device_type": f"{n.base_type:02x}{n.sub_type:02x}{n.interface_type:02x}",
-                  "pnp.device_indicator": n.device_indicator, "pnp.bcv": n.bcv, "pnp.bdv": n.bdv, "pnp.bev": n.bev})
-    if img.undi is not None:
-        u = img.undi
-        f.update({"undi.checksum": u.checksum, "undi.version": f"{u.undi_major}.{u.undi_minor}.{u.undi_revision}", "undi.loader": u.loader_offset,
-                  "undi.stack_size": u.stack_size, "undi.data_size": u.data_size, "undi.code_size": u.code_size,
-                  "undi.bus_type": u.bus_type})
-    if img.ipxe is not None:
-        f.update({"ipxe_header.checksum": img.ipxe.checksum, "ipxe_header.build_id": f"{img.ipxe.build_id:08x}", "ipxe_header.shrunk_length": img.ipxe.shrunk_length})
-    if img.pe is not None:
-        f.update({f"pe.{k}": v for k, v in img.pe.items() if k != "offset"})
-    for c in img.checksums:
-        f[f"checksum.{c.name}"] = c.status
+def only_in(a: list, b: list) -> list:
+    """The entries of ``a`` that ``b`` lacks, counted as a multiset (a list holding an ID twice
+    differs from one holding it once), in ``a``'s order."""
+    left: dict[Any, int] = {}
+    for x in b:
+        left[x] = left.get(x, 0) + 1
+    out = []
+    for x in a:
+        if left.get(x, 0):
+            left[x] -= 1
+        else:
+            out.append(x)
+    return out
+
+
+def _image_fields(data: bytes, w, img: Image, budget: ipxe.Budget) -> dict[str, Any]:
+    f: dict[str, Any] = {"kind": img.kind, "length": img.length, **image_fields(img)}
     try:
-        payload = ipxe.for_image(data, w, img)
+        payload = ipxe.for_image(data, w, img, budget)
     except FormatError as exc:
-        f["ipxe.error"] = str(exc)
+        f["iPXE error"] = str(exc)
     else:
         if payload is not None:
             f.update(_payload_fields(payload))
@@ -83,20 +63,20 @@ def _image_fields(data: bytes, w, img: Image) -> dict[str, Any]:
 
 
 def _payload_fields(p: ipxe.Payload) -> dict[str, Any]:
-    f: dict[str, Any] = {"ipxe.version": p.version, "ipxe.build": p.build,
-                         "ipxe.features": [f"{x.name}/{x.version}" for x in p.features],
-                         "ipxe.drivers": [d.name or f"driver{d.index}" for d in p.drivers],
-                         "ipxe.scripts": [s.name for s in p.scripts]}
+    f: dict[str, Any] = {"iPXE version": p.version, "iPXE build": p.build,
+                         "iPXE features": [f"{x.name}/{x.version}" for x in p.features],
+                         "iPXE drivers": [d.name or f"driver{d.index}" for d in p.drivers],
+                         "iPXE scripts": [s.name for s in p.scripts]}
     seen: dict[str, int] = {}
     for d in p.drivers:
         name = d.name or f"driver{d.index}"
         seen[name] = seen.get(name, 0) + 1
-        key = f"ipxe.driver {name}" + (f"#{seen[name]}" if seen[name] > 1 else "")
-        f[f"{key}.ids"] = [f"{i.id} {i.name}".rstrip() for i in d.ids]
+        key = f"iPXE driver {name}" + (f"#{seen[name]}" if seen[name] > 1 else "")
+        f[f"{key} IDs"] = [f"{i.id} {i.name}".rstrip() for i in d.ids]
         if d.class_mask:
-            f[f"{key}.class"] = f"{d.class_code & 0xFFFFFF:06x}/{d.class_mask:06x}"
+            f[f"{key} class"] = f"{d.class_code & 0xFFFFFF:06x}/{d.class_mask:06x}"
     for s in p.scripts:
-        f[f"ipxe.script {s.name}"] = s.text.decode("utf-8", "replace")
+        f[f"iPXE script {s.name}"] = s.text.decode("utf-8", "replace")
     return f
 
 
@@ -106,15 +86,16 @@ def describe(data: bytes) -> dict[str, Any]:
         w = walk(data)
     except NotAnOptionRom as not_rom:
         try:
-            payload = ipxe.for_file(data)
+            payload = ipxe.as_file(data, not_rom)
         except FormatError as exc:
-            if exc.exit_code != 1:
-                raise not_rom from None
-            return {"file": "iPXE file", "ipxe.error": str(exc)}
+            if exc is not_rom:
+                raise
+            return {"file": "iPXE file", "iPXE error": str(exc)}
         return {"file": payload.container, **_payload_fields(payload)}
     fields: dict[str, Any] = {"images": len(w.images), "stop": w.stop.reason, "trailing": w.trailing_length}
+    budget = ipxe.Budget()  # one for the whole input
     for img in w.images:
-        fields.update({f"image {img.index}.{k}": v for k, v in _image_fields(data, w, img).items()})
+        fields.update({f"image {img.index} {k}": v for k, v in _image_fields(data, w, img, budget).items()})
     return fields
 
 

@@ -13,8 +13,12 @@ image of an option ROM may be EFI-compressed (``romtools.eficompress``).
 
 What is read, and how:
 
-- Packed blocks: found by their structure, a length that fits and a CRC32 that matches, on every
-  16-byte boundary of the image; decoding is bounded by ``MAX_DECODED``.
+- Packed blocks: found by their structure, a length that fits and a CRC32 that matches, in zbin's
+  order (``find_blocks``): the first two looked for on 16-byte boundaries, the last two right after
+  the one before, and nothing after the fourth. One ``Budget`` per input bounds the work: at most
+  ``MAX_DECODED`` bytes decoded (or PE image mapped) for all its images together, and at most
+  ``MAX_HASHED`` bytes of candidate blocks checked. The table readers below index a section once
+  (no search of the whole section per candidate) and cap their candidates.
 - PCI drivers: ``struct pci_driver`` records (include/ipxe/pci.h: ids, id_count, class, mask,
   probe, remove) whose ``ids`` point at ``struct pci_device_id`` arrays (name, vendor, device,
   driver_data) whose names are C strings, whose probe/remove point into code and whose class mask
@@ -56,6 +60,9 @@ from hw.errors import FormatError
 #: No packed section, nor all of them together, may expand beyond this: iPXE's largest
 #: build Debian ships (ipxe.pxe) decodes to 0.75 MB.
 MAX_DECODED = 4 << 20
+#: Bytes of candidate packed sections whose CRC32 may be checked per input: iPXE's own files cost
+#: what their four sections hold (under 1 MB); a file of look-alike length fields is refused.
+MAX_HASHED = 32 << 20
 #: A PE image is mapped only up to this size (its SizeOfImage, bss included).
 MAX_PE_IMAGE = 16 << 20
 
@@ -89,6 +96,14 @@ def _layouts(ptr: int):
 
 
 LAYOUTS = {4: _layouts(4), 8: _layouts(8)}
+#: The same three layouts as struct formats, for the loops that try every word of a section
+#: (construct's parser costs tens of microseconds a record).
+FAST = {4: (struct.Struct("<IHHI"), struct.Struct("<6I"), struct.Struct("<12I")),
+        8: (struct.Struct("<QHH4xQ"), struct.Struct("<QIII4xQQ"), struct.Struct("<I4x5QI4x5Q"))}
+assert all(f.size == c.sizeof() for w in (4, 8) for f, c in zip(FAST[w], LAYOUTS[w]))
+#: Candidate struct pci_driver records looked at per section: Debian's ipxe.pxe, every driver
+#: built in, has 61 (59 of them iterated); past this the section is look-alikes.
+MAX_DRIVER_CANDIDATES = 1024
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -155,7 +170,7 @@ class Feature:
     version: int
 
     def as_dict(self):
-        return {"name": self.name, "option": self.option, "version": self.version}
+        return {"name": self.name, "option": f"{self.option:02x}", "version": self.version}
 
 
 @dataclass
@@ -222,19 +237,76 @@ def _crc32_le(data: bytes) -> int:
     return zlib.crc32(data) ^ 0xFFFFFFFF
 
 
-def _is_block(data: bytes, off: int, end: int) -> bool:
+class Budget:
+    """What reading one input may cost, shared by every image of it (a combined ROM of twenty iPXE
+    images gets the same allowance as one image): bytes decoded, and bytes hashed while looking for
+    packed sections (each candidate costs a CRC32 over the length it claims)."""
+
+    def __init__(self, decoded: int = MAX_DECODED, hashed: int = MAX_HASHED):
+        self.decoded, self.hashed = decoded, hashed
+
+    def hash(self, n: int, off: int) -> None:
+        if n > self.hashed:
+            raise _error(f"more than {MAX_HASHED >> 20} MiB of look-alike iPXE packed sections to check (CRC32) "
+                         f"by 0x{off:x}: the input is not an iPXE build romlab can read; refused", off)
+        self.hashed -= n
+
+
+def _is_block(data: bytes, off: int, end: int, budget: Budget) -> bool:
     if off + 9 > end:
         return False
     length = _u32(data, off)[0]
     if length < 5 or off + 4 + length > end or data[off + 4] != 0:
         return False  # a range coder's first byte is always 0
-    return _crc32_le(data[off + 4:off + length]) == _u32(data, off + length)[0]
+    budget.hash(length - 4, off)
+    return _crc32_le(memoryview(data)[off + 4:off + length]) == _u32(data, off + length)[0]
 
 
-def find_blocks(data: bytes, start: int, end: int) -> list[tuple[int, int]]:
-    """(offset, length field) of every CRC-checked packed block on a 16-byte boundary in [start, end)."""
+def _next_block(data: bytes, start: int, end: int, budget: Budget) -> tuple[int, int] | None:
+    """The first CRC-checked packed block on a 16-byte boundary in [start, end), or None."""
     first = (start + 15) & ~15
-    return [(o, _u32(data, o)[0]) for o in range(first, end - 8, 16) if _is_block(data, o, end)]
+    if first + 9 > end:
+        return None
+    # The length fields at every boundary at once, then a CRC32 only where one fits.
+    n = (end - 8 - first + 15) // 16
+    window = bytes(memoryview(data)[first:first + n * 16])
+    lengths = array.array("I")
+    lengths.frombytes(window + bytes(n * 16 - len(window)))
+    if struct.pack("=H", 1) != b"\x01\x00":
+        lengths.byteswap()
+    lengths = lengths[::4]
+    for k, length in enumerate(lengths):
+        o = first + 16 * k
+        if 5 <= length <= end - o - 4 and _is_block(data, o, end, budget):
+            return o, length
+    return None
+
+
+def find_blocks(data: bytes, start: int, end: int, budget: Budget | None = None) -> list[tuple[int, int]]:
+    """(offset, length field) of the packed sections of an iPXE image in [start, end), in order.
+
+    zbin writes them as libprefix.S's ``.zinfo`` lists them: the prefix (copied), .text16.early,
+    then (after the payload alignment and an uncompressed payload prefix, for .mrom and .lkrn)
+    .text16.late, .data16 and .textdata, each on the next 16-byte boundary after the previous one.
+    So the first two are looked for (the first CRC-checked block from where the search stands), the
+    last two must follow; the search stops after four, as iPXE reads no further. Each CRC32
+    checked is paid from ``budget``.
+    """
+    budget = budget or Budget()
+    found: list[tuple[int, int]] = []
+    pos = start
+    while len(found) < len(SECTION_NAMES):
+        if len(found) < 2:
+            hit = _next_block(data, pos, end, budget)
+        else:
+            # _max_align (16) in pcbios.lds; the 512 of an .lkrn's or .mrom's sectors too
+            hit = next(((at, _u32(data, at)[0]) for at in dict.fromkeys(((pos + 15) & ~15, (pos + 511) & ~511))
+                        if _is_block(data, at, end, budget)), None)
+        if hit is None:
+            break
+        found.append(hit)
+        pos = hit[0] + 4 + hit[1]
+    return found
 
 
 def _explain_broken(data: bytes, found: list[tuple[int, int]], start: int, end: int) -> tuple[str, int]:
@@ -257,21 +329,22 @@ def _explain_broken(data: bytes, found: list[tuple[int, int]], start: int, end: 
             f"textdata) between 0x{start:x} and 0x{end:x}: the payload is corrupt or truncated"), start
 
 
-def _unlzma(data: bytes, off: int, length: int, budget: int) -> bytes:
-    packed = data[off + 4:off + length]
+def _unlzma(data: bytes, off: int, length: int, budget: Budget) -> bytes:
+    packed = memoryview(data)[off + 4:off + length]
     dec = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[
         {"id": lzma.FILTER_LZMA1, "lc": 2, "lp": 0, "pb": 0, "dict_size": MAX_DECODED}])
     try:
-        out = dec.decompress(packed, max_length=budget + 1)
+        out = dec.decompress(packed, max_length=budget.decoded + 1)
     except lzma.LZMAError as exc:
         raise _error(f"the iPXE packed section at 0x{off:x} is not a valid LZMA stream ({exc}): the payload is "
                      "corrupt", off) from None
-    if len(out) > budget:
-        raise _error(f"the iPXE packed section at 0x{off:x} expands beyond {budget} bytes "
-                     f"(romlab decodes at most {MAX_DECODED >> 20} MiB of payload): refused", off)
+    if len(out) > budget.decoded:
+        raise _error(f"the iPXE packed section at 0x{off:x} expands beyond the {budget.decoded} bytes left "
+                     f"(romlab decodes at most {MAX_DECODED >> 20} MiB of payload per file): refused", off)
     if not dec.eof:
         raise _error(f"the iPXE packed section at 0x{off:x} ends before its LZMA end marker: the payload is "
                      "truncated or corrupt", off)
+    budget.decoded -= len(out)
     return out
 
 
@@ -301,9 +374,10 @@ def unbcj(buf: bytes) -> bytes:
     return bytes(b)
 
 
-def decode_x86(data: bytes, start: int, end: int, container: str) -> Payload:
-    """The payload of an iPXE x86 image occupying data[start:end]."""
-    found = find_blocks(data, start, end)
+def decode_x86(data: bytes, start: int, end: int, container: str, budget: Budget | None = None) -> Payload:
+    """The payload of an iPXE x86 image occupying data[start:end]; its cost is paid from ``budget``."""
+    budget = budget or Budget()
+    found = find_blocks(data, start, end, budget)
     if len(found) != 4:
         if not found:
             raise _error(f"no iPXE packed section with a valid CRC32 between 0x{start:x} and 0x{end:x}: the payload "
@@ -311,14 +385,12 @@ def decode_x86(data: bytes, start: int, end: int, container: str) -> Payload:
         message, where = _explain_broken(data, found, start, end)
         raise _error(message, where)
     payload = Payload(container, "i386")
-    budget = MAX_DECODED
     textdata = b""
     for name, (off, length) in zip(SECTION_NAMES, found):
         out = unbcj(_unlzma(data, off, length, budget))
-        budget -= len(out)
         payload.blocks.append(Block(name, off, length, len(out)))
+        payload.decoded_size += len(out)
         textdata = out
-    payload.decoded_size = MAX_DECODED - budget
     _read_tables(payload, Space(textdata, 0, 4, [(0, len(textdata))]))
     return payload
 
@@ -371,7 +443,17 @@ class Space:
         for lo, hi in self.code:
             chunk = self.data[lo:hi]
             if self.ptr == 4:
-                hits.update(t for t in targets if chunk.find(struct.pack("<I", t & 0xFFFFFFFF)) >= 0)
+                if len(targets) <= 8:
+                    hits.update(t for t in targets if chunk.find(struct.pack("<I", t & 0xFFFFFFFF)) >= 0)
+                    continue
+                # Many targets: every 32-bit word at every byte offset, each looked up once.
+                for k in range(4):
+                    n = (len(chunk) - k) // 4 * 4
+                    w = array.array("I")
+                    w.frombytes(chunk[k:k + n])
+                    if struct.pack("=H", 1) != b"\x01\x00":
+                        w.byteswap()
+                    hits.update(targets.intersection(w))
                 continue
             for m in _RIP_MODRM.finditer(chunk):
                 at = m.start() + 1
@@ -396,6 +478,7 @@ def _read_tables(payload: Payload, space: Space) -> None:
 
 def _feature_options(data: bytes) -> tuple[int, int, list[tuple[int, int]], tuple[int, int, int]] | None:
     """The dhcp_features run (start, end, [(tag, version)], version) with the most feature options."""
+    versions = _version_prefixes(data)
     best = None
     for m in re.finditer(rb"\xeb\x03", data):
         i = m.start()
@@ -409,12 +492,25 @@ def _feature_options(data: bytes) -> tuple[int, int, list[tuple[int, int]], tupl
         while e + 3 <= len(data) and data[e] in FEATURE_TAGS and data[e + 1] == 1:
             e += 3
         opts = [(data[p], data[p + 2]) for p in range(s, i, 3)] + [(data[p], data[p + 2]) for p in range(i + 5, e, 3)]
-        needle = b"\0" + ".".join(map(str, version)).encode()
-        if data.find(needle) < 0:
+        if version not in versions:
             continue  # no string begins with these numbers: an x86 "jmp short" and its neighbours
         if best is None or len(opts) > len(best[2]):
             best = (s, e, opts, version)
     return best
+
+
+def _version_prefixes(data: bytes) -> set[tuple[int, int, int]]:
+    """Every (major, minor, patch) with which some string in ``data`` begins: a NUL, then the three
+    numbers as str() spells them (the patch may run on into more digits, as "1.0.0+" or "1.0.01"
+    begins with "1.0.0"). One pass, where a find per candidate option would be quadratic."""
+    out = set()
+    for m in re.finditer(rb"\0(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.([0-9]+)", data):
+        major, minor, patch = int(m[1]), int(m[2]), m[3]
+        for k in range(1, min(3, len(patch)) + 1):
+            text = patch[:k].decode()
+            if str(int(text)) == text:
+                out.add((major, minor, int(text)))
+    return out
 
 
 def _read_features(payload: Payload, space: Space) -> None:
@@ -436,28 +532,52 @@ def _read_features(payload: Payload, space: Space) -> None:
 
 
 def _feature_name_table(space: Space, want: list[str]) -> list[str] | None:
-    """The ``features`` linker table: len(want) consecutive pointers to exactly the names in ``want``."""
-    if not want:
-        return None
+    """The ``features`` linker table: len(want) consecutive pointers to exactly the names in ``want``.
+
+    One window slides over the words, counting how far its names are from ``want``."""
+    if not want or len(want) > len(FEATURE_TAGS):
+        return None  # each FEATURE() is linked once: more options than tags is no table
     data = space.data
     addrs = {}
     for name in set(want):
         for m in re.finditer(re.escape(name.encode()) + b"\0", data):  # tail-merged strings too
             addrs[space.base + m.start()] = name
-    words = space.words()
+    if not addrs:
+        return None
+    names = [addrs.get(w) for w in space.words()]
     n = len(want)
-    for j, w in enumerate(words):
-        if w in addrs and j + n <= len(words):
-            # the run may start before this entry; try each window that contains it
-            for s in range(max(0, j - n + 1), j + 1):
-                names = [addrs.get(words[k]) for k in range(s, s + n)]
-                if None not in names and sorted(names) == want:
-                    return names
+    target: dict[str | None, int] = {}
+    for name in want:
+        target[name] = target.get(name, 0) + 1
+    have: dict[str | None, int] = {}
+    off = len(target)  # names whose count in the window differs from target's
+
+    def move(name, step):
+        nonlocal off
+        before = have.get(name, 0)
+        have[name] = before + step
+        off += (before == target.get(name, 0)) - (before + step == target.get(name, 0))
+
+    for j, name in enumerate(names):
+        move(name, 1)
+        if j >= n:
+            move(names[j - n], -1)
+        if j >= n - 1 and off == 0:
+            return names[j - n + 1:j + 1]
     return None
 
 
 def _twins(space: Space, text: str) -> bool:
-    return space.data.find(text.encode("utf-16-le") + b"\0\0") >= 0
+    """Whether ``text`` has a UTF-16 copy (version.c's w-strings), remembered per text."""
+    seen = space.__dict__.setdefault("_twins", {})
+    if text not in seen:
+        seen[text] = space.data.find(text.encode("utf-16-le") + b"\0\0") >= 0
+    return seen[text]
+
+
+#: How many strings may be tried as the version, and as the build name, before giving up: version.c
+#: emits one of each; a section full of look-alikes must not cost a search of it per look-alike.
+MAX_VERSION_CANDIDATES = 32
 
 
 _BUILD_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.[a-z0-9]+")
@@ -469,7 +589,9 @@ def _read_version(payload: Payload, space: Space) -> None:
     data = space.data
     needle = b"\0" + ".".join(map(str, payload.version_option)).encode()
     best = None
-    for m in re.finditer(re.escape(needle), data):
+    for k, m in enumerate(re.finditer(re.escape(needle), data)):
+        if k == MAX_VERSION_CANDIDATES:
+            break
         text = space.cstring(space.base + m.start() + 1)
         if text is None:
             continue
@@ -486,10 +608,16 @@ def _read_version(payload: Payload, space: Space) -> None:
         payload.notes.append("the version string has no UTF-16 copy (product_wversion) next to it")
     near = []
     lo, hi = max(0, at - 512), min(len(data), at + 512)
+    tried = 0
     for m in re.finditer(rb"(?<=\0)[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.[a-z0-9]+\0", data[lo:hi]):
         text = m.group()[:-1].decode()
         pos = lo + m.start()
-        if text != payload.version and _BUILD_NAME.fullmatch(text) and _twins(space, text):
+        if text == payload.version or not _BUILD_NAME.fullmatch(text):
+            continue
+        tried += 1
+        if tried > MAX_VERSION_CANDIDATES:
+            break
+        if _twins(space, text):
             near.append((abs(pos - at), text))
     if near:
         payload.build = min(near)[1]
@@ -497,13 +625,13 @@ def _read_version(payload: Payload, space: Space) -> None:
         payload.notes.append("no build name (a file name with a UTF-16 copy) lies next to the version string")
 
 
-def _mask_ok(mask: int) -> bool:
-    return mask <= 0xFFFFFF and all(((mask >> s) & 0xFF) in (0, 0xFF) for s in (0, 8, 16))
+#: The class masks PCI_CLASS_ID can build: each of the three class bytes 00 or ff.
+_CLASS_MASKS = frozenset(a | b | c for a in (0, 0xFF) for b in (0, 0xFF00) for c in (0, 0xFF0000))
 
 
 def _read_drivers(payload: Payload, space: Space) -> None:
-    device_id, driver, _ = LAYOUTS[space.ptr]
-    rec, isz, ptr = driver.sizeof(), device_id.sizeof(), space.ptr
+    device_id, driver, _ = FAST[space.ptr]
+    rec, isz, ptr = driver.size, device_id.size, space.ptr
     words = space.words()
     wide = ptr == 8
     per = rec // ptr
@@ -516,22 +644,28 @@ def _read_drivers(payload: Payload, space: Space) -> None:
             continue
         mask = words[j + 2] & 0xFFFFFFFF if wide else words[j + 3]
         probe, remove = (words[j + 3], words[j + 4]) if wide else (words[j + 4], words[j + 5])
-        if not _mask_ok(mask) or not (in_code(probe) and in_code(remove)) or words[j] % 4:
+        if words[j] % 4 or mask not in _CLASS_MASKS or not (in_code(probe) and in_code(remove)):
             continue
         va = space.base + j * ptr
-        d = driver.parse(space.data[j * ptr:j * ptr + rec])
-        ids_off = offset(d.ids, count * isz)
+        if j * ptr + rec > len(space.data):
+            break
+        d_ids, _, d_class, d_mask, _, _ = driver.unpack_from(space.data, j * ptr)
+        ids_off = offset(d_ids, count * isz)
         if ids_off is None:
             continue
         ids = []
         for k in range(count):
-            e = device_id.parse(space.data[ids_off + k * isz:ids_off + (k + 1) * isz])
-            name = space.cstring(e.name, 64, empty=True)  # sis190.c names some IDs ""
-            if name is None or (len(space.code) > 1 and in_code(e.name)):
+            e_name, e_vendor, e_device, e_data = device_id.unpack_from(space.data, ids_off + k * isz)
+            name = space.cstring(e_name, 64, empty=True)  # sis190.c names some IDs ""
+            if name is None or (len(space.code) > 1 and in_code(e_name)):
                 break
-            ids.append(PciId(e.vendor, e.device, name, e.driver_data))
+            ids.append(PciId(e_vendor, e_device, name, e_data))
         else:
-            candidates[va] = Driver(0, va, d.class_code, d.class_mask, ids)
+            candidates[va] = Driver(0, va, d_class, d_mask, ids)
+            if len(candidates) == MAX_DRIVER_CANDIDATES:
+                payload.notes.append(f"more than {MAX_DRIVER_CANDIDATES} records look like PCI drivers: the "
+                                     "rest of the section was not searched")
+                break
     runs: list[list[Driver]] = []
     for va in sorted(candidates):
         if runs and runs[-1][-1].address + rec == va:
@@ -550,28 +684,50 @@ def _read_drivers(payload: Payload, space: Space) -> None:
 
 
 #: struct image as embedded.c initialises it: refcnt {0, ref_no_free}, no list links or URI, a
-#: name, no flags or command line, data and length, no type or replacement (the zero runs).
-_EMBEDDED_IMAGE = {
-    4: re.compile(rb"(?=\0{4}(?!\0{4})[\s\S]{4}\0{12}[\s\S]{4}\0{8}[\s\S]{8}\0{8})"),
-    8: re.compile(rb"(?=\0{8}(?!\0{8})[\s\S]{8}\0{24}[\s\S]{8}\0{16}[\s\S]{16}\0{16})"),
-}
+#: name, no flags or command line, data and length, no type or replacement (the zero words).
+#: iPXE embeds the files named by EMBED= (embedded.c's array), in practice one script or a few.
+MAX_SCRIPTS = 16
 
 
 def _read_scripts(payload: Payload, space: Space) -> None:
-    _, _, image = LAYOUTS[space.ptr]
-    size = image.sizeof()
-    for m in _EMBEDDED_IMAGE[space.ptr].finditer(space.data):
-        off = m.start()
-        if off % space.ptr:
+    """embedded.c's images: each one's data lies in the section, is followed by the NUL byte
+    embedded.c appends, and overlaps neither another image's data nor an image record; so all of
+    them together hold at most the section's bytes."""
+    _, _, image = FAST[space.ptr]
+    size = image.size
+    data = space.data
+    records: list[int] = []
+    found: list[tuple[int, int, str, int]] = []  # (data offset, length, name, address)
+    w = space.words()
+    # the zero runs of _EMBEDDED_IMAGE, word by word (words are pointer-sized: on x86-64 the
+    # reference count and its padding, and the flags and theirs, are one word each)
+    starts = [j for j in range(len(w) - size // space.ptr + 1)
+              if not (w[j] or w[j + 2] or w[j + 3] or w[j + 4] or w[j + 6] or w[j + 7] or w[j + 10] or w[j + 11])
+              and w[j + 1]]
+    for j in starts:
+        off = j * space.ptr
+        _, free, _, _, _, name_va, _, _, data_va, length, _, _ = image.unpack_from(data, off)
+        if not space.in_code(free) or not 0 < length < len(data):
             continue
-        im = image.parse(space.data[off:off + size])
-        if not space.in_code(im.refcnt_free) or not 0 < im.len <= len(space.data):
+        name = space.cstring(name_va, 128)
+        at = space.offset(data_va, length + 1)
+        if name is None or at is None or data[at + length] != 0:
             continue
-        name = space.cstring(im.name, 128)
-        at = space.offset(im.data, im.len)
-        if name is None or at is None:
+        records.append(off)
+        found.append((at, length, name, data_va))
+        if len(found) > 4 * MAX_SCRIPTS:
+            break  # a section of look-alikes: no need to look further
+    taken: list[tuple[int, int]] = []
+    for at, length, name, va in found:
+        if any(at < r + size and r < at + length for r in records):
+            continue  # its data would hold an image record: not a file embedded.c placed
+        if any(at < hi and lo < at + length for lo, hi in taken):
             continue
-        payload.scripts.append(Script(name, im.data, space.data[at:at + im.len]))
+        if len(taken) == MAX_SCRIPTS:
+            payload.notes.append(f"more than {MAX_SCRIPTS} embedded images found; the rest are not shown")
+            break
+        taken.append((at, at + length))
+        payload.scripts.append(Script(name, va, data[at:at + length]))
 
 
 # --- PE images -------------------------------------------------------------------------------
@@ -579,8 +735,9 @@ def _read_scripts(payload: Payload, space: Space) -> None:
 _PE_SECTION = struct.Struct("<8sIIIIIIHHI")
 
 
-def map_pe(pe: bytes) -> Space:
-    """A PE image laid out at its virtual addresses (raw data only), with its code sections."""
+def map_pe(pe: bytes, limit: int = MAX_PE_IMAGE) -> Space:
+    """A PE image laid out at its virtual addresses (raw data only), with its code sections; one
+    that needs more than ``limit`` bytes of memory is refused."""
     if len(pe) < 0x40 or pe[:2] != b"MZ":
         raise _error("the EFI image holds no PE file (no 'MZ')")
     lfanew = _u32(pe, 0x3C)[0]
@@ -599,9 +756,9 @@ def map_pe(pe: bytes) -> Space:
     else:
         raise _error(f"the PE optional header magic is 0x{magic:x}, neither PE32 nor PE32+")
     size = _u32(pe, opt + 56)[0]
-    if size > MAX_PE_IMAGE:
-        raise _error(f"the PE image says it needs {size} bytes of memory, more than the {MAX_PE_IMAGE >> 20} MiB "
-                     "romlab maps")
+    if size > min(limit, MAX_PE_IMAGE):
+        raise _error(f"the PE image says it needs {size} bytes of memory, more than the {min(limit, MAX_PE_IMAGE)} "
+                     f"bytes romlab still maps for this file (at most {MAX_DECODED >> 20} MiB of payload per file)")
     table = opt + opt_size
     if table + nsect * _PE_SECTION.size > len(pe):
         raise _error("the PE section table runs past the end of the image: truncated")
@@ -623,9 +780,12 @@ def map_pe(pe: bytes) -> Space:
     return space
 
 
-def decode_pe(pe: bytes, container: str) -> Payload | None:
-    """The tables of an iPXE EFI image; None when the PE holds no iPXE (no dhcp_features table)."""
-    space = map_pe(pe)
+def decode_pe(pe: bytes, container: str, budget: Budget | None = None) -> Payload | None:
+    """The tables of an iPXE EFI image; None when the PE holds no iPXE (no dhcp_features table).
+    The mapped image is paid from ``budget``'s decoded bytes, as a packed section's output is."""
+    budget = budget or Budget()
+    space = map_pe(pe, budget.decoded)
+    budget.decoded -= len(space.data)
     payload = Payload(container, "i386" if space.ptr == 4 else "x86-64")
     payload.decoded_size = len(space.data)
     _read_tables(payload, space)
@@ -636,8 +796,8 @@ def decode_pe(pe: bytes, container: str) -> Payload | None:
 
 # --- whole inputs ----------------------------------------------------------------------------
 
-def efi_pe_bytes(data: bytes, img) -> bytes:
-    """The PE file of an EFI ROM image, EFI-decompressed when its header says so (bounded)."""
+def efi_pe_bytes(data: bytes, img, limit: int = MAX_PE_IMAGE) -> bytes:
+    """The PE file of an EFI ROM image, EFI-decompressed when its header says so (to at most ``limit``)."""
     h = img.header
     start = img.offset + h.efi_image_offset
     end = img.offset + img.available
@@ -648,32 +808,34 @@ def efi_pe_bytes(data: bytes, img) -> bytes:
         from romtools.eficompress import decompress
 
         try:
-            return decompress(body, max_size=MAX_PE_IMAGE)
+            return decompress(body, max_size=min(limit, MAX_PE_IMAGE))
         except FormatError as exc:
             raise _error(f"image {img.index}: {exc}") from None
     return body
 
 
-def for_image(data: bytes, walk, img) -> Payload | None:
+def for_image(data: bytes, walk, img, budget: Budget | None = None) -> Payload | None:
     """The iPXE payload of one walked image, or None when the image is not an iPXE build.
 
     A legacy image is iPXE's when it has an iPXE header (word 0x10); an EFI image when its PE
     holds iPXE's dhcp_features table. Trouble in the payload raises a ``FormatError`` (exit 1)
     whose ``offset`` says where; an EFI image that is not in iPXE's efirom layout and cannot be
-    read is simply not an iPXE payload.
+    read is simply not an iPXE payload. Callers reading several images of one input pass one
+    ``Budget`` to all of them.
     """
+    budget = budget or Budget()
     try:
         if img.header_kind == "legacy" and img.ipxe is not None:
             end = img.offset + img.available
             nxt = walk.images[img.index + 1] if img.index + 1 < len(walk.images) else None
             if nxt is not None and nxt.pcir is not None and nxt.pcir.code_type == 0xFF:
                 end = nxt.offset + nxt.available  # an .mrom: its payload is the vendor-specific image after it
-            return decode_x86(data, img.offset, end, "legacy option ROM image")
+            return decode_x86(data, img.offset, end, "legacy option ROM image", budget)
         if img.header_kind == "efi" and img.header.efi_signature == 0x0EF1 and img.header.compression in (0, 1):
             from romtools.walker import ipxe_efirom_layout
 
             try:
-                return decode_pe(efi_pe_bytes(data, img), "EFI option ROM image")
+                return decode_pe(efi_pe_bytes(data, img, budget.decoded), "EFI option ROM image", budget)
             except FormatError:
                 if ipxe_efirom_layout(img):
                     raise  # iPXE's own layout: the driver is iPXE's, and it is broken
@@ -688,8 +850,9 @@ def for_image(data: bytes, walk, img) -> Payload | None:
 def for_rom(data: bytes, walk) -> dict[int, Payload]:
     """Every iPXE payload of a walked option ROM, by image index."""
     out = {}
+    budget = Budget()
     for img in walk.images:
-        p = for_image(data, walk, img)
+        p = for_image(data, walk, img, budget)
         if p is not None:
             out[img.index] = p
     return out
@@ -701,23 +864,46 @@ def container_of(data: bytes) -> str | None:
         return "EFI PE file"
     if len(data) > 0x206 and data[0x1FE:0x200] == b"\x55\xaa" and data[0x202:0x206] == b"HdrS":
         return "Linux kernel image (.lkrn)"
-    return "PXE boot file (.pxe, .kpxe)"
+    # A PXE NBP is loaded at 0000:7C00 and entered at its first byte; iPXE's pxeprefix.S begins by
+    # reloading CS with a far jump to segment 07C0h (EA ofs16 C0 07). Without it, packed sections
+    # found further in belong to something else (an option ROM inside a larger image: scan's job).
+    if len(data) >= 5 and data[0] == 0xEA and data[3:5] == b"\xc0\x07":
+        return "PXE boot file (.pxe, .kpxe)"
+    return None
 
 
-def for_file(data: bytes) -> Payload:
+def for_file(data: bytes, budget: Budget | None = None) -> Payload:
     """The payload of an iPXE file that is not an option ROM: .pxe/.kpxe, .lkrn, or an EFI PE file."""
     kind = container_of(data)
     if kind == "EFI PE file":
-        p = decode_pe(data, kind)
+        p = decode_pe(data, kind, budget)
         if p is None:
             raise FormatError("no option ROM at offset 0, and the PE file holds no iPXE dhcp_features table: it is "
                               "neither an option ROM nor an iPXE build romlab can read")
         return p
-    found = find_blocks(data, 0, len(data))
+    if kind is None:
+        raise FormatError("no option ROM at offset 0, and not an iPXE .pxe/.kpxe/.lkrn/.efi file either")
+    budget = budget or Budget()
+    found = find_blocks(data, 0, len(data), budget)
     if not found:
         raise FormatError("no option ROM at offset 0 and no iPXE packed section in the file: it is neither an "
                           "option ROM nor an iPXE .pxe/.kpxe/.lkrn/.efi file")
-    return decode_x86(data, 0, len(data), kind)
+    return decode_x86(data, 0, len(data), kind, budget)
+
+
+def as_file(data: bytes, not_rom: FormatError) -> Payload:
+    """The payload of ``data``, which the walker refused with ``not_rom`` (not an option ROM).
+
+    An iPXE .pxe/.kpxe/.lkrn/.efi file is read; a broken payload is a FormatError with exit
+    status 1. Anything else raises ``not_rom`` itself, so the user reads the option-ROM message
+    (with its hint to scan a larger image) rather than one about iPXE files.
+    """
+    try:
+        return for_file(data)
+    except FormatError as exc:
+        if exc.exit_code == 1:
+            raise
+        raise not_rom from None
 
 
 def retarget_warnings(data: bytes, images: list[int], vendor: int | None, device: int | None,
@@ -732,10 +918,11 @@ def retarget_warnings(data: bytes, images: list[int], vendor: int | None, device
 
     w = walk_rom(data)
     out = []
+    budget = Budget()
     for i in images:
         img = w.images[i]
         try:
-            payload = for_image(data, w, img)
+            payload = for_image(data, w, img, budget)
         except FormatError as exc:
             out.append(f"image {i}: the iPXE payload cannot be read, so whether it drives the new IDs is unknown: {exc}")
             continue

@@ -119,9 +119,10 @@ def ipxe_rules(data: bytes, walk: Walk) -> list[Finding]:
     def add(rule: str, img: Image, offset: int, message: str) -> None:
         out.append(Finding(rule, RULES[rule].severity, offset, f"image {img.index}: {message}", img.index))
 
+    budget = ipxe.Budget()  # one for the whole input
     for img in walk.images:
         try:
-            payload = ipxe.for_image(data, walk, img)
+            payload = ipxe.for_image(data, walk, img, budget)
         except FormatError as exc:
             add("ipxe-payload", img, getattr(exc, "offset", None) or img.offset, str(exc))
             continue

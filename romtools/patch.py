@@ -137,10 +137,9 @@ class RomPatcher:
         except ListFull:
             if old not in ids:
                 raise
-            # No room to grow: the list keeps its size and names the new device instead of the old one.
+            # No room to grow: the list keeps its size and names the new device instead of the old one
+            # (the change lines say so: "device list: 100e -> 10c9").
             self.set_device_list(index, [device if d == old else d for d in ids])
-            self.notes.append(f"image {index}: the device list has no room to grow, so 0x{device:04x} replaced "
-                              f"0x{old:04x} in it")
 
     def set_class(self, index: int, class_code: int) -> None:
         self._write_pcir(self.image(index), class_code=class_code)

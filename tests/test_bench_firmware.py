@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 from conftest import IPXE_QEMU, corpus, run_romlab
+from json_conventions import check
 from qemu_console import leftovers
 
 SIZE_2M = 2 * 1024 * 1024
@@ -41,10 +42,12 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
                    "--plot", png, "--html", page, timeout=900)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
     doc = json.loads(out_path.read_text())
-    assert doc["schema"] == "romlab.bench-firmware/2" and doc["size_bytes"] == SIZE_2M and doc["runs"] == 2
+    assert doc["schema"] == "romlab.bench-firmware/3" and doc["size_bytes"] == SIZE_2M and doc["runs"] == 2
     assert doc["started"].endswith("+00:00")
+    assert check(doc, "romlab.bench-firmware/3") == []  # docs/conventions.md
+    assert doc["inputs"] == ["qemu:e1000"]
     (nic,) = doc["nics"]
-    assert nic["nic"] == "e1000" and nic["device_ids"] == "8086:100e"
+    assert nic["nic"] == "e1000" and nic["id"] == "8086:100e"
     assert nic["rom"] == str(IPXE_QEMU / "pxe-e1000.rom") and nic["rom_is_ipxe"]
     # The driver each boot reported to the server: iPXE's native e1000 driver, then undionly.
     assert nic["native"]["chip"] == "82540em"
@@ -55,8 +58,8 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
         for x in runs:
             assert x["complete"] and x["error"] is None
             assert x["bytes_sent"] == x["size_bytes"] == SIZE_2M
-            assert x["seconds"] > 0 and x["mbit_s"] == pytest.approx(SIZE_2M * 8 / x["seconds"] / 1e6)
-            assert x["socket_seconds"] is not None  # the server finished writing
+            assert x["duration_s"] > 0 and x["mbit_s"] == pytest.approx(SIZE_2M * 8 / x["duration_s"] / 1e6)
+            assert x["socket_s"] is not None  # the server finished writing
         speeds = [x["mbit_s"] for x in runs]
         st = nic[path]["stats"]
         assert st["runs"] == 2 and st["min_mbit_s"] == min(speeds) and st["max_mbit_s"] == max(speeds)
@@ -110,7 +113,9 @@ def test_bench_through_dnsmasq_in_a_namespace(tmp_path):
     r = run_romlab("bench", "firmware", "--nic", "e1000", "--size", "1M", "--runs", "1", "--dhcp", "dnsmasq",
                    "-o", out, timeout=900)
     assert r.returncode == 0, r.stderr.decode()[-3000:]
-    (nic,) = json.loads(out.read_text())["nics"]
+    doc = json.loads(out.read_text())
+    assert check(doc, "romlab.bench-firmware/3") == []
+    (nic,) = doc["nics"]
     assert nic["native"]["chip"] == "82540em" and nic["undi"]["chip"] == "undionly"
     assert all(x["complete"] and x["bytes_sent"] == 1 << 20 for p in ("native", "undi") for x in nic[p]["runs"])
     undi_log = nic["undi"]["dhcp_log"]
@@ -130,7 +135,10 @@ def test_a_nic_whose_rom_is_skipped_fails_with_the_reason_and_exit_1(tmp_path):
     r = run_romlab("bench", "firmware", "--nic", "e1000e", "--rom", rom, "--size", "1M", "--runs", "1",
                    "-o", out, timeout=600)
     assert r.returncode == 1
-    (nic,) = json.loads(out.read_text())["nics"]
+    doc = json.loads(out.read_text())
+    assert check(doc, "romlab.bench-firmware/3") == []  # a failed path keeps the conventions too
+    (nic,) = doc["nics"]
+    assert nic["id"] == "8086:10d3"
     for p in ("native", "undi"):
         assert not nic[p]["ok"]
         assert "PCIR says 8086:100e but the device is 8086:10d3" in nic[p]["error"]
@@ -161,10 +169,11 @@ def test_bench_refuses_unusable_input(tmp_path):
 # median 391.548 is the figure of the failing run in issue 10: one decimal of it is 391.5, while
 # rounding it to two decimals first (391.55) and then to one gives 391.6.
 RENDER_DOC = {
-    "schema": "romlab.bench-firmware/2", "started": "2025-01-01T00:00:00+00:00", "size_bytes": SIZE_2M, "runs": 2,
+    "schema": "romlab.bench-firmware/3", "inputs": ["qemu:e1000"], "started": "2025-01-01T00:00:00+00:00",
+    "size_bytes": SIZE_2M, "runs": 2,
     "firmware": "seabios", "accel": "tcg",
     "nics": [{"nic": "e1000", "rom": "/usr/lib/ipxe/qemu/pxe-e1000.rom", "rom_is_ipxe": True,
-              "device_ids": "8086:100e",
+              "id": "8086:100e",
               "native": {"path": "native", "chip": "82540em", "ok": True, "error": None,
                          "stats": {"runs": 2, "median_mbit_s": 391.548, "min_mbit_s": 385.0, "max_mbit_s": 398.0,
                                    "spread_pct": 3.3202}},
@@ -191,7 +200,7 @@ def test_plot_metadata_carries_the_json_figures_to_two_decimals(tmp_path):
     png = tmp_path / "p.png"
     render.firmware_plot(RENDER_DOC, str(png))
     meta = json.loads(png_text(png)["romlab.bench-firmware"])
-    assert meta["schema"] == "romlab.bench-firmware/2" and meta["size_bytes"] == SIZE_2M and meta["runs"] == 2
+    assert meta["schema"] == "romlab.bench-firmware/3" and meta["size_bytes"] == SIZE_2M and meta["runs"] == 2
     assert meta["figures"] == [
         {"nic": "e1000", "native_chip": "82540em", "undi_chip": "undionly", "ratio_native_over_undi": 19.55,
          "native": {"runs": 2, "median_mbit_s": 391.55, "min_mbit_s": 385.0, "max_mbit_s": 398.0, "spread_pct": 3.32},
@@ -215,7 +224,7 @@ def test_cli_prints_json_with_json_writes_it_with_o_and_names_every_file(tmp_pat
     assert main(["bench", "firmware", "--nic", "e1000", "--quiet", "--json"]) == 0
     cap = capsys.readouterr()
     doc = json.loads(cap.out)
-    assert doc["schema"] == "romlab.bench-firmware/2" and doc["table"].splitlines()[-1].startswith("e1000 ")
+    assert doc["schema"] == "romlab.bench-firmware/3" and doc["table"].splitlines()[-1].startswith("e1000 ")
     assert cap.err == ""
     assert main(["bench", "firmware", "--nic", "e1000", "-o", str(out), "--plot", str(png), "--html", str(page)]) == 0
     cap = capsys.readouterr()

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 from conftest import IPXE_QEMU, corpus
+from json_conventions import check
 from qemu_console import leftovers
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root]
@@ -138,6 +139,10 @@ def test_serve_refuses_without_a_dhcp_server_then_benches_two_clients(tmp_path):
             assert res["ip"].startswith(f"{NET}.1")  # the plain server's range, .100-.150
             for path in ("native", "undi"):
                 assert res[path]["complete"] and res[path]["bytes_sent"] == [1 << 20]
-            assert res["ratio_native_over_undi"] == pytest.approx(res["native"]["median"] / res["undi"]["median"])
+            assert res["ratio_native_over_undi"] == pytest.approx(res["native"]["median_mbit_s"]
+                                                                  / res["undi"]["median_mbit_s"])
+            assert next(iter(res)) == "schema" and res["schema"] == "romlab.serve/1"
+            assert check(res, "romlab.serve/1") == [] and res["input"] == "interface:br0"  # docs/conventions.md
+            assert res["finished"].endswith("+00:00")
     left = leftovers()
     assert not any(left.values()), left

@@ -67,15 +67,17 @@ def test_ipxe_rom_on_e1000_runs_and_configures_dhcp():
     r, doc = boot_json("--nic", "e1000", "--rom", rom, "--timeout", "120")
     assert r.returncode == 0, r.stderr
     assert doc["reached"] and doc["state"] == "reached" and doc["goal"] == "rom"
-    assert doc["device_ids"] == "8086:100e"
+    assert doc["schema"] == "romlab.boot/2" and doc["input"] == str(rom) and doc["id"] == "8086:100e"
     assert kinds(doc, "firmware")[0]["version"] == seabios_version()
     banner = kinds(doc, "rom_banner")[0]
     assert banner["maker"] == "iPXE" and banner["line"].startswith("iPXE (http://ipxe.org) 00:")
+    # the console says "00:0N.0 C000": the JSON gives the BDF its domain and the segment as a number
+    assert banner["bdf"] == "0000:" + banner["line"].split()[2] and banner["segment"] == 0xC000
     assert kinds(doc, "boot_entry")[0]["what"] == "ROM"
     assert kinds(doc, "netdev")[0]["chip"] == "82540em"
     assert kinds(doc, "netdev")[0]["mac"] == "52:54:00:12:34:56"
     assert kinds(doc, "address")[0]["ip"] == "10.0.2.15"
-    assert doc["rom_images"] == [{"index": 0, "offset": 0, "code_type": 0, "pcir": "8086:100e", "ipxe": True}]
+    assert doc["rom_images"] == [{"index": 0, "offset": 0, "code_type": "00", "id": "8086:100e", "ipxe": True}]
     assert_clean()
 
 
@@ -132,7 +134,7 @@ def test_ovmf_runs_the_efi_image_of_efi_e1000():
     rom = corpus(IPXE_QEMU / "efi-e1000.rom")
     r, doc = boot_json("--nic", "e1000", "--rom", rom, "--firmware", "ovmf", "--timeout", "200", timeout=300)
     assert r.returncode == 0, r.stderr
-    assert [i["code_type"] for i in doc["rom_images"]] == [0, 3]
+    assert [i["code_type"] for i in doc["rom_images"]] == ["00", "03"]
     # The EFI build says so in its feature list ("EFI"), the legacy one does not.
     assert kinds(doc, "ipxe_version")
     assert kinds(doc, "netdev")[0]["chip"] == "82540em"
@@ -146,10 +148,10 @@ def test_nbp_over_tftp_runs_and_a_missing_nbp_is_refused(tmp_path):
     r, doc = boot_json("--nic", "virtio-net", "--rom", rom, "--nbp", UNDIONLY, "--expect", "UNDI device is PCI",
                        "--timeout", "120")
     assert r.returncode == 0, r.stderr
-    assert doc["goal"] == "nbp" and doc["device_ids"] == "1af4:1041"
+    assert doc["goal"] == "nbp" and doc["id"] == "1af4:1041"
     fetch = kinds(doc, "fetch")[0]
     assert fetch["uri"] == "tftp://10.0.2.2/undionly.kpxe" and fetch["result"] == "ok"
-    assert kinds(doc, "image")[0]["size"] == str(os.path.getsize(UNDIONLY))
+    assert kinds(doc, "image")[0]["size"] == os.path.getsize(UNDIONLY)
     assert kinds(doc, "undi")[0]["bus"] == "PCI"
     missing = tmp_path / "absent.kpxe"
     r = run_romlab("boot", "--nic", "virtio-net", "--rom", rom, "--nbp", missing)
@@ -166,7 +168,7 @@ def test_script_goal_success_and_failure(tmp_path):
     r, doc = boot_json("--nic", "rtl8139", "--rom", rom, "--script", ok, "--expect", "romlab-test script on rtl8139",
                        "--timeout", "120")
     assert r.returncode == 0, r.stderr
-    assert doc["goal"] == "script" and doc["device_ids"] == "10ec:8139"
+    assert doc["goal"] == "script" and doc["id"] == "10ec:8139"
     assert [h["path"] for h in doc["http"]] == ["/boot.ipxe", "/file/user.ipxe", "/status/ok"]
     bad = tmp_path / "bad.ipxe"
     bad.write_text("#!ipxe\nimgfetch no-such-file\n")

@@ -8,17 +8,22 @@ The convention the pages follow (README.md, "Tests", says it for readers):
 * It runs in ``sh``, in a scratch directory of its own, with ``romlab`` on PATH. The directory
   holds the files it names: the bare names in ``FIXTURES`` (Debian's real ROMs, or images built
   from them), and any file an earlier example on the same page writes with ``-o``/``--output``
-  or ``--extract`` (that example runs first and its output is copied in).
+  ``--extract`` or ``--read`` (that example runs first and its output is copied in).
 * It must exit 0, unless its comment ends with ``[exit N]``; then N, with the error on one line.
   An example that exits 0 must have written every ``-o`` file it names.
 * ``[needs: hardware]`` (a real card, programmer or network interface, and root) or
-  ``[needs: qemu]`` (it boots a QEMU guest) at the end of the comment: not run. Such a line must
-  show why (``--pci``, ``--programmer``, ``--interface``, ``vfio``, ``sudo``; ``vm``, ``boot``,
-  ``bench firmware``), is parsed by romlab's own parser so its options are real, and is reported
-  as a skip naming the need, so the count of examples not run is in every test summary.
+  ``[needs: qemu]`` (it boots a QEMU guest) at the end of the comment: not run in the scratch
+  directory. Such a line must show why (``--pci``, ``--programmer``, ``--interface``, ``vfio``,
+  ``sudo``; ``vm``, ``boot``, ``bench firmware``) and is parsed by romlab's own parser so its
+  options are real. Then it runs where a real part can run it (``placement``): ``boot`` here,
+  under QEMU; ``--pci`` and ``vfio`` in tests/test_vm.py's guest on its emulated NICs; ``--programmer
+  ch341a`` in tests/test_flash_vm.py's guest on the CH341A emulator. The rest are in
+  ``PARSED_ONLY``, each with the reason, and are reported as skips naming it, so the count of
+  examples not run is in every test summary.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -83,7 +88,7 @@ class Example:
     @property
     def outputs(self) -> list[str]:
         return [self.words[i + 1].rstrip("/") for i, w in enumerate(self.words[:-1])
-                if w in ("-o", "--output", "--extract")]
+                if w in ("-o", "--output", "--extract", "--read")]
 
     @property
     def inputs(self) -> list[str]:
@@ -217,37 +222,170 @@ def run_example(ex: Example, sandbox) -> tuple[subprocess.CompletedProcess, Path
     return r, work
 
 
-@pytest.mark.parametrize("ex", [pytest.param(e, id=e.id) for e in RUN])
-def test_example_exits_as_documented(ex, sandbox):
-    r, work = run_example(ex, sandbox)
-    said = f"{ex.text}\nexit {r.returncode}\nstdout: {r.stdout[-1500:]}\nstderr: {r.stderr[-1500:]}"
-    assert "Traceback" not in r.stderr, said
-    assert r.returncode == ex.exit, said
+# -- where the examples that need a device or a guest run --------------------------------------
+
+# Examples no real part here can run, by their text (the comment left off), and why.
+PARSED_ONLY = {
+    "sudo romlab flash --pci 03:00.0 --unbind --read card-flash.bin":
+        "in-system flash access needs the NIC's FLA register; QEMU's e1000/e1000e have none "
+        "(tests/test_flash_vm.py checks that refusal)",
+    "sudo romlab flash --pci 03:00.0 --unbind ipxe.rom --dry-run": "needs FLA, which QEMU's NICs lack",
+    "sudo romlab flash --pci 03:00.0 --unbind ipxe.rom": "needs FLA, which QEMU's NICs lack",
+    "sudo romlab flash --pci 03:00.0 --unbind ipxe.rom --verify-only": "needs FLA, which QEMU's NICs lack",
+    "sudo romlab restore ~/.local/share/romlab/backups/20260101T120000Z-ef3013-1a2b3c4d.bin --pci 03:00.0 --unbind":
+        "writes a card's flash through FLA, which QEMU's NICs lack, from a backup of that card",
+    "romlab bench native --pci 03:00.0 --plot native.png":
+        "18 figures of 3 s each by design, over a minute of guest time beside pktgen's set-up; "
+        "tests/test_nic_vm.py runs bench native in its guest",
+    "romlab bench undi --pci 03:00.0 --plot undi.png":
+        "runs the ROM's UNDI in an emulated PC, which inside a TCG guest would be emulation in "
+        "emulation, for 2 s figures and a trace per size; tests/test_undi_bench.py runs it on the register model",
+    "romlab serve --interface eth1":
+        "serves a real lab network beside its DHCP server until interrupted; "
+        "tests/test_bench_firmware_serve.py runs serve in a namespace lab",
+    "romlab vm --nic e1000,romfile=pxe-e1000.rom,capture=a.pcap,link=lab -- romlab list":
+        "a guest boot of its own (2-3 min under TCG) to run `romlab list`; tests/test_vm.py boots "
+        "with the same keys (romfile=, capture=, link=) and runs romlab list in its guest",
+    "romlab vm --nic e1000,romfile=my.rom,mac=52:54:00:12:34:56,capture=e1000.pcap --nic rtl8139 -- romlab list":
+        "a guest boot of its own (2-3 min under TCG) to run `romlab list`; tests/test_vm.py boots "
+        "with the same keys (romfile=, mac=, capture=) and runs romlab list in its guest",
+    "romlab bench firmware --nic e1000,e1000e,rtl8139,virtio-net --plot firmware.png":
+        "four NIC models, each its own guest boot with three 16 MiB downloads per path; "
+        "tests/test_bench_firmware.py runs its short variant",
+}
+
+# The NIC of a guest that stands for the page's 03:00.0: flashing.md is about an 82574L.
+ROLE = {"docs/flashing.md": "e1000e"}
+DOC_BDF = "03:00.0"
+
+
+def command(ex: Example) -> str:
+    return ex.text.split(" #", 1)[0].strip()
+
+
+def argv_of(ex: Example) -> list[str]:
+    """The words after ``romlab`` (and ``sudo``)."""
+    return ex.words[1:] if ex.words[0] == "romlab" else ex.words[2:]
+
+
+def placement(ex: Example) -> str:
+    """Where an example tagged with a need runs: ``host`` (here, under QEMU), ``vm`` (the guest
+    of tests/test_vm.py), ``flash_vm`` (the guest of tests/test_flash_vm.py) or ``parsed``."""
+    w = argv_of(ex)
+    if command(ex) in PARSED_ONLY:
+        return "parsed"
+    if w[0] == "boot":
+        return "host"
+    if "--programmer" in w and w[w.index("--programmer") + 1] == "ch341a":
+        return "flash_vm"
+    if "--pci" in w or w[0] == "vfio":
+        return "vm"
+    raise AssertionError(f"{ex.id}: {ex.text!r} runs nowhere; give it a place or a PARSED_ONLY reason")
+
+
+def guest_examples(where: str) -> list[dict]:
+    """The examples a guest runs, as the guest program reads them (JSON): argv after ``romlab``
+    with the page's 03:00.0 as ``{bdf}``, the guest NIC that stands for it, the driver the page
+    says the NIC has before (vfio-pci for `nic` and `vfio unbind`, its own kernel driver else),
+    whether frames must arrive from a peer (`nic recv`), and the fixture files it names."""
+    out = []
+    for ex in LISTED:
+        if placement(ex) != where:
+            continue
+        argv = argv_of(ex)
+        assert ex.words[0] == "romlab" or ex.words[:2] == ["sudo", "romlab"], ex.text  # guests run as root
+        for name in ex.inputs:
+            assert name in FIXTURES or _producer(ex, name) is None, \
+                f"{ex.id}: a guest has only fixtures, not {name} from another example"
+        vfio_first = argv[0] == "nic" or argv[:2] == ["vfio", "unbind"]
+        out.append({"id": ex.id, "argv": ["{bdf}" if a == DOC_BDF else a for a in argv],
+                    "role": ROLE.get(ex.page, "e1000") if DOC_BDF in argv else None,
+                    "driver": "vfio-pci" if vfio_first else "kernel",
+                    "peer": argv[:2] == ["nic", "recv"],
+                    "fixtures": [n for n in ex.inputs if n in FIXTURES], "outputs": ex.outputs})
+    return out
+
+
+def export_for_guest(where: str, share: Path) -> list[dict]:
+    """Write ``share/docs-examples.json`` and the fixtures it names (``share/docs-fixtures``)."""
+    todo = guest_examples(where)
+    fix = share / "docs-fixtures"
+    fix.mkdir(exist_ok=True)
+    for name in {n for e in todo for n in e["fixtures"]}:
+        src = FIXTURES[name]
+        (fix / name).write_bytes(src() if callable(src) else src.read_bytes())
+    (share / "docs-examples.json").write_text(json.dumps(todo, indent=1))
+    return todo
+
+
+def check_run(ex: Example, rc, stdout: str, stderr: str, work: Path) -> None:
+    """The example exited as its page says: wherever it ran."""
+    said = f"{ex.text}\nexit {rc}\nstdout: {stdout[-1500:]}\nstderr: {stderr[-1500:]}"
+    assert "Traceback" not in stderr, said
+    assert rc == ex.exit, said
     if ex.exit == 0:
         for out in ex.outputs:
             assert (work / out).exists(), f"{ex.text}: exit 0 but {out} was not written"
-    elif ex.exit == 1 and ex.words[1] == "diff":
-        assert r.stdout.strip() and not r.stderr, said   # exit 1 is diff's answer "they differ", not an error
+    elif ex.exit == 1 and argv_of(ex)[0] == "diff":
+        assert stdout.strip() and not stderr, said   # exit 1 is diff's answer "they differ", not an error
     else:
         # The error is one line that says what is wrong: romlab VERB: error: ...
-        errors = [ln for ln in r.stderr.splitlines() if ": error: " in ln]
-        assert len(errors) == 1 and errors[0].startswith(f"romlab {ex.words[1]}: error: "), said
+        errors = [ln for ln in stderr.splitlines() if ": error: " in ln]
+        assert len(errors) == 1 and errors[0].startswith(f"romlab {argv_of(ex)[0]}: error: "), said
         for out in ex.outputs:
             assert not (work / out).exists(), f"{ex.text}: failed, yet wrote {out}"
 
 
+def check_guest_run(where: str, share: Path, ex_id: str) -> dict:
+    """The example ``ex_id``, placed in this guest, ran there and exited as documented (the
+    guest's record in ``share/docs-results.json``, its scratch directory under ``share/docs``)."""
+    ran = json.loads((share / "docs-results.json").read_text())
+    assert [r["id"] for r in ran] == [e["id"] for e in guest_examples(where)], \
+        [r for r in ran if "exception" in r]
+    rec = next(r for r in ran if r["id"] == ex_id)
+    assert "exception" not in rec, rec["exception"]
+    check_run(next(e for e in LISTED if e.id == ex_id), rec["rc"], rec["stdout"], rec["stderr"], Path(rec["work"]))
+    return rec
+
+
+HOST_QEMU = [e for e in LISTED if placement(e) == "host"]
+
+
+@pytest.mark.parametrize("ex", [pytest.param(e, id=e.id) for e in RUN]
+                         + [pytest.param(e, id=e.id, marks=pytest.mark.qemu) for e in HOST_QEMU])
+def test_example_exits_as_documented(ex, sandbox):
+    r, work = run_example(ex, sandbox)
+    check_run(ex, r.returncode, r.stdout, r.stderr, work)
+
+
+def test_every_example_needing_a_device_runs_somewhere_or_says_why_not():
+    places = {e.id: placement(e) for e in LISTED}   # raises for an example placed nowhere
+    assert set(PARSED_ONLY) <= {command(e) for e in LISTED}, \
+        f"PARSED_ONLY names examples no page has: {set(PARSED_ONLY) - {command(e) for e in LISTED}}"
+    assert all(PARSED_ONLY[command(e)].strip() for e in LISTED if places[e.id] == "parsed")
+    # The guests' programs receive exactly the examples placed there (test_vm.py and
+    # test_flash_vm.py check that each of those ran and exited as documented).
+    for where in ("vm", "flash_vm"):
+        assert [g["id"] for g in guest_examples(where)] == [e.id for e in LISTED if places[e.id] == where]
+    counts = {w: sum(1 for p in places.values() if p == w) for w in ("host", "vm", "flash_vm", "parsed")}
+    print(f"examples needing a device or a guest: {counts}")
+    # Most of them run: only those no part here can run are parsed only.
+    assert counts["parsed"] <= len(PARSED_ONLY) and counts["parsed"] < len(LISTED) / 3, counts
+
+
 @pytest.mark.parametrize("ex", [pytest.param(e, id=e.id) for e in LISTED])
 def test_example_needing_a_device_parses_and_is_listed(ex, capsys):
-    """Not run (it needs a card or a guest), but its tag is justified and romlab's parser accepts
-    it, so a misspelt option or an `a|b` alternative cannot hide behind the tag."""
+    """Its tag is justified and romlab's parser accepts it, so a misspelt option or an `a|b`
+    alternative cannot hide behind the tag; one run nowhere is reported as a skip with the reason."""
     from romlab.cli import build_parser
 
     assert NEEDS[ex.needs](ex.words), f"{ex.id}: nothing in {ex.text!r} needs {ex.needs}"
-    argv = ex.words[1:] if ex.words[0] == "romlab" else ex.words[2:]
+    argv = argv_of(ex)
     parser = build_parser(argv[0])
     try:
         _, extra = parser.parse_known_args(argv)
     except SystemExit as exc:
         pytest.fail(f"{ex.id}: romlab's parser refuses {ex.text!r} (exit {exc.code}): {capsys.readouterr().err}")
     assert not extra, f"{ex.id}: unknown arguments {extra}"
-    pytest.skip(f"{ex.id} needs {ex.needs}: {ex.text.split(' #')[0].strip()}")
+    if placement(ex) == "parsed":
+        pytest.skip(f"{ex.id} needs {ex.needs}, parsed only: {command(ex)}: {PARSED_ONLY[command(ex)]}")

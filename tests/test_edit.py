@@ -29,7 +29,7 @@ def test_round_trip_byte_for_byte(tmp_path, rom):
     r = run_romlab("extract", rom, "--image", "1", "--efi-driver", "-o", drv, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)["driver"]
-    assert info["machine"] == 0x8664 and info["subsystem"] == 0x0B and info["signed"] is False
+    assert info["machine"] == "8664" and info["efi_subsystem"] == "000b" and info["signed"] is False
     assert drv.read_bytes()[:2] == b"MZ"
     # vendor and device from the ROM's own PCIR (image 1 PCIR at +0x1c: vendor at +0x20, device at +0x22)
     img1 = rom.read_bytes()[files[1]["offset"]:]
@@ -105,7 +105,7 @@ def test_patch_strings_class_and_last(tmp_path):
     doc = json.loads(run_romlab("inspect", "--json", out).stdout)
     img = doc["images"][0]
     assert img["pnp"]["product"] == "Lab" and img["pnp"]["manufacturer"] == "romlab"
-    assert img["pcir"]["class_code"] == 0x020080 and all(c["valid"] for c in img["checksums"])
+    assert img["pcir"]["class"] == "020080" and all(c["valid"] for c in img["checksums"])
     r = run_romlab("patch", src, "--image", "1", "--not-last", "--fix-checksums", "-o", out, "--overwrite")
     assert r.returncode == 0
     assert out.read_bytes()[0x12631] == 0x00 and run_romlab("lint", out).returncode == 1
@@ -226,7 +226,7 @@ def test_signed_driver_certificate_is_reported(tmp_path):
     r = run_romlab("extract", rom, "--image", "0", "--efi-driver", "-o", tmp_path / "back.efi", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)["driver"]
-    assert d["signed"] is True and d["certificates"][0]["type"] == 0x0002 and d["certificates"][0]["length"] == 32
+    assert d["signed"] is True and d["certificates"][0]["type"] == "0002" and d["certificates"][0]["length"] == 32
     assert (tmp_path / "back.efi").read_bytes() == bytes(pe)
 
 

@@ -52,7 +52,8 @@ def test_flash_pxe_e1000_through_serprog(tmp_path, backups):
         r = romlab("flash", PXE_E1000, "--programmer", emu.spec, "--json")
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
-        assert res["chip"] == "W25X40" and res["jedec"] == "ef3013" and res["rom_pci_ids"] == "8086:100e"
+        assert res["chip"] == "W25X40" and res["jedec"] == "ef3013" and res["rom_id"] == "8086:100e"
+        assert res["schema"] == "romlab.flash/1" and res["input"] == str(PXE_E1000) and res["target"] == emu.spec
         data = chip.read_bytes()
         assert data[:PXE_E1000_LEN] == rom
         assert data[PXE_E1000_LEN:] == b"\xff" * (524288 - PXE_E1000_LEN)
@@ -86,7 +87,7 @@ def test_dry_run_and_verify_only_touch_nothing(tmp_path, backups):
         res = json.loads(r.stdout)
         # Random contents need every 4 KiB sector erased: two 64 KiB block erases.
         assert [(b["start"], b["size"], b["opcode"]) for b in res["erase_blocks"]] == \
-            [(0, 65536, 0xD8), (65536, 65536, 0xD8)]
+            [(0, 65536, "d8"), (65536, 65536, "d8")]
         # Pages already 0xFF after the erase need no programming: pxe-e1000.rom has one
         # such page (at 0x12500, found with a hex dump), so 75264 - 256 bytes.
         assert res["program_bytes"] == 75008

@@ -116,10 +116,11 @@ def test_wrong_ids_refused_before_the_card_is_touched(tmp_path, monkeypatch, cap
                          "--json")
     assert code == 0, err
     res = json.loads(out)
-    assert res["rom_pci_ids"] == "8086:100e" and res["card_pci_ids"] == "8086:10d3" and res["dry_run"]
+    assert res["rom_id"] == "8086:100e" and res["card_id"] == "8086:10d3" and res["dry_run"]
+    assert res["target"] == f"pci:{BDF}" and res["bdf"] == BDF
     # Random contents: every sector needs an erase; on a 64 KiB part the 64 KiB block is the whole
     # chip, so the writer plans sixteen 4 KiB sector erases.
-    assert [(b["start"], b["opcode"]) for b in res["erase_blocks"]] == [(i * 4096, 0x20) for i in range(16)]
+    assert [(b["start"], b["opcode"]) for b in res["erase_blocks"]] == [(i * 4096, "20") for i in range(16)]
     assert bytes(sim.mem) == before
 
 

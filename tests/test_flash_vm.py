@@ -10,6 +10,8 @@ and e1000e (82574L):
 * The CH341A emulator as a USB device (dummy_hcd + GadgetFS): Debian's flashrom
   (`-p ch341a_spi`) probes, reads, writes and verifies it; romlab's pyusb client
   reads it and writes an option ROM into it.
+* docs/flashing.md's `--programmer ch341a` examples (chosen by tests/test_docs_examples.py),
+  as typed, on a second emulated chip: a 128 KiB W25X10 holding an older ROM.
 
 This file is also the guest program (`python tests/test_flash_vm.py guest
 SHARE`); it writes what it saw to SHARE and the assertions are made on the host,
@@ -35,6 +37,7 @@ MACS = {"e1000": "52:54:00:65:43:21", "e1000e": "52:54:00:65:43:22"}
 IDS = {"e1000": ("0x8086", "0x100e"), "e1000e": ("0x8086", "0x10d3")}
 CHIP = "W25X05"
 SIZE = 65536
+DOCS_CHIP, DOCS_SIZE = "W25X10", 128 * 1024
 ORIGINAL = random.Random(11).randbytes(SIZE)
 NEW = random.Random(12).randbytes(SIZE)
 
@@ -168,10 +171,42 @@ def guest_ch341a(share: str) -> None:
         (s / "ch341a-results.json").write_text(json.dumps(out, indent=1))
 
 
+def guest_docs(share: str) -> None:
+    """The documented CH341A examples, through tests/docs_guest.py, on a fresh emulator whose
+    chip starts as SHARE/docs-chip-before.bin; what it holds after is SHARE/docs-chip-after.bin."""
+    import docs_guest
+
+    s = Path(share)
+    image = Path("/dev/shm/ch341a/docs-chip.bin")
+    image.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(s / "docs-chip-before.bin", image)
+    for mod in ("dummy_hcd", "gadgetfs"):
+        _run(["modprobe", mod])
+    deadline = time.monotonic() + 60
+    while _usb_device() is not None and time.monotonic() < deadline:   # the first emulator's, going
+        time.sleep(0.2)
+    emu = subprocess.Popen([sys.executable, "-m", "romtools.flash.sim.ch341a_gadget", "--image", str(image),
+                            "--chip", DOCS_CHIP], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        emu.stdout.readline()
+        deadline = time.monotonic() + 60
+        while _usb_device() is None and time.monotonic() < deadline and emu.poll() is None:
+            time.sleep(0.2)
+        docs_guest.run_all(share, {}, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        emu.send_signal(signal.SIGTERM)
+        try:
+            _, err = emu.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            emu.kill()
+            _, err = emu.communicate()
+        shutil.copyfile(image, s / "docs-chip-after.bin")
+        (s / "docs-emulator.log").write_text(f"exit {emu.returncode}\n{err[-3000:]}")
+
 
 if __name__ == "__main__" and sys.argv[1:2] == ["guest"]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    for part in (guest_nvm, guest_ch341a):
+    for part in (guest_nvm, guest_ch341a, guest_docs):
         try:
             part(sys.argv[2])
         except Exception as exc:          # the other part still runs; the host sees what is missing
@@ -179,11 +214,15 @@ if __name__ == "__main__" and sys.argv[1:2] == ["guest"]:
     sys.exit(0)
 
 
-from conftest import REPO, run_romlab  # noqa: E402  (not needed by the guest side)
+from conftest import IPXE_QEMU, REPO, run_romlab  # noqa: E402  (not needed by the guest side)
+from test_docs_examples import check_guest_run, export_for_guest, guest_examples  # noqa: E402
 from test_flash_cli import synthetic_rom  # noqa: E402
 
 pytestmark = [pytest.mark.vm, pytest.mark.qemu, pytest.mark.root]
 ROM = synthetic_rom(16384, seed=13)
+# The documented examples' chip: an older ROM (Debian's for the 82540EM) at 0, then erased flash.
+_OLD = (IPXE_QEMU / "pxe-e1000.rom").read_bytes()
+DOCS_BEFORE = _OLD + b"\xff" * (DOCS_SIZE - len(_OLD))
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +232,8 @@ def results(tmp_path_factory):
     (share / "original.bin").write_bytes(ORIGINAL)
     (share / "new.bin").write_bytes(NEW)
     (share / "small.rom").write_bytes(ROM)
+    export_for_guest("flash_vm", share)
+    (share / "docs-chip-before.bin").write_bytes(DOCS_BEFORE)
     t0 = time.monotonic()
     r = run_romlab("vm", "--timeout", "1500", "--share", str(share),
                    "--nic", f"e1000,mac={MACS['e1000']}", "--nic", f"e1000e,mac={MACS['e1000e']}",
@@ -204,6 +245,10 @@ def results(tmp_path_factory):
     out = json.loads((share / "nvm-results.json").read_text())
     out["ch341a"] = json.loads((share / "ch341a-results.json").read_text())
     out["dir"] = share
+    if (share / "docs-results.json").exists():
+        docs = json.loads((share / "docs-results.json").read_text())
+        each = ", ".join(f"{r['id']} {r.get('seconds')} s" for r in docs)
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s ({each})")
     return out
 
 
@@ -217,7 +262,7 @@ def test_drivers_given_back(results):
     assert results["drivers_at_end"] == results["drivers_at_start"]
 
 
-@pytest.mark.parametrize("role,device_id,icw1", [("e1000", 0x100E, 0x6403), ("e1000e", 0x10D3, 0x026B)])
+@pytest.mark.parametrize("role,device_id,icw1", [("e1000", "100e", 0x6403), ("e1000e", "10d3", 0x026B)])
 def test_nvm_show_in_the_guest(results, role, device_id, icw1):
     res = results[role]
     # While the driver holds BAR 0 the kernel will not map it: one line saying what to do.
@@ -229,7 +274,7 @@ def test_nvm_show_in_the_guest(results, role, device_id, icw1):
     nvm = json.loads(res["show"]["stdout"])
     assert nvm["mac"] == MACS[role] and nvm["words"][0:3] == _mac_words(MACS[role])
     assert nvm["checksum"]["valid"] and sum(nvm["words"]) & 0xFFFF == 0xBABA
-    assert nvm["device_id"] == device_id and nvm["init_control_1"] == icw1
+    assert nvm["nvm_device"] == device_id and nvm["init_control_1"] == icw1
     assert nvm["boot_version"]["text"] == "1.2.28"
     assert f"mac: {MACS[role]}" in res["text"]["stdout"] and "valid (0xbaba)" in res["text"]["stdout"]
     err = res["nonroot"]["stderr"]
@@ -295,3 +340,19 @@ def test_romlab_client_reads_and_writes(results):
     assert res["emulator_rc"] == 0
     stats = json.loads((d / "emulator-stats.json").read_text())
     assert stats["errors"] == [] and stats["device"]["unknown"] == 0
+
+
+@pytest.mark.parametrize("ex_id", [e["id"] for e in guest_examples("flash_vm")])
+def test_documented_programmer_example_ran_as_documented(results, ex_id):
+    check_guest_run("flash_vm", results["dir"], ex_id)
+
+
+def test_documented_programmer_examples_read_then_wrote_the_chip(results):
+    """--read saved what the chip held; the write left ipxe.rom (Debian's 82574L ROM, as
+    test_docs_examples.FIXTURES has it) at 0 and erased flash after it, --layout rom-at-0."""
+    d = results["dir"]
+    read = next(r for r in json.loads((d / "docs-results.json").read_text()) if "--read" in r.get("argv", ()))
+    assert (Path(read["work"]) / "before.bin").read_bytes() == DOCS_BEFORE
+    ipxe = (IPXE_QEMU / "pxe-e1000e.rom").read_bytes()
+    assert (d / "docs-chip-after.bin").read_bytes() == ipxe + b"\xff" * (DOCS_SIZE - len(ipxe)), \
+        (d / "docs-emulator.log").read_text()

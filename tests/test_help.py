@@ -25,7 +25,7 @@ ACTIONS = {
     "vfio": ["bind", "unbind", "info"],
     "nic": ["info", "send", "recv"],
     "undi": ["info", "send", "recv"],
-    "bench": ["firmware", "native"],
+    "bench": ["firmware", "native", "undi"],
     "nvm": ["show", "fix-checksum", "set"],
 }
 
@@ -113,6 +113,32 @@ def test_every_verb_has_examples_that_parse(verb):
         assert args.command == verb
 
 
+# The ROM verbs whose examples a reader types in order, one verb's outputs feeding the next's
+# (extract writes e1000.efi, efi-rom efi.rom, combine reads it).
+TYPED_IN_ORDER = ["inspect", "lint", "disasm", "scan", "diff", "patch", "split", "extract", "efi-rom", "combine", "pad"]
+
+
+def test_rom_examples_name_files_a_reader_has_or_says_where_they_come_from():
+    """A file an example reads is one of Debian's by its full path (it exists here), the output of
+    an earlier example, or named in the example's own explanation: no bare name from nowhere."""
+    import glob
+    from importlib import import_module
+
+    made: set[str] = set()
+    for verb in TYPED_IN_ORDER:
+        for command, what in import_module(f"romlab.cli.{VERBS[verb]}").EXAMPLES:
+            words = shlex.split(command)[2:]
+            outs = {words[i + 1].rstrip("/") for i, w in enumerate(words[:-1]) if w in ("-o", "--output", "--extract")}
+            for w in words:
+                if w.startswith("-") or w.rstrip("/") in outs or not re.search(r"\.(rom|bin|efi|img)$", w):
+                    continue
+                if os.path.isabs(w):
+                    assert glob.glob(w), f"{command}: {w} does not exist"
+                else:
+                    assert w in made or w in what, f"{command}: where does {w} come from?"
+            made |= outs
+
+
 def test_help_subprocess_shows_examples():
     r = run_romlab("flash", "--help")
     assert r.returncode == 0
@@ -154,12 +180,13 @@ def test_lint_rules_json():
     import json
 
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "romlab.lint-rules/1"
+    assert doc["schema"] == "romlab.lint-rules/2"
     rules = doc["rules"]
-    assert rules and all(set(rule) == {"name", "severity", "source", "summary"} for rule in rules)
+    # "rule" as a finding names it; "origin", not "source", which the conventions keep from meaning the input
+    assert rules and all(set(rule) == {"rule", "severity", "origin", "summary"} for rule in rules)
     assert all(rule["severity"] in ("error", "warning", "info") for rule in rules)
     text = run_romlab("lint", "--rules").stdout.decode().splitlines()
-    assert [(r["name"], r["severity"]) for r in rules] == [tuple(line.split()[:2]) for line in text]
+    assert [(r["rule"], r["severity"]) for r in rules] == [tuple(line.split()[:2]) for line in text]
 
 
 # --- --version, -q, -v --------------------------------------------------------------------------

@@ -97,13 +97,13 @@ def test_nic_roms(nic):
     version = debian_version()
     pxe = inspect(corpus(IPXE_QEMU / f"pxe-{nic}.rom"))
     efi = inspect(corpus(IPXE_QEMU / f"efi-{nic}.rom"))
-    assert pxe["schema"] == "romlab.inspect/2"
+    assert pxe["schema"] == "romlab.inspect/4"
     images = [pxe["images"][0], efi["images"][0], efi["images"][1]]
     for img in images:
         p = img["ipxe_payload"]
         assert p["version"] == version and p["version_option"] == "1.0.0"
         pcir = img["pcir"]
-        wanted = f"{pcir['vendor_id']:04x}:{pcir['device_id']:04x}"
+        wanted = f"{pcir['vendor']}:{pcir['device']}"
         if nic == "ne2k_pci":
             assert NE2K in all_ids(p)
         else:
@@ -116,6 +116,10 @@ def test_nic_roms(nic):
     assert legacy == efi_legacy  # efi-*.rom's legacy image is the same iPXE build
     assert [b["name"] for b in legacy["blocks"]] == [".text16.early", ".text16.late", ".data16", ".textdata"]
     assert {f["name"] for f in legacy["features"]} == PCBIOS_FEATURES
+    # the option tags as the xxd above shows them, spelled as identifiers (two hex digits)
+    assert {f["name"]: f["option"] for f in legacy["features"]} == {
+        "DNS": "17", "ELF": "22", "HTTP": "13", "iSCSI": "11", "Menu": "27", "MBOOT": "19", "NFS": "29",
+        "PXEXT": "10", "PXE": "21", "TFTP": "15", "bzImage": "18", "AoE": "12"}
     assert {f["name"] for f in efi_image["features"]} == {"DNS", "HTTP", "iSCSI", "NFS", "TFTP", "AoE", "EFI", "Menu"}
     for p in (legacy, efi_image):
         cats = [CATEGORY[f["name"]] for f in p["features"]]
@@ -199,9 +203,16 @@ def test_patch_to_a_claimed_id_does_not_warn(tmp_path):
     r = run_romlab("patch", corpus(IPXE_QEMU / "pxe-e1000.rom"), "--device", "0x10c9", "--fix-checksums", "-o", out)
     assert r.returncode == 0, r.stderr
     assert b"no PCI driver" not in r.stderr and b"iPXE" not in r.stderr
+    # Each change once: the list had no room to grow (0x4dd is its terminator, code follows), so
+    # 10c9 took 100e's place, as the list's line says (no note repeating it); the checksum byte
+    # 0x14 drops by 2 * (0xc9 - 0x0e) = 0x176, to 0x9e.
+    assert r.stdout.decode().splitlines() == [
+        "image 0 PCIR device: 100e -> 10c9", "image 0 device list: 100e -> 10c9",
+        "image 0 legacy image checksum byte at 0x6: 14 -> 9e", f"wrote {out}"]
+    assert b"replaced" not in r.stderr
     lint = json.loads(run_romlab("lint", "--json", out).stdout)
     assert not [f for f in lint["findings"] if f["rule"].startswith("ipxe-")]
-    assert lint["exit_status"] == 0
+    assert lint["exit"] == 0
 
 
 def test_patch_to_an_unclaimed_id_warns_and_lint_errs(tmp_path):
@@ -394,3 +405,184 @@ def test_embedded_script(tmp_path):
     assert drivers_of(p) == {"dh8900cc": INTEL_IDS}
     out = run_romlab("inspect", path).stdout.decode()
     assert "embedded script 'demo.ipxe'" in out and "| chain http://192.0.2.1/boot.ipxe" in out
+
+
+# --- crafted inputs that cost time or memory (each took from 5 s to minutes, or gigabytes) ------
+
+def textdata_rom(text: bytes) -> bytes:
+    """pxe-e1000.rom with ``text`` packed (unfiltered) as its .textdata."""
+    rom = bytearray(corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes())
+    block = pack(text, filtered=False)
+    assert TEXTDATA + len(block) <= len(rom)
+    rom[TEXTDATA:TEXTDATA + len(block)] = block
+    return bytes(rom)
+
+
+def timed(fn, *args):
+    start = time.monotonic()
+    out = fn(*args)
+    return out, time.monotonic() - start
+
+
+def payloads(data: bytes):
+    from romtools import ipxe
+    from romtools.walker import walk
+
+    return ipxe.for_rom(data, walk(data))
+
+
+def lookalike_lengths(data: bytearray, first: int) -> None:
+    """From ``first`` on, every 16-byte boundary holds a length that fits the rest and a 00 byte
+    after it (a range coder's first byte): a candidate packed section that only a CRC32 refutes."""
+    for off in range(first, len(data) - 16, 16):
+        struct.pack_into("<I", data, off, len(data) - off - 8)
+        data[off + 4] = 0
+
+
+def test_lookalike_packed_sections_cost_little():
+    """A 4 MiB ROM: pxe-e1000.rom, then 0.26 million look-alike blocks (took 107 s in inspect).
+    iPXE's four sections come first and the search stops there."""
+    size = (4 << 20) - 512
+    data = bytearray(corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes()) + bytearray(size - 75264)
+    struct.pack_into("<H", data, 0x1C + 0x10, size // 512)  # PCIR image length: the whole file
+    lookalike_lengths(data, 0x13000)
+    found, elapsed = timed(payloads, bytes(data))
+    assert elapsed < 10
+    assert [b.name for b in found[0].blocks] == [".text16.early", ".text16.late", ".data16", ".textdata"]
+    assert found[0].version == "1.0.0+git-20190125.36a4c85-5.1"
+
+
+def test_only_lookalike_packed_sections_are_refused():
+    """Nothing but look-alikes: CRC32 checks over more than romlab's allowance end in one error."""
+    from hw.errors import FormatError
+    from romtools import ipxe
+
+    data = bytearray(4 << 20)
+    lookalike_lengths(data, 0)
+    start = time.monotonic()
+    with pytest.raises(FormatError, match="look-alike iPXE packed sections") as exc:
+        ipxe.find_blocks(bytes(data), 0, len(data))
+    assert time.monotonic() - start < 10 and exc.value.exit_code == 1
+
+
+def test_stray_block_after_textdata_is_ignored(tmp_path):
+    """A CRC-valid block after .textdata (it ends at 0x12c0 + 4 + 0x1116c = 0x12430): iPXE reads
+    four sections and nothing after them, and so does romlab (it said "5 of its 4 sections")."""
+    rom = bytearray(corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes())
+    stray = pack(b"not a section" * 4, filtered=False)
+    assert rom[0x12430:0x12430 + len(stray)] == b"\xff" * len(stray)  # the image's padding (xxd)
+    rom[0x12430:0x12430 + len(stray)] = stray
+    p = payloads(bytes(rom))[0]
+    assert [b.offset for b in p.blocks][-1] == TEXTDATA and len(p.blocks) == 4
+    path = tmp_path / "five.rom"
+    path.write_bytes(bytes(rom))
+    r = run_romlab("inspect", path)
+    assert b"packed section" not in r.stderr and b"1.0.0+git-20190125.36a4c85-5.1" in r.stdout
+
+
+def test_driver_lookalikes_cost_little():
+    """A 1 MiB .textdata of 32-byte records shaped like struct pci_driver (count 1, every pointer 0):
+    every record's bounds were searched for in the whole section (took 55 s)."""
+    found, elapsed = timed(payloads, textdata_rom(struct.pack("<8I", 0, 1, 0, 0, 0, 0, 0, 0) * (1 << 15)))
+    assert elapsed < 10
+    assert found[0].drivers == []  # no code iterates them (nothing but zeros and ones)
+
+
+def test_version_option_lookalikes_cost_little():
+    """A section of "\\xeb\\x03" pairs: each was followed by a search of the whole section."""
+    text = (b"\xeb\x03\x01\x00\x00" + bytes(11)) * (1 << 16) + b"\x001.0.0+x\0"
+    found, elapsed = timed(payloads, textdata_rom(text))
+    assert elapsed < 10
+    assert found[0].version_option == (1, 0, 0) and found[0].version == "1.0.0+x"
+
+
+def test_embedded_image_lookalikes_are_not_scripts():
+    """64 KiB of struct image look-alikes, each naming the whole section as its data (inspect
+    printed 358 MB): an image's data holds no image record and is followed by embedded.c's NUL."""
+    n = 64 * 1024
+    body = b"abc\0" + struct.pack("<12I", 0, 4, 0, 0, 0, 0, 0, 0, 0, n, 0, 0) * ((n - 4) // 48)
+    found, elapsed = timed(payloads, textdata_rom(body + bytes(n - len(body))))
+    assert elapsed < 10 and found[0].scripts == []
+
+
+def test_embedded_images_are_capped_and_disjoint():
+    """20 well-formed images over 2 scripts: 16 at most are shown, and no two share bytes."""
+    from romtools.ipxe import MAX_SCRIPTS
+
+    text = bytearray(b"\xc3" * 16)  # code, for the free method pointer
+    name_at = len(text)
+    text += b"s.ipxe\0\0"
+    datas = []
+    for k in range(2):
+        datas.append(len(text))
+        text += b"#!ipxe\necho %d\n\0\0" % k
+    records = b"".join(struct.pack("<12I", 0, 1, 0, 0, 0, name_at, 0, 0, datas[k % 2], 14, 0, 0) for k in range(20))
+    text += records + bytes(64)
+    p = payloads(textdata_rom(bytes(text)))[0]
+    assert [s.text for s in p.scripts] == [b"#!ipxe\necho 0\n", b"#!ipxe\necho 1\n"]
+    many = bytearray(b"\xc3" * 16) + b"s.ipxe\0\0"
+    datas = []
+    for k in range(20):
+        datas.append(len(many))
+        many += b"#!ipxe\necho %02d\n\0" % k
+    many += bytes(-len(many) % 4)
+    many += b"".join(struct.pack("<12I", 0, 1, 0, 0, 0, 16, 0, 0, d, 15, 0, 0) for d in datas) + bytes(64)
+    p = payloads(textdata_rom(bytes(many)))[0]
+    assert len(p.scripts) == MAX_SCRIPTS == 16 and any("embedded images" in n for n in p.notes)
+
+
+def multi_image_rom(count: int) -> bytes:
+    """``count`` legacy images, each pxe-e1000.rom's prefix with a .textdata decoding to 4 MB."""
+    src = corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes()
+    img = bytearray(src[:TEXTDATA]) + pack(b"\x00\x10\x00\x00" * ((4 << 20) // 4 - 20000), filtered=False, preset=0)
+    img += bytes(-len(img) % 512)
+    img[2] = 0
+    struct.pack_into("<H", img, 0x1C + 0x10, len(img) // 512)
+    out = bytearray()
+    for i in range(count):
+        im = bytearray(img)
+        im[0x1C + 0x15] = 0x80 if i == count - 1 else 0
+        out += im
+    return bytes(out)
+
+
+def test_decoding_is_bounded_per_file_not_per_image(tmp_path):
+    """20 images that each decode to 4 MB (took 16 s): the second one finds the file's 4 MiB spent."""
+    from hw.errors import FormatError
+
+    data = multi_image_rom(20)
+    start = time.monotonic()
+    with pytest.raises(FormatError, match="image 1|expands beyond"):
+        payloads(data)
+    assert time.monotonic() - start < 10
+    path = tmp_path / "multi.rom"
+    path.write_bytes(data)
+    for verb in ("inspect", "lint"):
+        r = run_romlab(verb, path, timeout=60)
+        assert r.returncode == 1 and b"expands beyond" in r.stdout + r.stderr, (verb, r.stderr)
+    r = run_romlab("diff", path, path, timeout=60)
+    assert r.returncode == 0 and r.stdout.count(b"\n") == 1  # the same error both sides: equal
+
+
+def test_drivers_of_a_broken_payload(tmp_path):
+    """inspect --drivers of a truncated ROM: the payload cannot be read (stderr), not "no payload"."""
+    path = tmp_path / "t.rom"
+    path.write_bytes(corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes()[:0x2000])
+    r = run_romlab("inspect", "--drivers", path)
+    assert r.stdout == b""
+    one_line(r, "0x12c0", "truncated")
+
+
+def test_verbs_that_read_only_option_roms_point_ipxe_files_to_inspect(tmp_path):
+    """lint and disasm of iPXE's boot files: not "use romlab scan" (which finds no ROM in them) but
+    inspect, which reads them; a file that is neither keeps the scan advice. (An EFI file keeps the
+    walker's own message, which says what the PE is: test_messages.py.)"""
+    for verb, name in (("lint", "undionly.kpxe"), ("disasm", "ipxe.pxe"), ("lint", "ipxe.lkrn")):
+        r = run_romlab(verb, corpus(IPXE / name))
+        err = r.stderr.decode()
+        assert r.returncode == 2 and err.count("\n") == 1 and "romlab scan" not in err, err
+        assert f"`romlab inspect {corpus(IPXE / name)}`" in err and "iPXE" in err, err
+    r = run_romlab("lint", "-", input=corpus(IPXE / "undionly.kpxe").read_bytes()[:0x9000])
+    assert r.returncode == 2 and "`romlab inspect -`" in r.stderr.decode()
+    r = run_romlab("lint", "-", input=b"hello, not a ROM" * 64)
+    assert r.returncode == 2 and "romlab scan" in r.stderr.decode()

@@ -110,7 +110,7 @@ def _lint(path):
     r = run_romlab("lint", "--json", path)
     assert r.returncode in (0, 1), r.stderr
     doc = json.loads(r.stdout)
-    assert doc["schema"] == "romlab.lint/1"
+    assert doc["schema"] == "romlab.lint/2" and doc["input"] == str(path) and doc["exit"] == r.returncode
     return r.returncode, doc["findings"]
 
 

@@ -78,7 +78,7 @@ def test_native_bench_runs_all_three_paths(guest):
     b = guest["bench"]
     assert "error" not in b, b.get("error")
     figs = b["figures"]
-    assert b["schema"] == "romlab.bench-native/2" and b["started"].endswith("+00:00")
+    assert b["schema"] == "romlab.bench-native/3" and b["started"].endswith("+00:00")
     kinds = {(f["path"], f["frame_bytes"], f["batch"]) for f in figs}
     assert {("kernel", 64, 0), ("kernel", 1514, 0)} <= kinds
     for size in (64, 1514):

@@ -37,16 +37,17 @@ def env(tmp_path, monkeypatch):
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("model,device_id,ids,icw1", [
-    ("e1000", 0x100E, "8086:100e", 0x6403),
-    ("e1000e", 0x10D3, "8086:10d3", 0x026B),
+    ("e1000", "100e", "8086:100e", 0x6403),
+    ("e1000e", "10d3", "8086:10d3", 0x026B),
 ])
 def test_show_on_qemu(model, device_id, ids, icw1):
     r = run_romlab("nvm", "--qemu", f"{model},mac={MAC}", "show", "--json", timeout=60)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["pci_ids"] == ids and res["mac"] == MAC
+    assert res["schema"] == "romlab.nvm/1" and res["input"] == f"qemu:{model},mac={MAC}"
+    assert res["id"] == ids and res["mac"] == MAC
     assert res["checksum"]["valid"] and res["checksum"]["sum"] == 0xBABA
-    assert res["device_id"] == device_id and res["init_control_1"] == icw1
+    assert res["nvm_device"] == device_id and res["init_control_1"] == icw1
     assert res["boot_version"]["text"] == "1.2.28"               # word 0x32 = 0x121c in both templates
     assert res["words"][0:3] == [0x5452, 0x1200, 0x5634]
     text = run_romlab("nvm", "--qemu", f"{model},mac={MAC}", "show", timeout=60)

@@ -252,9 +252,14 @@ def test_list_crafted_sysfs(tmp_path):
     sysroot = _crafted(tmp_path, group=7, members=("0000:03:00.0", "0000:03:00.1"))
     r = run_romlab("list", "--json", env=_env(sysroot))
     assert r.returncode == 0, r.stderr
-    rows = json.loads(r.stdout)
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "romlab.list/1"
+    rows = doc["devices"]
     assert [x["bdf"] for x in rows] == ["0000:03:00.0", "0000:03:00.1"]
     nic = rows[0]
+    # the crafted tree's vendor, device and class files: 0x8086, 0x100e, 0x020000; the AHCI one 0x2922, 0x010601
+    assert (nic["id"], nic["class"]) == ("8086:100e", "020000")
+    assert (rows[1]["id"], rows[1]["class"]) == ("8086:2922", "010601")
     assert nic["device_name"] == "82540EM Gigabit Ethernet Controller"
     assert nic["rom_bar_size"] == 256 * 1024 and nic["driver"] == "e1000" and nic["iommu_group"] == 7
     # the crafted tree has no rom attribute to read, so validity is unknown, not guessed

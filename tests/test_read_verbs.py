@@ -52,7 +52,7 @@ def test_batch_json_holds_each_files_own_document():
 
 def test_one_input_prints_the_verbs_own_document():
     one = json.loads(run_romlab("inspect", "--json", PXE).stdout)
-    assert one["schema"] == "romlab.inspect/2"
+    assert one["schema"] == "romlab.inspect/4" and one["input"] == str(PXE)
 
 
 def test_unreadable_file_gets_one_line_and_the_others_still_run(tmp_path):

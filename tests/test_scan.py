@@ -24,9 +24,9 @@ def test_scan_finds_roms_at_odd_offsets(tmp_path):
     by_off = {rom["offset"]: rom for rom in doc["roms"]}
     assert efi_at in by_off and vga_at in by_off
     assert by_off[efi_at]["images"] == 2 and by_off[efi_at]["length"] == len(efi)
-    assert by_off[efi_at]["ids"][0] == {"vendor_id": 0x8086, "device_id": 0x100E, "code_type": 0}
-    assert by_off[efi_at]["ids"][1] == {"vendor_id": 0x8086, "device_id": 0x100E, "code_type": 3}
-    assert by_off[vga_at]["images"] == 1 and by_off[vga_at]["ids"][0]["vendor_id"] == 0x1234
+    assert by_off[efi_at]["ids"][0] == {"id": "8086:100e", "code_type": "00"}
+    assert by_off[efi_at]["ids"][1] == {"id": "8086:100e", "code_type": "03"}
+    assert by_off[vga_at]["images"] == 1 and by_off[vga_at]["ids"][0] == {"id": "1234:1111", "code_type": "00"}  # PCIR 0x99dc: 34 12 11 11
     assert by_off[vga_at]["clean"] and by_off[efi_at]["clean"]
     for path_str in doc["extracted"]:
         off = int(path_str.rsplit("-", 1)[1].split(".")[0], 16)

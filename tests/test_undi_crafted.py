@@ -286,3 +286,25 @@ def test_watchdog_names_the_undi_call_that_hangs():
                                           r"\(stopped at c800:03a0\)$"):
         UndiClient(um, timeout=0.5).start_undi()
     assert time.perf_counter() - t0 < 10
+
+
+def test_an_isr_that_answers_transmit_for_ever_ends_the_poll():
+    """undinet loops on ISR GET_NEXT until DONE; a ROM that answers TRANSMIT on every call would
+    hold that loop for ever, each call inside its own watchdog. The poll stops and says so."""
+    from types import SimpleNamespace
+
+    from drivers.undi.client import ISR_CALLS_PER_POLL
+
+    client = UndiClient.__new__(UndiClient)        # the loop alone: no ROM needed to answer
+    client.isr_processing, client.irq_pending, client.rx_errors = False, None, 0
+    answered = []
+
+    def isr(flag):
+        answered.append(flag)
+        return SimpleNamespace(func_flag=pxe.ISR_OUT_TRANSMIT)
+
+    client.isr = isr
+    with pytest.raises(RomRunError, match=r"^UNDI_ISR: 256 PROCESS/GET_NEXT calls in one poll without DONE"):
+        client.poll()
+    assert ISR_CALLS_PER_POLL == 256 and len(answered) == 256
+    assert answered[0] == pxe.ISR_IN_PROCESS and set(answered[1:]) == {pxe.ISR_IN_GET_NEXT}

@@ -6,6 +6,9 @@ efi-e1000e.rom, an rtl8139 with a ROM built here by hand, and an rtl8139 with no
 tests/vm_guest_e2e.py runs every check inside and writes what it saw to a shared
 directory; the assertions below are made here, on the host, against the romfiles
 given to QEMU, the pcap QEMU wrote and the numbers in the 8254x manual and pci.ids.
+The same guest runs the `--pci` and `vfio` examples of README.md and docs/ (chosen by
+tests/test_docs_examples.py); the ROM-less rtl8139 shares the e1000's link, so that `nic recv`
+has a sender.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import pytest
 from conftest import IPXE_QEMU, REPO, corpus, run_romlab
+from json_conventions import check
+from test_docs_examples import check_guest_run, export_for_guest, guest_examples
 
 pytestmark = [pytest.mark.vm, pytest.mark.qemu, pytest.mark.root]
 
@@ -82,18 +87,19 @@ def guest(tmp_path_factory):
     frame = tx_frame(nonce)
     pcap = share / "e1000.pcap"
     config = {"nics": MACS, "tx_frame_hex": frame.hex()}
+    export_for_guest("vm", share)
     nics = [
-        f"e1000,romfile={corpus(IPXE_QEMU / 'efi-e1000.rom')},mac={MACS['e1000']},capture={pcap}",
+        f"e1000,romfile={corpus(IPXE_QEMU / 'efi-e1000.rom')},mac={MACS['e1000']},capture={pcap},link=docs",
         f"e1000e,romfile={corpus(IPXE_QEMU / 'efi-e1000e.rom')},mac={MACS['e1000e']}",
         f"rtl8139,romfile={own},mac={MACS['own']}",
-        f"rtl8139,romfile=,mac={MACS['norom']}",
+        f"rtl8139,romfile=,mac={MACS['norom']},link=docs",
     ]
-    args = ["vm", "--timeout", "900", "--share", str(share)]
+    args = ["vm", "--timeout", "1300", "--share", str(share)]
     for n in nics:
         args += ["--nic", n]
     args += ["--", sys.executable, str(REPO / "tests" / "vm_guest_e2e.py"), str(share), json.dumps(config)]
     t0 = time.monotonic()
-    r = run_romlab(*args, timeout=1200)
+    r = run_romlab(*args, timeout=1600)
     seconds = time.monotonic() - t0
     print(f"guest boot and checks: {seconds:.0f} s")
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
@@ -101,6 +107,10 @@ def guest(tmp_path_factory):
     assert r.returncode == 0, out[-3000:] + "\n-- guest progress:\n" + (
         progress.read_text()[-3000:] if progress.exists() else "(none)")
     results = json.loads((share / "results.json").read_text())
+    docs = results.get("docs")
+    if isinstance(docs, list):
+        each = ", ".join(f"{r['id']} {r.get('seconds')} s" for r in docs)
+        print(f"of which the documented examples: {sum(r.get('seconds', 0) for r in docs):.0f} s ({each})")
     return {"dir": share, "results": results, "frame": frame, "pcap": pcap, "own": own, "stdout": out}
 
 
@@ -121,7 +131,9 @@ def test_guest_found_every_nic(guest):
 def test_list_shows_names_and_rom_sizes(guest):
     res = _ok(guest["results"]["list"])
     assert res["json"]["rc"] == 0, res["json"]["stderr"]
-    rows = {r["bdf"]: r for r in json.loads(res["json"]["stdout"])}
+    listed = json.loads(res["json"]["stdout"])
+    assert check(listed, "romlab.list/1") == []
+    rows = {r["bdf"]: r for r in listed["devices"]}
     bdf = guest["results"]["bdf"]
     e1000, e1000e, own, norom = (rows[bdf[k]] for k in ("e1000", "e1000e", "own", "norom"))
     # names as pci.ids spells them; sizes: BAR = next power of two of the romfile, ROM = the file
@@ -137,7 +149,7 @@ def test_list_shows_names_and_rom_sizes(guest):
     line = next(ln for ln in res["text"]["stdout"].splitlines() if ln.startswith(bdf["e1000"]))
     assert "82540EM" in line and "256 KiB" in line and "valid, 244 KiB" in line
     # not root: the kernel's rom file is root-only, so validity is unknown but nothing fails
-    nr = {r["bdf"]: r for r in json.loads(res["nonroot"]["stdout"])}
+    nr = {r["bdf"]: r for r in json.loads(res["nonroot"]["stdout"])["devices"]}
     assert res["nonroot"]["rc"] == 0 and nr[bdf["e1000"]]["rom"] == "unreadable"
     assert nr[bdf["e1000"]]["rom_bar_size"] == 256 * KIB
 
@@ -178,19 +190,24 @@ def test_inspect_and_lint_read_the_device(guest):
     for key in ("inspect_sysfs", "inspect_vfio"):
         assert res[key]["rc"] == 0, res[key]["stderr"]
         doc = json.loads(res[key]["stdout"])
-        assert doc["source"] == f"pci:{bdf['e1000']}" and doc["size"] == 249856
+        assert doc["input"] == f"pci:{bdf['e1000']}" and doc["size"] == 249856
         # efi-e1000.rom: a legacy x86 image of 0x12600 bytes, then the EFI image, last
         assert [(i["offset"], i["length"], i["last"]) for i in doc["images"]] == [(0, 0x12600, False),
                                                                                   (0x12600, 0x2AA00, True)]
-        assert [i["pcir"]["device_id"] for i in doc["images"]] == [0x100E, 0x100E]
+        assert [i["pcir"]["device"] for i in doc["images"]] == ["100e", "100e"]
     own = json.loads(res["inspect_own"]["stdout"])
-    assert [(i["length"], i["pcir"]["vendor_id"], i["pcir"]["device_id"]) for i in own["images"]] == [
-        (3072, 0x10EC, 0x8139)]
+    assert [(i["length"], i["pcir"]["vendor"], i["pcir"]["device"]) for i in own["images"]] == [
+        (3072, "10ec", "8139")]
     assert res["lint"]["rc"] in (0, 1), res["lint"]["stderr"]
     info = res["vfio_info_text"]
     assert info["rc"] == 0, info["stderr"]
     assert re.search(r"^\s+6\s+ROM\s+262144\s+r--$", info["stdout"], re.M), info["stdout"]
     assert re.search(r"^\s+0\s+BAR0\s+131072\s+rwm$", info["stdout"], re.M), info["stdout"]
+    info = res["vfio_info_json"]
+    assert info["rc"] == 0, info["stderr"]
+    doc = json.loads(info["stdout"])
+    assert check(doc, "romlab.vfio-info/1") == [] and doc["input"] == f"pci:{bdf['e1000']}"
+    assert {"index": 6, "name": "ROM", "size": 262144} == {k: doc["regions"][6][k] for k in ("index", "name", "size")}
     assert res["driver_after"] == "e1000"
 
 
@@ -285,3 +302,17 @@ def test_vfio_end_to_end(guest):
 def test_transmitted_frame_in_capture(guest):
     frames = read_pcap(guest["pcap"])
     assert guest["frame"] in frames, [f.hex() for f in frames]
+
+
+@pytest.mark.parametrize("ex_id", [e["id"] for e in guest_examples("vm")])
+def test_documented_example_ran_as_documented(guest, ex_id):
+    rec = check_guest_run("vm", guest["dir"], ex_id)
+    work = Path(rec["work"])
+    # What a documented dump wrote is the ROM QEMU was given (the whole BAR with --raw: vfio-pci
+    # fills past the last image with 0xFF).
+    if rec["argv"][0] == "dump":
+        rom = (IPXE_QEMU / "efi-e1000.rom").read_bytes()
+        out = (work / rec["argv"][rec["argv"].index("-o") + 1]).read_bytes()
+        assert out == (rom + b"\xff" * (256 * KIB - len(rom)) if "--raw" in rec["argv"] else rom)
+    if rec["argv"][:2] == ["nic", "recv"]:
+        assert rec["peer_sent"] >= 1000

@@ -189,6 +189,7 @@ def _():
             "inspect_own": romlab("inspect", "--pci", own, "--json"),
             "lint": romlab("lint", "--pci", e1000),
             "vfio_info_text": romlab("vfio", "info", e1000),
+            "vfio_info_json": romlab("vfio", "info", e1000, "--json"),
             "driver_after": driver(e1000)}
 
 
@@ -370,6 +371,18 @@ def _():
         vfio_bind.unbind(dev)
     res["driver_after"] = dev.driver
     return res
+
+
+@record("docs")
+def _():
+    """The pages' examples placed in this guest (tests/test_docs_examples.py exported them): the
+    page's 03:00.0 is the e1000 (the e1000e for flashing.md); the rtl8139 without a ROM shares
+    the e1000's link and is the peer that sends to `nic recv`."""
+    import docs_guest
+
+    if STUCK:
+        return {"exception": f"not run: {sorted(STUCK)} stuck since an earlier check"}
+    return docs_guest.run_all(OUT, BDF, peer={"e1000": BDF["norom"]}, progress=progress)
 
 
 RESULTS["drivers_at_end"] = {role: driver(b) for role, b in BDF.items() if b}

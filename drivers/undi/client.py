@@ -26,10 +26,16 @@ from .loader import UndiMachine
 ETH_ZLEN, ETH_HLEN = 60, 14
 PROTOCOLS = {0x0800: pxe.P_IP, 0x0806: pxe.P_ARP, 0x8035: pxe.P_RARP}
 RX_QUOTA = 4
+# ISR PROCESS/GET_NEXT calls one poll may make. A driver hands back each finished transmit and
+# each receive fragment once, then DONE; a ring holds far fewer than this, so more means the ROM
+# answers TRANSMIT or bad fragments for ever, and the poll ends instead of spinning with it.
+ISR_CALLS_PER_POLL = 256
 INITIALIZE_RETRIES, INITIALIZE_RETRY_DELAY = 10, 0.2
 # Where the client keeps its buffers, in the scratch segment (the parameter block is at 0x100).
 TBD_AT, DEST_AT, IMMED_AT, BLOCK_AT = 0x0200, 0x0300, 0x0400, 0x1000
 MAX_FRAME = 0xC00
+ISR_LABELS = {pxe.ISR_IN_START: "UNDI_ISR/START", pxe.ISR_IN_PROCESS: "UNDI_ISR/PROCESS",
+              pxe.ISR_IN_GET_NEXT: "UNDI_ISR/GET_NEXT"}
 
 
 def _blank(schema) -> dict:
@@ -48,15 +54,22 @@ class UndiClient:
         self.last_call = ""
 
     # -- one call ---------------------------------------------------------------------------------
-    def call(self, opcode: int, check: bool = True, **fields):
+    def call(self, opcode: int, check: bool = True, label: str | None = None, **fields):
         """Build the opcode's block from ``fields`` (the rest zero), call, and parse what came back.
-        With ``check``, an exit code other than success ends in a RomRunError naming the call."""
+        With ``check``, an exit code other than success ends in a RomRunError naming the call.
+        ``label`` names the call in a meter's breakdown (default: the call's name)."""
         name, schema = pxe.CALLS[opcode]
-        block = _blank(schema)
-        block.update(fields)
-        self.last_call = name
-        exit_code, raw = self.um.call(opcode, schema.build(block), timeout=self.timeout)
-        out = schema.parse(raw)
+        meter = self.m.meter
+        began = meter is not None and meter.begin(label or name)
+        try:
+            block = _blank(schema)
+            block.update(fields)
+            self.last_call = name
+            exit_code, raw = self.um.call(opcode, schema.build(block), timeout=self.timeout)
+            out = schema.parse(raw)
+        finally:
+            if began:
+                meter.end()
         if check and exit_code != pxe.EXIT_SUCCESS:
             raise RomRunError(f"{name} failed: exit {exit_code:#x}, PXE status {out.status:#06x}")
         out.exit = exit_code
@@ -140,6 +153,15 @@ class UndiClient:
         gather (the spec's TBD with one data block)."""
         if len(frame) < ETH_HLEN or len(frame) > MAX_FRAME:
             raise RomRunError(f"UNDI_TRANSMIT: a frame of {len(frame)} bytes cannot be sent")
+        meter = self.m.meter
+        began = meter is not None and meter.begin("UNDI_TRANSMIT")  # the TBD's building counts too
+        try:
+            return self._transmit(frame, data_block)
+        finally:
+            if began:
+                meter.end()
+
+    def _transmit(self, frame: bytes, data_block: bool):
         frame = bytes(frame).ljust(ETH_ZLEN, b"\0")
         dest, ethertype = frame[:6], struct.unpack(">H", frame[12:14])[0]
         protocol = PROTOCOLS.get(ethertype, pxe.P_UNKNOWN)
@@ -163,7 +185,7 @@ class UndiClient:
                          tbd=dict(offset=TBD_AT, segment=M.SCRATCH_SEG))
 
     def isr(self, func_flag: int):
-        return self.call(pxe.UNDI_ISR, func_flag=func_flag)
+        return self.call(pxe.UNDI_ISR, label=ISR_LABELS.get(func_flag), func_flag=func_flag)
 
     def poll(self) -> list[bytes]:
         """undinet_poll: frames received, at most RX_QUOTA. Without an interrupt line to look at
@@ -181,7 +203,12 @@ class UndiClient:
         else:
             flag = pxe.ISR_IN_GET_NEXT
         partial = bytearray()
+        calls = 0
         while len(frames) < RX_QUOTA:
+            calls += 1
+            if calls > ISR_CALLS_PER_POLL:
+                raise RomRunError(f"UNDI_ISR: {ISR_CALLS_PER_POLL} PROCESS/GET_NEXT calls in one poll without DONE "
+                                  "or a whole frame: the UNDI driver is looping")
             out = self.isr(flag)
             flag = pxe.ISR_IN_GET_NEXT
             if out.func_flag == pxe.ISR_OUT_TRANSMIT:

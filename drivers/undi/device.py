@@ -4,9 +4,17 @@ The machine asks a backend for its PCI configuration space, its BARs (kind and s
 machine can place them as a BIOS would), accesses to those BARs, and its interrupt line; it gives
 the backend a bus-master view of the emulated RAM, the only memory the device's DMA may reach.
 A register model (``ModelDevice``) backs the host tests; a VFIO device backs runs on a real NIC.
+
+A memory BAR reaches the ROM's code one of two ways, and the backend says which it can offer
+through ``bar_memory``: mapped straight into the emulated address space (the fast path: the host
+address of a VFIO BAR's mmap, no Python per access), or through ``bar_read``/``bar_write``
+callbacks (None: a register model, whose registers have side effects; an I/O BAR always). The
+machine maps directly only on the fast path; with a trace on (``UndiMachine.set_trace``) it takes
+the callbacks for every BAR, so every access is counted and timed, whatever ``bar_memory`` offers.
 """
 from __future__ import annotations
 
+import collections
 import struct
 from dataclasses import dataclass
 from typing import Callable
@@ -120,6 +128,7 @@ class ModelDevice(Device):
         self.config = ConfigSpace(vendor, device, cls, self.bars, rev, (0x1AF4, 0x1100))
         self._ioaddr = 0
         self.access_count = 0
+        self.accesses: collections.Counter = collections.Counter()  # (BAR, offset, "r"/"w") -> count
 
     def config_read(self, offset: int, size: int) -> int:
         return self.config.read(offset, size)
@@ -139,6 +148,7 @@ class ModelDevice(Device):
 
     def bar_read(self, index: int, offset: int, size: int) -> int:
         self.access_count += 1
+        self.accesses[(index, offset, "r")] += 1
         if index == 0:
             return self._reg_read(offset, size)
         if offset < 4:  # IOADDR
@@ -147,6 +157,7 @@ class ModelDevice(Device):
 
     def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
         self.access_count += 1
+        self.accesses[(index, offset, "w")] += 1
         if index == 0:
             self._reg_write(offset, size, value)
         elif offset < 4:

@@ -25,6 +25,7 @@ from . import machine as M
 from .bios import PNP_AT, Bios
 from .device import COMMAND_IO, COMMAND_MEMORY, PCI_BAR0, PCI_COMMAND, Device
 from .ports import Ports
+from .trace import DEVICE
 
 ROM_SEG = 0xC800
 LOADER_AT, PARAMS_AT = 0x0000, 0x0100  # offsets in the scratch segment
@@ -202,3 +203,79 @@ class UndiMachine:
                              bx=opcode, es=M.SCRATCH_SEG, di=PARAMS_AT)
         self.timings.calls.setdefault(name, []).append(elapsed)
         return m.reg("ax"), m.read(at, len(block))
+
+    # -- measuring (drivers.undi.trace) -------------------------------------------------------------
+    trace = None  # a trace.Trace while one is on (set_trace)
+
+    def set_meter(self, meter) -> None:
+        """Time the calls that follow in disjoint buckets (a trace.Meter), or stop (None)."""
+        self.m.meter = meter
+        self._gate()
+
+    def set_trace(self, trace) -> None:
+        """Switch a trace on (a trace.Trace) or off (None) between calls. While it is on, memory BARs
+        mapped straight in go through the callbacks (so every access is counted and timed), and the
+        per-instruction hook is in; off, both are as they were."""
+        if trace is not None and self.trace is None:
+            for base, size in list(getattr(self.m, "direct", [])):
+                index = next(i for i, a in self.bar_addresses.items() if a == base)
+                self.m.uc.mem_unmap(base, size)
+                self.m.map_mmio(base, size, lambda o, s, i=index: self.device.bar_read(i, o, s),
+                                lambda o, s, v, i=index: self.device.bar_write(i, o, s, v))
+                self._traced_bars = getattr(self, "_traced_bars", []) + [(base, size, index)]
+            self.m.direct = []
+            self.trace = trace
+            trace.attach(self.m.uc, self.m.view)
+        elif trace is None and self.trace is not None:
+            self.trace.detach()
+            self.trace = None
+            for base, size, index in getattr(self, "_traced_bars", []):
+                self.m.uc.mem_unmap(base, size)
+                self.m.map_direct(base, size, self.device.bar_memory(index))
+            self._traced_bars = []
+        self._gate()
+
+    def _gate(self) -> None:
+        """While a meter or a trace is on, the BAR callbacks (which call ``self.device`` when they
+        run) meet a ``MeasuredDevice`` in front of the device; with neither on, the device itself,
+        so the fast path has nothing in between."""
+        measuring = self.m.meter is not None or self.trace is not None
+        gated = isinstance(self.device, MeasuredDevice)
+        if measuring and not gated:
+            self.device = MeasuredDevice(self.device, self)
+        elif gated and not measuring:
+            self.device = self.device.device
+
+
+class MeasuredDevice:
+    """A device with its BAR accesses measured: each one is a boundary of the meter's ``device``
+    bucket and, under a trace, counted and timed per register. Everything else is the device's."""
+
+    def __init__(self, device: Device, um: UndiMachine):
+        self.device, self._um = device, um
+
+    def __getattr__(self, name):
+        return getattr(self.device, name)
+
+    def bar_read(self, index: int, offset: int, size: int) -> int:
+        meter, trace = self._um.m.meter, self._um.trace
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                return trace.bar_read(self.device, index, offset, size)
+            return self.device.bar_read(index, offset, size)
+        finally:
+            if meter is not None:
+                meter.enter(prev)
+
+    def bar_write(self, index: int, offset: int, size: int, value: int) -> None:
+        meter, trace = self._um.m.meter, self._um.trace
+        prev = meter.enter(DEVICE) if meter is not None else None
+        try:
+            if trace is not None:
+                trace.bar_write(self.device, index, offset, size, value)
+            else:
+                self.device.bar_write(index, offset, size, value)
+        finally:
+            if meter is not None:
+                meter.enter(prev)

@@ -54,6 +54,7 @@ from unicorn import x86_const as X
 from hw.errors import RomRunError
 
 from .ports import Denied, Ports
+from .trace import BIOS, EMU, PORTS, PYTHON_AFTER
 
 RAM_TOP = 32 << 20
 CONV_TOP = 0xA0000
@@ -107,6 +108,7 @@ class Machine:
         self.context = ""  # what is running, for error messages ("ROM init", "UNDI_TRANSMIT")
         self.ports: Ports | None = None
         self.interrupts = 0
+        self.meter = None  # a trace.Meter while calls are measured: the hooks report their boundaries
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
@@ -191,11 +193,17 @@ class Machine:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
+            meter = self.meter
+            if meter is not None:
+                meter.enter(EMU)
             try:
                 self.uc.emu_start(begin, SENTINEL[0] * 16 + SENTINEL[1], timeout=max(1, int(left * 1e6)))
             except UcError as e:
                 raise RomRunError(self.fault or f"{self._prefix()}the emulated CPU stopped at {self.where()}: {e}") \
                     from None
+            finally:
+                if meter is not None:
+                    meter.enter(PYTHON_AFTER)
             if self.fault:
                 raise RomRunError(self.fault)
             cs, ip = self.reg("cs"), self.reg("ip")
@@ -233,23 +241,44 @@ class Machine:
         return False
 
     def _on_in(self, uc, port, size, _ud) -> int:
+        meter = self.meter
+        prev = meter.enter(PORTS) if meter is not None else None
         try:
             return self.ports.read(port, size)
         except Denied as e:
             self.stop(f"{e} at {self.where()}, outside the allowed ports")
         except Exception as e:  # a device backend's error must stop the run, not vanish in unicorn
             self.stop(f"{e} (port {port:#x} at {self.where()})")
+        finally:
+            if meter is not None:
+                meter.enter(prev)
         return 0
 
     def _on_out(self, uc, port, size, value, _ud) -> None:
+        meter = self.meter
+        prev = meter.enter(PORTS) if meter is not None else None
         try:
             self.ports.write(port, size, value)
         except Denied as e:
             self.stop(f"{e} at {self.where()}, outside the allowed ports")
         except Exception as e:
             self.stop(f"{e} (port {port:#x} at {self.where()})")
+        finally:
+            if meter is not None:
+                meter.enter(prev)
 
     def _on_interrupt(self, uc, intno, _ud) -> None:
+        meter = self.meter
+        if meter is None:
+            self._interrupt(intno)
+            return
+        prev = meter.enter(BIOS)
+        try:
+            self._interrupt(intno)
+        finally:
+            meter.enter(prev)
+
+    def _interrupt(self, intno: int) -> None:
         self.interrupts += 1
         try:
             if self.reg("cr0") & 1:

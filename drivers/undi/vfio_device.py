@@ -184,13 +184,14 @@ def check_rom(dev: PciDevice, rom: bytes, force_ids: bool) -> None:
 
 @contextlib.contextmanager
 def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = False, direct: bool = True,
-                   watchdog: float = 20.0):
+                   watchdog: float = 20.0, rom_name: str = ""):
     """The ROM's UNDI up on the device at ``bdf`` (through undinet's probe), for a ``with`` block.
 
     ``rom`` None: the ROM in the device's ROM BAR. Any RomRunError from the ROM (watchdog, memory
     map, port allowlist, a CPU exception) ends the run as it is, one line naming the address and
     the UNDI call or step; the device is then stopped and reset, and vfio_bind gives it back to
-    the driver it had. A clean end (the caller's UNDI calls done) goes the same way out."""
+    the driver it had. A clean end (the caller's UNDI calls done) goes the same way out.
+    ``rom_name`` is what the run's ``rom_source`` calls a given ``rom`` ("file" if not given)."""
     dev = PciDevice.open(bdf)
     if rom is not None:
         check_rom(dev, rom, force_ids)
@@ -200,7 +201,7 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
             um = None
             try:
                 nic.reset()
-                image, source = (rom, "file") if rom is not None else (nic.rom(), "rom-bar")
+                image, source = (rom, rom_name or "file") if rom is not None else (nic.rom(), "rom-bar")
                 um = UndiMachine(image, nic, force_ids=force_ids)
                 um.run_init(timeout=watchdog)
                 um.run_loader(timeout=watchdog)

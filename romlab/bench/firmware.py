@@ -26,9 +26,9 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from hw.errors import LabError
+from romlab.conventions import document, pci_id, utc_now
 from romlab.lab.boot import UNDIONLY, hang_stage, is_ipxe, rom_images, skip_reason
 from romlab.lab.http import (
     LabHttp,
@@ -42,7 +42,7 @@ from romlab.lab.qemu import Machine, Qemu, nic_device
 DEBIAN_QEMU_ROMS = "/usr/lib/ipxe/qemu"
 IPXE_PXE = "/usr/lib/ipxe/ipxe.pxe"
 PATHS = ("native", "undi")
-SCHEMA = "romlab.bench-firmware/2"
+SCHEMA = "romlab.bench-firmware/3"
 
 
 def default_rom(nic: str) -> str:
@@ -75,8 +75,8 @@ class Run:
         return mbit(self.size, self.seconds) if self.complete and self.seconds else None
 
     def as_dict(self) -> dict:
-        return {"run": self.index, "seconds": self.seconds, "bytes_sent": self.bytes_sent, "size_bytes": self.size,
-                "socket_seconds": self.socket_seconds, "complete": self.complete,
+        return {"run": self.index, "duration_s": self.seconds, "bytes_sent": self.bytes_sent, "size_bytes": self.size,
+                "socket_s": self.socket_seconds, "complete": self.complete,
                 "mbit_s": self.mbit_s, "error": self.error}
 
 
@@ -110,7 +110,7 @@ class PathResult:
 
     def as_dict(self) -> dict:
         return {"path": self.path, "chip": self.chip, "driver_reports": self.driver_reports, "ok": self.ok, "error": self.error,
-                "boot_seconds": self.boot_seconds, "runs": [r.as_dict() for r in self.runs],
+                "boot_s": self.boot_seconds, "runs": [r.as_dict() for r in self.runs],
                 "stats": self.stats(), "dhcp_log": self.dhcp, "console_tail": self.console_tail}
 
 
@@ -119,7 +119,7 @@ class NicResult:
     nic: str
     rom: str
     rom_ipxe: bool
-    device_ids: str | None = None
+    id: str | None = None  # vendor:device as QEMU's query-pci saw the NIC, "8086:100e"
     paths: dict[str, PathResult] = field(default_factory=dict)
 
     @property
@@ -130,7 +130,7 @@ class NicResult:
         return n.stats()["median_mbit_s"] / u.stats()["median_mbit_s"]
 
     def as_dict(self) -> dict:
-        return {"nic": self.nic, "rom": self.rom, "rom_is_ipxe": self.rom_ipxe, "device_ids": self.device_ids,
+        return {"nic": self.nic, "rom": self.rom, "rom_is_ipxe": self.rom_ipxe, "id": self.id,
                 "native": self.paths.get("native").as_dict() if "native" in self.paths else None,
                 "undi": self.paths.get("undi").as_dict() if "undi" in self.paths else None,
                 "ratio_native_over_undi": self.ratio}
@@ -298,7 +298,7 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
         raise LabError("--rom PATH fits one NIC model; give one --nic, or --rom auto for Debian's ROMs")
     payload = payload_bytes(size)
     results: list[NicResult] = []
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     for nic in nics:
         path_rom = default_rom(nic) if rom == "auto" else rom
         if not os.path.isfile(path_rom):
@@ -316,10 +316,11 @@ def run_bench(*, nics: list[str], rom: str = "auto", size: int, runs: int, dhcp:
                                 payload=payload, dhcp=net, firmware=firmware, accel=accel, timeout=timeout,
                                 progress=lambda m, p=path: say(f"[{nic} {p}] {m}"))
             if ids:
-                nr.device_ids = "%04x:%04x" % ids
+                nr.id = pci_id(*ids)
             nr.paths[path] = pr
             if pr.error:
                 say(f"[{nic} {path}] failed: {pr.error}")
         results.append(nr)
-    return {"schema": SCHEMA, "started": started, "size_bytes": size, "runs": runs, "firmware": firmware,
-            "accel": accel, "nics": [r.as_dict() for r in results]}
+    # No single input: each NIC model QEMU emulates is one, spelled as nvm --qemu's are (docs/conventions.md).
+    return document(SCHEMA, inputs=[f"qemu:{n}" for n in nics], started=started, size_bytes=size, runs=runs,
+                    firmware=firmware, accel=accel, nics=[r.as_dict() for r in results])

@@ -16,7 +16,7 @@ from pathlib import Path
 from hw.errors import LabError
 
 PKTGEN = Path("/proc/net/pktgen")
-SCHEMA = "romlab.bench-native/2"
+SCHEMA = "romlab.bench-native/3"
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Figure:
     def as_dict(self) -> dict:
         """The JSON's figure: every quantity with its unit in its key."""
         return {"path": self.path, "frame_bytes": self.size, "batch": self.batch, "packets": self.packets,
-                "seconds": self.seconds, "hw_packets": self.hw_packets, "packets_per_s": self.pps,
+                "duration_s": self.seconds, "hw_packets": self.hw_packets, "pps": self.pps,
                 "mbit_s": self.mbps}
 
 

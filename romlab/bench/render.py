@@ -169,7 +169,7 @@ def native_plot(figures, path: str) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
     renderer = _laid_out(fig)
     height = _image_height(fig)
-    bars = [{"path": which, "frame_bytes": size, "batch": batch, "packets_per_s": round(v, METADATA_DECIMALS),
+    bars = [{"path": which, "frame_bytes": size, "batch": batch, "pps": round(v, METADATA_DECIMALS),
              "colour": NATIVE_COLOURS[which], "box_px": bar_box(b, renderer, height)}
             for b, which, size, batch, v in drawn]
     meta = {"schema": NATIVE_SCHEMA, "figures": [f.as_dict() for f in figures], "bars": bars,
@@ -324,3 +324,139 @@ payload request to the client's confirmation; spread is (max&minus;min)/median o
 {img}
 </body></html>
 """
+
+
+# --- bench undi -------------------------------------------------------------------------------
+
+PNG_KEY_UNDI = "romlab.bench-undi"
+UNDI_PATH_LABELS = {"undi": "ROM's UNDI", "c": "romlab native (C, batch 1)", "kernel": "Linux driver (pktgen)"}
+UNDI_COLOURS = {"undi": "#c05621", "c": "#2b6cb0", "kernel": "#4a5568"}
+BUCKET_LABELS = {"python_before": "Python before emu_start", "emu": "inside emu_start (ROM code, unicorn, hook crossings)",
+                 "bar_callbacks": "device BAR callbacks", "bios": "BIOS services", "ports": "legacy ports",
+                 "python_after": "Python after emu_start"}
+BUCKET_COLOURS = {"python_before": "#d69e2e", "emu": "#2f855a", "bar_callbacks": "#805ad5", "bios": "#e53e3e",
+                  "ports": "#319795", "python_after": "#2c5282"}
+BUCKET_SHORT = {"python_before": "py before", "emu": "emu", "bar_callbacks": "device", "bios": "bios", "ports": "ports",
+                "python_after": "py after"}
+
+
+def micros(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _per_frame(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def undi_table(doc: dict) -> str:
+    """The throughput of each path with reference/UNDI, then per frame size UNDI's calls: the
+    fast path's time per call split into its measured buckets with the run's unaccounted time on
+    its own line, and the trace's counts per call."""
+    ref = doc["reference"]["path"]
+    head = (f"{doc['input']} [{doc['id']}], via {doc['via']}, ROM {doc['rom']['from']} "
+            f"({doc['rom']['size']} bytes); reference: {doc['reference']['driver'] or 'none'}")
+    ratio = {r["frame_bytes"]: r["reference_over_undi"] for r in doc["ratios"]}
+    rows = []
+    for f in doc["figures"]:
+        r = ratio.get(f["frame_bytes"]) if f["path"] == ref else None
+        rows.append([f["path"], str(f["frame_bytes"]), packets_s(f["pps"]), f"{f['mbit_s']:.2f}",
+                     "-" if r is None else times(r)])
+    out = [head, text_table([("path", "left"), ("size", "right"), ("pkt/s", "right"), ("Mbit/s", "right"),
+                             ("reference/UNDI", "right")], rows)]
+    from drivers.undi.trace import BUCKETS
+
+    cols = [("call", "left"), ("/frame", "right"), ("us/call", "right"), ("median", "right"),
+            *((BUCKET_SHORT[b], "right") for b in BUCKETS)]
+    tcols = [("call", "left"), ("us/call", "right"), ("median", "right"), ("x fast", "right"), ("instr", "right"), ("switches", "right"),
+             ("dev rd", "right"), ("dev wr", "right"), ("dev us", "right")]
+    for s in doc["undi"]["sizes"]:
+        fast, trace = s["fast"], s["trace"]
+        calls = fast["calls"] + [doc["undi"]["empty_call"]]
+        rows = [[c["call"], _per_frame(c["calls_per_frame"]), micros(c["mean_us_per_call"]),
+                 micros(c["median_us_per_call"]), *(micros(c["buckets_us_per_call"][b]) for b in BUCKETS)]
+                for c in calls]
+        wall = fast["wall_ns"]
+        share = percent(100 * fast["unaccounted_ns"] / wall) if wall else "-"
+        out += ["", (f"UNDI calls, {s['frame_bytes']}-byte frames, fast path: {fast['frames']} frames in "
+                     f"{wall / 1e9:.3f} s; buckets in us per call (measured at their boundaries, disjoint)"),
+                text_table(cols, rows),
+                (f"unaccounted: {fast['unaccounted_ns'] / 1e6:.3f} ms of {wall / 1e6:.3f} ms wall ({share}): "
+                 "the loop's own work between calls")]
+        trows = [[c["call"], micros(c["mean_us_per_call"]), micros(c["median_us_per_call"]),
+                  "-" if c["trace_overhead_factor"] is None else times(c["trace_overhead_factor"]),
+                  f"{c['instructions_per_call']:.0f}", f"{c['mode_switches_per_call']:.1f}",
+                  f"{c['device_reads_per_call']:.1f}", f"{c['device_writes_per_call']:.1f}",
+                  micros(c["device_us_per_call"])] for c in trace["calls"]]
+        out += [f"trace ({trace['frames']} frames): per call; x fast = median traced / median fast",
+                text_table(tcols, trows)]
+    return "\n".join(out)
+
+
+def undi_plot(doc: dict, path: str) -> None:
+    """Two panels on linear axes from zero: packets/s per frame size for UNDI and the reference
+    (grouped bars), and UNDI's fast-path time per call stacked by bucket, one bar per call and
+    frame size. Every bar's (and bucket segment's) value and pixel box go in the PNG's
+    ``romlab.bench-undi`` text chunk, with the document's figures."""
+    from drivers.undi.trace import BUCKETS
+
+    plt = _pyplot()
+    sizes = [s["frame_bytes"] for s in doc["undi"]["sizes"]]
+    paths = ["undi"] + [p for p in ("c", "kernel") if any(f["path"] == p for f in doc["figures"])]
+    stacks = [(c["call"], s["frame_bytes"], c) for s in doc["undi"]["sizes"] for c in s["fast"]["calls"]]
+    stacks.append((doc["undi"]["empty_call"]["call"], None, doc["undi"]["empty_call"]))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10.0, 4 + 0.9 * len(stacks)), 5.2), dpi=100,
+                                   gridspec_kw={"width_ratios": [1, max(1.5, 0.35 * len(stacks))]})
+    width = 0.8 / len(paths)
+    drawn = []
+    for i, p in enumerate(paths):
+        for g, size in enumerate(sizes):
+            f = next((f for f in doc["figures"] if f["path"] == p and f["frame_bytes"] == size), None)
+            if f is None:
+                continue
+            (b,) = ax1.bar([g + (i - (len(paths) - 1) / 2) * width], [f["pps"]], width,
+                           color=UNDI_COLOURS[p], label=UNDI_PATH_LABELS[p] if g == 0 or not drawn else None)
+            drawn.append((b, p, size, f["pps"]))
+    ratio = {r["frame_bytes"]: r["reference_over_undi"] for r in doc["ratios"]}
+    ax1.set_xticks(range(len(sizes)))
+    ax1.set_xticklabels([f"{s} B" + (f"\nref/UNDI {times(ratio[s])}" if ratio.get(s) else "") for s in sizes])
+    ax1.set_xlim(-0.6, len(sizes) - 0.4)
+    top = max((v for *_, v in drawn), default=0)
+    ax1.set_ylim(0, top * 1.15 if top > 0 else 1)
+    ax1.set_ylabel("packets/s (linear, from 0)")
+    ax1.set_title("Transmit, one run per bar", fontsize=10)
+    handles, labels = ax1.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax1.legend(uniq.values(), uniq.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8,
+               frameon=False)
+    segments = []
+    for x, (call, size, c) in enumerate(stacks):
+        bottom = 0.0
+        for b in BUCKETS:
+            v = c["buckets_us_per_call"][b]
+            (patch,) = ax2.bar([x], [v], 0.6, bottom=bottom, color=BUCKET_COLOURS[b],
+                               label=BUCKET_LABELS[b] if x == 0 else None)
+            segments.append((patch, call, size, b, v, bottom))
+            bottom += v
+    ax2.set_xticks(range(len(stacks)))
+    ax2.set_xticklabels([f"{call.removeprefix('UNDI_')}\n{size} B" if size else call.replace(" (", "\n(")
+                         for call, size, _ in stacks], fontsize=7)
+    ax2.set_xlim(-0.6, len(stacks) - 0.4)
+    ttop = max((sum(c["buckets_us_per_call"].values()) for *_, c in stacks), default=0)
+    ax2.set_ylim(0, ttop * 1.1 if ttop > 0 else 1)
+    ax2.set_ylabel("us per call, mean (linear, from 0)")
+    ax2.set_title("UNDI time per call by measured bucket (fast path)", fontsize=10)
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(f"romlab bench undi: {doc['input']} [{doc['id']}]", fontsize=11)
+    renderer = _laid_out(fig)
+    height = _image_height(fig)
+    bars = [{"panel": "throughput", "path": p, "frame_bytes": size, "pps": round(v, METADATA_DECIMALS),
+             "colour": UNDI_COLOURS[p], "box_px": bar_box(b, renderer, height)} for b, p, size, v in drawn]
+    segs = [{"panel": "calls", "call": call, "frame_bytes": size, "bucket": bk,
+             "us_per_call": round(v, METADATA_DECIMALS), "bottom_us": round(bot, METADATA_DECIMALS),
+             "colour": BUCKET_COLOURS[bk], "box_px": bar_box(pt, renderer, height)}
+            for pt, call, size, bk, v, bot in segments]
+    meta = {"schema": doc["schema"], "input": doc["input"], "id": doc["id"], "figures": doc["figures"],
+            "ratios": doc["ratios"], "bars": bars, "segments": segs,
+            "axes": {"throughput": {"scale": "linear", "from": 0, "unit": "packets/s"},
+                     "calls": {"scale": "linear", "from": 0, "unit": "us per call"}}}
+    _save_png(plt, fig, path, {PNG_KEY_UNDI: json.dumps(meta, sort_keys=True), "Title": "romlab bench undi"})

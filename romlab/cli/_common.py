@@ -6,7 +6,6 @@ import sys
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"  # how reports and errors name a ROM read from standard input
-BATCH_SCHEMA = "romlab.batch/1"
 
 
 def add_source_arguments(parser, *, pci: bool = True) -> None:
@@ -81,7 +80,9 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
     if not names:                                  # --pci
         from hw.access import read_rom
 
-        status, doc = one(read_rom(args.pci, via=args.via), f"pci:{args.pci}")
+        from romlab.conventions import device_input
+
+        status, doc = one(read_rom(args.pci, via=args.via), device_input(args.pci))
         if doc is not None:
             print_json(doc)
         return status
@@ -96,7 +97,7 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
             named = False              # reading's errors name the file; what the verb finds does not
             status, doc = one(data, source)
         except RomlabError as exc:
-            message = str(exc) if named else f"{shown}: {exc}"
+            message = str(exc) if named else f"{shown}: {_ipxe_file_message(data, shown, exc) or exc}"
             sys.stdout.flush()
             print(terminal_safe(f"romlab {args.command}: error: {message}"), file=sys.stderr)
             status = exc.exit_code
@@ -108,11 +109,39 @@ def run_inputs(args, one, *, read_bounds: dict | None = None, names: list[str] |
             else:
                 print_json(doc)
     if several and args.json:
-        print_json({"schema": BATCH_SCHEMA, "verb": args.command, "exit": worst, "results": results})
+        from romlab.conventions import batch
+
+        print_json(batch(args.command, results, worst))
     return worst
 
 
+def _ipxe_file_message(data: bytes, shown: str, exc) -> str | None:
+    """What to say instead of the walker's "not an option ROM" (with its advice to scan) when the
+    file is an iPXE .pxe/.kpxe/.lkrn file: scan would find nothing in it, inspect reads it. None for
+    anything else, or when ``exc`` is not the walker's refusal; an EFI PE file keeps the walker's
+    own message (what the PE is, and how efi-rom wraps a driver), which advises no scan."""
+    import shlex
+
+    from hw.errors import FormatError, NotAnOptionRom
+    from romtools import ipxe
+
+    kind = ipxe.container_of(data) if isinstance(exc, NotAnOptionRom) else None
+    if kind is None or kind == "EFI PE file":
+        return None
+    try:
+        if not ipxe.find_blocks(data, 0, len(data)):
+            return None  # (a truncated iPXE file still holds its first packed sections)
+    except FormatError:
+        return None
+    name = "-" if shown == STDIN_NAME else shlex.quote(shown)
+    return (f"not an option ROM but an iPXE {kind}, which this verb does not read; "
+            f"`romlab inspect {name}` reads its iPXE payload (version, drivers, features, scripts)")
+
+
 def print_json(doc) -> None:
+    """Print one ``--json`` document (docs/conventions.md: an object whose first key is its schema)."""
+    if not isinstance(doc, dict) or next(iter(doc), None) != "schema":
+        raise TypeError("a --json document is an object whose first key is 'schema'")
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
 

@@ -1,16 +1,35 @@
-"""``romlab bench``: measurements. ``bench firmware`` compares a NIC's UNDI path with native drivers."""
+"""``romlab bench``: measurements. ``bench firmware`` compares a NIC's UNDI path with native drivers
+under QEMU, ``bench native`` one NIC's transmit paths, ``bench undi`` a NIC's own UNDI driver (run
+from its ROM in user space) against a reference driver on the same device."""
 from __future__ import annotations
 
 NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
 Measure how fast drivers move data: a ROM's UNDI against native drivers under QEMU (firmware),
-or one real NIC's transmit paths (native). Each prints a table and can write a PNG plot."""
+one real NIC's transmit paths (native), or a NIC's own UNDI driver run from its ROM in user space
+against a reference driver on the same NIC, call by call (undi). Each prints a table and can
+write a PNG plot."""
 EXAMPLES = [
     ("romlab bench firmware --nic e1000,virtio-net --runs 3 --plot firmware.png",
      "UNDI against native drivers on two NIC models, three downloads each"),
     ("romlab bench native --pci 03:00.0 --plot native.png", "the three transmit paths of one NIC (root)"),
+    ("romlab bench undi --pci 03:00.0 --plot undi.png -o undi.json",
+     "the NIC's ROM UNDI against its reference driver, with the per-call breakdown (root)"),
 ]
+UNDI_DESCRIPTION = """\
+Send frames from one NIC (bound to its kernel driver to start with) two ways in one run, at each
+frame size:
+  undi       the NIC's own UNDI driver, from its option ROM (read through VFIO, or --rom), run
+             in romlab's emulated PC and driving the NIC through VFIO: one UNDI_TRANSMIT per frame
+             and a poll (UNDI_ISR START, PROCESS, GET_NEXT) between frames, as iPXE's undinet does
+  reference  romlab's native driver, C path, one frame per call (e1000, e1000e); the kernel's
+             driver through pktgen for a NIC romlab has no driver for (rtl8139's 8139too)
+For UNDI, each call's time is split into measured buckets (Python before emu_start, inside it,
+device callbacks, BIOS services, legacy ports, Python after) and the time they leave is printed as
+unaccounted; then a --trace run counts per call the register accesses and their time, the
+real/protected mode switches and the instructions. The NIC is given back to its kernel driver
+afterwards. Needs root and an IOMMU."""
 FIRMWARE_DESCRIPTION = """\
 For each NIC, one QEMU boot downloads the payload over HTTP N times with native drivers (the ROM's
 own iPXE; Debian's ipxe.pxe chainloaded for a ROM that is not iPXE) and one boot with the ROM's
@@ -46,7 +65,7 @@ def add_arguments(p) -> None:
     f.add_argument("--timeout", type=float, metavar="S",
                    help="give up on a boot after S seconds (default: 120 s plus 1 Mbit/s for every run)")
     f.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-firmware/2 JSON document (every run) instead of the table")
+                   help="print the romlab.bench-firmware/3 JSON document (every run) instead of the table")
     f.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
@@ -62,10 +81,66 @@ def add_arguments(p) -> None:
     n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
     n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
     n.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-native/2 JSON document instead of the table")
+                   help="print the romlab.bench-native/3 JSON document instead of the table")
     n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
     n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    _add_undi(sub)
+
+
+def _add_undi(sub) -> None:
+    u = sub.add_parser("undi", help="a NIC's own UNDI driver from its ROM, against its reference driver on the "
+                                    "same NIC, call by call",
+                       description=UNDI_DESCRIPTION)
+    u.add_argument("--pci", required=True, metavar="BDF",
+                   help="the NIC (e1000, e1000e or rtl8139), bound to its kernel driver")
+    u.add_argument("--rom", metavar="FILE", help="run this ROM's UNDI instead of the one read from the NIC")
+    u.add_argument("--force-ids", action="store_true", help="run a --rom whose PCI IDs are not the NIC's")
+    u.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
+    u.add_argument("--seconds", type=float, default=2.0, help="time per figure (default 2)")
+    u.add_argument("--trace-frames", type=int, default=100, metavar="N",
+                   help="frames sent with the trace on, per size (default 100)")
+    u.add_argument("--json", action="store_true",
+                   help="print the romlab.bench-undi/1 JSON document instead of the tables")
+    u.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
+    u.add_argument("--plot", metavar="OUT.png",
+                   help="write a PNG: packets/s per path and size, and UNDI's time per call by bucket")
+    u.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+
+
+def _run_undi(args) -> int:
+    import os
+
+    from hw.errors import UsageError
+    from romlab.bench import render
+    from romlab.bench import undi as bu
+    from romlab.cli import note
+    from romlab.cli._common import check_outputs
+
+    try:
+        sizes = [int(x) for x in args.size.split(",") if x]
+    except ValueError:
+        raise UsageError("--size takes comma-separated numbers, e.g. 64,1514") from None
+    if not sizes or any(not 60 <= x <= 1514 for x in sizes):
+        raise UsageError("frame sizes must be 60..1514")
+    if not args.seconds > 0 or not 1 <= args.trace_frames <= 100_000:
+        raise UsageError("--seconds must be more than 0 and --trace-frames 1..100000")
+    if args.force_ids and not args.rom:
+        raise UsageError("--force-ids applies to a ROM given with --rom")
+    if args.rom and not os.path.isfile(args.rom):
+        raise UsageError(f"--rom {args.rom}: no such file")
+    check_outputs([p for p in (args.output, args.plot) if p], inputs=(args.rom,) if args.rom else (),
+                  overwrite=args.overwrite)
+    quiet = getattr(args, "quiet", False)
+    doc = bu.run(args.pci, sizes, args.seconds, args.trace_frames, rom_path=args.rom, force_ids=args.force_ids,
+                 progress=None if quiet else (lambda m: note(f"romlab bench undi: {m}")))
+    written = []
+    if args.plot:
+        render.undi_plot(doc, args.plot)
+        written.append(args.plot)
+    doc["table"] = render.undi_table(doc)
+    _emit(args, doc, doc["table"], written)
+    return 0
 
 
 def _emit(args, doc: dict, table: str, written: list[str]) -> None:
@@ -89,12 +164,11 @@ def _emit(args, doc: dict, table: str, written: list[str]) -> None:
 
 
 def _run_native(args) -> int:
-    from datetime import datetime, timezone
-
     from hw.errors import UsageError
     from romlab.bench import native as bn
     from romlab.bench import render
     from romlab.cli._common import check_outputs
+    from romlab.conventions import device_input, document, utc_now
 
     try:
         sizes = [int(x) for x in args.size.split(",") if x]
@@ -104,15 +178,15 @@ def _run_native(args) -> int:
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
         raise UsageError("frame sizes must be 60..1514 and batches 1..511")
     check_outputs([p for p in (args.output, args.plot) if p], overwrite=args.overwrite)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    device = device_input(args.pci)  # a BDF that cannot be one is refused here, before the bench
+    started = utc_now()
     figures = bn.run(args.pci, sizes, batches, args.seconds)
     written = []
     if args.plot:
         render.native_plot(figures, args.plot)
         written.append(args.plot)
     table = render.native_table(figures)
-    doc = {"schema": bn.SCHEMA, "started": started, "pci": args.pci, "figures": [f.as_dict() for f in figures],
-           "table": table}
+    doc = document(bn.SCHEMA, input=device, started=started, figures=[f.as_dict() for f in figures], table=table)
     _emit(args, doc, table, written)
     return 0
 
@@ -125,8 +199,11 @@ def run(args) -> int:
 
     if getattr(args, "bench", None) == "native":
         return _run_native(args)
+    if getattr(args, "bench", None) == "undi":
+        return _run_undi(args)
     if getattr(args, "bench", None) != "firmware":
-        raise UsageError("say what to measure: romlab bench firmware --help, romlab bench native --help")
+        raise UsageError("say what to measure: romlab bench firmware --help, romlab bench native --help, "
+                         "romlab bench undi --help")
     import os
     import tempfile
 

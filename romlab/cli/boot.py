@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli import terminal_safe
+from romlab.cli._common import print_json
 
 NAME = "boot"
 HELP = "boot a NIC carrying an option ROM in QEMU (SeaBIOS or OVMF) and report what the ROM did"
@@ -53,7 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dhcp", choices=("auto", "slirp", "dnsmasq"), default="auto",
                    help="DHCP/TFTP: QEMU's slirp, or dnsmasq in a network namespace (root; needed to hand a "
                    "non-iPXE ROM an iPXE script). Default: slirp unless the ROM needs dnsmasq")
-    p.add_argument("--json", action="store_true", help="print the romlab.boot/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.boot/2 JSON document")
     p.add_argument("--console", action="store_true", help="also print the whole serial console")
 
 
@@ -68,7 +69,6 @@ EVENT_NAMES = {
 
 
 def run(args) -> int:
-    import json
     import sys
 
     from romlab.lab.boot import boot
@@ -89,12 +89,13 @@ def run(args) -> int:
                timeout=args.timeout, accel=args.accel, dhcp=args.dhcp, expect=args.expect,
                on_event=show if live else None)
     if args.json:
-        doc = {"schema": "romlab.boot/1", "nic": args.nic, "rom": rom, "firmware": args.firmware,
-               "accel": args.accel, **res.as_dict()}
+        from romlab.conventions import document
+
+        doc = document("romlab.boot/2", input=args.rom, nic=args.nic, firmware=args.firmware, accel=args.accel,
+                       **res.as_dict())
         if args.console:
             doc["console"] = res.console
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         if res.device_ids:
             imgs = ", ".join(f"#{i.index} {'EFI' if i.code_type == 3 else 'x86' if i.code_type == 0 else i.code_type}"

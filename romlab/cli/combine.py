@@ -19,7 +19,8 @@ NAME = "combine"
 HELP = "stack ROM images into one ROM, last-image flag on the final image only"
 
 EXAMPLES = [
-    ("romlab combine pxe-e1000.rom efi.rom -o both.rom", "a legacy and an EFI image in one ROM"),
+    ("romlab combine /usr/lib/ipxe/qemu/pxe-e1000.rom efi.rom -o both.rom",
+     "a legacy and an EFI image in one ROM (efi.rom as the romlab efi-rom examples write it)"),
 ]
 
 

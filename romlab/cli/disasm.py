@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import add_source_arguments, run_inputs
+from romlab.conventions import document
 
 NAME = "disasm"
 HELP = "disassemble a legacy image's init, BCV/BDV/BEV or UNDI loader entry (16-bit x86)"
@@ -9,7 +10,7 @@ ENTRIES = ("init", "bcv", "bdv", "bev", "undi-loader")
 
 EXAMPLES = [
     ("romlab disasm /usr/lib/ipxe/qemu/pxe-e1000.rom", "the init entry, following its first jump"),
-    ("romlab disasm pxe-e1000.rom --entry bev --count 16", "16 instructions from the boot entry vector"),
+    ("romlab disasm /usr/lib/ipxe/qemu/pxe-e1000.rom --entry bev --count 16", "16 instructions from the boot entry vector"),
 ]
 
 
@@ -18,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--image", type=int, default=0, help="image index (default 0)")
     p.add_argument("--entry", choices=ENTRIES, default="init", help="entry point (default init)")
     p.add_argument("--count", type=int, default=32, help="instructions to show (default 32)")
-    p.add_argument("--json", action="store_true", help="print the romlab.disasm/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.disasm/2 JSON document")
 
 
 def run(args) -> int:
@@ -32,7 +33,7 @@ def run(args) -> int:
     def one(data, source):
         listing = disassemble_entry(walk(data), data, args.image, args.entry, args.count)
         if args.json:
-            return 0, {"schema": "romlab.disasm/1", "source": source, **listing.as_dict()}
+            return 0, document("romlab.disasm/2", input=source, **listing.as_dict())
         print(f"{source}: image {args.image}, entry {args.entry} at 0x{listing.start:05x}"
               + (f", jump followed 0x{listing.followed[0]:05x} -> 0x{listing.followed[1]:05x}"
                  if listing.followed else ""))

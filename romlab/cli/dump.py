@@ -35,6 +35,7 @@ def run(args) -> int:
     from hw.errors import UsageError
     from hw.pci import parse_bdf
     from romlab.cli._common import check_outputs, print_json, write_output
+    from romlab.conventions import device_input, document
 
     bdf = str(parse_bdf(args.pci))
     via = args.via or ("vfio" if args.raw else "sysfs")
@@ -44,8 +45,8 @@ def run(args) -> int:
     check_outputs([args.output], overwrite=args.overwrite)   # before the device is touched
     data = read_rom(bdf, via=via, raw=args.raw)
     write_output(args.output, data, overwrite=args.overwrite)
-    doc = {"bdf": bdf, "via": via, "raw": args.raw, "size": len(data), "output": args.output,
-           "sha256": hashlib.sha256(data).hexdigest()}
+    doc = document("romlab.dump/1", input=device_input(bdf), via=via, raw=args.raw, size=len(data),
+                   output=args.output, sha256=hashlib.sha256(data).hexdigest())
     if args.json:
         print_json(doc)
     else:

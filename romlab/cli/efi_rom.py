@@ -19,8 +19,9 @@ NAME = "efi-rom"
 HELP = "build an EFI option-ROM image from a PE driver (EDK2 EfiRom or iPXE efirom layout)"
 
 EXAMPLES = [
-    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e -o efi.rom", "an EFI image in EDK2's layout"),
-    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e --device 100f --compress -o efi.rom",
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e -o efi.rom",
+     "an EFI image in EDK2's layout from a PE driver (e1000.efi as the romlab extract examples write it)"),
+    ("romlab efi-rom e1000.efi --vendor 8086 --device 100e --device 100f --compress -o efi-2.rom",
      "compressed, with a PCI 3.0 device list"),
 ]
 
@@ -58,6 +59,7 @@ def _like(path: str):
 
 def run(args) -> int:
     from hw.errors import UsageError
+    from romlab.conventions import class_code, document, hexid, pci_id, pci_word
     from romtools.build import CLASS_NETWORK, efi_rom
     from romtools.walker import read_input, walk
 
@@ -83,12 +85,14 @@ def run(args) -> int:
         write_output(args.output, out, inputs=(args.driver,), overwrite=args.overwrite)
     img = walk(out).images[0]
     if args.json:
-        print_json({"schema": "romlab.efi-rom/1", "input": args.driver, "output": args.output, "length": len(out),
-                    "layout": args.layout, "compressed": args.compress, "machine": img.header.machine,
-                    "subsystem": img.header.subsystem, "efi_image_offset": img.header.efi_image_offset,
-                    "class": f"{klass:06x}", "class_from": "option" if args.class_code is not None else
-                    "like" if like is not None else "default", "last": not args.not_last,
-                    "dry_run": args.dry_run})
+        print_json(document("romlab.efi-rom/2", input=args.driver, output=args.output, length=len(out),
+                            layout=args.layout, compressed=args.compress, machine=hexid(img.header.machine, 4),
+                            efi_subsystem=hexid(img.header.subsystem, 4),
+                            efi_image_offset=img.header.efi_image_offset, id=pci_id(vendor, devices[0]),
+                            devices=[pci_word(d) for d in devices], **{"class": class_code(klass)},
+                            class_from="option" if args.class_code is not None else
+                            "like" if like is not None else "default", last=not args.not_last,
+                            dry_run=args.dry_run))
     else:
         print(("dry run: nothing written; would write " if args.dry_run else "wrote ")
               + f"{args.output}: {len(out)} bytes, {args.layout} layout, "

@@ -21,8 +21,8 @@ NAME = "extract"
 HELP = "write one image of a ROM (marked as the last image), or with --efi-driver the PE driver of an EFI image"
 
 EXAMPLES = [
-    ("romlab extract efi-e1000.rom --image 1 -o efi.img", "image 1, bytes as they are in the ROM"),
-    ("romlab extract efi-e1000.rom --image 1 --efi-driver -o e1000.efi", "the PE driver inside it, decompressed"),
+    ("romlab extract /usr/lib/ipxe/qemu/efi-e1000.rom --image 1 -o efi.img", "image 1, bytes as they are in the ROM"),
+    ("romlab extract /usr/lib/ipxe/qemu/efi-e1000.rom --image 1 --efi-driver -o e1000.efi", "the PE driver inside it, decompressed"),
 ]
 
 
@@ -44,6 +44,7 @@ def run(args) -> int:
     import sys
 
     from hw.errors import UsageError
+    from romlab.conventions import document
     from romtools.walker import read_input, walk
 
     data = read_input(args.file)
@@ -53,14 +54,14 @@ def run(args) -> int:
     img = w.images[args.image]
     if img.available < img.length:
         raise UsageError(f"image {args.image} is truncated ({img.available} of {img.length} bytes); nothing written")
-    report = {"schema": "romlab.extract/2", "input": args.file, "image": args.image, "output": args.output,
-              "dry_run": args.dry_run}
+    report = document("romlab.extract/3", input=args.file, image=args.image, output=args.output,
+                      dry_run=args.dry_run)
     changes, warnings = [], []
     if args.efi_driver:
         from romtools.extract import efi_driver
 
         out, info = efi_driver(data, img)
-        report["driver"] = info.as_dict()
+        report["driver"] = _driver_json(info.as_dict())
     else:
         from romtools.build import set_last_flag
         from romtools.changes import image_pairs_changes
@@ -87,7 +88,7 @@ def run(args) -> int:
             f"wrote {len(out)} bytes to {args.output}")
     if args.efi_driver:
         d = report["driver"]
-        line += (f": PE driver, machine 0x{d['machine']:04x} ({d['machine_name']}), subsystem 0x{d['subsystem']:x}"
+        line += (f": PE driver, machine 0x{d['machine']} ({d['machine_name']}), subsystem 0x{d['efi_subsystem']}"
                  + (", was EFI-compressed" if d["compressed"] else ""))
         if d["signed"]:
             line += "; signed: " + ", ".join(f"{c['type_name']} ({c['length']} bytes)" for c in d["certificates"])
@@ -98,3 +99,13 @@ def run(args) -> int:
                  "own (--keep-flags keeps the image as it was in the ROM)")
     print(line)
     return 0
+
+
+def _driver_json(d: dict) -> dict:
+    """The PE driver's report with its type codes spelled as identifiers (docs/conventions.md)."""
+    from romlab.conventions import hexid
+
+    return {"machine": hexid(d["machine"], 4), "machine_name": d["machine_name"],
+            "efi_subsystem": hexid(d["subsystem"], 4), "size": d["size"], "compressed": d["compressed"],
+            "signed": d["signed"],
+            "certificates": [{**c, "type": hexid(c["type"], 4)} for c in d["certificates"]]}

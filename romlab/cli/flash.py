@@ -73,9 +73,9 @@ def add_arguments(p):
 
 
 def _report(args, result: dict, lines: list[str]) -> None:
-    import json
+    from romlab.cli._common import print_json
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         for line in lines:
             print(line)
@@ -87,6 +87,7 @@ def run(args) -> int:
     from hw.errors import FlashError, RomlabError, UsageError
     from romlab.cli import detail, quiet
     from romlab.cli._common import check_outputs, open_programmer, write_output
+    from romlab.conventions import device_input, document, hexid, pci_id
     from romtools.flash import backup as backupmod
     from romtools.flash import image, session, writer
     from romtools.walker import read_input
@@ -115,8 +116,10 @@ def run(args) -> int:
         with prog:
             data = session.read_stable(nor, progress)
         write_output(args.read, data, overwrite=args.force, flag="--force")
-        _report(args, {"chip": nor.chip.name, "jedec": nor.chip.jedec_hex, "size": len(data),
-                       "sha256": session.sha256(data), "output": args.read},
+        target = device_input(args.pci) if args.pci else args.programmer
+        _report(args, document("romlab.flash/1", input=target, target=target, chip=nor.chip.name,
+                               jedec=nor.chip.jedec_hex, size=len(data), sha256=session.sha256(data),
+                               output=args.read),
                 [f"chip: {nor.chip.vendor} {nor.chip.name} ({len(data) // 1024} KiB, JEDEC {nor.chip.jedec_hex})",
                  f"read {len(data)} bytes into {args.read} (sha256 {session.sha256(data)})"])
         return 0
@@ -182,16 +185,15 @@ def run(args) -> int:
         pl = writer.plan(nor, current, target)
         detail(f"romlab flash: layout {layout.name}, ROM region 0x{layout.start:06x}-0x{layout.end - 1:06x}; "
                f"{len(pl.steps)} block(s) differ, {pl.unchanged_sectors} sector(s) already right")
-        result = {"chip": chip.name, "jedec": chip.jedec_hex, "size": chip.size,
-                  "programmer": prog.describe(), "rom": args.rom, "rom_pci_ids": info.pci_ids,
-                  **({"pci": pci.bdf, "card_pci_ids": pci.ids, "family": pci.family.key}
-                     if pci else {}),
-                  "rom_bytes": len(rom), "layout": {"name": layout.name, "start": layout.start,
-                                                    "end": layout.end},
-                  "erase_blocks": [{"start": s.start, "size": s.size, "opcode": s.erase_op}
-                                   for s in pl.steps if s.erase_op is not None],
-                  "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes,
-                  "unchanged_sectors": pl.unchanged_sectors}
+        result = document("romlab.flash/1", input=args.rom, target=pci.spec if pci else args.programmer,
+                          chip=chip.name, jedec=chip.jedec_hex, size=chip.size, programmer=prog.describe(),
+                          rom_id=pci_id(info.vendor, info.device),
+                          **({"bdf": pci.bdf, "card_id": pci.ids, "family": pci.family.key} if pci else {}),
+                          rom_bytes=len(rom), layout={"name": layout.name, "start": layout.start, "end": layout.end},
+                          erase_blocks=[{"start": s.start, "size": s.size, "opcode": hexid(s.erase_op, 2)}
+                                        for s in pl.steps if s.erase_op is not None],
+                          erase_bytes=pl.erase_bytes, program_bytes=pl.program_bytes,
+                          unchanged_sectors=pl.unchanged_sectors)
         lines = ([f"card: {pci.bdf} {pci.ids} ({pci.family.name}), ROM region from "
                   f"0x{pci.family.rom_start:x}"] if pci else []) + [chip_line,
                  f"rom: {args.rom} ({len(rom)} bytes, PCI {info.pci_ids}, {info.images} image(s))",

@@ -12,17 +12,17 @@ payload is broken (all that was found is still shown), 2 unusable input."""
 
 EXAMPLES = [
     ("romlab inspect /usr/lib/ipxe/qemu/efi-e1000.rom", "every image of Debian's e1000 ROM, legacy and EFI"),
-    ("romlab inspect --json efi-e1000.rom", "the same as the romlab.inspect/2 JSON document"),
-    ("romlab inspect --drivers pxe-e1000.rom", "every vendor:device the ROM's iPXE drives"),
+    ("romlab inspect --json /usr/lib/ipxe/qemu/efi-e1000.rom", "the same as the romlab.inspect/4 JSON document"),
+    ("romlab inspect --drivers /usr/lib/ipxe/qemu/pxe-e1000.rom", "every vendor:device the ROM's iPXE drives"),
     ("romlab inspect /usr/lib/ipxe/undionly.kpxe", "an iPXE boot file: version, drivers, features"),
     ("romlab inspect --pci 03:00.0", "the ROM of a card in this machine (root)"),
-    ("romlab inspect - < rom.bin", "a ROM from standard input"),
+    ("romlab inspect - < /usr/lib/ipxe/qemu/pxe-e1000.rom", "a ROM from standard input"),
 ]
 
 
 def add_arguments(p) -> None:
     add_source_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the romlab.inspect/2 JSON document (docs/inspect-json.md)")
+    p.add_argument("--json", action="store_true", help="print the romlab.inspect/4 JSON document (docs/inspect-json.md)")
     p.add_argument("--no-names", action="store_true", help="do not look names up in pci.ids")
     p.add_argument("--drivers", action="store_true",
                    help="list every vendor:device the iPXE payload's PCI drivers claim (with --json: "
@@ -44,17 +44,12 @@ def run(args) -> int:
         try:
             w = walk(data)
         except NotAnOptionRom as not_rom:
-            try:
-                payload = ipxe.for_file(data)
-            except FormatError as exc:
-                if exc.exit_code == 1:
-                    raise  # an iPXE file whose payload is broken
-                raise not_rom from None
-            return _show_file(args, source, data, payload, names)
+            return _show_file(args, source, data, ipxe.as_file(data, not_rom), names)
         payloads, errors = {}, []
+        budget = ipxe.Budget()  # one for the whole input
         for img in w.images:
             try:
-                payload = ipxe.for_image(data, w, img)
+                payload = ipxe.for_image(data, w, img, budget)
             except FormatError as exc:
                 payloads[img.index] = (None, str(exc))
                 errors.append(f"image {img.index}: {exc}")
@@ -85,7 +80,8 @@ def run(args) -> int:
 
 def _print_rows(source, rows, payloads) -> None:
     if not any(p is not None for p, _ in payloads.values()):
-        print(f"{source}: no iPXE payload, so no PCI driver table to list")
+        if not payloads:  # (a payload that cannot be read is said on stderr, once)
+            print(f"{source}: no iPXE payload, so no PCI driver table to list")
         return
     for r in rows:
         where = "" if r["image"] is None else f"image {r['image']}  "

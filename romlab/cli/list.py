@@ -14,7 +14,7 @@ EXAMPLES = [
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--json", action="store_true", help="print the romlab.list/1 JSON document instead of a table")
     p.add_argument("--with-rom", action="store_true", help="only devices that have a ROM BAR")
 
 
@@ -44,6 +44,7 @@ def _rom_state(dev) -> tuple[str, int | None]:
 def run(args) -> int:
     from hw.pci import list_devices
     from romlab.cli._common import print_json
+    from romlab.conventions import class_code, document, pci_id
     from romtools.pciids import default as pciids
 
     names = pciids()
@@ -56,14 +57,15 @@ def run(args) -> int:
         vname = names.vendor(vendor)
         dname = names.device(vendor, device)
         rows.append({
-            "bdf": str(dev.bdf), "vendor": vendor, "device": device,
+            "bdf": str(dev.bdf), "id": pci_id(vendor, device),
+            "subsystem": pci_id(dev.subsystem_vendor_id, dev.subsystem_device_id),
             "vendor_name": vname, "device_name": dname,
-            "class": dev.class_code, "class_name": names.class_name(dev.class_code),
+            "class": class_code(dev.class_code), "class_name": names.class_name(dev.class_code),
             "driver": dev.driver, "iommu_group": dev.iommu_group,
             "rom_bar_size": dev.rom_bar_size, "rom": state, "rom_size": size,
         })
     if args.json:
-        print_json(rows)
+        print_json(document("romlab.list/1", devices=rows))
         return 0
     if not rows:
         print("no PCI devices")
@@ -73,6 +75,6 @@ def run(args) -> int:
         rom = {"valid": f"valid, {_size(r['rom_size'])}", "none": "-", "invalid": "invalid",
                "unreadable": "?"}[r["rom"]]
         name = " ".join(x for x in (r["vendor_name"], r["device_name"]) if x) or (r["class_name"] or "")
-        print(f"{r['bdf']:<13} {r['vendor']:04x}:{r['device']:04x} {r['driver'] or '-':<12} "
+        print(f"{r['bdf']:<13} {r['id']} {r['driver'] or '-':<12} "
               f"{_size(r['rom_bar_size']):>8}  {rom:<18} {name}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from romlab.cli._common import check_outputs, print_json
+from romlab.conventions import device_input, document
 
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
@@ -82,9 +83,10 @@ def _info(args) -> int:
 
     with _open(args) as nic:
         words = [nic.eeprom_word(i) for i in range(0x40)]
-        doc = {"schema": "romlab.nic-info/1", "bdf": nic.bdf, "part": nic.part.name, "mac": fmt_mac(nic.mac),
-               "link_up": nic.link_up, "hugepages": nic.pool.hugepages, "eeprom_mac": fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
-               "eeprom_checksum": sum(words) & 0xFFFF}
+        doc = document("romlab.nic-info/2", input=device_input(nic.bdf), part=nic.part.name, mac=fmt_mac(nic.mac),
+                       link_up=nic.link_up, hugepages=nic.pool.hugepages,
+                       eeprom_mac=fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
+                       eeprom_checksum=sum(words) & 0xFFFF)
     if args.json:
         print_json(doc)
     else:
@@ -136,13 +138,13 @@ def _send(args) -> int:
                + ("drained" if flushed else "did not drain"))
         dt = time.perf_counter() - t0
         stats = nic.stats()
-    doc = {"schema": "romlab.nic-send/1", "sent": sent, "size": args.size, "seconds": dt, "flushed": flushed,
-           "pps": sent / dt, "mbps": sent * args.size * 8 / dt / 1e6, "stats": stats}
+    doc = document("romlab.nic-send/2", input=device_input(args.pci), sent=sent, size=args.size, elapsed_s=dt,
+                   flushed=flushed, pps=sent / dt, mbit_s=sent * args.size * 8 / dt / 1e6, stats=stats)
     if args.json:
         print_json(doc)
     else:
         print(f"sent {sent} frames of {args.size} bytes in {dt:.3f} s: {doc['pps']:.0f} pkt/s, "
-              f"{doc['mbps']:.1f} Mbit/s (hardware counted {stats['tx_good']})")
+              f"{doc['mbit_s']:.1f} Mbit/s (hardware counted {stats['tx_good']})")
     return 0 if flushed else 1
 
 
@@ -187,8 +189,8 @@ def _recv(args) -> int:
     finally:
         if pcap:
             pcap.close()
-    doc = {"schema": "romlab.nic-recv/1", "received": got, "verified": good, "sequences": seqs, "link_up": link,
-           "stats": stats, "mode": args.mode, "interrupts": interrupts}
+    doc = document("romlab.nic-recv/2", input=device_input(args.pci), received=got, verified=good, sequences=seqs,
+                   link_up=link, stats=stats, mode=args.mode, interrupts=interrupts)
     if args.json:
         print_json(doc)
     else:

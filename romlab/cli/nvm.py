@@ -51,7 +51,7 @@ def add_arguments(p):
 
 
 def _open(args):
-    """(register Bar, family, vendor, device, where, closer)."""
+    """(register Bar, family, vendor, device, where, input, closer); input is "pci:BDF" or "qemu:DEVICE"."""
     from hw.mmio import Window
     from romtools.flash.session import require_part
 
@@ -63,20 +63,22 @@ def _open(args):
         except BaseException:
             nic.close()
             raise
-        return Window(nic, fam.base), fam, nic.vendor, nic.device, f"qemu {args.qemu} ({nic.ids})", nic.close
+        return (Window(nic, fam.base), fam, nic.vendor, nic.device, f"qemu {args.qemu} ({nic.ids})",
+                f"qemu:{args.qemu}", nic.close)
     from hw import access
     from hw.pci import PciDevice
 
     dev = PciDevice.open(args.pci)
     fam = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), purpose="nvm").family
     bar = access.open_bar(dev, 0, args.via, unbind=args.unbind and args.via == "sysfs")
-    return Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})", bar.close
+    return (Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})",
+            f"pci:{dev.bdf}", bar.close)
 
 
 def run(args) -> int:
-    import json
-
     from hw.errors import FlashError, UsageError
+    from romlab.cli._common import print_json
+    from romlab.conventions import document, pci_id, pci_word
     from romtools.flash import backup as backupmod
     from romtools.flash import nvm as nvmmod
     from romtools.flash.programmers.nicintel_eeprom import open_nvm
@@ -86,16 +88,18 @@ def run(args) -> int:
     if args.action == "set" and not args.words:
         raise UsageError("set needs at least one WORD=VALUE, e.g. 0x30=0x0100")
 
-    regs, fam, vendor, device, where, closer = _open(args)
+    regs, fam, vendor, device, where, source, closer = _open(args)
     try:
         nvm = open_nvm(regs, fam, device, where)
         words = nvm.read_words(0, 64)
         info = nvmmod.decode(words)
-        result = {"target": where, "family": fam.key, "pci_ids": "%04x:%04x" % (vendor, device),
-                  "words": words, **info}
+        # The NVM's own device-ID word is an ID like the card's: the same spelling (docs/conventions.md).
+        fields = {k: v for k, v in info.items() if k != "device_id"}
+        result = document("romlab.nvm/1", input=source, family=fam.key, id=pci_id(vendor, device),
+                          nvm_device=pci_word(info["device_id"]), words=words, **fields)
         if args.action == "show":
             if args.json:
-                print(json.dumps(result, indent=2))
+                print_json(result)
             else:
                 print(f"nvm of {where}, {fam.name}")
                 for line in nvmmod.show_lines(info, words):
@@ -115,14 +119,14 @@ def run(args) -> int:
             result["dry_run"] = args.dry_run
             if changes:
                 lines.insert(1, f"would change {len(changes)} word(s):")
-            print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+            print_json(result) if args.json else print("\n".join(lines))
             return 0
         if not nvm.writable:
             nvm.write_words({})          # raises with the advice for this controller
         # Back up the whole NVM before the first write.
         everything = nvm.read_words(0, nvm.size_words)
         backup = backupmod.save(b"".join(w.to_bytes(2, "little") for w in everything), {
-            "kind": "nvm", "chip": f"{fam.key} NVM", "jedec": "nvm", "target": where, "pci_ids": result["pci_ids"], "family": fam.key,
+            "kind": "nvm", "chip": f"{fam.key} NVM", "jedec": "nvm", "target": where, "pci_ids": result["id"], "family": fam.key,
             "words": len(everything)})
         nvm.write_words({a: n for a, (o, n) in changes.items()})
         nvm.commit()
@@ -133,7 +137,8 @@ def run(args) -> int:
                              f"written; the NVM before the change is in {backup}", exit_code=3)
         result["backup"] = str(backup)
         lines.insert(1, f"changed {len(changes)} word(s), read back and verified (backup: {backup}):")
-        print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+        print_json(result) if args.json else print("\n".join(lines))
         return 0
     finally:
         closer()
+

@@ -20,10 +20,12 @@ NAME = "patch"
 HELP = "change PCI IDs, device list, class, last-image flag, $PnP strings; fix checksums"
 
 EXAMPLES = [
-    ("romlab patch pxe-e1000.rom --device 10d3 --fix-checksums -o e1000e.rom",
-     "retarget a ROM to device 10d3; the input is not changed"),
-    ("romlab patch rom.rom --in-place --vendor 8086 --fix-checksums", "change the file itself, keeping rom.rom.bak"),
-    ("romlab patch both.rom --image 1 --last -o fixed.rom", "set the last-image flag on image 1"),
+    ("romlab patch /usr/lib/ipxe/qemu/pxe-e1000.rom --device 10d3 --fix-checksums -o e1000e.rom",
+     "retarget Debian's e1000 ROM to device 10d3 in e1000e.rom; the input is not changed"),
+    ("romlab patch /usr/lib/ipxe/qemu/pxe-e1000.rom --device 10d3 --fix-checksums --dry-run",
+     "each field it would change, old -> new; nothing written"),
+    ("romlab patch rom.rom --in-place --device 10d3 --fix-checksums",
+     "change your own ROM file itself, keeping rom.rom.bak (to try: cp /usr/lib/ipxe/qemu/pxe-e1000.rom rom.rom)"),
 ]
 
 

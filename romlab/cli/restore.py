@@ -30,10 +30,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import json
-
     from hw.errors import UsageError
-    from romlab.cli._common import open_programmer
+    from romlab.cli._common import open_programmer, print_json
+    from romlab.conventions import document
     from romtools.flash import backup as backupmod
     from romtools.flash import session, writer
 
@@ -61,15 +60,15 @@ def run(args) -> int:
         # A restore supersedes an unfinished write to this chip: its journal goes once the chip is back.
         superseded, _ = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         pl = writer.plan(nor, current, data)
-        result = {"chip": chip.name, "jedec": chip.jedec_hex, "backup": str(args.backup),
-                  "erase_bytes": pl.erase_bytes, "program_bytes": pl.program_bytes}
+        result = document("romlab.restore/1", input=str(args.backup), target=key, chip=chip.name,
+                          jedec=chip.jedec_hex, erase_bytes=pl.erase_bytes, program_bytes=pl.program_bytes)
         if not pl.changes and superseded is not None and not args.dry_run:
             superseded.finish()
         if args.dry_run or not pl.changes:
             result["changed"] = False
             msg = ("no change needed: the chip already holds the backup" if not pl.changes else
                    f"would erase {pl.erase_bytes} bytes and program {pl.program_bytes} bytes")
-            print(json.dumps(result, indent=2) if args.json else msg)
+            print_json(result) if args.json else print(msg)
             return 0
         before = backupmod.save(current, {"target": prog.describe(), "programmer": key,
                                           "chip": chip.name, "jedec": chip.jedec_hex,
@@ -88,7 +87,7 @@ def run(args) -> int:
             superseded.finish()
         result.update(changed=True, verified=True, previous_contents=str(before),
                       erased=stats["erased"], programmed=stats["programmed"])
-        print(json.dumps(result, indent=2) if args.json else
+        print_json(result) if args.json else print(
               f"restored {args.backup} to {chip.name}: erased {stats['erased']} bytes, programmed "
               f"{stats['programmed']} bytes, verified (previous contents saved as {before})")
         return 0

@@ -14,8 +14,9 @@ NAME = "scan"
 HELP = "find option ROMs at any offset inside a firmware or flash dump"
 
 EXAMPLES = [
-    ("romlab scan flash-dump.bin", "every option ROM inside a firmware image or flash dump"),
-    ("romlab scan flash-dump.bin --extract roms/", "and write each one to roms/rom-OFFSET.bin"),
+    ("romlab scan /usr/lib/ipxe/qemu/*.rom", "each file's option ROMs, wherever they start in it"),
+    ("romlab scan flash-dump.bin --extract roms/",
+     "a flash chip's contents (romlab flash ... --read flash-dump.bin): each ROM to roms/rom-OFFSET.bin"),
 ]
 
 
@@ -23,7 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="firmware images, flash dumps or any files to search; - reads standard input")
     p.add_argument("--extract", metavar="DIR", help="write each ROM found to DIR/rom-OFFSET.bin")
-    p.add_argument("--json", action="store_true", help="print the romlab.scan/1 JSON document")
+    p.add_argument("--json", action="store_true", help="print the romlab.scan/2 JSON document")
     add_overwrite_argument(p)
     p.add_argument("--max-bytes", type=_size, default=256 << 20, metavar="N",
                    help="read at most N bytes (K, M, G suffixes; default 256M): more is refused")
@@ -46,6 +47,8 @@ def run(args) -> int:
     import sys
 
     from hw.errors import UsageError
+    from romlab.conventions import document, hexid, pci_id
+    from romlab.report import stop_dict
     from romtools.scan import scan
 
     names = check_inputs(args, one_input_only={"--extract": bool(args.extract)})
@@ -58,8 +61,8 @@ def run(args) -> int:
             imgs = f.walk.images
             rows.append({
                 "offset": f.offset, "length": f.length, "images": len(imgs), "clean": f.walk.clean,
-                "stop": f.walk.stop.message,
-                "ids": [{"vendor_id": i.pcir.vendor_id, "device_id": i.pcir.device_id, "code_type": i.pcir.code_type}
+                "stop": stop_dict(f.walk),
+                "ids": [{"id": pci_id(i.pcir.vendor_id, i.pcir.device_id), "code_type": hexid(i.pcir.code_type, 2)}
                         if i.pcir is not None else None for i in imgs],
             })
         written = []
@@ -78,15 +81,13 @@ def run(args) -> int:
                 written.append(path)
         status = 1 if not found or not all(r["clean"] for r in rows) else 0
         if args.json:
-            return status, {"schema": "romlab.scan/1", "source": source, "size": len(data), "roms": rows,
-                            "extracted": written}
+            return status, document("romlab.scan/2", input=source, size=len(data), roms=rows, extracted=written)
         if not rows:
             print(f"romlab scan: {source}: no option ROM found in {len(data)} bytes", file=sys.stderr)
         prefix = f"{source}: " if several else ""
         for r, f in zip(rows, found):
-            ids = ", ".join(f"{i['vendor_id']:04x}:{i['device_id']:04x}/type {i['code_type']:#04x}" if i else "non-PCI"
-                            for i in r["ids"])
-            state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']}"
+            ids = ", ".join(f"{i['id']}/type 0x{i['code_type']}" if i else "non-PCI" for i in r["ids"])
+            state = "walks cleanly" if r["clean"] else f"walk stopped: {r['stop']['message']}"
             print(f"{prefix}0x{r['offset']:08x}  {r['length']:8} bytes  {r['images']} image(s)  [{ids}]  {state}")
         for path in written:
             print(f"wrote {path}")

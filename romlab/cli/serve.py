@@ -48,6 +48,7 @@ def run(args) -> int:
     from hw.errors import UsageError
     from romlab.bench.firmware import IPXE_PXE, PATHS
     from romlab.cli import note
+    from romlab.conventions import document, utc_now
     from romlab.lab import serve as labserve
     from romlab.lab.boot import UNDIONLY
     from romlab.lab.dhcpprobe import find_dhcp_servers
@@ -120,10 +121,12 @@ def run(args) -> int:
                     continue
                 c.reported = True
                 done += 1
-                res = {"mac": c.mac, "ip": c.ip, "native_driver": c.native_chip,
-                       **{p: labserve.path_result(http, c.tag(p), args.runs) for p in want}}
-                if "native" in res and res["native"].get("median") and res["undi"].get("median"):
-                    res["ratio_native_over_undi"] = res["native"]["median"] / res["undi"]["median"]
+                res = document("romlab.serve/1", input=f"interface:{args.interface}", finished=utc_now(),
+                               mac=c.mac, ip=c.ip,
+                               native_driver=c.native_chip,
+                               **{p: labserve.path_result(http, c.tag(p), args.runs) for p in want})
+                if "native" in res and res["native"].get("median_mbit_s") and res["undi"].get("median_mbit_s"):
+                    res["ratio_native_over_undi"] = res["native"]["median_mbit_s"] / res["undi"]["median_mbit_s"]
                 if args.json:
                     print(json.dumps(res), flush=True)
                 else:
@@ -131,8 +134,8 @@ def run(args) -> int:
                     for p in want:
                         r = res[p]
                         parts.append(f"{'native ' + (c.native_chip or '') if p == 'native' else 'UNDI'} "
-                                     + (f"{r['median']:.1f} Mbit/s (spread {r['spread_pct']:.0f}%)"
-                                        if r.get("median") else "incomplete"))
+                                     + (f"{r['median_mbit_s']:.1f} Mbit/s (spread {r['spread_pct']:.0f}%)"
+                                        if r.get("median_mbit_s") else "incomplete"))
                     ratio = res.get("ratio_native_over_undi")
                     print(f"client {c.mac} {c.ip}: " + ", ".join(parts)
                           + (f"; UNDI {ratio:.1f}x slower" if ratio else ""), flush=True)

@@ -21,7 +21,7 @@ NAME = "split"
 HELP = "write each image of a ROM to its own file, each marked as a last image (--keep-flags: bytes as in the ROM)"
 
 EXAMPLES = [
-    ("romlab split efi-e1000.rom -o parts/", "parts/image-0-legacy.rom and parts/image-1-efi.rom"),
+    ("romlab split /usr/lib/ipxe/qemu/efi-e1000.rom -o parts/", "parts/image-0-legacy.rom and parts/image-1-efi.rom"),
 ]
 
 

@@ -75,11 +75,13 @@ def run(args) -> int:
 def _info(dev, args) -> int:
     from hw import vfio, vfio_bind
     from romlab.cli._common import print_json
+    from romlab.conventions import device_input, document
 
     with vfio_bind.bound(dev):
         with vfio.VfioDevice(dev) as v:
             info = v.info()
-            doc = {"bdf": str(dev.bdf), "backend": v.backend, "iommu_group": dev.iommu_group, **info,
+            doc = {**document("romlab.vfio-info/1", input=device_input(dev.bdf)), "backend": v.backend,
+                   "iommu_group": dev.iommu_group, **info,
                    "regions": [r.to_json() for r in v.regions()],
                    "irqs": [i.to_json() for i in v.irqs()],
                    "iova_ranges": [[s, e - 1] for s, e in v.iova.free]}
@@ -90,7 +92,7 @@ def _info(dev, args) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print(f"{doc['bdf']}  VFIO {doc['backend']}  group {doc['iommu_group']}  "
+    print(f"{dev.bdf}  VFIO {doc['backend']}  group {doc['iommu_group']}  "
           f"reset: {'yes' if doc['reset'] else 'no'}")
     print("regions:")
     for r in doc["regions"]:

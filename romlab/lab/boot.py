@@ -38,9 +38,10 @@ class RomImage:
     ipxe: bool
 
     def as_dict(self) -> dict:
-        return {"index": self.index, "offset": self.offset, "code_type": self.code_type,
-                "pcir": None if self.vendor is None else f"{self.vendor:04x}:{self.device:04x}",
-                "ipxe": self.ipxe}
+        from romlab.conventions import hexid, pci_id
+
+        return {"index": self.index, "offset": self.offset, "code_type": hexid(self.code_type, 2),
+                "id": pci_id(self.vendor, self.device), "ipxe": self.ipxe}
 
 
 def rom_images(path: str) -> list[RomImage]:
@@ -93,9 +94,11 @@ class BootResult:
     http: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        from romlab.conventions import pci_id
+
         return {"goal": self.goal, "reached": self.reached, "state": self.state, "message": self.message,
-                "seconds": round(self.seconds, 3),
-                "device_ids": None if self.device_ids is None else "%04x:%04x" % self.device_ids,
+                "elapsed_s": round(self.seconds, 3),
+                "id": None if self.device_ids is None else pci_id(*self.device_ids),
                 "rom_images": [i.as_dict() for i in self.images],
                 "events": [e.as_dict() for e in self.events], "console_tail": self.tail,
                 "dhcp_log": self.dhcp_log, "http": self.http}

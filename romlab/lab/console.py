@@ -58,7 +58,16 @@ class Event:
     facts: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"t": round(self.t, 3), "kind": self.kind, "line": self.line, **self.facts}
+        """The event in docs/conventions.md's spelling: what the console printed as text becomes a
+        quantity (sizes, the banner's segment) or a BDF with its domain."""
+        facts = dict(self.facts)
+        if "size" in facts:
+            facts["size"] = int(facts["size"])
+        if "segment" in facts:
+            facts["segment"] = int(facts["segment"], 16)
+        if "bdf" in facts and re.fullmatch(r"[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", facts["bdf"]):
+            facts["bdf"] = "0000:" + facts["bdf"]
+        return {"t_s": round(self.t, 3), "kind": self.kind, "line": self.line, **facts}
 
 
 def classify(line: str) -> tuple[str, dict] | None:

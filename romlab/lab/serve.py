@@ -82,10 +82,11 @@ def path_result(lab: LabHttp, tag: str, runs: int) -> dict:
             continue
         sent.append(tr.sent)
         speeds.append(mbit(tr.size, tr.seconds))
-    out = {"complete": complete, "runs": [round(s, 3) for s in speeds], "bytes_sent": sent}
+    out = {"complete": complete, "runs_mbit_s": [round(s, 3) for s in speeds], "bytes_sent": sent}
     if speeds:
         med = statistics.median(speeds)
-        out.update(median=med, min=min(speeds), max=max(speeds), spread_pct=(max(speeds) - min(speeds)) / med * 100)
+        out.update(median_mbit_s=med, min_mbit_s=min(speeds), max_mbit_s=max(speeds),
+                   spread_pct=(max(speeds) - min(speeds)) / med * 100)
     return out
 
 
