@@ -112,6 +112,21 @@ class IovaAllocator:
                 return base
         raise HardwareError(f"no free IOVA space for {size} bytes")
 
+    def reserve(self, iova: int, size: int) -> None:
+        """Take [iova, iova+size) out of the free space, for a mapping whose IOVA the caller chose
+        (it never comes back: such a mapping lives as long as the device is open)."""
+        stop = iova + size
+        out: list[list[int]] = []
+        for start, end in self.free:
+            if end <= iova or start >= stop:
+                out.append([start, end])
+                continue
+            if start < iova:
+                out.append([start, iova])
+            if stop < end:
+                out.append([stop, end])
+        self.free = out
+
     def free_iova(self, iova: int) -> None:
         size = self.used.pop(iova)
         self.free.append([iova, iova + size])
@@ -191,6 +206,7 @@ class DmaBuffer:
         self.size = size
         self.huge = False  # set by dma_alloc when huge pages back it
         self.vaddr = int(ffi.cast("uintptr_t", ffi.from_buffer(mem)))
+        self.owned = True  # False for memory the caller lent (dma_map_at): not closed here
 
     @property
     def view(self) -> memoryview:
@@ -218,6 +234,7 @@ class VfioDevice:
         self.irq_fds: dict[int, list[int]] = {}
         self._maps: list[mmio.MappedBar] = []
         self.iova: IovaAllocator | None = None
+        self.iova_ranges: list[tuple[int, int]] = []
         # Registered before the first fd exists, so that however this object is lost (Ctrl-C
         # inside __init__ or __enter__), unbinding can still find and close its fds.
         _OPEN.setdefault(str(dev.bdf), []).append(self)
@@ -282,7 +299,8 @@ class VfioDevice:
             self.device_fd = fcntl.ioctl(self.group_fd, C.VFIO_GROUP_GET_DEVICE_FD, bytearray(name), True)
         except OSError as exc:
             raise HardwareError(f"VFIO refused {self.pci.bdf}: {exc.strerror}") from None
-        self.iova = IovaAllocator(self._type1_iova_ranges())
+        self.iova_ranges = self._type1_iova_ranges()
+        self.iova = IovaAllocator(self.iova_ranges)
 
     def _open_cdev(self) -> None:
         self.backend = "iommufd"
@@ -302,7 +320,8 @@ class VfioDevice:
         att = ffi.new("struct vfio_device_attach_iommufd_pt *",
                       {"argsz": ffi.sizeof("struct vfio_device_attach_iommufd_pt"), "pt_id": self.ioas_id})
         _ioctl(self.device_fd, C.VFIO_DEVICE_ATTACH_IOMMUFD_PT, att)
-        self.iova = IovaAllocator(_ranges_excluding_reserved(self.pci))
+        self.iova_ranges = _ranges_excluding_reserved(self.pci)
+        self.iova = IovaAllocator(self.iova_ranges)
 
     def _type1_iova_ranges(self) -> list[tuple[int, int]]:
         size = ffi.sizeof("struct vfio_iommu_type1_info")
@@ -470,6 +489,28 @@ class VfioDevice:
         self.dma[iova] = buf
         return buf
 
+    def dma_map_at(self, mem: mmap.mmap, offset: int, size: int, iova: int) -> DmaBuffer:
+        """Map ``size`` bytes of the caller's ``mem`` from ``offset`` at the IOVA the caller chose.
+
+        For memory whose bus addresses are given, not chosen: an emulated PC's RAM, which its
+        code hands the device at address = emulated physical address. The memory stays the
+        caller's (never closed here); the mapping goes with ``dma_free`` or ``close``."""
+        assert self.iova is not None
+        if offset % PAGE or size % PAGE or iova % PAGE or size <= 0 or offset + size > len(mem):
+            raise HardwareError(f"cannot map {size:#x} bytes at offset {offset:#x} for DMA: not whole pages of "
+                                f"the buffer")
+        if not any(lo <= iova and iova + size - 1 <= hi for lo, hi in self.iova_ranges):
+            raise HardwareError(f"the IOMMU of {self.pci.bdf} does not accept IOVA {iova:#x}..{iova + size - 1:#x}")
+        if any(b.iova < iova + size and iova < b.iova + b.size for b in self.dma.values()):
+            raise HardwareError(f"IOVA {iova:#x}..{iova + size - 1:#x} overlaps a DMA mapping of {self.pci.bdf}")
+        buf = DmaBuffer(mem, iova, size)
+        buf.vaddr += offset
+        buf.owned = False
+        self._map_dma(buf)
+        self.iova.reserve(iova, size)
+        self.dma[iova] = buf
+        return buf
+
     def _map_dma(self, buf: DmaBuffer) -> None:
         try:
             if self.backend == "container":
@@ -516,6 +557,8 @@ class VfioDevice:
     def _forget_dma(self, buf: DmaBuffer) -> None:
         del self.dma[buf.iova]
         assert self.iova is not None
+        if not buf.owned:
+            return            # lent memory at a reserved IOVA: both stay the caller's
         self.iova.free_iova(buf.iova)
         try:
             buf.mem.close()

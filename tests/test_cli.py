@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 VERBS = {
     "inspect", "lint", "disasm", "scan", "diff",                        # README: Reading ROMs
     "patch", "split", "extract", "efi-rom", "combine", "pad",           # README: Changing and building ROMs
-    "list", "dump", "vfio", "vm", "nic", "bench", "boot", "serve",      # README: Hardware, drivers and benches
+    "list", "dump", "vfio", "vm", "nic", "undi", "bench", "boot", "serve",  # README: Hardware, drivers and benches
     "flash", "restore", "nvm", "serprog-emu",                           # docs/flashing.md
 }
 

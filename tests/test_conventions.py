@@ -270,6 +270,47 @@ def _nic(tmp, monkeypatch):
     yield "romlab.nic-recv/2", romlab_json("nic", "recv", "--pci", "00:04.0", "--timeout", "0", "--json", ok=(1,))
 
 
+@walk("undi")
+def _undi(tmp, monkeypatch):
+    """The documents of romlab undi with the ROM's UNDI (Debian's pxe-e1000.rom) run on the register
+    model in place of a NIC; the same documents from a real (QEMU) NIC are checked in
+    tests/test_undi_vm.py."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import romlab.cli.undi as undi_cli
+    from drivers.intel_model import IntelModel
+    from drivers.undi.client import UndiClient
+    from drivers.undi.device import ModelDevice
+    from drivers.undi.loader import UndiMachine
+    from drivers.undi.vfio_device import UndiRun
+    from hw.pci import parse_bdf
+
+    class Nic(ModelDevice):
+        """The parts of drivers.undi.vfio_device.VfioNic the verb reads beside the Device interface."""
+        ids = (0x8086, 0x100E)
+        v = SimpleNamespace(pci=SimpleNamespace(bdf=parse_bdf("00:04.0")))
+
+        def missed_packets(self):
+            return 0
+
+    @contextlib.contextmanager
+    def session(args, rom):
+        dev = Nic(IntelModel(device_id=0x100E, mac=bytes.fromhex("525400123456")), bdf=0x20)
+        um = UndiMachine(corpus(IPXE_QEMU / "pxe-e1000.rom").read_bytes(), dev)
+        um.run_init()
+        um.run_loader()
+        client = UndiClient(um, irq_pending=lambda: dev.irq)
+        client.probe()
+        yield UndiRun(dev, um, client, "rom-bar")
+
+    monkeypatch.setattr(undi_cli, "_session", session)
+    yield "romlab.undi-info/1", romlab_json("undi", "info", "--pci", "00:04.0", "--json")
+    yield "romlab.undi-send/1", romlab_json("undi", "send", "--pci", "00:04.0", "--count", "4", "--json")
+    yield "romlab.undi-recv/1", romlab_json("undi", "recv", "--pci", "00:04.0", "--timeout", "0.2", "--json",
+                                            ok=(1,))
+
+
 @walk("boot", pytest.mark.qemu)
 def _boot(tmp):
     yield "romlab.boot/2", sub_json("boot", "--nic", "e1000", "--rom", corpus(IPXE_QEMU / "pxe-e1000.rom"),

@@ -24,6 +24,7 @@ PXE_E1000 = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 ACTIONS = {
     "vfio": ["bind", "unbind", "info"],
     "nic": ["info", "send", "recv"],
+    "undi": ["info", "send", "recv"],
     "bench": ["firmware", "native", "undi"],
     "nvm": ["show", "fix-checksum", "set"],
 }

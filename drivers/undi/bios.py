@@ -210,7 +210,8 @@ class Bios:
         m, dev = self.m, self.device
         status = PCI_SUCCESS
         if fn == 0x01:
-            m.set_regs(edx=0x20494350, ax=0x0001, bx=0x0210, cx=m.reg("cx") & 0xFF00, edi=0)
+            # CL = the last bus: the device's, so a ROM that scans buses 0..CL (iPXE) reaches it
+            m.set_regs(edx=0x20494350, ax=0x0001, bx=0x0210, cx=m.reg("cx") & 0xFF00 | dev.bdf >> 8, edi=0)
         elif fn == 0x02:
             found = (m.reg("dx"), m.reg("cx")) == (dev.config_read(0, 2), dev.config_read(2, 2)) and m.reg("si") == 0
             status = PCI_SUCCESS if found else PCI_DEVICE_NOT_FOUND

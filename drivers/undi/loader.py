@@ -57,18 +57,23 @@ def legacy_undi_image(rom: bytes):
     raise FormatError("the ROM has no legacy x86 image with an UNDI ROM ID: it has no UNDI driver to run")
 
 
+def check_ids(image, ids: tuple[int, int], force_ids: bool = False) -> None:
+    """Refuse (UsageError) a ROM image whose PCIR vendor/device (or device list) does not name the
+    device's ``ids``, unless ``force_ids``: a BIOS would not run it for that device either."""
+    rom_ids = {(image.pcir.vendor_id, image.pcir.device_id)}
+    rom_ids |= {(image.pcir.vendor_id, d) for d in image.device_list or ()}
+    if ids not in rom_ids and not force_ids:
+        listed = ", ".join(f"{v:04x}:{d:04x}" for v, d in sorted(rom_ids))
+        raise UsageError(f"the ROM is for {listed}, the device is {ids[0]:04x}:{ids[1]:04x}; "
+                         f"use --force-ids to run it anyway")
+
+
 class UndiMachine:
     """A PC with one NIC (``device``) and its ROM at C800:0, ready to run init and the UNDI loader."""
 
     def __init__(self, rom: bytes, device: Device, *, force_ids: bool = False):
         image = legacy_undi_image(rom)
-        ids = (device.config_read(0, 2), device.config_read(2, 2))
-        rom_ids = {(image.pcir.vendor_id, image.pcir.device_id)}
-        rom_ids |= {(image.pcir.vendor_id, d) for d in image.device_list or ()}
-        if ids not in rom_ids and not force_ids:
-            listed = ", ".join(f"{v:04x}:{d:04x}" for v, d in sorted(rom_ids))
-            raise UsageError(f"the ROM is for {listed}, the device is {ids[0]:04x}:{ids[1]:04x}; "
-                             f"use --force-ids to run it anyway")
+        check_ids(image, (device.config_read(0, 2), device.config_read(2, 2)), force_ids)
         self.image, self.device = image, device
         self.m = m = M.Machine()
         self.ports = Ports(self._config_read, self._config_write, self._cmos())
@@ -77,6 +82,7 @@ class UndiMachine:
         self.timings = Timings()
         self._place_bars()
         device.attach_dma(m.dma_view)
+        device.map_ram(m.mem, M.WRITABLE)
         m.write(ROM_SEG * 16, rom[image.offset:image.offset + image.init_size], check=False)
         self.pxe = self.pxenv = None
         self.entry: tuple[int, int] | None = None

@@ -71,6 +71,7 @@ SENTINEL = (0xF000, 0xFF00)  # the return address pushed for every call into the
 VECTOR_STUBS = 0xF1000
 MEM_BAR_BASE = 0xFEB80000
 IO_BAR_BASE = 0xC000
+TCG_BUFFER = 64 << 20
 FLAG_CF, FLAG_ZF, FLAG_TF, FLAG_IF = 1 << 0, 1 << 6, 1 << 8, 1 << 9
 REGS16 = {"ax": X.UC_X86_REG_AX, "bx": X.UC_X86_REG_BX, "cx": X.UC_X86_REG_CX, "dx": X.UC_X86_REG_DX,
           "si": X.UC_X86_REG_SI, "di": X.UC_X86_REG_DI, "bp": X.UC_X86_REG_BP, "sp": X.UC_X86_REG_SP,
@@ -95,6 +96,9 @@ class Machine:
         self.view = memoryview(self.mem)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
         self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_16)
+        # Unicorn reserves 1 GiB for translated code by default, more than a 1 GiB guest (romlab vm)
+        # can commit; a ROM's code needs a fraction of TCG_BUFFER (it must be set before mem_map).
+        uc.ctl_set_tcg_buffer_size(TCG_BUFFER)
         uc.mem_map_ptr(0, CONV_TOP, UC_PROT_ALL, base)
         uc.mem_map_ptr(ROM_AREA[0], ROM_AREA[1] - ROM_AREA[0], UC_PROT_ALL, base + ROM_AREA[0])
         uc.mem_map_ptr(BIOS_AREA[0], BIOS_AREA[1] - BIOS_AREA[0], UC_PROT_READ | UC_PROT_EXEC, base + BIOS_AREA[0])

@@ -35,6 +35,7 @@ VERBS = {
     "efi-rom": "efi_rom",
     "pad": "pad",
     "nic": "nic",
+    "undi": "undi",
     "flash": "flash",
     "restore": "restore",
     "serprog-emu": "serprog_emu",

@@ -1,0 +1,163 @@
+"""The pieces of `romlab undi`'s VFIO backend that a host without an IOMMU can check: a ROM that is not
+for the device is refused before the device is touched; the emulated RAM's fixed-IOVA DMA mapping
+refuses what the IOMMU would not take and takes its IOVAs out of the allocator; a BAR mapped
+directly takes the ROM's stores with no Python in between; the PCI BIOS lets iPXE find a NIC on
+bus 1, where `romlab vm` puts it; the missed-packet counters of both kinds count from OPEN. The
+backend on a real (QEMU) device is covered by tests/test_undi_vm.py."""
+from __future__ import annotations
+
+import mmap
+import os
+from types import SimpleNamespace
+
+import pytest
+from conftest import IPXE_QEMU, run_romlab
+from test_messages import _device
+from test_undi_crafted import LOADER, crafted, listing
+
+from drivers.intel_model import IntelModel
+from drivers.undi.device import ModelDevice
+from drivers.undi.loader import UndiMachine
+from hw import vfio
+from hw.errors import HardwareError, RomRunError
+
+PAGE = mmap.PAGESIZE
+
+
+def test_a_rom_for_another_device_is_refused_before_the_device_is_touched(tmp_path):
+    env = _device(tmp_path, 0x8086, 0x10D3)  # an 82574L; pxe-e1000.rom's PCIR says 8086:100e
+    r = run_romlab("undi", "info", "--pci", "03:00.0", "--rom", str(IPXE_QEMU / "pxe-e1000.rom"), env=env)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err == ("romlab undi: error: the ROM is for 8086:100e, the device is 8086:10d3; use --force-ids "
+                   "to run it anyway\n")
+    assert not (tmp_path / "state").exists()  # no driver record: nothing was unbound
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    r = run_romlab("undi", "send", "--pci", "03:00.0", "--size", "59")
+    assert r.returncode == 2 and b"frame size 59 is outside 60..1514" in r.stderr
+    r = run_romlab("undi", "info", "--pci", "03:00.0", "--rom", str(tmp_path / "none.rom"))
+    assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"none.rom" in r.stderr
+
+
+def test_reserve_takes_exactly_the_range_out_of_the_free_space():
+    a = vfio.IovaAllocator([(0, 0x3FFFFFF)], page=PAGE, floor=0x100000)  # free: [1 MiB, 64 MiB)
+    a.reserve(0, 0x2000000)  # the emulated PC's 32 MiB, reaching below the floor
+    assert a.free == [[0x2000000, 0x4000000]]
+    a = vfio.IovaAllocator([(0, 0x3FFFFFF)], page=PAGE, floor=0x100000)
+    a.reserve(0x200000, 0x100000)  # a hole in the middle
+    assert a.free == [[0x100000, 0x200000], [0x300000, 0x4000000]]
+    assert a.alloc(0x100000) == 0x100000 and a.alloc(0x100000) == 0x300000
+
+
+@pytest.fixture
+def dev():
+    """A VfioDevice around /dev/null fds (every VFIO ioctl fails with ENOTTY) and a 64 MiB IOMMU."""
+    v = vfio.VfioDevice.__new__(vfio.VfioDevice)
+    v.pci = SimpleNamespace(bdf="0000:03:00.0")
+    v.closed, v.backend, v.ioas_id, v.iommufd = False, "container", 0, -1
+    v.dma, v.irq_fds, v._maps = {}, {}, []
+    v.iova_ranges = [(0, 0x3FFFFFF)]
+    v.iova = vfio.IovaAllocator(v.iova_ranges)
+    for name in ("container_fd", "group_fd", "device_fd"):
+        setattr(v, name, os.open("/dev/null", os.O_RDWR))
+    yield v
+    for name in ("container_fd", "group_fd", "device_fd"):
+        os.close(getattr(v, name))
+
+
+def test_dma_map_at_refuses_what_the_iommu_would_not_take(dev):
+    mem = mmap.mmap(-1, 16 * PAGE)
+    with pytest.raises(HardwareError, match="not whole pages"):
+        dev.dma_map_at(mem, 0, PAGE + 1, 0)
+    with pytest.raises(HardwareError, match="not whole pages"):
+        dev.dma_map_at(mem, 8 * PAGE, 16 * PAGE, 0)  # past the end of the buffer
+    with pytest.raises(HardwareError, match="does not accept IOVA 0x4000000"):
+        dev.dma_map_at(mem, 0, PAGE, 0x4000000)
+    free = [list(r) for r in dev.iova.free]
+    with pytest.raises(HardwareError, match="mapping DMA memory at IOVA 0x0 failed"):
+        dev.dma_map_at(mem, 0, 4 * PAGE, 0)  # the ioctl itself fails on /dev/null
+    assert dev.dma == {} and dev.iova.free == free and not mem.closed  # nothing half-done
+
+
+def test_dma_map_at_records_lent_memory_and_never_closes_it(dev, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dev, "_map_dma", lambda buf: calls.append((buf.iova, buf.size)))
+    mem = mmap.mmap(-1, 16 * PAGE)
+    base = vfio.DmaBuffer(mem, 0, 16 * PAGE).vaddr
+    buf = dev.dma_map_at(mem, 4 * PAGE, 4 * PAGE, 0x200000)
+    assert calls == [(0x200000, 4 * PAGE)] and buf.vaddr == base + 4 * PAGE and not buf.owned
+    with pytest.raises(HardwareError, match="overlaps a DMA mapping"):
+        dev.dma_map_at(mem, 0, 2 * PAGE, 0x200000 + 3 * PAGE)
+    dev._forget_dma(buf)
+    assert dev.dma == {} and not mem.closed
+
+
+class _HostMemoryBar(ModelDevice):
+    """The e1000 model, but BAR 0 is plain host memory handed to the machine as a VFIO BAR mmap is."""
+
+    def __init__(self):
+        super().__init__(IntelModel(device_id=0x100E))
+        self.bar0 = mmap.mmap(-1, 0x20000)
+        self.address = vfio.DmaBuffer(self.bar0, 0, len(self.bar0)).vaddr
+
+    def bar_memory(self, index):
+        return self.address if index == 0 else None
+
+
+def test_a_directly_mapped_bar_takes_the_roms_stores_without_python():
+    code = bytes.fromhex("66b80000b8fe 6766c70078563412 6766c7400812345678 cb")
+    assert listing(code, LOADER) == ["mov eax, 0xfeb80000", "mov dword ptr [eax], 0x12345678",
+                                     "mov dword ptr [eax + 8], 0x78563412", "retf"]
+    dev = _HostMemoryBar()
+    um = UndiMachine(crafted({LOADER: code}), dev)
+    assert um.bar_addresses[0] == 0xFEB80000  # where the machine's BIOS put BAR 0
+    um.m.far_call(0xC800, LOADER)
+    assert dev.bar0[0:4] == bytes.fromhex("78563412") and dev.bar0[8:12] == bytes.fromhex("12345678")
+    assert dev.access_count == 0  # no access went through bar_read/bar_write
+    um.m.unmap_direct()
+    with pytest.raises(RomRunError, match="write to unmapped memory at 0xfeb80000"):
+        um.m.far_call(0xC800, LOADER)  # once unmapped, the BAR is gone from the emulated PC
+
+
+def test_pci_bios_names_the_devices_bus_as_the_last_one():
+    """A NIC behind a PCIe root port sits on bus 1 or higher; iPXE scans buses 0 to INT 1Ah B101h's
+    CL, so CL must reach the device's bus."""
+    code = bytes.fromhex("b801b1 cd1a cb")
+    assert listing(code, LOADER) == ["mov ax, 0xb101", "int 0x1a", "retf"]
+    um = UndiMachine(crafted({LOADER: code}), ModelDevice(IntelModel(device_id=0x100E), bdf=0x0300))  # 03:00.0
+    um.run_init()
+    um.m.far_call(0xC800, LOADER)
+    assert um.m.reg("cx") & 0xFF == 3
+
+
+@pytest.mark.skipif(not (IPXE_QEMU / "pxe-e1000.rom").exists(), reason="Debian's ipxe-qemu is not installed")
+def test_ipxe_finds_its_nic_on_bus_1():
+    """What `romlab vm` gives: the e1000 at 01:00.0. START_UNDI fails with status 0x63
+    (UNDI_CANNOT_INITIALIZE_NIC) when iPXE's bus scan does not reach it."""
+    from drivers.undi.client import UndiClient
+
+    dev = ModelDevice(IntelModel(device_id=0x100E, mac=bytes.fromhex("020000000101")), bdf=0x0100)
+    um = UndiMachine((IPXE_QEMU / "pxe-e1000.rom").read_bytes(), dev)
+    um.run_init()
+    um.run_loader()
+    client = UndiClient(um, irq_pending=lambda: dev.irq)
+    client.probe()
+    assert client.mac == bytes.fromhex("020000000101")
+    client.remove()
+
+
+@pytest.mark.parametrize("ids,reads,counts", [
+    ((0x8086, 0x100E), [3, 4], [3, 4]),                   # Intel MPC: reading clears it
+    ((0x10EC, 0x8139), [7, 7, 12], [0, 0, 5]),            # RTL8139 RxMissed: a count kept across runs
+    ((0x10EC, 0x8139), [0xFFFFFE, 0x000001], [0, 3]),     # ... 24 bits wide, wrapping
+])
+def test_missed_packets_counts_from_the_first_read(ids, reads, counts):
+    from drivers.undi.vfio_device import VfioNic
+
+    nic = VfioNic.__new__(VfioNic)
+    nic.ids = ids
+    values = iter(reads)
+    nic.bar_read = lambda index, offset, size: next(values)
+    assert [nic.missed_packets() for _ in reads] == counts
