@@ -242,7 +242,7 @@ def with_checksum(raw: bytes, at: int) -> bytes:
     return bytes(raw)
 
 
-def pxe_rom(spoil_pxe_checksum: bool = False) -> bytes:
+def pxe_rom(spoil_pxe_checksum: bool = False, pxe_length: int = 0x58) -> bytes:
     """A loader that fills s_UNDI_LOADER with a !PXE and a PXENV+ built from romtools.pxe, whose
     entry point (C800:03A0) loops for ever."""
     loader = bytes.fromhex("55 89e5 c47e06 26c745100003 26c7451200c8 26c745146003 26c7451600c8 26c7050000"
@@ -255,7 +255,7 @@ def pxe_rom(spoil_pxe_checksum: bool = False) -> bytes:
     zero = dict(offset=0, segment=0)
     desc = dict(segment_address=0, physical_address=0, seg_size=0)
     bang_pxe = with_checksum(pxe.Pxe.build(dict(
-        struct_length=0x58, struct_cksum=0, struct_rev=0, reserved_1=0, undi_rom_id=dict(offset=0x40, segment=0xC800),
+        struct_length=pxe_length, struct_cksum=0, struct_rev=0, reserved_1=0, undi_rom_id=dict(offset=0x40, segment=0xC800),
         base_rom_id=zero, entry_point_sp=dict(offset=0x3A0, segment=0xC800), entry_point_esp=zero,
         status_callout=zero, reserved_2=0, seg_desc_cnt=7, first_selector=0, stack=desc, undi_data=desc,
         undi_code=desc, undi_code_write=desc, bc_data=desc, bc_code=desc, bc_code_write=desc)), 5)
@@ -274,6 +274,15 @@ def pxe_rom(spoil_pxe_checksum: bool = False) -> bytes:
 def test_loader_result_with_a_bad_pxe_checksum_is_refused():
     um = machine(pxe_rom(spoil_pxe_checksum=True))
     with pytest.raises(RomRunError, match=r"the !PXE structure at c800:0300 has a bad checksum"):
+        um.run_loader()
+
+
+def test_loader_result_whose_pxe_length_is_zero_is_refused():
+    """A length of 0 sums no bytes, so any !PXE would pass its checksum: the length must cover
+    the structure's 0x58 bytes (PXE 2.1)."""
+    um = machine(pxe_rom(pxe_length=0))
+    with pytest.raises(RomRunError, match=r"the !PXE structure at c800:0300 says it is 0 bytes long, less than "
+                                          r"the 88 of its fields"):
         um.run_loader()
 
 

@@ -161,3 +161,21 @@ def test_missed_packets_counts_from_the_first_read(ids, reads, counts):
     values = iter(reads)
     nic.bar_read = lambda index, offset, size: next(values)
     assert [nic.missed_packets() for _ in reads] == counts
+
+
+def test_a_bar_smaller_than_a_page_is_never_mapped_in():
+    """A mapping is whole pages, so RTL8139's 256-byte memory BAR mapped in would let the ROM reach
+    past its end; such a BAR goes through the callbacks, which bound every access. A page-sized
+    one is mapped."""
+    from drivers.undi.device import Bar
+    from drivers.undi.vfio_device import VfioNic
+
+    mapped = []
+    nic = VfioNic.__new__(VfioNic)
+    nic.direct = True
+    nic.regions = {0: SimpleNamespace(mmappable=True), 1: SimpleNamespace(mmappable=True)}
+    nic.bars = [Bar(0, False, 0x100), Bar(1, False, 0x20000)]
+    buf = mmap.mmap(-1, 0x20000)
+    nic.v = SimpleNamespace(map_bar=lambda index: mapped.append(index) or SimpleNamespace(mm=buf))
+    assert nic.bar_memory(0) is None and mapped == []
+    assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]

@@ -183,6 +183,10 @@ class UndiMachine:
         except Exception:
             raise RomRunError(f"UNDI loader: {ptr.segment:04x}:{ptr.offset:04x} holds no {name} structure") from None
         length = length_of(parsed)
+        if length < schema.sizeof():
+            # A short length would let the checksum cover less than the fields read: 0 sums to 0.
+            raise RomRunError(f"UNDI loader: the {name} structure at {ptr.segment:04x}:{ptr.offset:04x} says it is "
+                              f"{length} bytes long, less than the {schema.sizeof()} of its fields")
         if sum(self.m.read(at, length, name)) & 0xFF:
             raise RomRunError(f"UNDI loader: the {name} structure at {ptr.segment:04x}:{ptr.offset:04x} has a bad "
                               f"checksum")

@@ -19,6 +19,7 @@ reset and every mapping gone before the driver gets it back.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ class VfioNic(Device):
         region = self.regions.get(index)
         bar = next((b for b in self.bars if b.index == index), None)
         if not self.direct or region is None or bar is None or bar.io or not region.mmappable:
+            return None
+        if bar.size < mmap.PAGESIZE:
+            # A mapping is whole pages: the ROM would reach past the BAR's end into the rest of the
+            # page. A BAR smaller than a page (RTL8139's 256 bytes) goes through the callbacks,
+            # which check every access against its size.
             return None
         try:
             mapped = self.v.map_bar(index)
