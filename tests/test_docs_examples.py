@@ -240,6 +240,9 @@ PARSED_ONLY = {
     "romlab bench undi --pci 03:00.0 --plot undi.png":
         "runs the ROM's UNDI in an emulated PC, which inside a TCG guest would be emulation in "
         "emulation, for 2 s figures and a trace per size; tests/test_undi_bench.py runs it on the register model",
+    "romlab undi recv --pci 03:00.0 --count 100 --json":
+        "needs frames paced to what the ROM's UNDI takes under emulation in a guest (tens a second), "
+        "not the docs peer's flood; tests/test_undi_vm.py runs undi recv against a paced kernel peer",
     "romlab serve --interface eth1":
         "serves a real lab network beside its DHCP server until interrupted; "
         "tests/test_bench_firmware_serve.py runs serve in a namespace lab",
