@@ -187,6 +187,49 @@ def test_hlt_is_woken_by_the_timer():
     um.m.far_call(0xC800, LOADER, timeout=5)
 
 
+def test_console_keeps_its_last_64_kib_of_a_rom_that_prints_in_a_loop():
+    # four INT 10h/13h calls of 65535 bytes each (ES:BP = 0000:0000, the IVT and BDA): 262140 bytes
+    # printed; the console keeps the last 65536 and counts the 196604 before them.
+    code = bytes.fromhex("be0400 31c0 8ec0 b80013 b9ffff 31ed cd10 4e 75f3 cb")
+    assert listing(code, LOADER) == ["mov si, 4", "xor ax, ax", "mov es, ax", "mov ax, 0x1300", "mov cx, 0xffff",
+                                     "xor bp, bp", "int 0x10", "dec si", "jne 0x87", "retf"]
+    um = machine(crafted({LOADER: code}))
+    before = len(um.bios.console) + um.bios.console_dropped
+    um.m.far_call(0xC800, LOADER, timeout=30)
+    assert len(um.bios.console) == 65536
+    assert um.bios.console_dropped == before + 4 * 65535 - 65536
+    assert bytes(um.bios.console[-16:]) == bytes(um.m.view[65535 - 16:65535])
+
+
+def test_int10_13_in_attribute_mode_reads_cx_pairs_and_keeps_the_characters():
+    # AL bit 1: ES:BP holds CX (char, attribute) pairs, 2*CX bytes; "Hi!" with attribute 07h each.
+    code = bytes.fromhex("0e 07 bd0001 b90300 b80213 cd10 cb")
+    assert listing(code, LOADER) == ["push cs", "pop es", "mov bp, 0x100", "mov cx, 3", "mov ax, 0x1302",
+                                     "int 0x10", "retf"]
+    um = machine(crafted({LOADER: code, 0x100: b"H\x07i\x07!\x07XY"}))
+    um.m.far_call(0xC800, LOADER, timeout=5)
+    assert bytes(um.bios.console).endswith(b"Hi!")
+
+
+def test_post_codes_of_a_rom_writing_port_80h_in_a_loop_are_bounded():
+    code = bytes.fromhex("b05a b91027 e680 e2fc cb")
+    assert listing(code, LOADER) == ["mov al, 0x5a", "mov cx, 0x2710", "out 0x80, al", "loop 0x85", "retf"]
+    um = machine(crafted({LOADER: code}))
+    seen = um.ports.post_codes_seen
+    um.m.far_call(0xC800, LOADER, timeout=30)
+    assert um.ports.post_codes_seen == seen + 10000
+    assert 4096 <= len(um.ports.post_codes) <= 2 * 4096 and set(um.ports.post_codes[-4096:]) == {0x5A}
+
+
+def test_pmm_call_log_is_bounded():
+    from drivers.undi.pmm import Pmm
+    pmm = Pmm((0x10000, 0x20000), (0x100000, 0x200000))
+    for handle in range(5000):
+        pmm.find(handle)
+    assert pmm.calls_seen == 5000
+    assert 1024 <= len(pmm.calls) <= 2048 and pmm.calls[-1] == ("find", 4999)
+
+
 # -- what is refused before anything runs -------------------------------------------------------------
 def test_rom_for_another_device_is_refused_unless_forced():
     rom = crafted({LOADER: b"\xcb"}, device_id=0x100E)
