@@ -314,6 +314,23 @@ def pxe_rom(spoil_pxe_checksum: bool = False, pxe_length: int = 0x58) -> bytes:
     return crafted({LOADER: loader, 0x300: bang_pxe, 0x360: pxenv, 0x3A0: loop})
 
 
+@pytest.mark.parametrize("kib, expect", [(0xFFFF, "is 65535 KiB, more than the 640 KiB of conventional memory"),
+                                         (641, "is 641 KiB, more than the 640 KiB"),
+                                         (100, "more than is free below 100 KiB")])
+def test_base_memory_size_the_init_left_out_of_range_is_refused(kib, expect):
+    # init writes 40:13h (the base memory size in KiB) and returns; the loader must not place UNDI by it.
+    init_code = bytes.fromhex("b8") + kib.to_bytes(2, "little") + bytes.fromhex("31db 8edb a31304 cb")
+    assert listing(init_code, 0x100) == [f"mov ax, {kib:#x}", "xor bx, bx", "mov ds, bx", "mov word ptr [0x413], ax",
+                                         "retf"]
+    jmp = bytes.fromhex("e9fa00")
+    assert listing(jmp, 3) == ["jmp 0x100"]
+    um = machine(crafted({0x100: init_code, LOADER: b"\xcb"}, init=jmp))
+    assert um.m.u16(0x413) == kib
+    with pytest.raises(RomRunError, match=expect) as e:
+        um.run_loader(timeout=5)
+    assert "\n" not in str(e.value)
+
+
 def test_loader_result_with_a_bad_pxe_checksum_is_refused():
     um = machine(pxe_rom(spoil_pxe_checksum=True))
     with pytest.raises(RomRunError, match=r"the !PXE structure at c800:0300 has a bad checksum"):
