@@ -493,3 +493,14 @@ def test_cli_prints_json_writes_the_file_and_the_png(monkeypatch, tmp_path, caps
     seen.clear()
     rc = main(["bench", "undi", "--pci", "00:03.0", "-o", str(out)])
     assert rc == 2 and not seen and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e6", "0"])
+def test_cli_refuses_non_finite_or_huge_seconds_before_anything_runs(monkeypatch, capsys, seconds):
+    from romlab.cli import main
+
+    seen = []
+    monkeypatch.setattr(bu, "run", lambda *a, **kw: seen.append(a))
+    rc = main(["bench", "undi", "--pci", "00:03.0", "--seconds", seconds])
+    err = capsys.readouterr().err
+    assert rc == 2 and not seen and err.count("\n") == 1 and "--seconds must be in (0, 3600]" in err

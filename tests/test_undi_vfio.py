@@ -41,6 +41,19 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"none.rom" in r.stderr
 
 
+@pytest.mark.parametrize("action, option, value", [("info", "--watchdog", "nan"), ("info", "--watchdog", "inf"),
+                                                   ("send", "--watchdog", "-0.5"), ("info", "--watchdog", "1e9"),
+                                                   ("recv", "--timeout", "nan"), ("recv", "--timeout", "inf")])
+def test_non_finite_or_huge_seconds_are_refused_before_the_device(tmp_path, action, option, value):
+    """NaN passes a "<= 0" test: refused by the argument check, not after the NIC was taken."""
+    env = _device(tmp_path, 0x8086, 0x100E)
+    r = run_romlab("undi", action, "--pci", "03:00.0", option, value, env=env)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert option in err and "(0, " in err
+    assert not (tmp_path / "state").exists()
+
+
 def test_reserve_takes_exactly_the_range_out_of_the_free_space():
     a = vfio.IovaAllocator([(0, 0x3FFFFFF)], page=PAGE, floor=0x100000)  # free: [1 MiB, 64 MiB)
     a.reserve(0, 0x2000000)  # the emulated PC's 32 MiB, reaching below the floor

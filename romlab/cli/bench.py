@@ -3,6 +3,8 @@ under QEMU, ``bench native`` one NIC's transmit paths, ``bench undi`` a NIC's ow
 from its ROM in user space) against a reference driver on the same device."""
 from __future__ import annotations
 
+import math
+
 NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
@@ -123,8 +125,8 @@ def _run_undi(args) -> int:
         raise UsageError("--size takes comma-separated numbers, e.g. 64,1514") from None
     if not sizes or any(not 60 <= x <= 1514 for x in sizes):
         raise UsageError("frame sizes must be 60..1514")
-    if not args.seconds > 0 or not 1 <= args.trace_frames <= 100_000:
-        raise UsageError("--seconds must be more than 0 and --trace-frames 1..100000")
+    if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600) or not 1 <= args.trace_frames <= 100_000:
+        raise UsageError("--seconds must be in (0, 3600] and --trace-frames 1..100000")
     if args.force_ids and not args.rom:
         raise UsageError("--force-ids applies to a ROM given with --rom")
     if args.rom and not os.path.isfile(args.rom):

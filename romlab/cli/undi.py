@@ -1,9 +1,13 @@
 """``romlab undi``: run a NIC's own UNDI driver, from its option ROM, in user space against the NIC."""
 from __future__ import annotations
 
+import math
+
 from romlab.cli._common import print_json
 
 NAME = "undi"
+MAX_WATCHDOG = 3600.0  # an hour: past that a ROM step is hung, not slow
+MAX_TIMEOUT = 86400.0
 HELP = "run a NIC's UNDI driver from its option ROM against the NIC itself: info, send, recv"
 DESCRIPTION = """\
 Run the UNDI driver of a NIC's option ROM in an emulated real-mode PC (unicorn) against the NIC
@@ -91,8 +95,9 @@ def run(args) -> int:
     from drivers import frames
     from hw.errors import UsageError
 
-    if args.watchdog <= 0:
-        raise UsageError("--watchdog must be a positive number of seconds")
+    # isfinite first: NaN and inf pass a "<= 0" test and would fail only after the NIC was taken
+    if not (math.isfinite(args.watchdog) and 0 < args.watchdog <= MAX_WATCHDOG):
+        raise UsageError(f"--watchdog must be a number of seconds in (0, {MAX_WATCHDOG}]")
     if args.undi_cmd == "send":
         if args.count < 1:
             raise UsageError("--count must be positive")
@@ -101,8 +106,8 @@ def run(args) -> int:
             frames.frame(b"\0" * 6, args.dst_mac, 0, 0, args.size)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if args.undi_cmd == "recv" and (args.count < 1 or args.timeout <= 0):
-        raise UsageError("--count and --timeout must be positive")
+    if args.undi_cmd == "recv" and (args.count < 1 or not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT)):
+        raise UsageError(f"--count must be positive and --timeout a number of seconds in (0, {MAX_TIMEOUT}]")
     rom = _read_rom(args.rom) if args.rom else None
     return {"info": _info, "send": _send, "recv": _recv}[args.undi_cmd](args, rom)
 
