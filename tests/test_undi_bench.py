@@ -464,6 +464,26 @@ def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
     assert fake_lab == ["bind", "native c 64 batch 1", "unbind"]
 
 
+def test_a_rom_for_another_device_is_refused_before_the_nic_is_bound(fake_lab, monkeypatch, tmp_path):
+    """A --rom whose PCIR names 8086:100e, for an 8086:10d3: refused before the reference driver
+    runs or the NIC leaves its driver; --force-ids lets it through to the bind."""
+    from test_undi_crafted import LOADER, crafted
+
+    from hw import pci
+    from hw.errors import UsageError
+
+    monkeypatch.setattr(pci.PciDevice, "open", classmethod(lambda cls, bdf: _FakePci((0x8086, 0x10D3), "e1000e")))
+    rom = tmp_path / "e1000.rom"
+    rom.write_bytes(crafted({LOADER: b"\xcb"}, device_id=0x100E))
+    opened = []
+    with pytest.raises(UsageError, match="the ROM is for 8086:100e, the device is 8086:10d3; use --force-ids"):
+        bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom), open_session=lambda *a: opened.append(a))
+    assert fake_lab == [] and opened == []
+    with pytest.raises(TypeError):  # the stand-in session is no context manager: only how far it got matters
+        bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom), force_ids=True, open_session=lambda *a: opened.append(a))
+    assert fake_lab == ["bind", "native c 64 batch 1", "unbind"] and len(opened) == 1
+
+
 def test_cli_prints_json_writes_the_file_and_the_png(monkeypatch, tmp_path, capsys):
     """`romlab bench undi --json -o FILE --plot PNG`: the document on stdout (schema first, the
     table in it), the same document in FILE, the PNG written and named on stderr."""

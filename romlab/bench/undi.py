@@ -287,7 +287,11 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
         raise LabError(f"frame sizes must be {MIN_FRAME}..{MAX_FRAME} bytes")
     rom = rom_source = None
     if rom_path:
+        from drivers.undi.loader import check_ids, legacy_undi_image
+
         rom, rom_source = Path(rom_path).read_bytes(), rom_path
+        # refused here, before the reference runs or the NIC is bound, as `undi` refuses it
+        check_ids(legacy_undi_image(rom), ids, force_ids)
     reference: list[Throughput] = []
     if kind == "kernel":
         netdirs = list((Path("/sys/bus/pci/devices") / str(dev.bdf) / "net").glob("*"))
