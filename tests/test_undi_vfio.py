@@ -192,3 +192,89 @@ def test_a_bar_smaller_than_a_page_is_never_mapped_in():
     nic.v = SimpleNamespace(map_bar=lambda index: mapped.append(index) or SimpleNamespace(mm=buf))
     assert nic.bar_memory(0) is None and mapped == []
     assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]
+
+
+def _fake_backend(monkeypatch, events, reset_why, unmap_fails):
+    """drivers.undi.vfio_device with the PCI, VFIO, bind and ROM steps stood in for by recorders."""
+    import contextlib
+
+    from drivers.undi import vfio_device as vd
+
+    @contextlib.contextmanager
+    def bound(dev):
+        events.append("bind")
+        try:
+            yield
+        finally:
+            events.append("give back")
+
+    @contextlib.contextmanager
+    def vfio_device(dev):
+        events.append("open")
+        try:
+            yield SimpleNamespace()
+        finally:
+            events.append("close")
+
+    class Nic:
+        def __init__(self, v, direct):
+            self.resets = iter(reset_why)
+
+        def reset(self):
+            events.append("reset")
+            return next(self.resets)
+
+    class Machine:
+        def __init__(self, image, nic, force_ids):
+            def unmap():
+                events.append("unmap")
+                if unmap_fails:
+                    raise OSError("munmap failed")
+            self.m = SimpleNamespace(unmap_direct=unmap)
+
+        def run_init(self, timeout):
+            pass
+
+        run_loader = run_init
+
+    class Client:
+        def __init__(self, um, irq_pending, timeout):
+            pass
+
+        def probe(self):
+            events.append("probe")
+
+    monkeypatch.setattr(vd, "PciDevice", SimpleNamespace(open=lambda bdf: SimpleNamespace(vendor_id=0x8086,
+                                                                                         device_id=0x100E)))
+    monkeypatch.setattr(vd, "vfio_bind", SimpleNamespace(bound=bound))
+    monkeypatch.setattr(vd, "vfio", SimpleNamespace(VfioDevice=vfio_device))
+    monkeypatch.setattr(vd, "VfioNic", Nic)
+    monkeypatch.setattr(vd, "UndiMachine", Machine)
+    monkeypatch.setattr(vd, "UndiClient", Client)
+    return vd
+
+
+def test_the_reset_after_the_run_is_recorded_in_its_notes(monkeypatch):
+    events = []
+    vd = _fake_backend(monkeypatch, events, [None, "no FLR or PM reset on this device"], unmap_fails=False)
+    with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})) as run:
+        assert run.notes == []
+    assert run.notes == ["no reset after the run: no FLR or PM reset on this device (the kernel driver's probe "
+                         "resets it)"]
+    assert events == ["bind", "open", "reset", "probe", "unmap", "reset", "close", "give back"]
+    events.clear()
+    vd = _fake_backend(monkeypatch, events, ["busy", None], unmap_fails=False)
+    with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})) as run:
+        pass
+    assert run.notes == ["no reset before the ROM ran: busy",
+                         "reset after the run (bus mastering off, VFIO device reset)"]
+
+
+def test_a_failing_clean_up_step_skips_none_of_the_next(monkeypatch):
+    """unmap_direct failing: the device is still reset, closed and given back, in that order."""
+    events = []
+    vd = _fake_backend(monkeypatch, events, [None, None], unmap_fails=True)
+    with pytest.raises(OSError, match="munmap failed"):
+        with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})):
+            raise RomRunError("the ROM faulted")
+    assert events == ["bind", "open", "reset", "probe", "unmap", "reset", "close", "give back"]

@@ -201,12 +201,15 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
     dev = PciDevice.open(bdf)
     if rom is not None:
         check_rom(dev, rom, force_ids)
-    with vfio_bind.bound(dev):
+    notes: list[str] = []  # the run's ``notes``; the reset after the run is added once the caller's block is done
+    with vfio_bind.bound(dev):  # outermost: the give-back to the kernel driver comes after every other step
         with vfio.VfioDevice(dev) as v:
             nic = VfioNic(v, direct=direct)
             um = None
             try:
-                nic.reset()
+                why = nic.reset()
+                if why:
+                    notes.append(f"no reset before the ROM ran: {why}")
                 image, source = (rom, rom_name or "file") if rom is not None else (nic.rom(), "rom-bar")
                 um = UndiMachine(image, nic, force_ids=force_ids)
                 um.run_init(timeout=watchdog)
@@ -216,8 +219,13 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
                     client.probe()
                 except RomRunError as exc:
                     raise RomRunError(f"{exc} (the ROM's UNDI could not bring the device up)") from None
-                yield UndiRun(nic, um, client, source)
+                yield UndiRun(nic, um, client, source, notes)
             finally:
-                if um is not None:
-                    um.m.unmap_direct()  # before the BAR mmaps go with the VFIO device
-                nic.reset()
+                # each step in its own try: one failing never skips the next
+                try:
+                    if um is not None:
+                        um.m.unmap_direct()  # before the BAR mmaps go with the VFIO device
+                finally:
+                    why = nic.reset()
+                    notes.append(f"no reset after the run: {why} (the kernel driver's probe resets it)" if why
+                                 else "reset after the run (bus mastering off, VFIO device reset)")

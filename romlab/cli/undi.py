@@ -134,7 +134,8 @@ def _common(args, run) -> dict:
            "id": _ids(*run.nic.ids),
            "rom_id": _ids(run.machine.image.pcir.vendor_id, run.machine.image.pcir.device_id),
            "mac": run.client.mac.hex(":"), "init_s": t.init, "loader_s": t.loader,
-           "calls": {k: {"count": len(v), "total_s": sum(v)} for k, v in t.calls.items()}}
+           "calls": {k: {"count": len(v), "total_s": sum(v)} for k, v in t.calls.items()},
+           "notes": run.notes}  # the list the run fills in as it ends: the reset after the run is in it by print time
     if args.trace:
         doc["bar_accesses"] = run.nic.accesses
     return doc
@@ -146,6 +147,14 @@ def _nic_type(out) -> dict:
     return {"status": out.status, "nic_type": out.nic_type, "id": _ids(n.vendor_id, n.dev_id),
             "class": f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x}", "rev": n.rev,
             "bus_dev_func": n.bus_dev_func, "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
+
+
+def _notes(run) -> None:
+    """The run's notes (the device's resets) on stderr, as the text output's last lines."""
+    from romlab.cli import note
+
+    for n in run.notes:
+        note(f"romlab undi: {n}")
 
 
 def _trace_line(doc) -> None:
@@ -199,6 +208,7 @@ def _info(args, rom) -> int:
     print(f"GET_IFACE_INFO   {name}, link {iface.link_speed} bit/s, service flags {iface.service_flags:#x}")
     print(f"timings          init {m.timings.init * 1000:.0f} ms, loader {m.timings.loader:.2f} s")
     _trace_line(doc)
+    _notes(run)
     return 0
 
 
@@ -231,6 +241,7 @@ def _send(args, rom) -> int:
         _trace_line(doc)
         print(f"sent {args.count} frames of {args.size} bytes through UNDI_TRANSMIT in {dt:.3f} s: "
               f"{doc['pps']:.0f} pkt/s (the ROM counted {stats['xmt_good_frames']} good)")
+        _notes(run)
     return 0
 
 
@@ -271,4 +282,5 @@ def _recv(args, rom) -> int:
         rate = f", {doc['pps']:.0f} frames/s while frames came" if doc["pps"] else ""
         print(f"received {got} frames, {good} intact romlab test frames{rate} (the NIC missed "
               f"{'?' if missed is None else missed}, the ROM counted {stats['rcv_good_frames']} good)")
+        _notes(run)
     return 0 if good >= args.count else 1
