@@ -278,3 +278,37 @@ def test_a_failing_clean_up_step_skips_none_of_the_next(monkeypatch):
         with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})):
             raise RomRunError("the ROM faulted")
     assert events == ["bind", "open", "reset", "probe", "unmap", "reset", "close", "give back"]
+
+
+def _fake_run(polls, ids=(0x8086, 0x100E)):
+    """What undi_on_device yields, stood in for: a client whose polls return ``polls`` in turn."""
+    from construct import Container
+
+    batches = iter(polls)
+    client = SimpleNamespace(mac=bytes.fromhex("525400123456"), rx_errors=0, open=lambda: None,
+                             poll=lambda: next(batches, []), close=lambda: None, remove=lambda: None,
+                             get_statistics=lambda: Container(rcv_good_frames=9, xmt_good_frames=0))
+    nic = SimpleNamespace(v=SimpleNamespace(pci=SimpleNamespace(bdf="0000:03:00.0")), ids=ids,
+                          missed_packets=lambda: 0, accesses=0)
+    machine = SimpleNamespace(image=SimpleNamespace(pcir=SimpleNamespace(vendor_id=ids[0], device_id=ids[1])),
+                              timings=SimpleNamespace(init=0.1, loader=0.2, calls={}))
+    return SimpleNamespace(nic=nic, machine=machine, client=client, rom_source="rom-bar", notes=["reset after the run"])
+
+
+def test_recv_counts_a_duplicated_frame_once(monkeypatch, capsys):
+    import contextlib
+    import json
+
+    from drivers import frames
+    from romlab.cli import main
+    from romlab.cli import undi as cli_undi
+
+    src, dst = bytes.fromhex("525400aaaaaa"), bytes.fromhex("525400123456")
+    f = [frames.frame(src, dst, 7, seq, 64) for seq in range(3)]
+    run = _fake_run([[f[0], f[0], f[1], f[0]], [f[2]], [f[1]]])
+    monkeypatch.setattr(cli_undi, "_session", lambda args, rom: contextlib.nullcontext(run))
+    rc = main(["undi", "recv", "--pci", "03:00.0", "--count", "3", "--seed", "7", "--timeout", "30", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert (doc["received"], doc["verified"], doc["duplicates"]) == (5, 3, 2)
+    assert doc["sequences"] == [0, 0, 1, 0, 2] and doc["notes"] == ["reset after the run"]
