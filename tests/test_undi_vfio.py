@@ -312,3 +312,17 @@ def test_recv_counts_a_duplicated_frame_once(monkeypatch, capsys):
     assert rc == 0
     assert (doc["received"], doc["verified"], doc["duplicates"]) == (5, 3, 2)
     assert doc["sequences"] == [0, 0, 1, 0, 2] and doc["notes"] == ["reset after the run"]
+
+
+def test_get_nic_type_bus_dev_func_is_spelled_as_a_bdf():
+    """PXENV_UNDI_GET_NIC_TYPE's BusDevFunc is the PCI BIOS word bus << 8 | device << 3 | function:
+    0x0311 is bus 03, device 02, function 1."""
+    from construct import Container
+
+    from romlab.cli.undi import _nic_type
+
+    info = Container(vendor_id=0x8086, dev_id=0x100E, base_class=2, sub_class=0, prog_intf=0, rev=3,
+                     bus_dev_func=0x0311, sub_vendor_id=0x1AF4, sub_device_id=0x1100)
+    doc = _nic_type(Container(status=0, nic_type=2, info=info), 0)
+    assert doc["bus_dev_func"] == "0000:03:02.1" and doc["id"] == "8086:100e" and doc["class"] == "020000"
+    assert _nic_type(Container(status=0, nic_type=2, info=info), 1)["bus_dev_func"] == "0001:03:02.1"

@@ -141,12 +141,16 @@ def _common(args, run) -> dict:
     return doc
 
 
-def _nic_type(out) -> dict:
-    """GET_NIC_TYPE's PCI arm with its IDs spelled as lspci spells them."""
+def _nic_type(out, domain: int) -> dict:
+    """GET_NIC_TYPE's PCI arm with its IDs spelled as lspci spells them and its bus:dev.fn word as
+    a BDF with the device's domain (docs/conventions.md: the word carries no domain)."""
+    from hw.pci import Bdf
+
     n = out.info
+    bdf = Bdf(domain, n.bus_dev_func >> 8, (n.bus_dev_func >> 3) & 0x1F, n.bus_dev_func & 7)
     return {"status": out.status, "nic_type": out.nic_type, "id": _ids(n.vendor_id, n.dev_id),
             "class": f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x}", "rev": n.rev,
-            "bus_dev_func": n.bus_dev_func, "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
+            "bus_dev_func": str(bdf), "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
 
 
 def _notes(run) -> None:
@@ -174,11 +178,12 @@ def _info(args, rom) -> int:
     with _session(args, rom) as run:
         c = run.client
         nic_type, iface = c.get_nic_type(), c.get_iface_info()
-        doc = {"schema": "romlab.undi-info/1", **_common(args, run),
+        doc = {"schema": "romlab.undi-info/2", **_common(args, run),
                "pxe": _plain(run.machine.pxe), "pxenv": _plain(run.machine.pxenv),
-               "get_information": _plain(c.info), "get_nic_type": _nic_type(nic_type),
+               "get_information": _plain(c.info), "get_nic_type": _nic_type(nic_type, run.nic.v.pci.bdf.domain),
                "get_iface_info": _plain(iface),
-               "console": bytes(run.machine.bios.console).decode("latin-1")}
+               "console": bytes(run.machine.bios.console).decode("latin-1"),
+               "console_dropped_bytes": run.machine.bios.console_dropped}
         c.remove()
     if args.json:
         print_json(doc)
@@ -202,7 +207,7 @@ def _info(args, rom) -> int:
           f"MTU {info.max_tran_unit}, RX/TX buffers {info.rx_buf_ct}/{info.tx_buf_ct}")
     n = nic_type.info
     print(f"GET_NIC_TYPE     type {nic_type.nic_type}, {n.vendor_id:04x}:{n.dev_id:04x} class "
-          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, bus:dev.fn {n.bus_dev_func:#06x}, "
+          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, {doc['get_nic_type']['bus_dev_func']}, "
           f"subsystem {n.sub_vendor_id:04x}:{n.sub_device_id:04x}")
     name = bytes(iface.iface_type).split(b"\0", 1)[0].decode("latin-1")
     print(f"GET_IFACE_INFO   {name}, link {iface.link_speed} bit/s, service flags {iface.service_flags:#x}")
@@ -232,7 +237,7 @@ def _send(args, rom) -> int:
             c.poll()  # undinet's poll between transmits: the ROM reaps its TX ring here
         dt = time.perf_counter() - t0
         stats = _plain(c.get_statistics())
-        doc = {"schema": "romlab.undi-send/1", **_common(args, run), "sent": args.count, "size": args.size,
+        doc = {"schema": "romlab.undi-send/2", **_common(args, run), "sent": args.count, "frame_bytes": args.size,
                "seed": args.seed, "sending_s": dt, "pps": args.count / dt, "statistics": stats}
         _close(run)
     if args.json:
@@ -273,7 +278,7 @@ def _recv(args, rom) -> int:
                     first = first if first is not None else last
         missed = run.nic.missed_packets()
         stats = _plain(c.get_statistics())
-        doc = {"schema": "romlab.undi-recv/1", **_common(args, run), "received": got, "verified": good,
+        doc = {"schema": "romlab.undi-recv/2", **_common(args, run), "received": got, "verified": good,
                "duplicates": len(seqs) - good, "sequences": seqs, "seed": args.seed,
                "pps": (good - 1) / (last - first) if good > 1 and last > first else None,
                "missed": missed, "statistics": stats,
