@@ -26,7 +26,8 @@ EXAMPLES = [
      "100 test frames through the ROM's UNDI_TRANSMIT (`romlab nic recv --seed 7` checks them)"),
     ("romlab undi recv --pci 03:00.0 --count 100 --timeout 30 --json",
      "receive and check test frames through UNDI_ISR, with the NIC's missed-packet counter"),
-    ("romlab undi info --pci 03:00.0 --rom pxe-e1000.rom", "run a ROM file instead of the NIC's own ROM"),
+    ("romlab undi info --pci 03:00.0 --rom /usr/lib/ipxe/qemu/pxe-e1000.rom",
+     "run a ROM file (here Debian's ipxe-qemu e1000 ROM) instead of the NIC's own ROM"),
 ]
 
 
@@ -106,7 +107,8 @@ def run(args) -> int:
             frames.frame(b"\0" * 6, args.dst_mac, 0, 0, args.size)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if args.undi_cmd == "recv" and (args.count < 1 or not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT)):
+    if args.undi_cmd == "recv" and (args.count < 1 or
+                                    not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT)):
         raise UsageError(f"--count must be positive and --timeout a number of seconds in (0, {MAX_TIMEOUT}]")
     rom = _read_rom(args.rom) if args.rom else None
     return {"info": _info, "send": _send, "recv": _recv}[args.undi_cmd](args, rom)
@@ -207,7 +209,8 @@ def _info(args, rom) -> int:
           f"MTU {info.max_tran_unit}, RX/TX buffers {info.rx_buf_ct}/{info.tx_buf_ct}")
     n = nic_type.info
     print(f"GET_NIC_TYPE     type {nic_type.nic_type}, {n.vendor_id:04x}:{n.dev_id:04x} class "
-          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, {doc['get_nic_type']['bus_dev_func']}, "
+          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, "
+          f"{doc['get_nic_type']['bus_dev_func']}, "
           f"subsystem {n.sub_vendor_id:04x}:{n.sub_device_id:04x}")
     name = bytes(iface.iface_type).split(b"\0", 1)[0].decode("latin-1")
     print(f"GET_IFACE_INFO   {name}, link {iface.link_speed} bit/s, service flags {iface.service_flags:#x}")
