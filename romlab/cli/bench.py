@@ -26,7 +26,7 @@ frame size:
              in romlab's emulated PC and driving the NIC through VFIO: one UNDI_TRANSMIT per frame
              and a poll (UNDI_ISR START, PROCESS, GET_NEXT) between frames, as iPXE's undinet does
   reference  romlab's native driver, C path, one frame per call (e1000, e1000e); the kernel's
-             driver through pktgen for a NIC romlab has no driver for (rtl8139's 8139too)
+             driver through pktgen for a NIC romlab has no driver for (rtl8139: 8139cp on QEMU's)
 For UNDI, each call's time is split into measured buckets (Python before emu_start, inside it,
 device callbacks, BIOS services, legacy ports, Python after) and the time they leave is printed as
 unaccounted; then a --trace run counts per call the register accesses and their time, the
