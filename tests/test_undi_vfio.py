@@ -188,9 +188,12 @@ def test_a_bar_smaller_than_a_page_is_never_mapped_in():
     nic.direct = True
     nic.regions = {0: SimpleNamespace(mmappable=True), 1: SimpleNamespace(mmappable=True)}
     nic.bars = [Bar(0, False, 0x100), Bar(1, False, 0x20000)]
+    nic._mapped = {}
     buf = mmap.mmap(-1, 0x20000)
     nic.v = SimpleNamespace(map_bar=lambda index: mapped.append(index) or SimpleNamespace(mm=buf))
     assert nic.bar_memory(0) is None and mapped == []
+    assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]
+    # asked again (a trace turned off once more): the same mapping, no second mmap
     assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]
 
 

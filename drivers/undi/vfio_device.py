@@ -64,6 +64,7 @@ class VfioNic(Device):
             index += 2 if not raw & 1 and (raw >> 1) & 3 == 2 else 1  # a 64-bit BAR takes two slots
         self.bars = tuple(bars)
         self.accesses = 0  # BAR accesses that went through Python (none on the direct path)
+        self._mapped: dict = {}  # BAR index -> its one mapping, kept until the VFIO device closes
 
     # -- configuration space ------------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:
@@ -118,10 +119,12 @@ class VfioNic(Device):
             # page. A BAR smaller than a page (RTL8139's 256 bytes) goes through the callbacks,
             # which check every access against its size.
             return None
-        try:
-            mapped = self.v.map_bar(index)
-        except HardwareError:
-            return None  # vfio-pci refused the mmap (an MSI-X table BAR on older kernels): callbacks
+        mapped = self._mapped.get(index)
+        if mapped is None:  # once per BAR: turning a trace off and on again must not add a mapping each time
+            try:
+                mapped = self._mapped[index] = self.v.map_bar(index)
+            except HardwareError:
+                return None  # vfio-pci refused the mmap (an MSI-X table BAR on older kernels): callbacks
         return int(vfio.ffi.cast("uintptr_t", vfio.ffi.from_buffer(mapped.mm)))
 
     @property
