@@ -193,6 +193,38 @@ def test_instructions_and_mode_switches_of_hand_assembled_code(opened):
     assert trace.mode_switches == 5 * 2 + 2
 
 
+def test_a_rom_that_turns_paging_on_is_noted_by_the_trace():
+    """PE and PG set by one CR0 write with the first 4 MiB identity-mapped (page directory at
+    0x60000, its one table at 0x61000, entries present and writable: low bits 3), then both
+    cleared: two mode switches, and the trace says paging was on."""
+    from test_undi_crafted import LOADER, crafted, machine
+
+    um = machine(crafted({LOADER: b"\xcb"}))
+    um.m.write(0x60000, struct.pack("<I", 0x61000 | 3))
+    um.m.write(0x61000, b"".join(struct.pack("<I", page << 12 | 3) for page in range(1024)))
+    code = bytes.fromhex("fa"
+                         "66b800000600"    # mov eax, 0x60000
+                         "0f22d8"          # mov cr3, eax
+                         "0f20c0"          # mov eax, cr0
+                         "660d01000080"    # or eax, 0x80000001
+                         "0f22c0"          # mov cr0, eax     -> protected, paging on
+                         "6625feffff7f"    # and eax, 0x7ffffffe
+                         "0f22c0"          # mov cr0, eax     -> real, paging off
+                         "cb")
+    assert listing(code, 0) == ["cli", "mov eax, 0x60000", "mov cr3, eax", "mov eax, cr0", "or eax, 0x80000001",
+                                "mov cr0, eax", "and eax, 0x7ffffffe", "mov cr0, eax", "retf"]
+    um.m.write(M.SCRATCH_SEG * 16 + CODE_AT, code)
+    trace = Trace()
+    assert not trace.paging_seen
+    um.set_trace(trace)
+    try:
+        um.m.far_call(M.SCRATCH_SEG, CODE_AT, timeout=5)
+    finally:
+        um.set_trace(None)
+    assert trace.instructions == 9 and trace.mode_switches == 2
+    assert trace.paging_seen and um.m.reg("cr0") & 0x80000001 == 0
+
+
 # --- a BAR mapped straight in (what the VFIO backend offers) ----------------------------------------
 
 class DirectBarDevice(ModelDevice):

@@ -178,7 +178,8 @@ def measure_size(um, client, size: int, seconds: float, trace_frames: int, *,
                  for (bar, off, kind), (n, ns) in sorted(trace.registers.items())]
     breakdown = {"frame_bytes": size, "fast": fast,
                  "trace": {"frames": tsent, "wall_ns": twall, "calls": traced, "registers": registers,
-                           "instructions": trace.instructions, "mode_switches": trace.mode_switches},
+                           "instructions": trace.instructions, "mode_switches": trace.mode_switches,
+                           "paging_seen": trace.paging_seen},
                  "_trace": trace}
     return Throughput("undi", size, sent, wall / 1e9, counted), breakdown
 
