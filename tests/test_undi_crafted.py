@@ -74,6 +74,13 @@ def test_watchdog_ends_a_loader_that_loops_for_ever():
     assert time.perf_counter() - t0 < 10  # 1 s of emulation; the slack is for a loaded machine
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_watchdog_that_is_no_positive_finite_time_is_refused_before_the_rom_runs(timeout):
+    um = machine(crafted({LOADER: b"\xcb"}))
+    with pytest.raises(UsageError, match="the watchdog must be a positive, finite number of seconds"):
+        um.run_loader(timeout=timeout)
+
+
 def test_write_outside_ram_is_stopped_and_named():
     code = bytes.fromhex("b800a0 8ec0 26c606000055 cb")
     assert listing(code, LOADER) == ["mov ax, 0xa000", "mov es, ax", "mov byte ptr es:[0], 0x55", "retf"]
