@@ -3,7 +3,7 @@ on an e1000, an e1000e and an rtl8139 in one guest (TCG).
 
 Each NIC's ROM BAR holds Debian's iPXE ROM for it (pxe-<model>.rom), which the bench reads
 through VFIO and runs in romlab's emulated PC, driving the NIC through VFIO; the reference is
-romlab's native driver (C path) on the e1000 and e1000e, the kernel's 8139too through pktgen on
+romlab's native driver (C path) on the e1000 and e1000e, the kernel's 8139cp through pktgen on
 the rtl8139. The guest has 3 GiB: unicorn's translator buffer does not fit in the default 1 GiB.
 The guest writes each NIC's JSON and PNG into $ROMLAB_BENCH_OUT (default
 $TMPDIR/romlab-undi-bench), a host directory shared with it, and the run fails if any NIC's

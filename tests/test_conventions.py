@@ -305,9 +305,9 @@ def _undi(tmp, monkeypatch):
         yield UndiRun(dev, um, client, "rom-bar")
 
     monkeypatch.setattr(undi_cli, "_session", session)
-    yield "romlab.undi-info/1", romlab_json("undi", "info", "--pci", "00:04.0", "--json")
-    yield "romlab.undi-send/1", romlab_json("undi", "send", "--pci", "00:04.0", "--count", "4", "--json")
-    yield "romlab.undi-recv/1", romlab_json("undi", "recv", "--pci", "00:04.0", "--timeout", "0.2", "--json",
+    yield "romlab.undi-info/2", romlab_json("undi", "info", "--pci", "00:04.0", "--json")
+    yield "romlab.undi-send/2", romlab_json("undi", "send", "--pci", "00:04.0", "--count", "4", "--json")
+    yield "romlab.undi-recv/2", romlab_json("undi", "recv", "--pci", "00:04.0", "--timeout", "0.2", "--json",
                                             ok=(1,))
 
 

@@ -115,7 +115,8 @@ def test_every_verb_has_examples_that_parse(verb):
 
 # The ROM verbs whose examples a reader types in order, one verb's outputs feeding the next's
 # (extract writes e1000.efi, efi-rom efi.rom, combine reads it).
-TYPED_IN_ORDER = ["inspect", "lint", "disasm", "scan", "diff", "patch", "split", "extract", "efi-rom", "combine", "pad"]
+TYPED_IN_ORDER = ["inspect", "lint", "disasm", "scan", "diff", "patch", "split", "extract", "efi-rom", "combine", "pad",
+                  "undi"]
 
 
 def test_rom_examples_name_files_a_reader_has_or_says_where_they_come_from():

@@ -193,6 +193,38 @@ def test_instructions_and_mode_switches_of_hand_assembled_code(opened):
     assert trace.mode_switches == 5 * 2 + 2
 
 
+def test_a_rom_that_turns_paging_on_is_noted_by_the_trace():
+    """PE and PG set by one CR0 write with the first 4 MiB identity-mapped (page directory at
+    0x60000, its one table at 0x61000, entries present and writable: low bits 3), then both
+    cleared: two mode switches, and the trace says paging was on."""
+    from test_undi_crafted import LOADER, crafted, machine
+
+    um = machine(crafted({LOADER: b"\xcb"}))
+    um.m.write(0x60000, struct.pack("<I", 0x61000 | 3))
+    um.m.write(0x61000, b"".join(struct.pack("<I", page << 12 | 3) for page in range(1024)))
+    code = bytes.fromhex("fa"
+                         "66b800000600"    # mov eax, 0x60000
+                         "0f22d8"          # mov cr3, eax
+                         "0f20c0"          # mov eax, cr0
+                         "660d01000080"    # or eax, 0x80000001
+                         "0f22c0"          # mov cr0, eax     -> protected, paging on
+                         "6625feffff7f"    # and eax, 0x7ffffffe
+                         "0f22c0"          # mov cr0, eax     -> real, paging off
+                         "cb")
+    assert listing(code, 0) == ["cli", "mov eax, 0x60000", "mov cr3, eax", "mov eax, cr0", "or eax, 0x80000001",
+                                "mov cr0, eax", "and eax, 0x7ffffffe", "mov cr0, eax", "retf"]
+    um.m.write(M.SCRATCH_SEG * 16 + CODE_AT, code)
+    trace = Trace()
+    assert not trace.paging_seen
+    um.set_trace(trace)
+    try:
+        um.m.far_call(M.SCRATCH_SEG, CODE_AT, timeout=5)
+    finally:
+        um.set_trace(None)
+    assert trace.instructions == 9 and trace.mode_switches == 2
+    assert trace.paging_seen and um.m.reg("cr0") & 0x80000001 == 0
+
+
 # --- a BAR mapped straight in (what the VFIO backend offers) ----------------------------------------
 
 class DirectBarDevice(ModelDevice):
@@ -464,6 +496,26 @@ def test_run_gives_the_nic_back_when_the_rom_is_refused(fake_lab, tmp_path):
     assert fake_lab == ["bind", "native c 64 batch 1", "unbind"]
 
 
+def test_a_rom_for_another_device_is_refused_before_the_nic_is_bound(fake_lab, monkeypatch, tmp_path):
+    """A --rom whose PCIR names 8086:100e, for an 8086:10d3: refused before the reference driver
+    runs or the NIC leaves its driver; --force-ids lets it through to the bind."""
+    from test_undi_crafted import LOADER, crafted
+
+    from hw import pci
+    from hw.errors import UsageError
+
+    monkeypatch.setattr(pci.PciDevice, "open", classmethod(lambda cls, bdf: _FakePci((0x8086, 0x10D3), "e1000e")))
+    rom = tmp_path / "e1000.rom"
+    rom.write_bytes(crafted({LOADER: b"\xcb"}, device_id=0x100E))
+    opened = []
+    with pytest.raises(UsageError, match="the ROM is for 8086:100e, the device is 8086:10d3; use --force-ids"):
+        bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom), open_session=lambda *a: opened.append(a))
+    assert fake_lab == [] and opened == []
+    with pytest.raises(TypeError):  # the stand-in session is no context manager: only how far it got matters
+        bu.run("00:03.0", (64,), 0.2, 5, rom_path=str(rom), force_ids=True, open_session=lambda *a: opened.append(a))
+    assert fake_lab == ["bind", "native c 64 batch 1", "unbind"] and len(opened) == 1
+
+
 def test_cli_prints_json_writes_the_file_and_the_png(monkeypatch, tmp_path, capsys):
     """`romlab bench undi --json -o FILE --plot PNG`: the document on stdout (schema first, the
     table in it), the same document in FILE, the PNG written and named on stderr."""
@@ -493,3 +545,14 @@ def test_cli_prints_json_writes_the_file_and_the_png(monkeypatch, tmp_path, caps
     seen.clear()
     rc = main(["bench", "undi", "--pci", "00:03.0", "-o", str(out)])
     assert rc == 2 and not seen and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e6", "0"])
+def test_cli_refuses_non_finite_or_huge_seconds_before_anything_runs(monkeypatch, capsys, seconds):
+    from romlab.cli import main
+
+    seen = []
+    monkeypatch.setattr(bu, "run", lambda *a, **kw: seen.append(a))
+    rc = main(["bench", "undi", "--pci", "00:03.0", "--seconds", seconds])
+    err = capsys.readouterr().err
+    assert rc == 2 and not seen and err.count("\n") == 1 and "--seconds must be in (0, 3600]" in err

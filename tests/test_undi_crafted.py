@@ -74,6 +74,13 @@ def test_watchdog_ends_a_loader_that_loops_for_ever():
     assert time.perf_counter() - t0 < 10  # 1 s of emulation; the slack is for a loaded machine
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_watchdog_that_is_no_positive_finite_time_is_refused_before_the_rom_runs(timeout):
+    um = machine(crafted({LOADER: b"\xcb"}))
+    with pytest.raises(UsageError, match="the watchdog must be a positive, finite number of seconds"):
+        um.run_loader(timeout=timeout)
+
+
 def test_write_outside_ram_is_stopped_and_named():
     code = bytes.fromhex("b800a0 8ec0 26c606000055 cb")
     assert listing(code, LOADER) == ["mov ax, 0xa000", "mov es, ax", "mov byte ptr es:[0], 0x55", "retf"]
@@ -187,6 +194,49 @@ def test_hlt_is_woken_by_the_timer():
     um.m.far_call(0xC800, LOADER, timeout=5)
 
 
+def test_console_keeps_its_last_64_kib_of_a_rom_that_prints_in_a_loop():
+    # four INT 10h/13h calls of 65535 bytes each (ES:BP = 0000:0000, the IVT and BDA): 262140 bytes
+    # printed; the console keeps the last 65536 and counts the 196604 before them.
+    code = bytes.fromhex("be0400 31c0 8ec0 b80013 b9ffff 31ed cd10 4e 75f3 cb")
+    assert listing(code, LOADER) == ["mov si, 4", "xor ax, ax", "mov es, ax", "mov ax, 0x1300", "mov cx, 0xffff",
+                                     "xor bp, bp", "int 0x10", "dec si", "jne 0x87", "retf"]
+    um = machine(crafted({LOADER: code}))
+    before = len(um.bios.console) + um.bios.console_dropped
+    um.m.far_call(0xC800, LOADER, timeout=30)
+    assert len(um.bios.console) == 65536
+    assert um.bios.console_dropped == before + 4 * 65535 - 65536
+    assert bytes(um.bios.console[-16:]) == bytes(um.m.view[65535 - 16:65535])
+
+
+def test_int10_13_in_attribute_mode_reads_cx_pairs_and_keeps_the_characters():
+    # AL bit 1: ES:BP holds CX (char, attribute) pairs, 2*CX bytes; "Hi!" with attribute 07h each.
+    code = bytes.fromhex("0e 07 bd0001 b90300 b80213 cd10 cb")
+    assert listing(code, LOADER) == ["push cs", "pop es", "mov bp, 0x100", "mov cx, 3", "mov ax, 0x1302",
+                                     "int 0x10", "retf"]
+    um = machine(crafted({LOADER: code, 0x100: b"H\x07i\x07!\x07XY"}))
+    um.m.far_call(0xC800, LOADER, timeout=5)
+    assert bytes(um.bios.console).endswith(b"Hi!")
+
+
+def test_post_codes_of_a_rom_writing_port_80h_in_a_loop_are_bounded():
+    code = bytes.fromhex("b05a b91027 e680 e2fc cb")
+    assert listing(code, LOADER) == ["mov al, 0x5a", "mov cx, 0x2710", "out 0x80, al", "loop 0x85", "retf"]
+    um = machine(crafted({LOADER: code}))
+    seen = um.ports.post_codes_seen
+    um.m.far_call(0xC800, LOADER, timeout=30)
+    assert um.ports.post_codes_seen == seen + 10000
+    assert 4096 <= len(um.ports.post_codes) <= 2 * 4096 and set(um.ports.post_codes[-4096:]) == {0x5A}
+
+
+def test_pmm_call_log_is_bounded():
+    from drivers.undi.pmm import Pmm
+    pmm = Pmm((0x10000, 0x20000), (0x100000, 0x200000))
+    for handle in range(5000):
+        pmm.find(handle)
+    assert pmm.calls_seen == 5000
+    assert 1024 <= len(pmm.calls) <= 2048 and pmm.calls[-1] == ("find", 4999)
+
+
 # -- what is refused before anything runs -------------------------------------------------------------
 def test_rom_for_another_device_is_refused_unless_forced():
     rom = crafted({LOADER: b"\xcb"}, device_id=0x100E)
@@ -269,6 +319,23 @@ def pxe_rom(spoil_pxe_checksum: bool = False, pxe_length: int = 0x58) -> bytes:
     if spoil_pxe_checksum:
         bang_pxe = bang_pxe[:5] + bytes([bang_pxe[5] ^ 1]) + bang_pxe[6:]
     return crafted({LOADER: loader, 0x300: bang_pxe, 0x360: pxenv, 0x3A0: loop})
+
+
+@pytest.mark.parametrize("kib, expect", [(0xFFFF, "is 65535 KiB, more than the 640 KiB of conventional memory"),
+                                         (641, "is 641 KiB, more than the 640 KiB"),
+                                         (100, "more than is free below 100 KiB")])
+def test_base_memory_size_the_init_left_out_of_range_is_refused(kib, expect):
+    # init writes 40:13h (the base memory size in KiB) and returns; the loader must not place UNDI by it.
+    init_code = bytes.fromhex("b8") + kib.to_bytes(2, "little") + bytes.fromhex("31db 8edb a31304 cb")
+    assert listing(init_code, 0x100) == [f"mov ax, {kib:#x}", "xor bx, bx", "mov ds, bx", "mov word ptr [0x413], ax",
+                                         "retf"]
+    jmp = bytes.fromhex("e9fa00")
+    assert listing(jmp, 3) == ["jmp 0x100"]
+    um = machine(crafted({0x100: init_code, LOADER: b"\xcb"}, init=jmp))
+    assert um.m.u16(0x413) == kib
+    with pytest.raises(RomRunError, match=expect) as e:
+        um.run_loader(timeout=5)
+    assert "\n" not in str(e.value)
 
 
 def test_loader_result_with_a_bad_pxe_checksum_is_refused():

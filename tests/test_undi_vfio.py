@@ -41,6 +41,19 @@ def test_bad_arguments_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.count(b"\n") == 1 and b"none.rom" in r.stderr
 
 
+@pytest.mark.parametrize("action, option, value", [("info", "--watchdog", "nan"), ("info", "--watchdog", "inf"),
+                                                   ("send", "--watchdog", "-0.5"), ("info", "--watchdog", "1e9"),
+                                                   ("recv", "--timeout", "nan"), ("recv", "--timeout", "inf")])
+def test_non_finite_or_huge_seconds_are_refused_before_the_device(tmp_path, action, option, value):
+    """NaN passes a "<= 0" test: refused by the argument check, not after the NIC was taken."""
+    env = _device(tmp_path, 0x8086, 0x100E)
+    r = run_romlab("undi", action, "--pci", "03:00.0", option, value, env=env)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert option in err and "(0, " in err
+    assert not (tmp_path / "state").exists()
+
+
 def test_reserve_takes_exactly_the_range_out_of_the_free_space():
     a = vfio.IovaAllocator([(0, 0x3FFFFFF)], page=PAGE, floor=0x100000)  # free: [1 MiB, 64 MiB)
     a.reserve(0, 0x2000000)  # the emulated PC's 32 MiB, reaching below the floor
@@ -175,7 +188,144 @@ def test_a_bar_smaller_than_a_page_is_never_mapped_in():
     nic.direct = True
     nic.regions = {0: SimpleNamespace(mmappable=True), 1: SimpleNamespace(mmappable=True)}
     nic.bars = [Bar(0, False, 0x100), Bar(1, False, 0x20000)]
+    nic._mapped = {}
     buf = mmap.mmap(-1, 0x20000)
     nic.v = SimpleNamespace(map_bar=lambda index: mapped.append(index) or SimpleNamespace(mm=buf))
     assert nic.bar_memory(0) is None and mapped == []
     assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]
+    # asked again (a trace turned off once more): the same mapping, no second mmap
+    assert nic.bar_memory(1) == vfio.DmaBuffer(buf, 0, len(buf)).vaddr and mapped == [1]
+
+
+def _fake_backend(monkeypatch, events, reset_why, unmap_fails):
+    """drivers.undi.vfio_device with the PCI, VFIO, bind and ROM steps stood in for by recorders."""
+    import contextlib
+
+    from drivers.undi import vfio_device as vd
+
+    @contextlib.contextmanager
+    def bound(dev):
+        events.append("bind")
+        try:
+            yield
+        finally:
+            events.append("give back")
+
+    @contextlib.contextmanager
+    def vfio_device(dev):
+        events.append("open")
+        try:
+            yield SimpleNamespace()
+        finally:
+            events.append("close")
+
+    class Nic:
+        def __init__(self, v, direct):
+            self.resets = iter(reset_why)
+
+        def reset(self):
+            events.append("reset")
+            return next(self.resets)
+
+    class Machine:
+        def __init__(self, image, nic, force_ids):
+            def unmap():
+                events.append("unmap")
+                if unmap_fails:
+                    raise OSError("munmap failed")
+            self.m = SimpleNamespace(unmap_direct=unmap)
+
+        def run_init(self, timeout):
+            pass
+
+        run_loader = run_init
+
+    class Client:
+        def __init__(self, um, irq_pending, timeout):
+            pass
+
+        def probe(self):
+            events.append("probe")
+
+    monkeypatch.setattr(vd, "PciDevice", SimpleNamespace(open=lambda bdf: SimpleNamespace(vendor_id=0x8086,
+                                                                                         device_id=0x100E)))
+    monkeypatch.setattr(vd, "vfio_bind", SimpleNamespace(bound=bound))
+    monkeypatch.setattr(vd, "vfio", SimpleNamespace(VfioDevice=vfio_device))
+    monkeypatch.setattr(vd, "VfioNic", Nic)
+    monkeypatch.setattr(vd, "UndiMachine", Machine)
+    monkeypatch.setattr(vd, "UndiClient", Client)
+    return vd
+
+
+def test_the_reset_after_the_run_is_recorded_in_its_notes(monkeypatch):
+    events = []
+    vd = _fake_backend(monkeypatch, events, [None, "no FLR or PM reset on this device"], unmap_fails=False)
+    with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})) as run:
+        assert run.notes == []
+    assert run.notes == ["no reset after the run: no FLR or PM reset on this device (the kernel driver's probe "
+                         "resets it)"]
+    assert events == ["bind", "open", "reset", "probe", "unmap", "reset", "close", "give back"]
+    events.clear()
+    vd = _fake_backend(monkeypatch, events, ["busy", None], unmap_fails=False)
+    with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})) as run:
+        pass
+    assert run.notes == ["no reset before the ROM ran: busy",
+                         "reset after the run (bus mastering off, VFIO device reset)"]
+
+
+def test_a_failing_clean_up_step_skips_none_of_the_next(monkeypatch):
+    """unmap_direct failing: the device is still reset, closed and given back, in that order."""
+    events = []
+    vd = _fake_backend(monkeypatch, events, [None, None], unmap_fails=True)
+    with pytest.raises(OSError, match="munmap failed"):
+        with vd.undi_on_device("03:00.0", crafted({LOADER: b"\xcb"})):
+            raise RomRunError("the ROM faulted")
+    assert events == ["bind", "open", "reset", "probe", "unmap", "reset", "close", "give back"]
+
+
+def _fake_run(polls, ids=(0x8086, 0x100E)):
+    """What undi_on_device yields, stood in for: a client whose polls return ``polls`` in turn."""
+    from construct import Container
+
+    batches = iter(polls)
+    client = SimpleNamespace(mac=bytes.fromhex("525400123456"), rx_errors=0, open=lambda: None,
+                             poll=lambda: next(batches, []), close=lambda: None, remove=lambda: None,
+                             get_statistics=lambda: Container(rcv_good_frames=9, xmt_good_frames=0))
+    nic = SimpleNamespace(v=SimpleNamespace(pci=SimpleNamespace(bdf="0000:03:00.0")), ids=ids,
+                          missed_packets=lambda: 0, accesses=0)
+    machine = SimpleNamespace(image=SimpleNamespace(pcir=SimpleNamespace(vendor_id=ids[0], device_id=ids[1])),
+                              timings=SimpleNamespace(init=0.1, loader=0.2, calls={}))
+    return SimpleNamespace(nic=nic, machine=machine, client=client, rom_source="rom-bar", notes=["reset after the run"])
+
+
+def test_recv_counts_a_duplicated_frame_once(monkeypatch, capsys):
+    import contextlib
+    import json
+
+    from drivers import frames
+    from romlab.cli import main
+    from romlab.cli import undi as cli_undi
+
+    src, dst = bytes.fromhex("525400aaaaaa"), bytes.fromhex("525400123456")
+    f = [frames.frame(src, dst, 7, seq, 64) for seq in range(3)]
+    run = _fake_run([[f[0], f[0], f[1], f[0]], [f[2]], [f[1]]])
+    monkeypatch.setattr(cli_undi, "_session", lambda args, rom: contextlib.nullcontext(run))
+    rc = main(["undi", "recv", "--pci", "03:00.0", "--count", "3", "--seed", "7", "--timeout", "30", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert (doc["received"], doc["verified"], doc["duplicates"]) == (5, 3, 2)
+    assert doc["sequences"] == [0, 0, 1, 0, 2] and doc["notes"] == ["reset after the run"]
+
+
+def test_get_nic_type_bus_dev_func_is_spelled_as_a_bdf():
+    """PXENV_UNDI_GET_NIC_TYPE's BusDevFunc is the PCI BIOS word bus << 8 | device << 3 | function:
+    0x0311 is bus 03, device 02, function 1."""
+    from construct import Container
+
+    from romlab.cli.undi import _nic_type
+
+    info = Container(vendor_id=0x8086, dev_id=0x100E, base_class=2, sub_class=0, prog_intf=0, rev=3,
+                     bus_dev_func=0x0311, sub_vendor_id=0x1AF4, sub_device_id=0x1100)
+    doc = _nic_type(Container(status=0, nic_type=2, info=info), 0)
+    assert doc["bus_dev_func"] == "0000:03:02.1" and doc["id"] == "8086:100e" and doc["class"] == "020000"
+    assert _nic_type(Container(status=0, nic_type=2, info=info), 1)["bus_dev_func"] == "0001:03:02.1"

@@ -51,7 +51,7 @@ def guest(tmp_path_factory):
 def test_info_from_the_rom_bar(guest):
     info = guest["info"]
     assert "error" not in info, info["error"]
-    assert info["schema"] == "romlab.undi-info/1" and info["rom"] is None and info["rom_source"] == "rom-bar"
+    assert info["schema"] == "romlab.undi-info/2" and info["rom"] is None and info["rom_source"] == "rom-bar"
     assert info["id"] == "8086:100e" and info["rom_id"] == "8086:100e"
     assert bytes.fromhex(info["pxe"]["signature"]) == b"!PXE" and info["pxe"]["struct_length"] == 88
     assert bytes.fromhex(info["pxenv"]["signature"]) == b"PXENV+"
@@ -133,8 +133,8 @@ def test_no_iommu_faults_or_kernel_warnings(guest):
 def test_json_keeps_the_conventions(guest):
     """docs/conventions.md's checker on every document `romlab undi` printed in the guest."""
     conventions = pytest.importorskip("json_conventions")
-    docs = [("romlab.undi-info/1", guest["info"])]
+    docs = [("romlab.undi-info/2", guest["info"])]
     for m in guest["models"].values():
-        docs += [("romlab.undi-send/1", m["send"]["doc"]), ("romlab.undi-recv/1", m["paced"]["doc"])]
+        docs += [("romlab.undi-send/2", m["send"]["doc"]), ("romlab.undi-recv/2", m["paced"]["doc"])]
     for schema, doc in docs:
         assert conventions.check(doc, schema) == [], doc

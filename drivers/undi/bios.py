@@ -25,6 +25,7 @@ E820_RAM, E820_RESERVED = 1, 2
 PCI_SUCCESS, PCI_FUNC_NOT_SUPPORTED, PCI_DEVICE_NOT_FOUND, PCI_BAD_REGISTER = 0x00, 0x81, 0x86, 0x87
 PNP_FUNCTION_NOT_SUPPORTED = 0x82
 IRQ_VECTORS = set(range(0x08, 0x10)) | set(range(0x70, 0x78))
+CONSOLE_KEEP = 64 * 1024  # the console's tail kept: a ROM printing in a loop must not fill the host's memory
 
 
 def _checksummed(raw: bytearray, at: int) -> bytes:
@@ -36,6 +37,7 @@ class Bios:
     def __init__(self, m: M.Machine, device):
         self.m, self.device = m, device
         self.console = bytearray()
+        self.console_dropped = 0  # bytes printed before the kept tail
         self.calls: dict[str, int] = {}
         self.pmm = Pmm(M.PMM_LOW, (M.PMM_BASE, M.RAM_TOP))
         self.started = time.perf_counter()
@@ -116,17 +118,27 @@ class Bios:
         ah = m.reg("ax") >> 8
         self._count(f"int10/{ah:02x}")
         if ah == 0x0E:
-            self.console.append(m.reg("ax") & 0xFF)
+            self._print(bytes([m.reg("ax") & 0xFF]))
         elif ah == 0x13:
+            # AL bit 1: the string is CX (character, attribute) pairs, 2*CX bytes; only the characters are text
+            pairs = bool(m.reg("ax") & 2)
             count, at = m.reg("cx"), m.reg("es") * 16 + m.reg("bp")
-            text = m.read(at, count, "the INT 10h/13h string")
-            self.console += text[::2] if m.reg("ax") & 2 else text
+            text = m.read(at, 2 * count if pairs else count, "the INT 10h/13h string")
+            self._print(text[::2] if pairs else text)
         elif ah == 0x03:
             m.set_regs(cx=0x0607, dx=0)
         elif ah == 0x0F:
             m.set_regs(ax=0x5003, bx=m.reg("bx") & 0xFF)
         # set mode, cursor shape and position, scroll, write-at-cursor (09h/0Ah, which iPXE follows
         # with 0Eh for the same character): nothing to do for a captured console.
+
+    def _print(self, text: bytes) -> None:
+        """Append to the captured console, keeping its last CONSOLE_KEEP bytes and counting the rest."""
+        self.console += text
+        over = len(self.console) - CONSOLE_KEEP
+        if over > 0:
+            del self.console[:over]
+            self.console_dropped += over
 
     def int11(self) -> None:
         self._count("int11")

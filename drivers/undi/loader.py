@@ -148,7 +148,10 @@ class UndiMachine:
         except ConstructError:
             raise RomRunError(f"after init, C800:{undi_ptr:04x} (word 0x16 of the ROM) holds no UNDI ROM ID: "
                               f"the ROM's init overwrote it") from None
-        fbms = m.u16(0x413)
+        fbms = m.u16(0x413)  # whatever the ROM's init left there: checked before it places anything
+        if fbms > M.CONV_TOP // 1024:
+            raise RomRunError(f"after init, the BIOS data area's base memory size (40:13h) is {fbms} KiB, more than "
+                              f"the {M.CONV_TOP // 1024} KiB of conventional memory: the ROM's init overwrote it")
         seg = (fbms << 6) - ((undi.code_size + 15) >> 4)
         self.undi_cs = seg
         seg -= (undi.data_size + 15) >> 4

@@ -25,6 +25,7 @@ hook vectors). A service sets CF and ZF in the FLAGS image its ``iret`` will res
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import struct
 import time
@@ -51,7 +52,7 @@ from unicorn import (
 )
 from unicorn import x86_const as X
 
-from hw.errors import RomRunError
+from hw.errors import RomRunError, UsageError
 
 from .ports import Denied, Ports
 from .trace import BIOS, EMU, PORTS, PYTHON_AFTER
@@ -175,6 +176,8 @@ class Machine:
         """Far-call seg:off in real mode with ``regs`` set and ``stack`` words pushed (first pushed
         first) on a fresh stack; return when it returns to the sentinel. Returns the seconds it took.
         A run that has not returned after ``timeout`` seconds stops with a RomRunError."""
+        if not (math.isfinite(timeout) and timeout > 0):  # NaN and inf would fail only inside unicorn's call
+            raise UsageError(f"the watchdog must be a positive, finite number of seconds, not {timeout!r}")
         self.context = context
         self.set_regs(cr0=self.reg("cr0") & ~1, ss=STACK_SEG, sp=STACK_TOP, eflags=0x0002 | FLAG_IF)
         for w in stack:

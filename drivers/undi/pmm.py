@@ -12,13 +12,21 @@ PMM_ALLOCATE, PMM_FIND, PMM_DEALLOCATE = 0, 1, 2
 FLAG_CONVENTIONAL, FLAG_EXTENDED, FLAG_ALIGNED = 0x1, 0x2, 0x4
 ANONYMOUS = 0xFFFFFFFF
 FAIL = 0
+CALLS_KEEP = 1024  # the calls log keeps the last ones: a ROM calling PMM in a loop must not fill memory
 
 
 class Pmm:
     def __init__(self, low: tuple[int, int], high: tuple[int, int]):
         self.pools = {FLAG_CONVENTIONAL: low, FLAG_EXTENDED: high}
         self.blocks: list[tuple[int, int, int]] = []  # (address, size in bytes, handle)
-        self.calls: list[tuple] = []
+        self.calls: list[tuple] = []  # the last CALLS_KEEP (at most twice that between trims)
+        self.calls_seen = 0
+
+    def _log(self, call: tuple) -> None:
+        self.calls.append(call)
+        self.calls_seen += 1
+        if len(self.calls) > 2 * CALLS_KEEP:
+            del self.calls[:-CALLS_KEEP]
 
     def _fits(self, pool: tuple[int, int], size: int, align: int) -> int:
         start, end = pool
@@ -34,7 +42,7 @@ class Pmm:
     def allocate(self, paragraphs: int, handle: int, flags: int) -> int:
         """The address of a new block, 0 if none fits; ``paragraphs`` 0 asks for the largest free
         block's size (in paragraphs), as the specification says."""
-        self.calls.append(("allocate", paragraphs, handle, flags))
+        self._log(("allocate", paragraphs, handle, flags))
         size = paragraphs * 16
         align = 16
         if flags & FLAG_ALIGNED and size:
@@ -60,14 +68,14 @@ class Pmm:
         return max(best, pool[1] - at)
 
     def find(self, handle: int) -> int:
-        self.calls.append(("find", handle))
+        self._log(("find", handle))
         if handle == ANONYMOUS:
             return FAIL
         return next((a for a, _, h in self.blocks if h == handle), FAIL)
 
     def deallocate(self, address: int) -> int:
         """0 when ``address`` was a block and is free again, non-zero otherwise."""
-        self.calls.append(("deallocate", address))
+        self._log(("deallocate", address))
         for b in self.blocks:
             if b[0] == address:
                 self.blocks.remove(b)

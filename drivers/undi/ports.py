@@ -18,6 +18,7 @@ PIT_PORTS = range(0x40, 0x44)
 PIC_PORTS = (0x20, 0x21, 0xA0, 0xA1)
 CMOS_PORTS = (0x70, 0x71)
 POST_PORT, PORT_B = 0x80, 0x61
+POST_KEEP = 4096  # POST codes kept: a ROM writing port 80h in a loop must not fill the host's memory
 CONFIG_ADDRESS, CONFIG_DATA = 0xCF8, 0xCFC
 
 
@@ -53,7 +54,8 @@ class Ports:
         self.pic_mask = {0x21: 0xFF, 0xA1: 0xFF}
         self.cmos, self.cmos_index = bytearray(cmos), 0
         self.cf8 = 0
-        self.post_codes: list[int] = []
+        self.post_codes: list[int] = []  # the last POST_KEEP (at most twice that between trims)
+        self.post_codes_seen = 0
         self.io_bars: list[tuple[int, int, Callable, Callable]] = []  # base, size, read, write
         self.count = 0
 
@@ -123,6 +125,9 @@ class Ports:
             return
         if port == POST_PORT and size == 1:
             self.post_codes.append(value & 0xFF)
+            self.post_codes_seen += 1
+            if len(self.post_codes) > 2 * POST_KEEP:  # a ROM writing port 80h in a loop must not fill memory
+                del self.post_codes[:-POST_KEEP]
             return
         hit = self._bar(port, size)
         if hit:

@@ -19,10 +19,12 @@ emu            inside ``emu_start`` outside every Python hook body: the ROM's co
                cannot timestamp); with a device's BARs mapped straight in, its accesses too
 bar_callbacks  inside the device's BAR callbacks (memory BAR MMIO and I/O BAR ports)
 bios           inside the interrupt hook: BIOS services, the IVT dispatch of the ROM's own
-               ``int``, and the timer interrupt that wakes a ``hlt``
+               ``int``, and the BIOS's IRQ 0 handler (tick count, INT 1Ch) run for the timer
+               interrupt that wakes a ``hlt``
 ports          inside the port hooks for the legacy ports (PIT, 61h, PIC, CMOS, POST, CF8h/CFCh)
 python_after   from each ``emu_start``'s return to the next one or to the end of the call: the
-               machine's checks, reading the block back and parsing it
+               machine's checks, raising the timer interrupt after a ``hlt`` (the frame pushed and
+               the vector looked up, ``Machine.far_call``), reading the block back and parsing it
 =============  ==================================================================================
 
 **Trace** (``--trace``; slow). Every device register access goes through the BAR callbacks,
@@ -30,10 +32,14 @@ counted and timed per (BAR, offset, read/write), even where the device offers it
 direct mapping. Every instruction is counted by a per-instruction code hook. Real/protected
 mode switches are counted exactly, without reading CR0 at every instruction: only ``mov cr0, r``
 (0F 22 /0) and ``lmsw`` (0F 01 /6) can change CR0.PE in this machine (no task switches, no
-``loadall``), so the code hook looks at the first opcode bytes of each instruction (in the
-machine's RAM: paging is never on, so the hook's address is physical) and, after one of those two,
-reads CR0 once at the next instruction and counts a switch when PE differs from the last value
-seen. Nothing of this runs unless a Trace is attached (``UndiMachine.set_trace``).
+``loadall``), so the code hook looks at the first opcode bytes of each instruction in the
+machine's RAM and, after one of those two, reads CR0 once at the next instruction and counts a
+switch when PE differs from the last value seen. The hook's address is linear; it is read as a
+physical one, which holds while CR0.PG is clear, as it is for iPXE and the PXE ROMs seen (flat
+protected mode, no paging). A ROM that sets CR0.PG is not stopped, but while paging is on the
+opcode bytes read may be other code's, so the mode-switch count is then approximate: the trace
+notes it (``paging_seen``, the CR0 read that showed PG set). Nothing of this runs unless a Trace is
+attached (``UndiMachine.set_trace``).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from unicorn import x86_const as X
 PYTHON_BEFORE, EMU, DEVICE, BIOS, PORTS, PYTHON_AFTER = (
     "python_before", "emu", "bar_callbacks", "bios", "ports", "python_after")
 BUCKETS = (PYTHON_BEFORE, EMU, DEVICE, BIOS, PORTS, PYTHON_AFTER)
+CR0_PG = 1 << 31
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 
 
@@ -130,6 +137,7 @@ class Trace:
         self._uc = self._view = None
         self._cr0_pending = False
         self._pe = 0
+        self.paging_seen = False  # CR0.PG was seen set: the mode-switch count is approximate
 
     # -- device accesses (called from UndiMachine's BAR callbacks) ------------------------------
     def bar_read(self, device, index: int, offset: int, size: int) -> int:
@@ -165,7 +173,9 @@ class Trace:
     def attach(self, uc, view) -> None:
         if self._hook is None:
             self._uc, self._view = uc, view
-            self._pe = uc.reg_read(X.UC_X86_REG_CR0) & 1
+            cr0 = uc.reg_read(X.UC_X86_REG_CR0)
+            self._pe = cr0 & 1
+            self.paging_seen |= bool(cr0 & CR0_PG)
             self._cr0_pending = False
             self._hook = uc.hook_add(UC_HOOK_CODE, self._on_code)
             uc.ctl_flush_tb()  # code translated before the hook existed would not call it
@@ -181,7 +191,9 @@ class Trace:
         """Read CR0 once after a CR0 write whose next instruction never ran (the run stopped)."""
         if self._cr0_pending:
             self._cr0_pending = False
-            pe = self._uc.reg_read(X.UC_X86_REG_CR0) & 1
+            cr0 = self._uc.reg_read(X.UC_X86_REG_CR0)
+            self.paging_seen |= bool(cr0 & CR0_PG)
+            pe = cr0 & 1
             if pe != self._pe:
                 self._pe = pe
                 self._switch()

@@ -64,6 +64,7 @@ class VfioNic(Device):
             index += 2 if not raw & 1 and (raw >> 1) & 3 == 2 else 1  # a 64-bit BAR takes two slots
         self.bars = tuple(bars)
         self.accesses = 0  # BAR accesses that went through Python (none on the direct path)
+        self._mapped: dict = {}  # BAR index -> its one mapping, kept until the VFIO device closes
 
     # -- configuration space ------------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> int:
@@ -118,10 +119,12 @@ class VfioNic(Device):
             # page. A BAR smaller than a page (RTL8139's 256 bytes) goes through the callbacks,
             # which check every access against its size.
             return None
-        try:
-            mapped = self.v.map_bar(index)
-        except HardwareError:
-            return None  # vfio-pci refused the mmap (an MSI-X table BAR on older kernels): callbacks
+        mapped = self._mapped.get(index)
+        if mapped is None:  # once per BAR: turning a trace off and on again must not add a mapping each time
+            try:
+                mapped = self._mapped[index] = self.v.map_bar(index)
+            except HardwareError:
+                return None  # vfio-pci refused the mmap (an MSI-X table BAR on older kernels): callbacks
         return int(vfio.ffi.cast("uintptr_t", vfio.ffi.from_buffer(mapped.mm)))
 
     @property
@@ -201,12 +204,15 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
     dev = PciDevice.open(bdf)
     if rom is not None:
         check_rom(dev, rom, force_ids)
-    with vfio_bind.bound(dev):
+    notes: list[str] = []  # the run's ``notes``; the reset after the run is added once the caller's block is done
+    with vfio_bind.bound(dev):  # outermost: the give-back to the kernel driver comes after every other step
         with vfio.VfioDevice(dev) as v:
             nic = VfioNic(v, direct=direct)
             um = None
             try:
-                nic.reset()
+                why = nic.reset()
+                if why:
+                    notes.append(f"no reset before the ROM ran: {why}")
                 image, source = (rom, rom_name or "file") if rom is not None else (nic.rom(), "rom-bar")
                 um = UndiMachine(image, nic, force_ids=force_ids)
                 um.run_init(timeout=watchdog)
@@ -216,8 +222,13 @@ def undi_on_device(bdf: str, rom: bytes | None = None, *, force_ids: bool = Fals
                     client.probe()
                 except RomRunError as exc:
                     raise RomRunError(f"{exc} (the ROM's UNDI could not bring the device up)") from None
-                yield UndiRun(nic, um, client, source)
+                yield UndiRun(nic, um, client, source, notes)
             finally:
-                if um is not None:
-                    um.m.unmap_direct()  # before the BAR mmaps go with the VFIO device
-                nic.reset()
+                # each step in its own try: one failing never skips the next
+                try:
+                    if um is not None:
+                        um.m.unmap_direct()  # before the BAR mmaps go with the VFIO device
+                finally:
+                    why = nic.reset()
+                    notes.append(f"no reset after the run: {why} (the kernel driver's probe resets it)" if why
+                                 else "reset after the run (bus mastering off, VFIO device reset)")

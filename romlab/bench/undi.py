@@ -3,7 +3,9 @@ reference driver on the same device, in one run, with UNDI's time taken apart ca
 
 The reference is romlab's native driver (C batch path, one frame per call like UNDI's TRANSMIT)
 for the Intel parts it drives, and the kernel's driver through pktgen for a NIC romlab has no
-driver of its own for (rtl8139's 8139too), taken while the kernel still owns the device.
+driver of its own for (rtl8139: whichever kernel driver owns it, 8139cp for QEMU's rtl8139, a
+revision 0x20 8139C+ that 8139too leaves to 8139cp; 8139too on older chips), taken while the kernel
+still owns the device.
 
 UNDI sends the way iPXE's undinet does: one UNDI_TRANSMIT per frame, and between two frames a
 poll (ISR START when the device's interrupt line is up, then PROCESS and GET_NEXT until DONE).
@@ -176,7 +178,8 @@ def measure_size(um, client, size: int, seconds: float, trace_frames: int, *,
                  for (bar, off, kind), (n, ns) in sorted(trace.registers.items())]
     breakdown = {"frame_bytes": size, "fast": fast,
                  "trace": {"frames": tsent, "wall_ns": twall, "calls": traced, "registers": registers,
-                           "instructions": trace.instructions, "mode_switches": trace.mode_switches},
+                           "instructions": trace.instructions, "mode_switches": trace.mode_switches,
+                           "paging_seen": trace.paging_seen},
                  "_trace": trace}
     return Throughput("undi", size, sent, wall / 1e9, counted), breakdown
 
@@ -246,7 +249,7 @@ def reference_kind(ids: tuple[int, int]) -> str:
     if ids == RTL8139:
         return "kernel"
     raise LabError(f"{pci_id(*ids)} has no reference driver here: romlab's native driver takes 8086:100e and "
-                   f"8086:10d3, the kernel's 8139too through pktgen takes 10ec:8139")
+                   f"8086:10d3, the kernel's own driver (8139cp or 8139too) through pktgen takes 10ec:8139")
 
 
 REFERENCE_NAMES = {"c": "romlab native driver, C path, batch 1", "kernel": "kernel driver through pktgen"}
@@ -287,7 +290,11 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
         raise LabError(f"frame sizes must be {MIN_FRAME}..{MAX_FRAME} bytes")
     rom = rom_source = None
     if rom_path:
+        from drivers.undi.loader import check_ids, legacy_undi_image
+
         rom, rom_source = Path(rom_path).read_bytes(), rom_path
+        # refused here, before the reference runs or the NIC is bound, as `undi` refuses it
+        check_ids(legacy_undi_image(rom), ids, force_ids)
     reference: list[Throughput] = []
     if kind == "kernel":
         netdirs = list((Path("/sys/bus/pci/devices") / str(dev.bdf) / "net").glob("*"))
@@ -312,8 +319,11 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
                                           progress=progress)
     finally:
         vfio_bind.unbind(PciDevice.open(bdf))
-    return document(started, device_input(dev.bdf), ids, "vfio", rom, rom_source, kind, figures + reference, undi,
-                    seconds, trace_frames)
+    doc = document(started, device_input(dev.bdf), ids, "vfio", rom, rom_source, kind, figures + reference, undi,
+                   seconds, trace_frames)
+    if kind == "kernel":  # the driver that owned the device is the reference: name it (8139cp on QEMU's rtl8139)
+        doc["reference"]["driver"] = f"kernel driver {dev.driver} through pktgen"
+    return doc
 
 
 def document(started: str, input_: str, ids: tuple[int, int], backend: str, rom: bytes, rom_source: str,

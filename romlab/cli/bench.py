@@ -3,6 +3,8 @@ under QEMU, ``bench native`` one NIC's transmit paths, ``bench undi`` a NIC's ow
 from its ROM in user space) against a reference driver on the same device."""
 from __future__ import annotations
 
+import math
+
 NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
@@ -24,7 +26,7 @@ frame size:
              in romlab's emulated PC and driving the NIC through VFIO: one UNDI_TRANSMIT per frame
              and a poll (UNDI_ISR START, PROCESS, GET_NEXT) between frames, as iPXE's undinet does
   reference  romlab's native driver, C path, one frame per call (e1000, e1000e); the kernel's
-             driver through pktgen for a NIC romlab has no driver for (rtl8139's 8139too)
+             driver through pktgen for a NIC romlab has no driver for (rtl8139: 8139cp on QEMU's)
 For UNDI, each call's time is split into measured buckets (Python before emu_start, inside it,
 device callbacks, BIOS services, legacy ports, Python after) and the time they leave is printed as
 unaccounted; then a --trace run counts per call the register accesses and their time, the
@@ -123,8 +125,8 @@ def _run_undi(args) -> int:
         raise UsageError("--size takes comma-separated numbers, e.g. 64,1514") from None
     if not sizes or any(not 60 <= x <= 1514 for x in sizes):
         raise UsageError("frame sizes must be 60..1514")
-    if not args.seconds > 0 or not 1 <= args.trace_frames <= 100_000:
-        raise UsageError("--seconds must be more than 0 and --trace-frames 1..100000")
+    if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600) or not 1 <= args.trace_frames <= 100_000:
+        raise UsageError("--seconds must be in (0, 3600] and --trace-frames 1..100000")
     if args.force_ids and not args.rom:
         raise UsageError("--force-ids applies to a ROM given with --rom")
     if args.rom and not os.path.isfile(args.rom):

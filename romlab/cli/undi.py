@@ -1,9 +1,13 @@
 """``romlab undi``: run a NIC's own UNDI driver, from its option ROM, in user space against the NIC."""
 from __future__ import annotations
 
+import math
+
 from romlab.cli._common import print_json
 
 NAME = "undi"
+MAX_WATCHDOG = 3600.0  # an hour: past that a ROM step is hung, not slow
+MAX_TIMEOUT = 86400.0
 HELP = "run a NIC's UNDI driver from its option ROM against the NIC itself: info, send, recv"
 DESCRIPTION = """\
 Run the UNDI driver of a NIC's option ROM in an emulated real-mode PC (unicorn) against the NIC
@@ -22,7 +26,8 @@ EXAMPLES = [
      "100 test frames through the ROM's UNDI_TRANSMIT (`romlab nic recv --seed 7` checks them)"),
     ("romlab undi recv --pci 03:00.0 --count 100 --timeout 30 --json",
      "receive and check test frames through UNDI_ISR, with the NIC's missed-packet counter"),
-    ("romlab undi info --pci 03:00.0 --rom pxe-e1000.rom", "run a ROM file instead of the NIC's own ROM"),
+    ("romlab undi info --pci 03:00.0 --rom /usr/lib/ipxe/qemu/pxe-e1000.rom",
+     "run a ROM file (here Debian's ipxe-qemu e1000 ROM) instead of the NIC's own ROM"),
 ]
 
 
@@ -91,8 +96,9 @@ def run(args) -> int:
     from drivers import frames
     from hw.errors import UsageError
 
-    if args.watchdog <= 0:
-        raise UsageError("--watchdog must be a positive number of seconds")
+    # isfinite first: NaN and inf pass a "<= 0" test and would fail only after the NIC was taken
+    if not (math.isfinite(args.watchdog) and 0 < args.watchdog <= MAX_WATCHDOG):
+        raise UsageError(f"--watchdog must be a number of seconds in (0, {MAX_WATCHDOG}]")
     if args.undi_cmd == "send":
         if args.count < 1:
             raise UsageError("--count must be positive")
@@ -101,8 +107,9 @@ def run(args) -> int:
             frames.frame(b"\0" * 6, args.dst_mac, 0, 0, args.size)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    if args.undi_cmd == "recv" and (args.count < 1 or args.timeout <= 0):
-        raise UsageError("--count and --timeout must be positive")
+    if args.undi_cmd == "recv" and (args.count < 1 or
+                                    not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT)):
+        raise UsageError(f"--count must be positive and --timeout a number of seconds in (0, {MAX_TIMEOUT}]")
     rom = _read_rom(args.rom) if args.rom else None
     return {"info": _info, "send": _send, "recv": _recv}[args.undi_cmd](args, rom)
 
@@ -129,18 +136,31 @@ def _common(args, run) -> dict:
            "id": _ids(*run.nic.ids),
            "rom_id": _ids(run.machine.image.pcir.vendor_id, run.machine.image.pcir.device_id),
            "mac": run.client.mac.hex(":"), "init_s": t.init, "loader_s": t.loader,
-           "calls": {k: {"count": len(v), "total_s": sum(v)} for k, v in t.calls.items()}}
+           "calls": {k: {"count": len(v), "total_s": sum(v)} for k, v in t.calls.items()},
+           "notes": run.notes}  # the list the run fills in as it ends: the reset after the run is in it by print time
     if args.trace:
         doc["bar_accesses"] = run.nic.accesses
     return doc
 
 
-def _nic_type(out) -> dict:
-    """GET_NIC_TYPE's PCI arm with its IDs spelled as lspci spells them."""
+def _nic_type(out, domain: int) -> dict:
+    """GET_NIC_TYPE's PCI arm with its IDs spelled as lspci spells them and its bus:dev.fn word as
+    a BDF with the device's domain (docs/conventions.md: the word carries no domain)."""
+    from hw.pci import Bdf
+
     n = out.info
+    bdf = Bdf(domain, n.bus_dev_func >> 8, (n.bus_dev_func >> 3) & 0x1F, n.bus_dev_func & 7)
     return {"status": out.status, "nic_type": out.nic_type, "id": _ids(n.vendor_id, n.dev_id),
             "class": f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x}", "rev": n.rev,
-            "bus_dev_func": n.bus_dev_func, "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
+            "bus_dev_func": str(bdf), "subsystem": _ids(n.sub_vendor_id, n.sub_device_id)}
+
+
+def _notes(run) -> None:
+    """The run's notes (the device's resets) on stderr, as the text output's last lines."""
+    from romlab.cli import note
+
+    for n in run.notes:
+        note(f"romlab undi: {n}")
 
 
 def _trace_line(doc) -> None:
@@ -160,11 +180,12 @@ def _info(args, rom) -> int:
     with _session(args, rom) as run:
         c = run.client
         nic_type, iface = c.get_nic_type(), c.get_iface_info()
-        doc = {"schema": "romlab.undi-info/1", **_common(args, run),
+        doc = {"schema": "romlab.undi-info/2", **_common(args, run),
                "pxe": _plain(run.machine.pxe), "pxenv": _plain(run.machine.pxenv),
-               "get_information": _plain(c.info), "get_nic_type": _nic_type(nic_type),
+               "get_information": _plain(c.info), "get_nic_type": _nic_type(nic_type, run.nic.v.pci.bdf.domain),
                "get_iface_info": _plain(iface),
-               "console": bytes(run.machine.bios.console).decode("latin-1")}
+               "console": bytes(run.machine.bios.console).decode("latin-1"),
+               "console_dropped_bytes": run.machine.bios.console_dropped}
         c.remove()
     if args.json:
         print_json(doc)
@@ -188,12 +209,14 @@ def _info(args, rom) -> int:
           f"MTU {info.max_tran_unit}, RX/TX buffers {info.rx_buf_ct}/{info.tx_buf_ct}")
     n = nic_type.info
     print(f"GET_NIC_TYPE     type {nic_type.nic_type}, {n.vendor_id:04x}:{n.dev_id:04x} class "
-          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, bus:dev.fn {n.bus_dev_func:#06x}, "
+          f"{n.base_class:02x}{n.sub_class:02x}{n.prog_intf:02x} rev {n.rev:02x}, "
+          f"{doc['get_nic_type']['bus_dev_func']}, "
           f"subsystem {n.sub_vendor_id:04x}:{n.sub_device_id:04x}")
     name = bytes(iface.iface_type).split(b"\0", 1)[0].decode("latin-1")
     print(f"GET_IFACE_INFO   {name}, link {iface.link_speed} bit/s, service flags {iface.service_flags:#x}")
     print(f"timings          init {m.timings.init * 1000:.0f} ms, loader {m.timings.loader:.2f} s")
     _trace_line(doc)
+    _notes(run)
     return 0
 
 
@@ -217,7 +240,7 @@ def _send(args, rom) -> int:
             c.poll()  # undinet's poll between transmits: the ROM reaps its TX ring here
         dt = time.perf_counter() - t0
         stats = _plain(c.get_statistics())
-        doc = {"schema": "romlab.undi-send/1", **_common(args, run), "sent": args.count, "size": args.size,
+        doc = {"schema": "romlab.undi-send/2", **_common(args, run), "sent": args.count, "frame_bytes": args.size,
                "seed": args.seed, "sending_s": dt, "pps": args.count / dt, "statistics": stats}
         _close(run)
     if args.json:
@@ -226,6 +249,7 @@ def _send(args, rom) -> int:
         _trace_line(doc)
         print(f"sent {args.count} frames of {args.size} bytes through UNDI_TRANSMIT in {dt:.3f} s: "
               f"{doc['pps']:.0f} pkt/s (the ROM counted {stats['xmt_good_frames']} good)")
+        _notes(run)
     return 0
 
 
@@ -236,6 +260,7 @@ def _recv(args, rom) -> int:
     from romlab.cli import note
 
     got, good, seqs, first, last = 0, 0, [], None, None
+    distinct = set()  # a frame the network delivered twice is verified once
     with _session(args, rom) as run:
         c = run.client
         c.open()
@@ -247,14 +272,17 @@ def _recv(args, rom) -> int:
                 got += 1
                 seq = frames.check(f, args.seed)
                 if seq is not None:  # the rate is of test frames, first to last
-                    good += 1
                     seqs.append(seq)
+                    if seq in distinct:
+                        continue
+                    distinct.add(seq)
+                    good += 1
                     last = time.perf_counter()
                     first = first if first is not None else last
         missed = run.nic.missed_packets()
         stats = _plain(c.get_statistics())
-        doc = {"schema": "romlab.undi-recv/1", **_common(args, run), "received": got, "verified": good,
-               "sequences": seqs, "seed": args.seed,
+        doc = {"schema": "romlab.undi-recv/2", **_common(args, run), "received": got, "verified": good,
+               "duplicates": len(seqs) - good, "sequences": seqs, "seed": args.seed,
                "pps": (good - 1) / (last - first) if good > 1 and last > first else None,
                "missed": missed, "statistics": stats,
                "rx_errors": c.rx_errors}
@@ -266,4 +294,5 @@ def _recv(args, rom) -> int:
         rate = f", {doc['pps']:.0f} frames/s while frames came" if doc["pps"] else ""
         print(f"received {got} frames, {good} intact romlab test frames{rate} (the NIC missed "
               f"{'?' if missed is None else missed}, the ROM counted {stats['rcv_good_frames']} good)")
+        _notes(run)
     return 0 if good >= args.count else 1
