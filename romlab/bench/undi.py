@@ -291,8 +291,9 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
     rom = rom_source = None
     if rom_path:
         from drivers.undi.loader import check_ids, legacy_undi_image
+        from romtools.walker import read_input
 
-        rom, rom_source = Path(rom_path).read_bytes(), rom_path
+        rom, rom_source = read_input(rom_path), rom_path
         # refused here, before the reference runs or the NIC is bound, as `undi` refuses it
         check_ids(legacy_undi_image(rom), ids, force_ids)
     reference: list[Throughput] = []

@@ -82,18 +82,9 @@ def _plain(obj):
     return obj
 
 
-def _read_rom(path: str) -> bytes:
-    from hw.errors import UsageError
-
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def run(args) -> int:
     from drivers import frames
+    from romtools.walker import read_input
     from hw.errors import UsageError
 
     # isfinite first: NaN and inf pass a "<= 0" test and would fail only after the NIC was taken
@@ -110,7 +101,7 @@ def run(args) -> int:
     if args.undi_cmd == "recv" and (args.count < 1 or
                                     not (math.isfinite(args.timeout) and 0 < args.timeout <= MAX_TIMEOUT)):
         raise UsageError(f"--count must be positive and --timeout a number of seconds in (0, {MAX_TIMEOUT}]")
-    rom = _read_rom(args.rom) if args.rom else None
+    rom = read_input(args.rom) if args.rom else None   # bounded, a FIFO refused, one-line errors
     return {"info": _info, "send": _send, "recv": _recv}[args.undi_cmd](args, rom)
 
 
