@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Installs what romlab needs on Debian 12: the system packages it drives or reads
-# (QEMU, the ROM packages, flashrom, pci.ids, the guest kernel) and a virtual
-# environment with romlab installed editable plus its test extras.
+# (QEMU 10 and SeaBIOS from bookworm-backports, the ROM packages, flashrom, pci.ids), the
+# guest kernel unpacked into romlab's own cache (no kernel package is installed on the
+# host), and a virtual environment with romlab installed editable plus its test extras.
 # Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(
   python3 python3-venv python3-dev gcc make gcc-aarch64-linux-gnu
-  qemu-system-x86 qemu-utils ipxe-qemu ipxe seabios qemu-system-data ovmf
+  ipxe-qemu ipxe ovmf
   flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
-  linux-image-amd64
   dnsmasq-base iproute2
   man-db bash-completion
 )
+# From bookworm-backports: QEMU 10 (its igb is the 82576, with SR-IOV) and the SeaBIOS it is
+# built for. bookworm's ipxe-qemu stays: its ROMs are what romlab is tested on.
+BACKPORTS=bookworm-backports
+BPO_DEBS=(qemu-system-x86 qemu-system-data qemu-utils seabios)
+BPO_QEMU_MAJOR=10
+BPO_SOURCES=/etc/apt/sources.list.d/romlab-backports.sources
+# The guest kernel of `romlab vm`: the package linux-image-amd64 depends on in backports (6.12),
+# unpacked with its modules under romlab's cache. The host's kernels are left as they are.
+KERNEL_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/romlab/kernel
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -39,10 +48,62 @@ step() {
   fi
 }
 
+updated=""
+apt_update() {
+  if [ -z "$updated" ]; then step "apt-get update" $SUDO apt-get update; updated=1; fi
+}
 if [ "${#missing[@]}" -gt 0 ]; then
-  step "apt-get update" $SUDO apt-get update
+  apt_update
   step "installing Debian packages: ${missing[*]}" \
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# bookworm-backports: the one apt source set-up adds (Debian's own mirror and key).
+write_backports() {
+  printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: $BACKPORTS" "Components: main" \
+    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | $SUDO tee "$BPO_SOURCES" >/dev/null
+}
+if ! grep -rqs "$BACKPORTS" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  step "enabling $BACKPORTS ($BPO_SOURCES)" write_backports
+  updated=""
+fi
+qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed -E 's/^[0-9]+://; s/\..*//')
+bpo_missing=()
+for p in "${BPO_DEBS[@]}"; do
+  dpkg-query -W -f='${Version}' "$p" 2>/dev/null | grep -q "bpo" || bpo_missing+=("$p")
+done
+if [ "${qemu_major:-0}" -lt "$BPO_QEMU_MAJOR" ] || [ "${#bpo_missing[@]}" -gt 0 ]; then
+  apt_update
+  step "installing from $BACKPORTS: ${BPO_DEBS[*]}" \
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -t "$BACKPORTS" "${BPO_DEBS[@]}"
+fi
+
+# The guest kernel: which linux-image-<version>-amd64 backports' linux-image-amd64 names, fetched with
+# apt-get download and unpacked (dpkg -x) into KERNEL_CACHE/<package>, its modules indexed by depmod.
+kernel_pkg() {
+  apt-cache depends -t "$BACKPORTS" linux-image-amd64 2>/dev/null \
+    | sed -n -E 's/^ *Depends: (linux-image-[0-9][^ ]*-amd64)$/\1/p' | head -n 1
+}
+unpack_kernel() {  # PACKAGE DEST
+  local tmp; tmp=$(mktemp -d "$KERNEL_CACHE/.unpack.XXXXXX")
+  (cd "$tmp" && apt-get download -q "$1") || { rm -rf "$tmp"; return 1; }
+  dpkg -x "$tmp"/"$1"_*.deb "$tmp/root" || { rm -rf "$tmp"; return 1; }
+  local kver=${1#linux-image-}
+  [ -f "$tmp/root/boot/vmlinuz-$kver" ] && [ -d "$tmp/root/lib/modules/$kver" ] \
+    || { echo "no vmlinuz-$kver or its modules in $1" >&2; rm -rf "$tmp"; return 1; }
+  /sbin/depmod -b "$tmp/root" "$kver" || { rm -rf "$tmp"; return 1; }
+  rm -rf "$2" && mv "$tmp/root" "$2" && rm -rf "$tmp"
+}
+mkdir -p "$KERNEL_CACHE"
+if ! ls "$KERNEL_CACHE"/linux-image-*/boot/vmlinuz-* >/dev/null 2>&1; then
+  apt_update
+  kpkg=$(kernel_pkg)
+  if [ -z "$kpkg" ]; then
+    echo "setup: failed: $BACKPORTS names no linux-image-*-amd64 for linux-image-amd64 (apt-cache depends)" >&2
+    exit 1
+  fi
+  step "unpacking the guest kernel $kpkg into $KERNEL_CACHE (not installed on the host)" \
+    unpack_kernel "$kpkg" "$KERNEL_CACHE/$kpkg"
 fi
 
 PY=${PYTHON:-python3}

@@ -2,7 +2,8 @@
 
 The guest is q35 with an Intel vIOMMU (``aw-bits=48``), so its kernel has real IOMMU
 groups, a real vfio-pci and real ROM BARs holding whatever ``romfile=`` QEMU was
-given. virtme-ng boots Debian's ``linux-image-amd64`` kernel on the host's own root
+given. virtme-ng boots Debian's kernel (bookworm-backports' 6.12, which set-up unpacks with its
+modules into romlab's cache, never installing it on the host) on the host's own root
 filesystem (read-only over 9p, the working directory behind a writable overlay), so
 the romlab and virtual environment that start the guest are the ones inside it.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from hw.errors import LabError
 from romlab.lab.process import launch, stop
-from romlab.lab.qemu import NicSpec, choose_accel, find_qemu
+from romlab.lab.qemu import NicSpec, cache_dir, choose_accel, find_qemu
 
 # Drivers for what q35 and the CPU bring along that no NIC work needs: the watchdogs, the PC
 # speaker, the CD-ROM, nested KVM, CPU crypto. udev would load each one from the 9p root at boot,
@@ -69,19 +70,33 @@ def nic_args(nics: list[NicSpec]) -> list[str]:
     return args
 
 
+def kernel_cache() -> Path:
+    """Where set-up unpacks guest kernels: one ``linux-image-VERSION-amd64/`` tree each, holding
+    ``boot/vmlinuz-VERSION`` and ``lib/modules/VERSION`` as the package lays them out."""
+    return cache_dir() / "kernel"
+
+
 def find_kernel() -> str:
-    """Debian's packaged kernel (linux-image-amd64), newest first."""
+    """The guest kernel: ``ROMLAB_VM_KERNEL`` if set, else the newest one unpacked in
+    :func:`kernel_cache` that has its modules beside it.
+
+    virtme-ng finds a kernel's modules from the image's path (``ROOT/boot/vmlinuz-V`` ->
+    ``ROOT/lib/modules/V``) and links them into the guest's /lib/modules, so a kernel that is not
+    the host's needs nothing installed on the host.
+    """
     env = os.environ.get("ROMLAB_VM_KERNEL")
     if env:
         if not os.path.isfile(env):
             raise LabError(f"ROMLAB_VM_KERNEL={env} does not exist")
         return env
-    found = sorted(glob.glob("/boot/vmlinuz-*"), key=_version_key, reverse=True)
+    found = sorted(glob.glob(str(kernel_cache() / "linux-image-*" / "boot" / "vmlinuz-*")),
+                   key=_version_key, reverse=True)
     for k in found:
-        ver = k.split("vmlinuz-", 1)[1]
-        if os.path.isdir(f"/lib/modules/{ver}"):
+        root, ver = Path(k).parent.parent, k.split("vmlinuz-", 1)[1]
+        if (root / "lib" / "modules" / ver / "modules.dep").is_file():
             return k
-    raise LabError("no kernel with modules under /boot; install linux-image-amd64 (scripts/setup.sh does)")
+    raise LabError(f"no guest kernel with its modules under {kernel_cache()}; "
+                   "run scripts/setup.sh (it unpacks bookworm-backports' linux-image-amd64 there)")
 
 
 def _version_key(path: str) -> list:
