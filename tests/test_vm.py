@@ -128,6 +128,17 @@ def test_guest_found_every_nic(guest):
     assert guest["results"]["drivers_at_end"] == guest["results"]["drivers_at_start"]
 
 
+def test_guest_runs_the_kernel_set_up_unpacked(guest):
+    """The guest booted the kernel scripts/setup.sh unpacked into romlab's cache (backports' 6.12),
+    not one installed on the host: its release is the name of the cache's module directory."""
+    from romlab.lab.vm import find_kernel, kernel_cache
+
+    kernel = Path(find_kernel())
+    assert kernel.parent.parent.parent == kernel_cache()
+    assert guest["results"]["kernel_release"] == kernel.name.removeprefix("vmlinuz-")
+    assert guest["results"]["kernel_release"].startswith("6.12.")
+
+
 def test_list_shows_names_and_rom_sizes(guest):
     res = _ok(guest["results"]["list"])
     assert res["json"]["rc"] == 0, res["json"]["stderr"]

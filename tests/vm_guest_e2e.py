@@ -138,6 +138,7 @@ faulthandler.dump_traceback_later(600, repeat=True, file=_fh)
 macs = bdf_by_mac()
 BDF = {role: macs.get(mac) for role, mac in CONFIG["nics"].items()}
 RESULTS["bdf"] = BDF
+RESULTS["kernel_release"] = os.uname().release
 RESULTS["drivers_at_start"] = {role: driver(b) for role, b in BDF.items() if b}
 
 
