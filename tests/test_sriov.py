@@ -159,7 +159,7 @@ def test_a_vf_knows_its_pf(tmp_path, monkeypatch, capsys):
     assert str(vf.physfn) == PF and not vf.sriov_capable
     assert pci.PciDevice.open(PF).physfn is None
     assert [str(b) for b in pci.PciDevice.open(PF).virtfns()] == ["0000:01:10.0", "0000:01:10.2"]
-    code, out, err = run(capsys, "nic", "vfs", "--pci", "01:10.2", "--count", "1")
+    code, _out, err = run(capsys, "nic", "vfs", "--pci", "01:10.2", "--count", "1")
     assert code == 2 and "is itself a VF (of 0000:01:00.0)" in one_line(err)
 
 
@@ -202,7 +202,7 @@ def test_the_kernels_erange_is_mapped_when_the_total_changed_under_romlab(tmp_pa
         (iov.pf / "sriov_totalvfs").write_text("1\n")
         real(path, value)
     monkeypatch.setattr(pci, "write_attribute", lower_first)
-    code, out, err = run(capsys, "nic", "vfs", "--pci", PF, "--count", "4")
+    code, _out, err = run(capsys, "nic", "vfs", "--pci", PF, "--count", "4")
     assert code == 2 and "offers 1 VFs; 4 is more than that" in one_line(err)
 
 
@@ -212,7 +212,7 @@ def test_a_device_without_sr_iov_is_refused(tmp_path, monkeypatch, capsys):
     for argv in (("--count", "2"), ()):
         code, out, err = run(capsys, "nic", "vfs", "--pci", "02:00.0", *argv)
         assert code == 2 and "0000:02:00.0 (8086:10d3) is not SR-IOV capable" in one_line(err)
-    code, out, err = run(capsys, "nic", "vfs", "--pci", "05:00.0")
+    code, _out, err = run(capsys, "nic", "vfs", "--pci", "05:00.0")
     assert code == 2 and "no PCI device 0000:05:00.0" in one_line(err)
 
 
@@ -220,7 +220,7 @@ def test_vfio_bind_refuses_a_pf_with_vfs(tmp_path, monkeypatch, capsys):
     iov = FakeIov(tmp_path, monkeypatch, numvfs=2)
     writes = []
     monkeypatch.setattr(sysfs, "write_text", lambda path, value: writes.append((path, value)))
-    code, out, err = run(capsys, "vfio", "bind", PF)
+    code, _out, err = run(capsys, "vfio", "bind", PF)
     assert code == 2
     assert (f"{PF} is an SR-IOV PF with 2 VF(s) enabled" in one_line(err, "vfio")
             and f"`romlab nic vfs --pci {PF} --count 0` first" in err)
@@ -232,5 +232,5 @@ def test_vfio_bind_passes_the_vf_guard_once_the_vfs_are_gone(tmp_path, monkeypat
     """With no VFs the PF is judged as any device (here: refused for its missing IOMMU group, the
     next check, so nothing is bound)."""
     FakeIov(tmp_path, monkeypatch, numvfs=0)
-    code, out, err = run(capsys, "vfio", "bind", PF)
+    code, _out, err = run(capsys, "vfio", "bind", PF)
     assert code == 2 and "has no IOMMU group" in one_line(err, "vfio")
