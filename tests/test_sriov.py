@@ -210,7 +210,7 @@ def test_a_device_without_sr_iov_is_refused(tmp_path, monkeypatch, capsys):
     _dev(tmp_path / "sys", "0000:02:00.0", 0x8086, 0x10D3, "e1000e")
     monkeypatch.setattr(pci, "write_attribute", lambda *a: pytest.fail("nothing may be written"))
     for argv in (("--count", "2"), ()):
-        code, out, err = run(capsys, "nic", "vfs", "--pci", "02:00.0", *argv)
+        code, _out, err = run(capsys, "nic", "vfs", "--pci", "02:00.0", *argv)
         assert code == 2 and "0000:02:00.0 (8086:10d3) is not SR-IOV capable" in one_line(err)
     code, _out, err = run(capsys, "nic", "vfs", "--pci", "05:00.0")
     assert code == 2 and "no PCI device 0000:05:00.0" in one_line(err)

@@ -266,7 +266,18 @@ def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
 
 
 # --------------------------------------------------------------------------- one NIC, and the whole bench
+def _settle() -> None:
+    """Let udev finish renaming interfaces (eth0 -> enp2s0) that a driver just made: a name read
+    before that is gone a moment later. Without udevadm there is no renaming to wait for."""
+    try:
+        subprocess.run(["udevadm", "settle", "--timeout=30"], capture_output=True, timeout=60, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        pass
+
+
 def _interface(dev) -> str:
+    """The kernel driver's network interface of ``dev``, once udev has named it."""
+    _settle()
     names = list(dev.net_interfaces())
     if not names:
         raise LabError(f"{dev.bdf} has no network interface under its kernel driver {dev.driver}")
