@@ -470,7 +470,7 @@ class PciDevice:
         self.require_sriov()
         total = self.sriov_totalvfs
         if not 0 <= count <= total:
-            raise UsageError(f"{self.bdf} offers {total} VFs; --count must be 0..{total}, not {count}")
+            raise UsageError(f"{self.bdf} offers {total} VFs; the VF count must be 0..{total}, not {count}")
         now = self.sriov_numvfs
         if now == count:
             return

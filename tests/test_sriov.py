@@ -177,8 +177,8 @@ def test_virtfn_links_are_ordered_by_vf_number(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("driver,count,total,message", [
-    ("igb", 8, 7, "offers 7 VFs; --count must be 0..7, not 8"),
-    ("igb", -1, 7, "--count must be 0..7, not -1"),
+    ("igb", 8, 7, "offers 7 VFs; the VF count must be 0..7, not 8"),
+    ("igb", -1, 7, "the VF count must be 0..7, not -1"),
     (None, 2, 7, "has no driver: the kernel makes VFs through the PF's driver"),
     ("e1000e", 2, 7, "driver e1000e does not support SR-IOV"),
     ("vfio-pci", 2, 7, "bound to vfio-pci, which makes no VFs unless loaded with enable_sriov=1"),
