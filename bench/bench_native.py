@@ -32,7 +32,8 @@ def main() -> int:
              f"'-o', {str(out / 'native.json')!r}, '--plot', {str(out / 'native.png')!r}, '--overwrite']))")
     cmd = [sys.executable, "-m", "romlab", "vm", *[a for m, _ in NICS for a in ("--nic", m)], "--timeout", "5400",
            "--share", str(out), "--", sys.executable, "-c", guest]
-    return subprocess.call(cmd, cwd=REPO)
+    # Matplotlib's font cache in the shared directory: built once (minutes under TCG), kept for the next run.
+    return subprocess.call(cmd, cwd=REPO, env={**os.environ, "MPLCONFIGDIR": str(out / ".matplotlib")})
 
 
 if __name__ == "__main__":
