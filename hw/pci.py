@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hw import sysfs
-from hw.errors import HardwareError, UsageError
+from hw.errors import HardwareError, RomlabError, UsageError
 from hw.mmio import ResourceBar
 
 ROM_SIGNATURE = b"\x55\xaa"
@@ -381,6 +381,132 @@ class PciDevice:
         finally:
             os.close(fd)
 
+    # network interfaces ------------------------------------------------------
+    def net_interfaces(self) -> dict[str, str | None]:
+        """The network interfaces a kernel driver made for this device, name -> MAC address (None
+        when unreadable); empty without a network driver."""
+        d = self.path / "net"
+        try:
+            names = sorted(os.listdir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            raise sysfs.explain(exc, "read", d) from None
+        out: dict[str, str | None] = {}
+        for n in names:
+            try:
+                out[n] = sysfs.read_text(d / n / "address", "") or None
+            except HardwareError:
+                out[n] = None
+        return out
+
+    # SR-IOV ------------------------------------------------------------------
+    # The kernel gives a physical function with the SR-IOV capability the attributes sriov_totalvfs
+    # and sriov_numvfs and one link virtfnN per enabled VF; each VF has a link physfn back. VFs are
+    # made by writing a count to sriov_numvfs, which the PF's driver carries out (its
+    # sriov_configure); see Linux's drivers/pci/iov.c.
+    @property
+    def sriov_capable(self) -> bool:
+        """Whether this device is an SR-IOV physical function the kernel can make VFs on."""
+        return (self.path / "sriov_totalvfs").exists()
+
+    def require_sriov(self) -> None:
+        """Raise the one error for a device that is not an SR-IOV physical function."""
+        if self.sriov_capable:
+            return
+        pf = self.physfn
+        if pf is not None:
+            raise HardwareError(f"{self.bdf} is itself a VF (of {pf}); SR-IOV is set up on the physical function: "
+                                f"`romlab nic vfs --pci {pf}`")
+        raise HardwareError(f"{self.bdf} ({self.ids}) is not SR-IOV capable: the kernel shows no sriov_totalvfs "
+                            f"for it; VFs are made on a physical function with the SR-IOV capability ({LIST_HINT})")
+
+    @property
+    def sriov_totalvfs(self) -> int:
+        """How many VFs the device offers (0 when it is not SR-IOV capable)."""
+        return sysfs.read_int(self.path / "sriov_totalvfs", 0)
+
+    @property
+    def sriov_numvfs(self) -> int:
+        """How many VFs are enabled now (0 when it is not SR-IOV capable)."""
+        return sysfs.read_int(self.path / "sriov_numvfs", 0)
+
+    def virtfns(self) -> list[Bdf]:
+        """The PF's enabled VFs, in VF-number order (virtfn0, virtfn1, ...)."""
+        try:
+            names = os.listdir(self.path)
+        except OSError as exc:
+            raise sysfs.explain(exc, "read", self.path) from None
+        found = []
+        for n in names:
+            m = re.fullmatch(r"virtfn(\d+)", n)
+            target = sysfs.link_name(self.path / n) if m else None
+            if target is None:
+                continue
+            try:
+                found.append((int(m[1]), parse_bdf(target)))
+            except UsageError:
+                continue
+        return [b for _, b in sorted(found)]
+
+    @property
+    def physfn(self) -> Bdf | None:
+        """For a VF, the PF it belongs to; None for any other device."""
+        name = sysfs.link_name(self.path / "physfn")
+        if name is None:
+            return None
+        try:
+            return parse_bdf(name)
+        except UsageError:
+            return None
+
+    def set_sriov_numvfs(self, count: int) -> None:
+        """Enable ``count`` VFs (0 removes them all).
+
+        The kernel refuses to change a non-zero count to another non-zero one (EBUSY), so a
+        change goes through 0 first. Its refusals come back as one line each: above the total
+        (ERANGE), no PF driver or one without SR-IOV support (ENOENT).
+        """
+        self.require_sriov()
+        total = self.sriov_totalvfs
+        if not 0 <= count <= total:
+            raise UsageError(f"{self.bdf} offers {total} VFs; the VF count must be 0..{total}, not {count}")
+        now = self.sriov_numvfs
+        if now == count:
+            return
+        if now and count:
+            self._write_numvfs(0, count)
+        self._write_numvfs(count, count)
+
+    def _write_numvfs(self, value: int, wanted: int) -> None:
+        path = self.path / "sriov_numvfs"
+        try:
+            write_attribute(path, f"{value}\n")
+        except OSError as exc:
+            raise self._numvfs_error(exc, value, wanted) from None
+
+    def _numvfs_error(self, exc: OSError, value: int, wanted: int) -> RomlabError:
+        drv = self.driver
+        if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+            return HardwareError(f"permission denied writing {self.path / 'sriov_numvfs'}; creating VFs needs "
+                                 "root (run romlab as root or with sudo)")
+        if exc.errno == errno.ERANGE:
+            return UsageError(f"{self.bdf} offers {self.sriov_totalvfs} VFs; {value} is more than that")
+        if exc.errno == errno.ENOENT and drv is None:
+            return HardwareError(f"{self.bdf} has no driver: the kernel makes VFs through the PF's driver; bind "
+                                 f"it to its own driver first (`romlab vfio unbind {self.bdf}` if romlab took it)")
+        if exc.errno == errno.ENOENT and drv == "vfio-pci":
+            return HardwareError(f"{self.bdf} is bound to vfio-pci, which makes no VFs unless loaded with "
+                                 f"enable_sriov=1; give the PF back to its driver with `romlab vfio unbind {self.bdf}`")
+        if exc.errno == errno.ENOENT:
+            return HardwareError(f"{self.bdf}'s driver {drv} does not support SR-IOV (it cannot make VFs); "
+                                 "bind the PF to a driver that does (for the 82576: igb)")
+        if exc.errno == errno.EBUSY:
+            return HardwareError(f"{self.bdf} already has {self.sriov_numvfs} VFs and the kernel would not "
+                                 f"change that; remove them with `romlab nic vfs --pci {self.bdf} --count 0`")
+        what = "removing the VFs of" if value == 0 and wanted == 0 else f"making {value} VFs on"
+        return HardwareError(f"{what} {self.bdf} failed: {exc.strerror or exc} (from driver {drv}); see dmesg")
+
     def to_json(self) -> dict:
         return {
             "bdf": str(self.bdf), "vendor": self.vendor_id, "device": self.device_id,
@@ -388,6 +514,16 @@ class PciDevice:
             "class": self.class_code, "driver": self.driver, "iommu_group": self.iommu_group,
             "bars": [r.to_json() for r in self.bars()], "rom_bar_size": self.rom_bar_size,
         }
+
+
+def write_attribute(path: Path, value: str) -> None:
+    """One write(2) of ``value`` to a sysfs attribute, its OSError kept as it is: the errno is what
+    says why the kernel refused (``set_sriov_numvfs`` maps each to its own message)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def _rom_attr_enabled(fd: int) -> bool:

@@ -65,10 +65,23 @@ def _require_root(dev: PciDevice, what: str) -> None:
         raise HardwareError(f"{what} {dev.bdf} needs root (run romlab as root or with sudo)")
 
 
+def refuse_pf_with_vfs(dev: PciDevice) -> None:
+    """A PF with VFs stays with its driver: taking the driver away tears the VFs down under
+    whoever drives them, and the kernel makes VFs only through the PF's own driver."""
+    vfs = dev.sriov_numvfs
+    if vfs:
+        raise HardwareError(f"{dev.bdf} is an SR-IOV PF with {vfs} VF(s) enabled; romlab will not take it from its "
+                            f"driver while it has VFs: remove them with `romlab nic vfs --pci {dev.bdf} --count 0` "
+                            "first")
+
+
 def check_bindable(dev: PciDevice) -> None:
-    """Raise HardwareError if ``dev`` cannot go to vfio-pci; touches nothing."""
+    """Raise HardwareError if ``dev`` cannot go to vfio-pci; touches nothing.
+
+    A PF with VFs enabled is refused (``refuse_pf_with_vfs``)."""
     if os.geteuid() != 0:
         raise HardwareError(f"binding {dev.bdf} to vfio-pci needs root (run romlab as root or with sudo)")
+    refuse_pf_with_vfs(dev)
     group = dev.iommu_group
     if group is None:
         raise HardwareError(
@@ -408,6 +421,7 @@ def detached(dev: PciDevice):
         yield                     # nothing to take away, nothing owed
         return
     _require_root(dev, "detaching the driver of")
+    refuse_pf_with_vfs(dev)
     with _locked(dev):
         now = _now(dev)
         owed = _owed(dev)

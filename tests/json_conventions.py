@@ -36,8 +36,8 @@ QUANTITY = re.compile(r"(?:^|_)(offset|size|length|count|blocks|ptr|rva|iova|sta
 # result has its own).
 NO_INPUT = {"list", "lint-rules", "batch"}
 # Documents with several inputs, listed under "inputs": `combine` and `diff` (ROMs), `bench firmware`
-# (the NIC models QEMU emulates, "qemu:e1000").
-SEVERAL_INPUTS = {"combine", "diff", "bench-firmware"}
+# (the NIC models QEMU emulates, "qemu:e1000"), `bench native` (the NICs it measures, "pci:...").
+SEVERAL_INPUTS = {"combine", "diff", "bench-firmware", "bench-native"}
 
 
 def check(doc, schema: str | None = None) -> list[str]:

@@ -1,76 +1,123 @@
 """`romlab bench native`'s table and plot, from figures written by hand (no NIC needed).
 
-The expected cells are worked out here: packets/s = packets / seconds, Mbit/s = packets/s x size x 8
-/ 10^6, each path against the kernel's figure for the same frame size, the C path against the
-Python path for the same size and batch."""
+The expected cells are worked out here: a run's packets/s = the NIC's count / seconds, a figure's
+the median of its runs, spread = (max - min) / median, each path against the kernel's figure for the
+same NIC, frame size and batch (the kernel's pktgen burst), the C path against the Python path."""
 from __future__ import annotations
 
 import json
 
 from PIL import Image
 
-from romlab.bench.native import Figure
+from romlab.bench.native import Figure, NicResult, Run
 
-FIGURES = [
-    Figure("kernel", 64, 0, 3_000_000, 3.0),             # 1,000,000 pkt/s, 512.0 Mbit/s
-    Figure("c", 64, 32, 2_400_000, 3.0, 2_400_000),      # 800,000 pkt/s, 409.6 Mbit/s
-    Figure("python", 64, 32, 300_000, 3.0, 300_000),     # 100,000 pkt/s, 51.2 Mbit/s
-    Figure("c", 1514, 1, 90_000, 2.0, 90_000),           # 45,000 pkt/s, 545.04 Mbit/s, no kernel figure
+
+def _fig(path, size, batch, *pps, seconds=2.0):
+    """A figure whose runs sent pps x seconds frames each, every one counted by the NIC."""
+    return Figure(path, size, batch, [Run(round(p * seconds), round(p * seconds), seconds) for p in pps])
+
+
+RESULTS = [
+    NicResult("e1000", "0000:00:03.0", "8086:100e", "e1000", "eth0", figures=[
+        _fig("kernel", 64, 32, 900_000, 1_000_000, 1_100_000),   # median 1,000,000, spread 20%
+        _fig("c", 64, 32, 780_000, 800_000, 820_000),            # median 800,000, spread 5%
+        _fig("python", 64, 32, 100_000, 100_000, 100_000),       # median 100,000, spread 0%
+        _fig("c", 1514, 1, 45_000, 44_000, 46_000),              # median 45,000; no kernel or Python figure
+    ]),
+    NicResult("igb PF", "0000:00:05.0", "8086:10c9", "igb", "eth2", figures=[
+        _fig("kernel", 64, 32, 500_000, 400_000, 600_000),       # median 500,000, spread 40%
+    ], romlab_error="0000:00:05.0 (8086:10c9) is not a NIC this driver supports"),
 ]
 
 
-def test_native_table_reads_each_path_against_the_kernel_and_c_against_python():
+def test_figures_are_medians_of_what_the_nic_counted():
+    f = Figure("c", 64, 32, [Run(10, 9, 1.0), Run(10, 10, 2.0), Run(10, 12, 1.0)])   # 9, 5, 12 pkt/s
+    assert (f.pps, f.min_pps, f.max_pps) == (9.0, 5.0, 12.0)
+    assert f.spread_pct == (12 - 5) / 9 * 100
+    assert f.mbps == 9 * 64 * 8 / 1e6
+    assert Figure("c", 64, 32, [Run(1, 1, 1.0)]).spread_pct is None   # one run has no spread
+
+
+def test_native_table_reads_each_path_against_the_kernel_at_the_same_burst():
     from romlab.bench.render import native_table
 
-    lines = native_table(FIGURES).splitlines()
-    assert lines[0].split() == ["path", "size", "batch", "pkt/s", "Mbit/s", "vs", "kernel", "vs", "python"]
-    assert set(lines[1]) == {"-"}
-    assert [ln.split() for ln in lines[2:]] == [
-        ["kernel", "64", "-", "1000000", "512.0", "1.00x", "-"],
-        ["c", "64", "32", "800000", "409.6", "0.80x", "8.0x"],
-        ["python", "64", "32", "100000", "51.2", "0.10x", "-"],
-        ["c", "1514", "1", "45000", "545.0", "-", "-"],
+    lines = native_table(RESULTS).splitlines()
+    assert lines[0].startswith("pkt/s counted by the NIC (GPTC; ethtool tx_packets under the kernel's driver), "
+                               "median of 3 runs of about 2 s;")
+    assert lines[1].split() == ["NIC", "size", "batch", "kernel", "pkt/s", "spread", "C", "pkt/s", "spread",
+                                "Python", "pkt/s", "spread", "C/kernel", "C/Python"]
+    assert set(lines[2]) <= {"-", " "}
+    assert [ln.split() for ln in lines[3:6]] == [
+        ["e1000", "64", "32", "1000000", "20%", "800000", "5%", "100000", "0%", "0.80x", "8.0x"],
+        ["e1000", "1514", "1", "-", "-", "45000", "4%", "-", "-", "-", "-"],
+        ["igb", "PF", "64", "32", "500000", "40%", "-", "-", "-", "-", "-", "-"],
     ]
+    assert lines[6] == ("igb PF (0000:00:05.0): romlab's driver has no figures: 0000:00:05.0 (8086:10c9) is not a "
+                        "NIC this driver supports")
     # Columns line up: every cell of a right-aligned column ends where its heading ends.
-    end = lines[0].index("pkt/s") + len("pkt/s")
-    assert all(ln[:end].endswith(cell) for ln, cell in zip(lines[2:], ("1000000", "800000", "100000", "45000")))
+    end = lines[1].index("kernel pkt/s") + len("kernel pkt/s")
+    assert all(ln[:end].endswith(cell) for ln, cell in zip(lines[3:6], ("1000000", "-", "500000")))
 
 
 def test_native_plot_carries_every_figure_in_its_metadata(tmp_path):
     from romlab.bench.render import PNG_KEY_NATIVE, native_plot
 
     png = tmp_path / "n.png"
-    native_plot(FIGURES, str(png))
+    native_plot(RESULTS, str(png))
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
         meta = json.loads(im.text[PNG_KEY_NATIVE])
-    assert meta["schema"] == "romlab.bench-native/3"
-    assert [(f["path"], f["frame_bytes"], f["batch"], f["packets"], f["pps"], f["mbit_s"])
-            for f in meta["figures"]] == [
-        ("kernel", 64, 0, 3_000_000, 1_000_000.0, 512.0), ("c", 64, 32, 2_400_000, 800_000.0, 409.6),
-        ("python", 64, 32, 300_000, 100_000.0, 51.2), ("c", 1514, 1, 90_000, 45_000.0, 545.04)]
+    assert meta["schema"] == "romlab.bench-native/4"
+    figs = [(n["nic"], f["path"], f["frame_bytes"], f["batch"], f["median_pps"], f["min_pps"], f["max_pps"])
+            for n in meta["nics"] for f in n["figures"]]
+    assert figs == [("e1000", "kernel", 64, 32, 1_000_000.0, 900_000.0, 1_100_000.0),
+                    ("e1000", "c", 64, 32, 800_000.0, 780_000.0, 820_000.0),
+                    ("e1000", "python", 64, 32, 100_000.0, 100_000.0, 100_000.0),
+                    ("e1000", "c", 1514, 1, 45_000.0, 44_000.0, 46_000.0),
+                    ("igb PF", "kernel", 64, 32, 500_000.0, 400_000.0, 600_000.0)]
+    assert meta["nics"][1]["romlab_error"].endswith("is not a NIC this driver supports")
+    run = meta["nics"][0]["figures"][0]["runs"][0]
+    assert run == {"queued": 1_800_000, "hw_packets": 1_800_000, "duration_s": 2.0, "pps": 900_000.0}
 
 
 def test_native_cli_document_keeps_the_conventions(monkeypatch, capsys):
-    """`bench native --json` after the measuring (bench.native.run replaced by FIGURES): the
-    device is the input, with its domain, and the document passes the conventions' checker."""
+    """`bench native --json` after the measuring (bench.native.run replaced by RESULTS): the
+    devices are the inputs, with their domain, and the document passes the conventions' checker."""
     from json_conventions import check
 
     from romlab.bench import native
     from romlab.cli import main
 
     seen = []
-    monkeypatch.setattr(native, "run", lambda bdf, sizes, batches, seconds: seen.append(bdf) or list(FIGURES))
-    assert main(["bench", "native", "--pci", "03:00.0", "--json", "--quiet"]) == 0
+    monkeypatch.setattr(native, "run", lambda bdfs, sizes, batches, seconds, runs, vf, progress:
+                        seen.append((bdfs, sizes, batches, seconds, runs, vf)) or list(RESULTS))
+    assert main(["bench", "native", "--pci", "00:03.0", "--pci", "00:05.0", "--vf", "--json", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert check(doc, "romlab.bench-native/3") == []  # docs/conventions.md
-    assert doc["input"] == "pci:0000:03:00.0" and seen == ["03:00.0"]
-    # packets / duration = packets/s: 3,000,000 frames in 3.0 s.
-    assert (doc["figures"][0]["packets"], doc["figures"][0]["duration_s"], doc["figures"][0]["pps"]) == (
-        3_000_000, 3.0, 1_000_000.0)
-    # A BDF that cannot be one is refused before anything is measured.
+    assert check(doc, "romlab.bench-native/4") == []  # docs/conventions.md
+    assert doc["inputs"] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
+    assert seen == [(["00:03.0", "00:05.0"], [64, 1514], [1, 32, 256], 2.0, 3, True)]
+    assert [n["input"] for n in doc["nics"]] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
+    assert doc["runs"] == 3 and doc["kernel_counter"] == "ethtool tx_packets" and doc["count_mismatches"] == []
+    # the median of 900,000, 1,000,000 and 1,100,000 pkt/s; spread (1.1M - 0.9M) / 1M = 20%
+    k = doc["nics"][0]["figures"][0]
+    assert (k["median_pps"], k["spread_pct"]) == (1_000_000.0, 20.0)
+    # Refused before anything is measured: a BDF that cannot be one, fewer than 3 runs, a NIC twice.
     assert main(["bench", "native", "--pci", "3:0:0:0", "--json"]) == 2
-    assert seen == ["03:00.0"] and "is not a PCI address" in capsys.readouterr().err
+    assert "is not a PCI address" in capsys.readouterr().err
+    assert main(["bench", "native", "--pci", "00:03.0", "--runs", "2"]) == 2
+    assert "--runs 3..100" in capsys.readouterr().err
+    assert main(["bench", "native", "--pci", "00:03.0", "--pci", "0000:00:03.0"]) == 2
+    assert "each --pci NIC once" in capsys.readouterr().err
+    assert len(seen) == 1
+
+
+def test_count_mismatches_are_listed():
+    from romlab.bench.native import check_counts
+
+    r = NicResult("e1000", "0000:00:03.0", "8086:100e", "e1000", "eth0",
+                  figures=[Figure("c", 64, 32, [Run(100, 100, 1.0), Run(100, 98, 1.0)]),
+                           Figure("kernel", 64, 32, [Run(100, 90, 1.0)])])   # the kernel's queue is not the NIC's
+    assert check_counts([r]) == ["e1000 c 64 B batch 32 run 2: 100 queued, 98 counted by the NIC"]
 
 
 # --- the pictures, measured in their pixels ---------------------------------------------------
@@ -227,12 +274,12 @@ def test_native_png_bars_are_as_tall_as_their_values(tmp_path):
     from romlab.bench.render import PNG_KEY_NATIVE, native_plot
 
     png = tmp_path / "native.png"
-    native_plot(FIGURES, str(png))
+    native_plot(RESULTS, str(png))
     im = Image.open(png)
     meta = json.loads(im.text[PNG_KEY_NATIVE])
     im = im.convert("RGB")
-    # No bar stands for the missing kernel figure at 1514 bytes.
-    assert sorted((b["path"], b["frame_bytes"], b["batch"], b["pps"]) for b in meta["bars"]) == [
-        ("c", 64, 32, 800_000.0), ("c", 1514, 1, 45_000.0), ("kernel", 64, 32, 1_000_000.0),
-        ("python", 64, 32, 100_000.0)]
-    assert_heights_proportional(im, meta["bars"], "pps")
+    # No bar stands for a missing figure (the kernel at 1514 bytes, romlab on the igb PF).
+    assert sorted((b["nic"], b["path"], b["frame_bytes"], b["batch"], b["median_pps"]) for b in meta["bars"]) == [
+        ("e1000", "c", 64, 32, 800_000.0), ("e1000", "c", 1514, 1, 45_000.0), ("e1000", "kernel", 64, 32, 1_000_000.0),
+        ("e1000", "python", 64, 32, 100_000.0), ("igb PF", "kernel", 64, 32, 500_000.0)]
+    assert_heights_proportional(im, meta["bars"], "median_pps")

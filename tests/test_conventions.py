@@ -268,6 +268,17 @@ def _nic(tmp, monkeypatch):
     yield "romlab.nic-info/2", romlab_json("nic", "info", "--pci", "00:04.0", "--json")
     yield "romlab.nic-send/2", romlab_json("nic", "send", "--pci", "00:04.0", "--count", "4", "--json")
     yield "romlab.nic-recv/2", romlab_json("nic", "recv", "--pci", "00:04.0", "--timeout", "0", "--json", ok=(1,))
+    yield "romlab.nic-vfs/1", _nic_vfs(tmp, monkeypatch)
+
+
+def _nic_vfs(tmp, monkeypatch):
+    """`nic vfs` on a crafted sysfs tree whose kernel half is tests/test_sriov.py's (an igb PF)."""
+    from test_sriov import FakeIov
+
+    monkeypatch.setenv("ROMLAB_SYSFS", str(tmp / "sys"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    FakeIov(tmp, monkeypatch)
+    return romlab_json("nic", "vfs", "--pci", "01:00.0", "--count", "2", "--json")
 
 
 @walk("undi")

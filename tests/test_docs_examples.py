@@ -252,6 +252,10 @@ PARSED_ONLY = {
     "romlab vm --nic e1000,romfile=my.rom,mac=52:54:00:12:34:56,capture=e1000.pcap --nic rtl8139 -- romlab list":
         "a guest boot of its own (2-3 min under TCG) to run `romlab list`; tests/test_vm.py boots "
         "with the same keys (romfile=, mac=, capture=) and runs romlab list in its guest",
+    "sudo romlab nic vfs --pci 01:00.0 --count 2":
+        "needs an SR-IOV physical function (QEMU's igb), which tests/test_vm.py's guest has not; "
+        "tests/test_sriov.py runs the verb on a crafted sysfs tree, and bench native in tests/test_nic_vm.py "
+        "makes VFs on an igb PF through the same hw.pci path",
     "romlab bench firmware --nic e1000,e1000e,rtl8139,virtio-net --plot firmware.png":
         "four NIC models, each its own guest boot with three 16 MiB downloads per path; "
         "tests/test_bench_firmware.py runs its short variant",

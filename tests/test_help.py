@@ -23,7 +23,7 @@ PXE_E1000 = "/usr/lib/ipxe/qemu/pxe-e1000.rom"
 # The actions of the verbs that have them, written out from the README and docs/flashing.md.
 ACTIONS = {
     "vfio": ["bind", "unbind", "info"],
-    "nic": ["info", "send", "recv"],
+    "nic": ["info", "send", "recv", "vfs"],
     "undi": ["info", "send", "recv"],
     "bench": ["firmware", "native", "undi"],
     "nvm": ["show", "fix-checksum", "set"],

@@ -1,4 +1,4 @@
-"""EERD against QEMU 7.2's own e1000 (82540EM) and e1000e (82574L), and the double against them.
+"""EERD against QEMU's own e1000 (82540EM) and e1000e (82574L), and the double against them.
 
 QEMU's device models are an independent implementation of these registers, so
 they check two things: romlab's EERD reader (both layouts), and that the

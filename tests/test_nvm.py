@@ -1,4 +1,4 @@
-"""`romlab nvm`: on QEMU 7.2's e1000 and e1000e (real device models), and on the BAR0 double.
+"""`romlab nvm`: on QEMU's e1000 and e1000e (real device models), and on the BAR0 double.
 
 QEMU part: the real CLI in a subprocess reaches QEMU's NIC through the register
 relay (romlab.lab.regrelay); expected values come from QEMU's source

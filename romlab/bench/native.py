@@ -1,36 +1,84 @@
-"""Transmit throughput of one NIC three ways in one run: romlab's C batch path, the same ring
-logic in pure Python, and the Linux kernel's own driver (pktgen) on the same device.
+"""Transmit throughput of NICs three ways in one run: romlab's C batch path, the same ring logic in
+pure Python, and the Linux kernel's own driver (pktgen) on the same device.
 
-All three send the same frame sizes for the same wall-clock budget, so the ratios
-are taken on one machine in one run, which is what makes them trustworthy on a
-noisy 2-core host. The kernel figure uses pktgen because a user-space sender
-would measure the sender, not the driver. :mod:`romlab.bench.render` draws the table and plot.
+What makes the comparison fair:
+
+* the same work per call: romlab hands the ring ``batch`` frames and writes the tail once; pktgen
+  is set to ``burst`` = that batch, so it hands the kernel driver ``burst`` frames with
+  ``xmit_more`` set on all but the last, and e1000, e1000e, igb and igbvf then also write their
+  tail once per burst (each driver's xmit path defers the doorbell while ``netdev_xmit_more()``);
+* the same counter: every figure is what the NIC itself counted as transmitted, its GPTC register
+  (VFGPTC on a VF): romlab reads it through its driver (``stats()["tx_good"]``), the kernel's
+  driver reports it as the ethtool statistic ``tx_packets`` (``hw.ethtool``), read before and after;
+* the same clock and machine: all paths send the same frame sizes for the same wall-clock time in
+  one run, each figure the median of ``runs`` runs with its spread, so a noisy 2-core host shows
+  as spread rather than as a ratio.
+
+With ``vf=True`` an SR-IOV PF is measured, then one VF is made on it and measured the same way
+(the kernel's reference there is the VF's driver, igbvf), and the VF is removed again.
+:mod:`romlab.bench.render` draws the table and plot.
 """
 from __future__ import annotations
 
-import os
+import statistics
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from hw.errors import LabError
+from hw.errors import LabError, RomlabError
 
 PKTGEN = Path("/proc/net/pktgen")
-SCHEMA = "romlab.bench-native/3"
+SCHEMA = "romlab.bench-native/4"
+PATHS = ("kernel", "c", "python")
+# The ethtool statistic e1000, e1000e and igb fill from GPTC and igbvf from VFGPTC.
+KERNEL_TX_COUNTER = "tx_packets"
+MIN_RUNS = 3
+
+
+@dataclass
+class Run:
+    """One timed run: frames handed to the driver, frames the NIC counted, seconds."""
+
+    queued: int
+    hw_packets: int
+    seconds: float
+
+    @property
+    def pps(self) -> float:
+        return self.hw_packets / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {"queued": self.queued, "hw_packets": self.hw_packets, "duration_s": self.seconds, "pps": self.pps}
 
 
 @dataclass
 class Figure:
-    path: str  # "c", "python" or "kernel"
+    """One path at one frame size and batch (the kernel's: pktgen burst), over its runs."""
+
+    path: str  # "kernel", "c" or "python"
     size: int
-    batch: int  # 0 for the kernel
-    packets: int
-    seconds: float
-    hw_packets: int | None = None  # the NIC's own transmit counter (GPTC), for romlab's paths
+    batch: int
+    runs: list[Run] = field(default_factory=list)
 
     @property
     def pps(self) -> float:
-        return self.packets / self.seconds if self.seconds else 0.0
+        """The median of the runs' packets/s (NIC-counted frames over each run's seconds)."""
+        return statistics.median(r.pps for r in self.runs) if self.runs else 0.0
+
+    @property
+    def min_pps(self) -> float:
+        return min((r.pps for r in self.runs), default=0.0)
+
+    @property
+    def max_pps(self) -> float:
+        return max((r.pps for r in self.runs), default=0.0)
+
+    @property
+    def spread_pct(self) -> float | None:
+        """(max - min) / median over the runs, in percent; None with fewer than two runs."""
+        med = self.pps
+        return (self.max_pps - self.min_pps) / med * 100 if len(self.runs) > 1 and med else None
 
     @property
     def mbps(self) -> float:
@@ -38,17 +86,54 @@ class Figure:
 
     def as_dict(self) -> dict:
         """The JSON's figure: every quantity with its unit in its key."""
-        return {"path": self.path, "frame_bytes": self.size, "batch": self.batch, "packets": self.packets,
-                "duration_s": self.seconds, "hw_packets": self.hw_packets, "pps": self.pps,
-                "mbit_s": self.mbps}
+        return {"path": self.path, "frame_bytes": self.size, "batch": self.batch, "runs": [r.as_dict() for r in self.runs],
+                "median_pps": self.pps, "min_pps": self.min_pps, "max_pps": self.max_pps,
+                "spread_pct": self.spread_pct, "median_mbit_s": self.mbps}
 
 
-def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Figure:
-    """Send frames for ``seconds`` through romlab's driver; count what the NIC took."""
+@dataclass
+class NicResult:
+    """One NIC's figures: ``label`` names it as the table does (its kernel driver; "igb PF",
+    "igb VF" for the two sides of SR-IOV)."""
+
+    label: str
+    bdf: str
+    ids: str
+    kernel_driver: str
+    interface: str
+    figures: list[Figure] = field(default_factory=list)
+    pf: str | None = None          # for a VF, the PF it was made on
+    romlab_error: str | None = None  # why romlab's paths have no figures, if they have none
+
+    def as_dict(self) -> dict:
+        from romlab.conventions import device_input
+
+        return {"nic": self.label, "input": device_input(self.bdf), "id": self.ids,
+                "kernel_driver": self.kernel_driver, "interface": self.interface,
+                "pf": device_input(self.pf) if self.pf else None, "romlab_error": self.romlab_error,
+                "figures": [f.as_dict() for f in self.figures]}
+
+
+# --------------------------------------------------------------------------- romlab's side
+def open_nic(bdf: str, impl: str):
+    """romlab's driver for the NIC at ``bdf``.
+
+    The drivers package's ``open_nic`` factory picks the driver for the part (e1000 family, igb
+    PF, igb VF) where the package has one; until then the e1000-family driver, which refuses a
+    part it does not drive in one line."""
+    import drivers
+
+    factory = getattr(drivers, "open_nic", None)
+    if factory is None:
+        from drivers.intel import IntelNic as factory
+    return factory(bdf, impl=impl)
+
+
+def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Run:
+    """Send ``batch``-frame batches for ``seconds`` through romlab's driver; the NIC's count of them."""
     from drivers import frames
-    from drivers.intel import IntelNic
 
-    with IntelNic(bdf, impl=impl) as nic:
+    with open_nic(bdf, impl) as nic:
         data, lens = frames.batch(nic.mac, frames.BROADCAST, 1, 0, batch, size)
         sent = 0
         t0 = time.perf_counter()
@@ -59,13 +144,17 @@ def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Fig
                 break
         nic.tx_flush()
         dt = time.perf_counter() - t0
-        hw = nic.stats()["tx_good"]  # clear-on-read, and zeroed by the reset at open
-    return Figure(impl, size, batch, sent, dt, hw)
+        hw = nic.stats()["tx_good"]   # GPTC (VFGPTC on a VF) since the open; nothing else was sent since
+    return Run(sent, hw, dt)
 
 
+# --------------------------------------------------------------------------- the kernel's side
 def _pg(path: Path, cmd: str) -> None:
-    with open(path, "w") as f:
-        f.write(cmd + "\n")
+    try:
+        with open(path, "w") as f:
+            f.write(cmd + "\n")
+    except OSError as exc:
+        raise LabError(f"pktgen refused {cmd!r} on {path.name}: {exc.strerror or exc}") from None
 
 
 def _pg_running(thread: Path, ifname: str) -> bool:
@@ -77,26 +166,72 @@ def _pg_running(thread: Path, ifname: str) -> bool:
     return False
 
 
-def _pg_result(thread: Path) -> str:
-    return next((ln.strip() for ln in thread.read_text().splitlines() if ln.strip().startswith("Result:")),
+def _pg_result(path: Path) -> str:
+    return next((ln.strip() for ln in path.read_text().splitlines() if ln.strip().startswith("Result:")),
                 "no result")
 
 
-def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
-    """pktgen on the kernel driver's interface, for about ``seconds``."""
-    if not PKTGEN.exists():
-        if os.system("modprobe pktgen >/dev/null 2>&1") != 0 or not PKTGEN.exists():
-            raise LabError("the kernel's pktgen module is not available (modprobe pktgen failed)")
-    os.system(f"ip link set {ifname} up")
+def _wait(what: str, ready, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise LabError(f"{what} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _carrier(ifname: str) -> bool:
+    try:
+        return Path(f"/sys/class/net/{ifname}/carrier").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _link_up(ifname: str) -> None:
+    r = subprocess.run(["ip", "link", "set", ifname, "up"], capture_output=True, text=True, timeout=30, check=False)
+    if r.returncode:
+        raise LabError(f"cannot bring {ifname} up: {r.stderr.strip()}")
+    _wait(f"{ifname} has no carrier", lambda: _carrier(ifname), 30)
+
+
+def _settled_counter(ifname: str) -> int:
+    """The NIC's transmit count once frames still in the ring at pktgen's stop have gone out: two
+    reads 50 ms apart that agree (at most 5 s)."""
+    from hw import ethtool
+
+    last = ethtool.stat(ifname, KERNEL_TX_COUNTER)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = ethtool.stat(ifname, KERNEL_TX_COUNTER)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def _load_pktgen() -> None:
+    if PKTGEN.exists():
+        return
+    r = subprocess.run(["modprobe", "pktgen"], capture_output=True, text=True, timeout=60, check=False)
+    if r.returncode or not PKTGEN.exists():
+        raise LabError("the kernel's pktgen module is not available (modprobe pktgen failed)")
+
+
+def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
+    """pktgen on the kernel driver's interface for about ``seconds``, ``burst`` frames per call
+    into the driver (``xmit_more`` on all but the last); the NIC's count of what it sent."""
+    _load_pktgen()
     thread = PKTGEN / "kpktgend_0"
     _pg(thread, "rem_device_all")
     _pg(thread, f"add_device {ifname}")
     dev = PKTGEN / ifname
-    for cmd in ("count 0", f"pkt_size {size + 4}", "delay 0", "clone_skb 0", "dst_mac ff:ff:ff:ff:ff:ff",
-                "dst 10.99.0.2"):
+    # pkt_size counts the 4-byte FCS the NIC appends; romlab's sizes do not.
+    for cmd in ("count 0", f"pkt_size {size + 4}", "delay 0", "clone_skb 0", f"burst {burst}",
+                "dst_mac ff:ff:ff:ff:ff:ff", "dst 10.99.0.2"):
         _pg(dev, cmd)
-    import subprocess
-
+        if not _pg_result(dev).startswith("Result: OK"):
+            raise LabError(f"pktgen refused {cmd!r} on {ifname}: {_pg_result(dev)}")
+    before = _settled_counter(ifname)
     # The write of "start" returns only when pktgen stops, so a shell makes it; the clock
     # starts when the thread reports the device running (a fresh shell can take seconds under
     # emulation, and a "stop" sent before the "start" would leave pktgen running for ever).
@@ -105,7 +240,7 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
         deadline = time.monotonic() + 60
         while not _pg_running(thread, ifname):
             if proc.poll() is not None:
-                raise LabError(f"pktgen did not start on {ifname}: {_pg_result(thread)}")
+                raise LabError(f"pktgen did not start on {ifname}: {_pg_result(dev)}")
             if time.monotonic() > deadline:
                 raise LabError(f"pktgen did not start on {ifname} within 60 s")
             time.sleep(0.01)
@@ -119,36 +254,126 @@ def kernel_tx(ifname: str, size: int, seconds: float) -> Figure:
             proc.kill()
             raise LabError(f"pktgen on {ifname} did not stop when told to") from None
     dt = time.perf_counter() - t0
+    hw = _settled_counter(ifname) - before
     sent = 0
     for line in dev.read_text().splitlines():
         line = line.strip()
         if line.startswith("pkts-sofar:"):
             sent = int(line.split()[1])
     _pg(thread, "rem_device_all")
-    return Figure("kernel", size, 0, sent, dt)
+    return Run(sent, hw, dt)
 
 
-def run(bdf: str, sizes: list[int], batches: list[int], seconds: float = 3.0) -> list[Figure]:
-    """The whole bench on one device: kernel first (its driver bound), then romlab through VFIO,
-    then the device goes back to its kernel driver."""
+# --------------------------------------------------------------------------- one NIC, and the whole bench
+def _settle() -> None:
+    """Let udev finish renaming interfaces (eth0 -> enp2s0) that a driver just made: a name read
+    before that is gone a moment later. Without udevadm there is no renaming to wait for."""
+    try:
+        subprocess.run(["udevadm", "settle", "--timeout=30"], capture_output=True, timeout=60, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        pass
+
+
+def _interface(dev) -> str:
+    """The kernel driver's network interface of ``dev``, once udev has named it."""
+    _settle()
+    names = list(dev.net_interfaces())
+    if not names:
+        raise LabError(f"{dev.bdf} has no network interface under its kernel driver {dev.driver}")
+    return names[0]
+
+
+def _label(dev) -> str:
+    from hw.pci import PciDevice
+
+    if dev.physfn is not None:
+        return f"{PciDevice.open(dev.physfn).driver or '?'} VF"
+    return f"{dev.driver} PF" if dev.sriov_capable else str(dev.driver)
+
+
+def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: int, progress=None) -> NicResult:
+    """One NIC: the kernel's figures first (its driver bound), then romlab's through VFIO; the
+    NIC goes back to its kernel driver afterwards. A NIC romlab's driver does not take keeps its
+    kernel figures and says why in ``romlab_error``."""
     from hw import vfio_bind
     from hw.pci import PciDevice
 
-    dev = PciDevice.open(bdf)
+    say = progress or (lambda m: None)
     if dev.driver in (None, "vfio-pci"):
         raise LabError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
                        "so the kernel's figure can be taken on the same device")
-    netdirs = list((Path("/sys/bus/pci/devices") / str(dev.bdf) / "net").glob("*"))
-    if not netdirs:
-        raise LabError(f"{dev.bdf} has no network interface under its kernel driver")
-    ifname = netdirs[0].name
-    figures = [kernel_tx(ifname, size, seconds) for size in sizes]
+    res = NicResult(_label(dev), str(dev.bdf), dev.ids, dev.driver, _interface(dev),
+                    pf=str(dev.physfn) if dev.physfn else None)
+    if res.pf:
+        _link_up(_interface(PciDevice.open(res.pf)))  # a VF has a link only while its PF's is up
+    _link_up(res.interface)
+    for size in sizes:
+        for batch in batches:
+            say(f"{res.label} {dev.bdf}: kernel ({dev.driver}, pktgen burst {batch}), {size}-byte frames")
+            res.figures.append(Figure("kernel", size, batch, [kernel_tx(res.interface, size, batch, seconds)
+                                                                for _ in range(runs)]))
     vfio_bind.bind(dev)
     try:
         for size in sizes:
             for batch in batches:
-                figures.append(romlab_tx(bdf, "c", size, batch, seconds))
-                figures.append(romlab_tx(bdf, "python", size, batch, seconds))
+                for impl in ("c", "python"):
+                    say(f"{res.label} {dev.bdf}: romlab {impl}, batch {batch}, {size}-byte frames")
+                    fig = Figure(impl, size, batch)
+                    for _ in range(runs):
+                        try:
+                            fig.runs.append(romlab_tx(str(dev.bdf), impl, size, batch, seconds))
+                        except RomlabError as exc:
+                            if res.figures[-1].path != "kernel" or fig.runs:
+                                raise          # it worked before: a failure now is the bench's to report
+                            res.romlab_error = str(exc)
+                            return res
+                    res.figures.append(fig)
     finally:
-        vfio_bind.unbind(PciDevice.open(bdf))
-    return figures
+        vfio_bind.unbind(PciDevice.open(dev.bdf))
+    return res
+
+
+def _wait_vf_interface(vf_bdf) -> None:
+    from hw.pci import PciDevice
+
+    def ready():
+        vf = PciDevice.open(vf_bdf)
+        return vf.driver is not None and bool(vf.net_interfaces())
+    _wait(f"VF {vf_bdf} got no kernel driver and network interface", ready, 60)
+
+
+def run(bdfs: list[str], sizes: list[int], batches: list[int], seconds: float = 2.0, runs: int = MIN_RUNS,
+        vf: bool = False, progress=None) -> list[NicResult]:
+    """Every NIC in turn; with ``vf``, after an SR-IOV PF also one VF made on it, removed after."""
+    from hw.pci import PciDevice
+
+    devs = [PciDevice.open(b) for b in bdfs]
+    out = []
+    for dev in devs:
+        out.append(bench_nic(dev, sizes, batches, seconds, runs, progress))
+        if not (vf and dev.sriov_capable):
+            continue
+        dev.set_sriov_numvfs(1)
+        try:
+            vf_bdf = dev.virtfns()[0]
+            _wait_vf_interface(vf_bdf)
+            out.append(bench_nic(PciDevice.open(vf_bdf), sizes, batches, seconds, runs, progress))
+        finally:
+            dev.set_sriov_numvfs(0)
+    return out
+
+
+def check_counts(results: list[NicResult]) -> list[str]:
+    """Runs where what was handed to romlab's driver and what the NIC counted differ (after a
+    flush they must agree): one line each, for the document's notes."""
+    notes = []
+    for r in results:
+        for f in r.figures:
+            if f.path == "kernel":
+                continue
+            for i, x in enumerate(f.runs):
+                if x.queued != x.hw_packets:
+                    notes.append(f"{r.label} {f.path} {f.size} B batch {f.batch} run {i + 1}: {x.queued} queued, "
+                                 f"{x.hw_packets} counted by the NIC")
+    return notes
+

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from romlab.bench.firmware import PATHS, SCHEMA
+from romlab.bench.native import PATHS as PATHS_NATIVE
 from romlab.bench.native import SCHEMA as NATIVE_SCHEMA
 from romlab.lab.http import human_size
 
@@ -110,69 +111,99 @@ def _runs_text(n: int) -> str:
 
 # --- bench native -----------------------------------------------------------------------------
 
-NATIVE_LABELS = {"kernel": "Linux driver (pktgen)", "c": "romlab C path", "python": "romlab pure Python"}
+NATIVE_LABELS = {"kernel": "Linux driver (pktgen, burst = batch)", "c": "romlab C path", "python": "romlab pure Python"}
 
 
-def native_table(figures) -> str:
-    """One row per figure; each read against the kernel's figure for its frame size, and the C
-    path's also against the Python path's for the same size and batch."""
-    kernel = {f.size: f for f in figures if f.path == "kernel"}
-    py = {(f.size, f.batch): f for f in figures if f.path == "python"}
-    rows = []
-    for f in figures:
-        k = kernel.get(f.size)
-        p = py.get((f.size, f.batch))
-        rows.append([f.path, str(f.size), str(f.batch or "-"), packets_s(f.pps), mbit_s(f.mbps),
-                     times(f.pps / k.pps, 2) if k and k.pps else "-",
-                     times(f.pps / p.pps) if f.path == "c" and p and p.pps else "-"])
-    cols = [("path", "left"), ("size", "right"), ("batch", "right"), ("pkt/s", "right"), ("Mbit/s", "right"),
-            ("vs kernel", "right"), ("vs python", "right")]
-    return text_table(cols, rows)
+def _native_spread(f) -> str:
+    return "-" if f is None or f.spread_pct is None else percent(f.spread_pct)
+
+
+def native_caption(results) -> str:
+    """What every figure of the table is, in one line."""
+    runs = sorted({len(f.runs) for r in results for f in r.figures})
+    secs = sorted({round(x.seconds) for r in results for f in r.figures for x in f.runs})
+    many = f"median of {'/'.join(map(str, runs)) or '0'} runs" + (f" of about {secs[0]} s" if len(secs) == 1 else "")
+    return (f"pkt/s counted by the NIC (GPTC; ethtool tx_packets under the kernel's driver), {many}; "
+            "spread = (max-min)/median; the kernel sends with pktgen burst = romlab's batch")
+
+
+def native_table(results) -> str:
+    """A caption, then one row per NIC, frame size and batch: the kernel's, the C path's and the
+    Python path's median packets/s with their spreads, and the C path against the kernel and
+    against Python at the same size and batch. A NIC romlab's driver did not take says why below."""
+    rows, notes = [], []
+    for r in results:
+        keys = []
+        for f in r.figures:
+            if (f.size, f.batch) not in keys:
+                keys.append((f.size, f.batch))
+        for size, batch in keys:
+            got = {f.path: f for f in r.figures if (f.size, f.batch) == (size, batch)}
+            k, c, p = got.get("kernel"), got.get("c"), got.get("python")
+            rows.append([r.label, str(size), str(batch),
+                         packets_s(k.pps) if k else "-", _native_spread(k),
+                         packets_s(c.pps) if c else "-", _native_spread(c),
+                         packets_s(p.pps) if p else "-", _native_spread(p),
+                         times(c.pps / k.pps, 2) if c and k and k.pps else "-",
+                         times(c.pps / p.pps) if c and p and p.pps else "-"])
+        if r.romlab_error:
+            notes.append(f"{r.label} ({r.bdf}): romlab's driver has no figures: {r.romlab_error}")
+    cols = [("NIC", "left"), ("size", "right"), ("batch", "right"), ("kernel pkt/s", "right"), ("spread", "right"),
+            ("C pkt/s", "right"), ("spread", "right"), ("Python pkt/s", "right"), ("spread", "right"),
+            ("C/kernel", "right"), ("C/Python", "right")]
+    return "\n".join([native_caption(results), text_table(cols, rows), *notes])
 
 
 NATIVE_COLOURS = {"kernel": "#4a5568", "c": "#2b6cb0", "python": "#c05621"}
 PNG_KEY_NATIVE = "romlab.bench-native"
 
 
-def native_plot(figures, path: str) -> None:
-    """Grouped bars of packets/s on a linear axis from zero: one group per (size, batch), one bar
-    per path that has a figure there (no bar, rather than a bar of zero, where there is none). Each
-    figure is one timed run, so there are no error bars. The figures and every bar's value and pixel
-    box go into the PNG's ``romlab.bench-native`` text chunk."""
+def native_plot(results, path: str) -> None:
+    """Grouped bars of median packets/s on a linear axis from zero: one group per (NIC, size,
+    batch), one bar per path that has a figure there (no bar, rather than a bar of zero, where there
+    is none), min-max whiskers where a figure has several runs. The figures and every bar's value and
+    pixel box go into the PNG's ``romlab.bench-native`` text chunk."""
     plt = _pyplot()
-    kernel = {f.size: f for f in figures if f.path == "kernel"}
-    groups = sorted({(f.size, f.batch) for f in figures if f.path != "kernel"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) + 2), 4.5), dpi=100)
+    groups = []
+    for r in results:
+        for f in r.figures:
+            if (r.label, f.size, f.batch) not in groups:
+                groups.append((r.label, f.size, f.batch))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) + 2), 4.8), dpi=100)
     width = 0.27
-    drawn = []  # (bar patch, path, size, batch, packets/s)
-    for i, which in enumerate(("kernel", "c", "python")):
-        xs, vals, keys = [], [], []
-        for g, (size, batch) in enumerate(groups):
-            if which == "kernel":
-                f = kernel.get(size)
-            else:
-                f = next((f for f in figures if f.path == which and f.size == size and f.batch == batch), None)
-            if f is None:
+    drawn = []  # (bar patch, NIC, path, size, batch, median packets/s)
+    for i, which in enumerate(PATHS_NATIVE):
+        xs, vals, lo, hi, keys = [], [], [], [], []
+        for g, (label, size, batch) in enumerate(groups):
+            f = next((f for r in results if r.label == label for f in r.figures
+                      if (f.path, f.size, f.batch) == (which, size, batch)), None)
+            if f is None or not f.runs:
                 continue
             xs.append(g + (i - 1) * width)
             vals.append(f.pps)
-            keys.append((size, batch))
-        bars = ax.bar(xs, vals, width, color=NATIVE_COLOURS[which], label=NATIVE_LABELS[which])
-        drawn += [(b, which, size, batch, v) for b, (size, batch), v in zip(bars, keys, vals)]
+            several = len(f.runs) > 1
+            lo.append(f.pps - f.min_pps if several else 0.0)
+            hi.append(f.max_pps - f.pps if several else 0.0)
+            keys.append((label, size, batch))
+        bars = ax.bar(xs, vals, width, color=NATIVE_COLOURS[which], label=NATIVE_LABELS[which],
+                      yerr=[lo, hi] if any(lo) or any(hi) else None, capsize=2,
+                      error_kw={"elinewidth": 1, "ecolor": "#111111"})
+        drawn += [(b, label, which, size, batch, v) for b, (label, size, batch), v in zip(bars, keys, vals)]
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{s} B\nbatch {b}" for s, b in groups])
+    ax.set_xticklabels([f"{label}\n{s} B\nbatch {b}" for label, s, b in groups], fontsize=7)
     ax.set_xlim(-0.6, len(groups) - 0.4)
-    top = max((v for *_, v in drawn), default=0)
+    top = max((max(f.max_pps for f in r.figures if f.runs) for r in results if any(f.runs for f in r.figures)),
+              default=0)
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
-    ax.set_ylabel("packets/s (linear, from 0)")
-    ax.set_title("Transmit throughput on one NIC, one run per bar")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
+    ax.set_ylabel("packets/s counted by the NIC (linear, from 0)")
+    ax.set_title("Transmit throughput: median of runs, whiskers min-max; kernel at pktgen burst = batch", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8, frameon=False)
     renderer = _laid_out(fig)
     height = _image_height(fig)
-    bars = [{"path": which, "frame_bytes": size, "batch": batch, "pps": round(v, METADATA_DECIMALS),
+    bars = [{"nic": label, "path": which, "frame_bytes": size, "batch": batch, "median_pps": round(v, METADATA_DECIMALS),
              "colour": NATIVE_COLOURS[which], "box_px": bar_box(b, renderer, height)}
-            for b, which, size, batch, v in drawn]
-    meta = {"schema": NATIVE_SCHEMA, "figures": [f.as_dict() for f in figures], "bars": bars,
+            for b, label, which, size, batch, v in drawn]
+    meta = {"schema": NATIVE_SCHEMA, "nics": [r.as_dict() for r in results], "bars": bars,
             "axis": {"scale": "linear", "from": 0, "unit": "packets/s"}}
     _save_png(plt, fig, path, {PNG_KEY_NATIVE: json.dumps(meta, sort_keys=True), "Title": "romlab bench native"})
 

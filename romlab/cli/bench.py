@@ -1,5 +1,5 @@
 """``romlab bench``: measurements. ``bench firmware`` compares a NIC's UNDI path with native drivers
-under QEMU, ``bench native`` one NIC's transmit paths, ``bench undi`` a NIC's own UNDI driver (run
+under QEMU, ``bench native`` NICs' transmit paths, ``bench undi`` a NIC's own UNDI driver (run
 from its ROM in user space) against a reference driver on the same device."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ NAME = "bench"
 HELP = "measure drivers: `bench firmware` times HTTP downloads through a ROM's UNDI against native drivers"
 DESCRIPTION = """\
 Measure how fast drivers move data: a ROM's UNDI against native drivers under QEMU (firmware),
-one real NIC's transmit paths (native), or a NIC's own UNDI driver run from its ROM in user space
-against a reference driver on the same NIC, call by call (undi). Each prints a table and can
+real NICs' transmit paths against their kernel drivers (native), or a NIC's own UNDI driver
+run from its ROM in user space against a reference driver on the same NIC, call by call (undi). Each prints a table and can
 write a PNG plot."""
 EXAMPLES = [
     ("romlab bench firmware --nic e1000,virtio-net --runs 3 --plot firmware.png",
@@ -72,20 +72,29 @@ def add_arguments(p) -> None:
     f.add_argument("--plot", metavar="OUT.png", help="write a PNG plot (figures also in its text metadata)")
     f.add_argument("--html", metavar="OUT", help="write a one-page HTML report (table and plot)")
     f.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    n = sub.add_parser("native", help="transmit throughput of one NIC: kernel driver (pktgen), romlab's C and "
+    n = sub.add_parser("native", help="transmit throughput of NICs: kernel driver (pktgen), romlab's C and "
                                       "Python paths",
-                       description="Measure one NIC (bound to its kernel driver to start with) three ways in one "
-                                   "run:\n  kernel  its kernel driver, through pktgen\n  c       romlab's driver "
-                                   "through VFIO, C batch path\n  python  romlab's driver through VFIO, pure-Python "
-                                   "path\nThe NIC is given back to its kernel driver afterwards. Needs root.")
-    n.add_argument("--pci", required=True, metavar="BDF", help="the NIC (e1000 or e1000e), bound to its kernel driver")
+                       description="""\
+Measure NICs (each bound to its kernel driver to start with) three ways in one run:
+  kernel  its kernel driver, through pktgen with burst = the batch (xmit_more: one tail write a burst)
+  c       romlab's driver through VFIO, C batch path
+  python  romlab's driver through VFIO, pure-Python path
+Every figure is what the NIC counted as sent (GPTC; under the kernel its ethtool tx_packets), the
+median of --runs runs with their spread. --vf also makes one SR-IOV VF on a PF that has the
+capability, measures it the same way (the kernel's side: the VF's driver, igbvf) and removes it.
+Each NIC is given back to its kernel driver afterwards. Needs root.""")
+    n.add_argument("--pci", required=True, action="append", metavar="BDF",
+                   help="a NIC bound to its kernel driver (e1000, e1000e, igb; a VF on igbvf); repeat for more")
     n.add_argument("--size", default="64,1514", metavar="LIST", help="frame sizes (default 64,1514)")
-    n.add_argument("--batch", default="1,32,256", metavar="LIST", help="batch sizes (default 1,32,256)")
-    n.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
+    n.add_argument("--batch", default="1,32,256", metavar="LIST",
+                   help="batch sizes, also the kernel's pktgen burst (default 1,32,256)")
+    n.add_argument("--seconds", type=float, default=2.0, help="time per run (default 2)")
+    n.add_argument("--runs", type=int, default=3, metavar="N", help="runs per figure, at least 3 (default 3)")
+    n.add_argument("--vf", action="store_true", help="also make one VF on each SR-IOV PF, measure it, remove it")
     n.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-native/3 JSON document instead of the table")
+                   help="print the romlab.bench-native/4 JSON document instead of the table")
     n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
-    n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per path, size and batch")
+    n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per NIC, path, size and batch")
     n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     _add_undi(sub)
 
@@ -169,6 +178,7 @@ def _run_native(args) -> int:
     from hw.errors import UsageError
     from romlab.bench import native as bn
     from romlab.bench import render
+    from romlab.cli import note
     from romlab.cli._common import check_outputs
     from romlab.conventions import device_input, document, utc_now
 
@@ -179,16 +189,25 @@ def _run_native(args) -> int:
         raise UsageError("--size and --batch take comma-separated numbers, e.g. 64,1514") from None
     if not sizes or any(not 60 <= x <= 1514 for x in sizes) or not batches or any(not 1 <= b <= 511 for b in batches):
         raise UsageError("frame sizes must be 60..1514 and batches 1..511")
+    if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600) or not bn.MIN_RUNS <= args.runs <= 100:
+        raise UsageError(f"--seconds must be in (0, 3600] and --runs {bn.MIN_RUNS}..100 (a median and its spread "
+                         f"need at least {bn.MIN_RUNS})")
     check_outputs([p for p in (args.output, args.plot) if p], overwrite=args.overwrite)
-    device = device_input(args.pci)  # a BDF that cannot be one is refused here, before the bench
+    inputs = [device_input(b) for b in args.pci]  # a BDF that cannot be one is refused here, before the bench
+    if len(set(inputs)) != len(inputs):
+        raise UsageError("each --pci NIC once")
     started = utc_now()
-    figures = bn.run(args.pci, sizes, batches, args.seconds)
+    quiet = getattr(args, "quiet", False)
+    results = bn.run(args.pci, sizes, batches, args.seconds, args.runs, vf=args.vf,
+                     progress=None if quiet else (lambda m: note(f"romlab bench native: {m}")))
     written = []
     if args.plot:
-        render.native_plot(figures, args.plot)
+        render.native_plot(results, args.plot)
         written.append(args.plot)
-    table = render.native_table(figures)
-    doc = document(bn.SCHEMA, input=device, started=started, figures=[f.as_dict() for f in figures], table=table)
+    table = render.native_table(results)
+    doc = document(bn.SCHEMA, inputs=inputs, started=started, runs=args.runs, run_duration_s=args.seconds,
+                   kernel_counter=f"ethtool {bn.KERNEL_TX_COUNTER}", nics=[r.as_dict() for r in results],
+                   count_mismatches=bn.check_counts(results), table=table)
     _emit(args, doc, table, written)
     return 0
 

@@ -5,17 +5,22 @@ from romlab.cli._common import check_outputs, print_json
 from romlab.conventions import device_input, document
 
 NAME = "nic"
-HELP = "drive a NIC with romlab's user-space driver: info, send, recv"
+HELP = "drive a NIC with romlab's user-space driver: info, send, recv; make SR-IOV VFs: vfs"
 DESCRIPTION = """\
 Drive an Intel e1000/e1000e NIC from user space through VFIO with romlab's own driver: reset it,
 set up its rings and DMA buffers, then one action. The NIC must be bound to vfio-pci first
-(`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself."""
+(`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself.
+`vfs` makes or removes the SR-IOV virtual functions of a physical function (an 82576 on igb) and
+lists them; it needs no VFIO, since the PF's own kernel driver makes them."""
 
 EXAMPLES = [
     ("romlab nic info --pci 03:00.0", "part, MAC, link and EEPROM words of a NIC bound to vfio-pci"),
     ("romlab nic send --pci 03:00.0 --count 100000 --size 1514", "send 100000 full-size test frames"),
     ("romlab nic recv --pci 04:00.0 --count 100000 --timeout 30 --pcap rx.pcap",
      "receive and check them on another NIC, writing rx.pcap"),
+    ("romlab nic vfs --pci 01:00.0 --count 2", "make two SR-IOV VFs on an 82576 PF bound to igb (root)"),
+    ("romlab nic vfs --pci 01:00.0", "list a PF's VFs: address, IDs, driver, MAC"),
+    ("romlab nic vfs --pci 01:00.0 --count 0", "remove them again"),
 ]
 
 
@@ -36,6 +41,16 @@ def add_arguments(p) -> None:
                                       "frames of any kind)\nor --timeout passed, waiting by polling, by interrupt "
                                       "or adaptively (--mode).\nExit status: 0 enough frames, 1 too few before "
                                       "the timeout, 2 unusable input.")
+    vfs = sub.add_parser("vfs", help="make (or remove) a PF's SR-IOV virtual functions and list them",
+                         description="With --count N, enable N SR-IOV virtual functions on the physical function "
+                                     "--pci (0 removes\nthem; a different non-zero count removes the old ones first, "
+                                     "as the kernel requires), then\nlist the VFs: address, vendor:device, driver, "
+                                     "and interface and MAC where a kernel driver\nmade one. Without --count, only "
+                                     "list. The PF must be bound to a driver that makes VFs\n(igb for the 82576); "
+                                     "changing the count needs root.")
+    vfs.add_argument("--pci", required=True, metavar="BDF", help="the physical function, bound to its kernel driver")
+    vfs.add_argument("--count", type=int, metavar="N", help="enable N VFs (0 removes them); without it, only list")
+    vfs.add_argument("--json", action="store_true", help="report as JSON")
     for s in (info, send, recv):
         s.add_argument("--pci", required=True, metavar="BDF", help="the NIC, bound to vfio-pci")
         s.add_argument("--json", action="store_true", help="report as JSON")
@@ -75,7 +90,7 @@ def run(args) -> int:
 
     if args.nic_cmd == "send" and not (1 <= args.count and 1 <= args.batch <= 511):
         raise UsageError("--count must be positive and --batch between 1 and 511")
-    return {"info": _info, "send": _send, "recv": _recv}[args.nic_cmd](args)
+    return {"info": _info, "send": _send, "recv": _recv, "vfs": _vfs}[args.nic_cmd](args)
 
 
 def _info(args) -> int:
@@ -146,6 +161,69 @@ def _send(args) -> int:
         print(f"sent {sent} frames of {args.size} bytes in {dt:.3f} s: {doc['pps']:.0f} pkt/s, "
               f"{doc['mbit_s']:.1f} Mbit/s (hardware counted {stats['tx_good']})")
     return 0 if flushed else 1
+
+
+def _vf_rows(pf) -> list[dict]:
+    """Each VF of ``pf`` as the document lists it."""
+    from hw.pci import PciDevice
+    from romlab.conventions import pci_id
+
+    rows = []
+    for i, bdf in enumerate(pf.virtfns()):
+        vf = PciDevice.open(bdf)
+        rows.append({"vf": i, "bdf": str(bdf), "id": pci_id(vf.vendor_id, vf.device_id), "driver": vf.driver,
+                     "interfaces": [{"name": n, "mac": mac} for n, mac in vf.net_interfaces().items()]})
+    return rows
+
+
+def _refuse_held_vfs(pf) -> None:
+    """Removing VFs while a process has one open through VFIO would leave the kernel waiting for that
+    process, uninterruptibly: refuse first, touching nothing."""
+    from hw import vfio
+    from hw.errors import HardwareError
+    from hw.pci import PciDevice
+
+    for bdf in pf.virtfns():
+        vf = PciDevice.open(bdf)
+        if vf.driver == "vfio-pci":
+            holders = vfio.holders(vf)
+            if holders:
+                raise HardwareError(f"VF {bdf} of {pf.bdf} is open through VFIO in process {', '.join(holders)}; "
+                                    "end that process before changing the VF count")
+
+
+def _vfs(args) -> int:
+    from hw.pci import PciDevice
+    from romlab.cli import detail, note
+
+    pf = PciDevice.open(args.pci)
+    pf.require_sriov()
+    before = pf.sriov_numvfs
+    if args.count is not None:
+        if args.count != before:
+            if before:
+                _refuse_held_vfs(pf)
+            detail(f"romlab nic: {pf.bdf}: writing sriov_numvfs ({before} -> "
+                   f"{'0 -> ' if before and args.count else ''}{args.count}) through {pf.driver or 'no driver'}")
+        pf.set_sriov_numvfs(args.count)
+        if args.count != before:
+            note(f"romlab nic: {pf.bdf}: {before} -> {pf.sriov_numvfs} VF(s)")
+    rows = _vf_rows(pf)
+    doc = document("romlab.nic-vfs/1", input=device_input(pf.bdf), id=pf.ids, driver=pf.driver,
+                   total_vfs=pf.sriov_totalvfs, num_vfs=pf.sriov_numvfs, vfs=rows)
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"{pf.bdf} ({pf.ids}, driver {pf.driver or 'none'}): {doc['num_vfs']} of {doc['total_vfs']} VFs enabled")
+    if rows:
+        print(f"{'VF':>3}  {'BDF':<13} {'ID':<9} {'DRIVER':<12} {'INTERFACE':<16} MAC")
+        for r in rows:
+            ifs = r["interfaces"] or [{"name": "-", "mac": None}]
+            for k, i in enumerate(ifs):
+                head = (f"{r['vf']:>3}  {r['bdf']:<13} {r['id']} {r['driver'] or '-':<12}" if k == 0
+                        else " " * 41)
+                print(f"{head} {i['name']:<16} {i['mac'] or '-'}")
+    return 0
 
 
 def _pcap_writer(path):

@@ -90,7 +90,7 @@ def _qemu_output(qemu: str, *args: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def qemu_version(qemu: str) -> str:
-    """``7.2.22`` from ``QEMU emulator version 7.2.22 (Debian ...)``."""
+    """``10.0.2`` from ``QEMU emulator version 10.0.2 (Debian ...)``."""
     m = re.search(r"version (\S+)", _qemu_output(qemu, "--version"))
     return m.group(1) if m else "?"
 
