@@ -36,6 +36,8 @@ from drivers.intel_model import (  # noqa: F401  (register names the tests use t
     RDLEN,
     RDT,
     RESET_TO_ZERO,
+    RXDCTL0,
+    SRRCTL0,
     STATUS,
     STATUS_GIO_MASTER_ENABLE,
     STATUS_LU,
@@ -45,6 +47,8 @@ from drivers.intel_model import (  # noqa: F401  (register names the tests use t
     TDH,
     TDLEN,
     TDT,
+    TXDCTL0,
+    XDCTL_ENABLE,
     IntelModel,
 )
 from hw.pci import parse_bdf
@@ -90,13 +94,13 @@ class FakeNic(IntelModel):
     what the driver did."""
 
     def __init__(self, device_id: int = 0x10D3, pcie: bool = True, rst_reads: int | None = 2,
-                 gio_reads: int | None = 3, auto_rd_reads: int | None = 2):
+                 gio_reads: int | None = 3, auto_rd_reads: int | None = 2, queue_reads: int = 2):
         self.log: list[tuple] = []
         self.bar = RecordingBar(self)
         self.dma: dict[int, DmaBuffer] = {}
         super().__init__(device_id=device_id, pcie=pcie, mac=bytes.fromhex("5254000010d3"),
                          rst_reads=rst_reads, gio_reads=gio_reads, auto_rd_reads=auto_rd_reads,
-                         regs=self.bar.mm, memory_at=self.memory_at)
+                         regs=self.bar.mm, memory_at=self.memory_at, queue_reads=queue_reads)
         self.config = bytearray(256)
         struct.pack_into("<HH", self.config, 0, 0x8086, device_id)
         struct.pack_into("<H", self.config, 0x06, 0x10)  # capability list present
