@@ -119,6 +119,9 @@ class IntelNic:
     RX_COUNT = 256
     TX_COUNT = 512
     BUF_SIZE = 2048
+    OWNS_UNITS = True  # the receive and transmit units (RCTL, TCTL, TIPG) are this function's to run
+    SRRCTL_EXTRA = 0  # bits beyond buffer size and descriptor type for SRRCTL
+    HAS_EEPROM = True  # eeprom_word reads the NVM through EERD
 
     def __init__(self, bdf: str, *, impl: str = "c"):
         from drivers.ring import require_dma_ordering
@@ -295,22 +298,24 @@ class IntelNic:
             bar.write32(base + 8, mem.count * dsize)
             bar.write32(base + 0x10, 0)
         if queues:
-            bar.write32(SRRCTL0, srrctl(self.BUF_SIZE, fmt))
+            bar.write32(SRRCTL0, srrctl(self.BUF_SIZE, fmt) | self.SRRCTL_EXTRA)
         if self.part.flags & F_RFCTL:
             bar.write32(RFCTL, 0)
             bar.write32(RXCSUM, 0)
         if not queues:
             bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
-        bar.write32(TIPG, 0x0060200A)
+        if self.OWNS_UNITS:
+            bar.write32(TIPG, 0x0060200A)
         self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
         if queues:  # enabled queues first, then their tails, then the units (Linux igb's order)
             self._queue_enable(TXDCTL0, True)
             self._queue_enable(RXDCTL0, True)
             bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
-        bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
-        bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE[self.BUF_SIZE])
+        if self.OWNS_UNITS:
+            bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
+            bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE[self.BUF_SIZE])
 
     # -- operations -------------------------------------------------------------------------
     @property

@@ -1,0 +1,168 @@
+"""Runs inside `romlab vm` (tests/test_igb_vm.py) with two QEMU igb NICs (82576) on one link: romlab's
+driver on PF A against the kernel's igb on B, both directions, through the C ring and the Python ring;
+then A back on the kernel's igb with two VFs, romlab driving VF 0 against B both ways. Writes one
+JSON result file the host test asserts on. The helpers are tests/vm_nic_guest.py's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vm_nic_guest as G  # noqa: E402  (its argv[1] is this script's: the result file)
+
+from drivers import frames  # noqa: E402
+from hw.pci import list_devices  # noqa: E402
+
+result = G.result
+romlab = G.romlab
+PF_COUNT, VF_COUNT, PY_COUNT, SIZE = 10_000, 2_000, 1_000, 300
+VF_MAC = "52:54:00:00:76:10"
+
+
+def romlab_to_kernel(s: socket.socket, bdf: str, count: int, seed: int, dst: str, rate: int) -> dict:
+    """romlab sends ``count`` seeded frames to ``dst``; the kernel's side counts those that arrive intact."""
+    seen: set = set()
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set() and len(seen) < count:
+            try:
+                f = s.recv(4096)
+            except socket.timeout:
+                continue
+            seq = frames.check(f, seed)
+            if seq is not None:
+                seen.add(seq)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    t0 = time.monotonic()
+    r = romlab("nic", "send", "--pci", bdf, "--count", count, "--size", SIZE, "--batch", 8, "--rate", rate,
+               "--seed", seed, "--dst", dst, "--json", timeout=count / rate + 120)
+    send_s = time.monotonic() - t0
+    deadline = time.monotonic() + 60
+    while len(seen) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    t.join()
+    doc = json.loads(r.stdout) if r.returncode == 0 else {}
+    return {"send_rc": r.returncode, "send_err": r.stderr[-1500:], "sent": doc.get("sent"),
+            "send_stats": doc.get("stats"), "send_elapsed_s": doc.get("elapsed_s"), "send_wall_s": send_s,
+            "kernel_received_intact": len(seen), "kernel_sequences_ok": seen == set(range(count))}
+
+
+def pf_run(a: str, b: str) -> dict:
+    s, ifname = G.kernel_socket(b)
+    G.wait_link(ifname)
+    res: dict = {"romlab": a, "kernel": b}
+    res["bind_rc"] = romlab("vfio", "bind", a).returncode
+    try:
+        r = romlab("nic", "info", "--pci", a, "--json")
+        res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
+        res["to_kernel"] = romlab_to_kernel(s, a, PF_COUNT, 41, "ff:ff:ff:ff:ff:ff", 1000)
+        t0 = time.monotonic()
+        res["from_kernel"] = G.kernel_to_romlab(s, ifname, a, PF_COUNT, SIZE, "adaptive", "c", 42, timeout=240)
+        res["from_kernel"]["wall_s"] = time.monotonic() - t0
+        res["python"] = G.kernel_to_romlab(s, ifname, a, PY_COUNT, SIZE, "adaptive", "python", 43, timeout=120)
+        res["python_to_kernel"] = romlab_to_kernel_py(s, a)
+    finally:
+        s.close()
+        res["unbind_rc"] = romlab("vfio", "unbind", a).returncode
+    return res
+
+
+def romlab_to_kernel_py(s: socket.socket, a: str) -> dict:
+    """The Python ring's transmit path on the device, a short run."""
+    seen: set = set()
+    r = romlab("nic", "send", "--pci", a, "--count", PY_COUNT, "--size", SIZE, "--batch", 8, "--rate", 1000,
+               "--seed", 44, "--impl", "python", "--json", timeout=300)
+    deadline = time.monotonic() + 30
+    while len(seen) < PY_COUNT and time.monotonic() < deadline:
+        try:
+            seq = frames.check(s.recv(4096), 44)
+        except socket.timeout:
+            continue
+        if seq is not None:
+            seen.add(seq)
+    return {"send_rc": r.returncode, "kernel_received_intact": len(seen), "kernel_sequences_ok": seen == set(range(PY_COUNT))}
+
+
+def sysfs_write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def vf_run(a: str, b: str) -> dict:
+    """A on the kernel's igb and up, two VFs, VF 0 given a MAC on the PF and taken by romlab."""
+    res: dict = {}
+    pf_if = G.iface_of(a) if os.path.isdir(f"/sys/bus/pci/devices/{a}/net") else None
+    deadline = time.monotonic() + 20
+    while pf_if is None and time.monotonic() < deadline:  # the netdev appears a moment after the rebind
+        time.sleep(0.5)
+        if os.path.isdir(f"/sys/bus/pci/devices/{a}/net"):
+            pf_if = G.iface_of(a)
+    sysfs_write(f"/proc/sys/net/ipv6/conf/{pf_if}/disable_ipv6", "1")
+    subprocess.run(["ip", "link", "set", pf_if, "up"], check=True, capture_output=True)
+    res["pf_if"] = pf_if
+    res["totalvfs"] = int(open(f"/sys/bus/pci/devices/{a}/sriov_totalvfs").read())
+    sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_drivers_autoprobe", "0")  # romlab takes VF 0, not igbvf
+    t0 = time.monotonic()
+    sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_numvfs", "2")
+    res["sriov_create_s"] = time.monotonic() - t0
+    vfs = [os.path.basename(os.path.realpath(f"/sys/bus/pci/devices/{a}/virtfn{i}")) for i in range(2)]
+    res["vfs"] = vfs
+    vf = vfs[0]
+    ip = subprocess.run(["ip", "link", "set", pf_if, "vf", "0", "mac", VF_MAC], capture_output=True, text=True)
+    res["set_vf_mac_rc"] = ip.returncode
+    s, ifname = G.kernel_socket(b)
+    G.wait_link(ifname)
+    b_mac = open(f"/sys/class/net/{ifname}/address").read().strip()
+    res["bind_rc"] = romlab("vfio", "bind", vf).returncode
+    try:
+        r = romlab("nic", "info", "--pci", vf, "--json")
+        res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
+        res["to_kernel"] = romlab_to_kernel(s, vf, VF_COUNT, 51, b_mac, 1000)
+        t0 = time.monotonic()
+        res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "adaptive", "c", 52,
+                                                dst=bytes.fromhex(VF_MAC.replace(":", "")), timeout=120)
+        res["from_kernel"]["wall_s"] = time.monotonic() - t0
+    finally:
+        s.close()
+        res["unbind_rc"] = romlab("vfio", "unbind", vf).returncode
+    sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_numvfs", "0")
+    return res
+
+
+def main() -> None:
+    igbs = sorted(str(d.bdf) for d in list_devices() if (d.vendor_id, d.device_id) == (0x8086, 0x10C9))
+    result["bdfs"] = igbs
+    try:
+        a, b = igbs
+        result["groups"] = {x: os.path.basename(os.path.realpath(f"/sys/bus/pci/devices/{x}/iommu_group"))
+                            for x in igbs}
+        t0 = time.monotonic()
+        result["pf"] = pf_run(a, b)
+        result["pf"]["wall_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        result["vf"] = vf_run(a, b)
+        result["vf"]["wall_s"] = time.monotonic() - t0
+    except Exception:  # recorded for the host test to show
+        import traceback
+
+        result["exception"] = traceback.format_exc()
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    result["dmesg_dmar"] = [line for line in dmesg.splitlines() if "DMAR" in line and "fault" in line.lower()]
+    result["dmesg_warn"] = [line for line in dmesg.splitlines() if "WARNING" in line or "Call Trace" in line]
+    result["dmesg_igb"] = [line for line in dmesg.splitlines() if "igb" in line][-40:]
+    with open(G.OUT, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
