@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 
-from drivers.intel import IntelNic, RXDCTL0, SRRCTL_DROP_EN, TXDCTL0
+from drivers.intel import RXDCTL0, SRRCTL_DROP_EN, TXDCTL0, IntelNic
 from hw.errors import HardwareError, RomlabError
 from hw.parts import DRIVER_PARTS, F_VF, Part
 
@@ -239,5 +239,5 @@ class IntelVf(IntelNic):
         self.vfio.set_bus_master(False)
         return problem
 
-    def __enter__(self) -> "IntelVf":
+    def __enter__(self) -> IntelVf:
         return self

@@ -14,10 +14,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vm_nic_guest as G  # noqa: E402  (its argv[1] is this script's: the result file)
+import vm_nic_guest as G
 
-from drivers import frames  # noqa: E402
-from hw.pci import list_devices  # noqa: E402
+from drivers import frames
+from hw.pci import list_devices
 
 result = G.result
 romlab = G.romlab
@@ -34,7 +34,7 @@ def romlab_to_kernel(s: socket.socket, bdf: str, count: int, seed: int, dst: str
         while not stop.is_set() and len(seen) < count:
             try:
                 f = s.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             seq = frames.check(f, seed)
             if seq is not None:
@@ -86,7 +86,7 @@ def romlab_to_kernel_py(s: socket.socket, a: str) -> dict:
     while len(seen) < PY_COUNT and time.monotonic() < deadline:
         try:
             seq = frames.check(s.recv(4096), 44)
-        except socket.timeout:
+        except TimeoutError:
             continue
         if seq is not None:
             seen.add(seq)
