@@ -25,72 +25,97 @@ PF_COUNT, VF_COUNT, PY_COUNT, SIZE = 10_000, 2_000, 1_000, 300
 VF_MAC = "52:54:00:00:76:10"
 
 
-def romlab_to_kernel(s: socket.socket, bdf: str, count: int, seed: int, dst: str, rate: int) -> dict:
-    """romlab sends ``count`` seeded frames to ``dst``; the kernel's side counts those that arrive intact."""
-    seen: set = set()
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/if_packet.h
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def peer_socket(bdf: str) -> tuple[socket.socket, str]:
+    """vm_nic_guest's kernel socket on B, made to hold a whole run: a receive buffer past rmem_max
+    (the guest runs as root), and none of B's own outgoing frames, which an AF_PACKET socket sees too."""
+    s, ifname = G.kernel_socket(bdf)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    return s, ifname
+
+
+def drain(s: socket.socket) -> None:
+    s.setblocking(False)
+    try:
+        while True:
+            s.recv(4096)
+    except BlockingIOError:
+        pass
+    finally:
+        s.settimeout(0.5)
+
+
+def peer_stats(ifname: str) -> dict:
+    base = f"/sys/class/net/{ifname}/statistics"
+    return {n: int(open(f"{base}/{n}").read()) for n in ("rx_packets", "rx_dropped", "rx_missed_errors",
+                                                         "rx_fifo_errors", "rx_over_errors")}
+
+
+def romlab_to_kernel(s: socket.socket, ifname: str, bdf: str, count: int, seed: int, dst: str, rate: int,
+                     impl: str = "c") -> dict:
+    """romlab sends ``count`` seeded frames to ``dst``; the kernel's side takes every frame off its
+    socket as it comes and checks them afterwards: those that arrived intact."""
+    raw: list = []
     stop = threading.Event()
+    drain(s)
 
     def reader():
-        while not stop.is_set() and len(seen) < count:
+        while not stop.is_set():
             try:
-                f = s.recv(4096)
+                raw.append(s.recv(4096))
             except TimeoutError:
                 continue
-            seq = frames.check(f, seed)
-            if seq is not None:
-                seen.add(seq)
 
+    before = peer_stats(ifname)
     t = threading.Thread(target=reader)
     t.start()
     t0 = time.monotonic()
     r = romlab("nic", "send", "--pci", bdf, "--count", count, "--size", SIZE, "--batch", 8, "--rate", rate,
-               "--seed", seed, "--dst", dst, "--json", timeout=count / rate + 120)
+               "--seed", seed, "--dst", dst, "--impl", impl, "--json", timeout=count / rate + 120)
     send_s = time.monotonic() - t0
     deadline = time.monotonic() + 60
-    while len(seen) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
+    seen: set = set()
+    checked = 0
+    while time.monotonic() < deadline:  # the last frames may still be on their way
+        upto = len(raw)
+        seen.update(q for q in (frames.check(f, seed) for f in raw[checked:upto]) if q is not None)
+        checked = upto
+        if len(seen) >= count:
+            break
+        time.sleep(0.5)
     stop.set()
     t.join()
+    seen = {q for q in (frames.check(f, seed) for f in raw) if q is not None}
+    after = peer_stats(ifname)
     doc = json.loads(r.stdout) if r.returncode == 0 else {}
     return {"send_rc": r.returncode, "send_err": r.stderr[-1500:], "sent": doc.get("sent"),
             "send_stats": doc.get("stats"), "send_elapsed_s": doc.get("elapsed_s"), "send_wall_s": send_s,
-            "kernel_received_intact": len(seen), "kernel_sequences_ok": seen == set(range(count))}
+            "kernel_received_intact": len(seen), "kernel_sequences_ok": seen == set(range(count)),
+            "peer_counters": {k: after[k] - before[k] for k in after}}
 
 
 def pf_run(a: str, b: str) -> dict:
-    s, ifname = G.kernel_socket(b)
+    s, ifname = peer_socket(b)
     G.wait_link(ifname)
     res: dict = {"romlab": a, "kernel": b}
     res["bind_rc"] = romlab("vfio", "bind", a).returncode
     try:
         r = romlab("nic", "info", "--pci", a, "--json")
         res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
-        res["to_kernel"] = romlab_to_kernel(s, a, PF_COUNT, 41, "ff:ff:ff:ff:ff:ff", 1000)
+        res["to_kernel"] = romlab_to_kernel(s, ifname, a, PF_COUNT, 41, "ff:ff:ff:ff:ff:ff", 1000)
         t0 = time.monotonic()
         res["from_kernel"] = G.kernel_to_romlab(s, ifname, a, PF_COUNT, SIZE, "adaptive", "c", 42, timeout=240)
         res["from_kernel"]["wall_s"] = time.monotonic() - t0
         res["python"] = G.kernel_to_romlab(s, ifname, a, PY_COUNT, SIZE, "adaptive", "python", 43, timeout=120)
-        res["python_to_kernel"] = romlab_to_kernel_py(s, a)
+        res["python_to_kernel"] = romlab_to_kernel(s, ifname, a, PY_COUNT, 44, "ff:ff:ff:ff:ff:ff", 1000, "python")
     finally:
         s.close()
         res["unbind_rc"] = romlab("vfio", "unbind", a).returncode
     return res
-
-
-def romlab_to_kernel_py(s: socket.socket, a: str) -> dict:
-    """The Python ring's transmit path on the device, a short run."""
-    seen: set = set()
-    r = romlab("nic", "send", "--pci", a, "--count", PY_COUNT, "--size", SIZE, "--batch", 8, "--rate", 1000,
-               "--seed", 44, "--impl", "python", "--json", timeout=300)
-    deadline = time.monotonic() + 30
-    while len(seen) < PY_COUNT and time.monotonic() < deadline:
-        try:
-            seq = frames.check(s.recv(4096), 44)
-        except TimeoutError:
-            continue
-        if seq is not None:
-            seen.add(seq)
-    return {"send_rc": r.returncode, "kernel_received_intact": len(seen), "kernel_sequences_ok": seen == set(range(PY_COUNT))}
 
 
 def sysfs_write(path: str, value: str) -> None:
@@ -101,14 +126,8 @@ def sysfs_write(path: str, value: str) -> None:
 def vf_run(a: str, b: str) -> dict:
     """A on the kernel's igb and up, two VFs, VF 0 given a MAC on the PF and taken by romlab."""
     res: dict = {}
-    pf_if = G.iface_of(a) if os.path.isdir(f"/sys/bus/pci/devices/{a}/net") else None
-    deadline = time.monotonic() + 20
-    while pf_if is None and time.monotonic() < deadline:  # the netdev appears a moment after the rebind
-        time.sleep(0.5)
-        if os.path.isdir(f"/sys/bus/pci/devices/{a}/net"):
-            pf_if = G.iface_of(a)
-    sysfs_write(f"/proc/sys/net/ipv6/conf/{pf_if}/disable_ipv6", "1")
-    subprocess.run(["ip", "link", "set", pf_if, "up"], check=True, capture_output=True)
+    pf_sock, pf_if = G.kernel_socket(a)  # up (retried until the rebound netdev takes it), no IPv6
+    pf_sock.close()
     res["pf_if"] = pf_if
     res["totalvfs"] = int(open(f"/sys/bus/pci/devices/{a}/sriov_totalvfs").read())
     sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_drivers_autoprobe", "0")  # romlab takes VF 0, not igbvf
@@ -120,14 +139,14 @@ def vf_run(a: str, b: str) -> dict:
     vf = vfs[0]
     ip = subprocess.run(["ip", "link", "set", pf_if, "vf", "0", "mac", VF_MAC], capture_output=True, text=True)
     res["set_vf_mac_rc"] = ip.returncode
-    s, ifname = G.kernel_socket(b)
+    s, ifname = peer_socket(b)
     G.wait_link(ifname)
     b_mac = open(f"/sys/class/net/{ifname}/address").read().strip()
     res["bind_rc"] = romlab("vfio", "bind", vf).returncode
     try:
         r = romlab("nic", "info", "--pci", vf, "--json")
         res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
-        res["to_kernel"] = romlab_to_kernel(s, vf, VF_COUNT, 51, b_mac, 1000)
+        res["to_kernel"] = romlab_to_kernel(s, ifname, vf, VF_COUNT, 51, b_mac, 1000)
         t0 = time.monotonic()
         res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "adaptive", "c", 52,
                                                 dst=bytes.fromhex(VF_MAC.replace(":", "")), timeout=120)
