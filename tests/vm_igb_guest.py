@@ -30,13 +30,36 @@ SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/if_packet.h
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-def peer_socket(bdf: str) -> tuple[socket.socket, str]:
+SIOCETHTOOL, ETHTOOL_GRINGPARAM, ETHTOOL_SRINGPARAM = 0x8946, 0x10, 0x11  # linux/sockios.h, ethtool.h
+
+
+def set_rx_ring(ifname: str, want: int = 4096) -> int:
+    """Give the kernel driver's receive ring ``want`` descriptors (or its most), as `ethtool -G rx`
+    does (the guest has no ethtool): QEMU's igb drops, without counting, what arrives while the ring
+    is full, and a peer whose NAPI poll waits on a loaded host needs the room. Returns the size set."""
+    import ctypes
+    import fcntl
+    import struct
+
+    ring = ctypes.create_string_buffer(struct.pack("<9I", ETHTOOL_GRINGPARAM, *[0] * 8))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(ring))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
+        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
+        vals = list(struct.unpack("<9I", ring.raw[:36]))
+        vals[0], vals[5] = ETHTOOL_SRINGPARAM, min(want, vals[1])  # rx_pending up to rx_max_pending
+        ctypes.memmove(ring, struct.pack("<9I", *vals), 36)
+        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
+    return vals[5]
+
+
+def peer_socket(bdf: str) -> tuple[socket.socket, str, int]:
     """vm_nic_guest's kernel socket on B, made to hold a whole run: a receive buffer past rmem_max
-    (the guest runs as root), and none of B's own outgoing frames, which an AF_PACKET socket sees too."""
+    (the guest runs as root), none of B's own outgoing frames (an AF_PACKET socket sees them too),
+    and B's receive ring at its largest."""
     s, ifname = G.kernel_socket(bdf)
     s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
     s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-    return s, ifname
+    return s, ifname, set_rx_ring(ifname)
 
 
 def drain(s: socket.socket) -> None:
@@ -100,9 +123,9 @@ def romlab_to_kernel(s: socket.socket, ifname: str, bdf: str, count: int, seed: 
 
 
 def pf_run(a: str, b: str) -> dict:
-    s, ifname = peer_socket(b)
-    G.wait_link(ifname)
-    res: dict = {"romlab": a, "kernel": b}
+    s, ifname, ring = peer_socket(b)
+    G.wait_link(ifname, 20)
+    res: dict = {"romlab": a, "kernel": b, "peer_rx_ring": ring}
     res["bind_rc"] = romlab("vfio", "bind", a).returncode
     try:
         r = romlab("nic", "info", "--pci", a, "--json")
@@ -141,10 +164,16 @@ def vf_run(a: str, b: str) -> dict:
     vfs = [os.path.basename(os.path.realpath(f"/sys/bus/pci/devices/{a}/virtfn{i}")) for i in range(2)]
     res["vfs"] = vfs
     vf = vfs[0]
-    ip = subprocess.run(["ip", "link", "set", pf_if, "vf", "0", "mac", VF_MAC], capture_output=True, text=True)
-    res["set_vf_mac_rc"] = ip.returncode
-    s, ifname = peer_socket(b)
-    G.wait_link(ifname)
+    deadline = time.monotonic() + 20
+    while True:  # the PF's netdev may be renamed under us just after it appears: name it afresh each try
+        pf_if = G.iface_of(a)
+        ip = subprocess.run(["ip", "link", "set", pf_if, "vf", "0", "mac", VF_MAC], capture_output=True, text=True)
+        if ip.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    res["set_vf_mac_rc"], res["set_vf_mac_err"], res["pf_if"] = ip.returncode, ip.stderr.strip(), pf_if
+    s, ifname, res["peer_rx_ring"] = peer_socket(b)
+    G.wait_link(ifname, 20)
     b_mac = open(f"/sys/class/net/{ifname}/address").read().strip()
     res["bind_rc"] = romlab("vfio", "bind", vf).returncode
     try:
