@@ -1,5 +1,6 @@
 """Descriptor formats: how a ring fills and reads one family's descriptors (the ``describe`` hook of
-iPXE's intel.c, the device ops of ixy), so a second format is a second class, not a second ring.
+iPXE's intel.c, the device ops of ixy), so a second format is a second class, not a second ring:
+``Legacy`` for the e1000/e1000e, ``Advanced`` for the igb family (82576 and its virtual function).
 
 Each format is known to both rings: the C ring uses the ``struct ring_format`` named by
 ``c_ops`` (drivers/c/ring.c), the Python ring calls the methods here, which have the same names and
@@ -76,3 +77,49 @@ class Legacy:
 
 
 LEGACY = Legacy()
+
+
+class Advanced(Legacy):
+    """The 16-byte advanced descriptors of the 82575/82576 (igb) and later: a transmit data descriptor
+    (DTYP data, DEXT) and a receive descriptor whose write-back overwrites the buffer address the
+    driver wrote, which is why every refill describes the whole descriptor again (both rings do)."""
+
+    name = "advanced"
+    c_ops = "ring_advanced"
+    desc_size = ffi.sizeof("struct adv_rxd_read")
+    _TX_SIZE = ffi.sizeof("struct adv_txd")
+    _TX_ADDR, _TX_CMD, _TX_OLINFO = (_field("struct adv_txd", n) for n in ("addr", "cmd_type_len", "olinfo_status"))
+    _RX_ADDR = _field("struct adv_rxd_read", "pkt_addr")
+    _RX_LEN = _field("struct adv_rxd_wb", "length")
+    _RX_STATERR = _field("struct adv_rxd_wb", "status_error")
+    _TX_CMD_VALUE = (lib.ADV_TXD_DTYP_DATA | lib.ADV_TXD_DCMD_DEXT | lib.ADV_TXD_DCMD_EOP | lib.ADV_TXD_DCMD_IFCS
+                     | lib.ADV_TXD_DCMD_RS)
+    _TX_DD, _RX_DD, _RX_EOP = lib.ADV_TXD_STAT_DD, lib.ADV_RXD_STAT_DD, lib.ADV_RXD_STAT_EOP
+    _RX_ERR = lib.ADV_RXD_ERR_FRAME
+    _PAYLEN_SHIFT = lib.ADV_TXD_PAYLEN_SHIFT
+
+    @staticmethod
+    def _get(desc, at: int, field: tuple[int, int]) -> int:
+        off, size = field
+        return int.from_bytes(desc[at + off:at + off + size], "little")
+
+    def tx_describe(self, desc, at: int, addr: int, length: int) -> None:
+        desc[at:at + self._TX_SIZE] = bytes(self._TX_SIZE)
+        self._put(desc, at, self._TX_ADDR, addr)
+        self._put(desc, at, self._TX_CMD, self._TX_CMD_VALUE | length)
+        self._put(desc, at, self._TX_OLINFO, length << self._PAYLEN_SHIFT)
+
+    def tx_done(self, desc, at: int) -> bool:
+        return bool(self._get(desc, at, self._TX_OLINFO) & self._TX_DD)
+
+    def rx_done(self, desc, at: int) -> bool:
+        return bool(self._get(desc, at, self._RX_STATERR) & self._RX_DD)
+
+    def rx_result(self, desc, at: int) -> tuple[int, int]:
+        staterr = self._get(desc, at, self._RX_STATERR)
+        flags = (RING_RX_EOP if staterr & self._RX_EOP else 0) | (RING_RX_ERROR if staterr & self._RX_ERR else 0)
+        return flags, self._get(desc, at, self._RX_LEN)
+
+
+ADVANCED = Advanced()
+FORMATS = {f.name: f for f in (LEGACY, ADVANCED)}

@@ -1,13 +1,15 @@
 """One driver for Intel's e1000 family, the way iPXE's intel.c serves many parts.
 
 The parts differ in a handful of details, and those live as flags in the PCI ID
-table below, not as copied code: the 82574L (QEMU ``e1000e``) needs its
+table (hw.parts), not as copied code: the 82574L (QEMU ``e1000e``) needs its
 interrupt-throttle and extended-control set-up, the 82540EM (QEMU ``e1000``)
-does not. Both run here with 16-byte legacy descriptors, so one pair of rings
-(``drivers.ring``) serves them. igb/ixgbe would join with their own flags
-(per-queue enable bits) in the same table and their advanced descriptors as a
-second format beside ``drivers.descriptors.Legacy`` (``ring_legacy`` in
-drivers/c/ring.c), the rings unchanged.
+does not; both run with 16-byte legacy descriptors. The 82576 (igb, QEMU ``igb``)
+runs the advanced descriptors (F_ADVANCED: ``drivers.descriptors.Advanced``,
+``ring_advanced`` in drivers/c/ring.c) through the same rings, and its queues
+have enable bits of their own (F_QUEUE_ENABLE: RXDCTL/TXDCTL.ENABLE, polled, and
+SRRCTL for the buffer size and descriptor type), as Linux igb programs them. Its
+virtual function is a device of its own (drivers/intelvf.py); ``drivers.open_nic``
+picks the class by PCI ID.
 
 Bring-up follows the datasheets' order (and iPXE's intel_reset): bus mastering off, mask
 interrupts, units off, reset the MAC and wait for the reset and the NVM auto-read after it to
@@ -25,11 +27,14 @@ import time
 from hw.errors import HardwareError, RomlabError
 from hw.parts import (  # noqa: F401
     DRIVER_PARTS,
+    F_ADVANCED,
     F_AUTONEG,
     F_EERD_SHIFT_2,
     F_IAME,
     F_ITR,
+    F_QUEUE_ENABLE,
     F_RFCTL,
+    F_VF,
     Part,
 )
 
@@ -41,8 +46,17 @@ RDBAL, RDBAH, RDLEN, RDH, RDT = 0x2800, 0x2804, 0x2808, 0x2810, 0x2818
 TDBAL, TDBAH, TDLEN, TDH, TDT = 0x3800, 0x3804, 0x3808, 0x3810, 0x3818
 MTA, RAL0, RAH0, RXCSUM, RFCTL = 0x5200, 0x5400, 0x5404, 0x5000, 0x5008
 GPRC, GPTC, GORCL, GOTCL, MPC = 0x4074, 0x4080, 0x4088, 0x4090, 0x4010
+# Queue 0's split-receive control and queue enables (82576 datasheet; Linux igb's E1000_SRRCTL(0),
+# E1000_RXDCTL(0), E1000_TXDCTL(0)): iPXE's intel.h puts xDCTL at 0x28 into each ring's block.
+SRRCTL0, RXDCTL0, TXDCTL0 = 0x280C, 0x2828, 0x3828
+XDCTL_ENABLE = 1 << 25
+# SRRCTL: packet buffer size in 1 KiB units (bits 6:0), descriptor type in bits 27:25 (001b: advanced,
+# one buffer), and drop-when-no-descriptor (bit 31) for a VF, whose stall would block the others.
+SRRCTL_BSIZEPKT_SHIFT, SRRCTL_BSIZEPKT_MASK = 10, 0x7F
+SRRCTL_DESCTYPE_ADV_ONEBUF, SRRCTL_DROP_EN = 1 << 25, 1 << 31
+QUEUE_TIMEOUT = 0.1  # s; iPXE's INTEL_DISABLE_MAX_WAIT_MS, Linux igb polls its enable 10 ms
 
-CTRL_SLU, CTRL_RST = 1 << 6, 1 << 26
+CTRL_LRST, CTRL_SLU, CTRL_RST = 1 << 3, 1 << 6, 1 << 26
 STATUS_LU = 1 << 1
 # PCI Express parts (8257x): master-disable request and its acknowledgement (Linux e1000e's
 # e1000e_disable_pcie_master); conventional PCI parts (8254x) have neither.
@@ -58,6 +72,9 @@ EECD_AUTO_RD = 1 << 9
 AUTO_RD_FAMILIES = ("8257x",)
 AUTO_RD_TIMEOUT = 0.05  # s
 AUTO_RD_WAIT = 0.005  # s, 8254x
+# The 82576 has EECD.AUTO_RD, but QEMU's igb never sets it and Linux igb goes on without it after
+# 10 ms ("Auto Read Done did not complete"): the same 10 ms, then go on.
+AUTO_RD_WAITS = {"82576": 0.010}
 QUIESCE_WAIT = 0.010  # s, 8254x
 POLL_INTERVAL = 0.0001  # s between register polls
 IMPLS = ("c", "python")
@@ -76,13 +93,24 @@ PHY_CTRL, PHY_CTRL_AUTONEG_EN, PHY_CTRL_RESTART_AN = 0, 1 << 12, 1 << 9
 
 
 # The parts and their flags (F_*) are in hw.parts, one table shared with the in-system flash
-# programmers; PARTS holds those this driver runs.
-PARTS = DRIVER_PARTS
+# programmers; PARTS holds those this class runs (a virtual function is drivers.intelvf's).
+PARTS = {key: p for key, p in DRIVER_PARTS.items() if not p.flags & F_VF}
 
 
 def find_part(vendor: int, device: int) -> Part | None:
     """The part if romlab's driver runs it, else None."""
     return PARTS.get((vendor, device))
+
+
+def srrctl(buf_size: int, fmt) -> int:
+    """SRRCTL for one receive queue: its buffer size in 1 KiB units and its descriptor type (advanced,
+    one buffer; the legacy type is 000b)."""
+    from drivers.descriptors import ADVANCED
+
+    if buf_size % 1024 or not 1 <= buf_size >> SRRCTL_BSIZEPKT_SHIFT <= SRRCTL_BSIZEPKT_MASK:
+        raise HardwareError(f"receive buffers of {buf_size} bytes are not a size SRRCTL.BSIZEPKT can give the "
+                            f"device (a multiple of 1024 up to {SRRCTL_BSIZEPKT_MASK} KiB)")
+    return (buf_size >> SRRCTL_BSIZEPKT_SHIFT) | (SRRCTL_DESCTYPE_ADV_ONEBUF if fmt is ADVANCED else 0)
 
 
 class IntelNic:
@@ -91,10 +119,13 @@ class IntelNic:
     RX_COUNT = 256
     TX_COUNT = 512
     BUF_SIZE = 2048
+    OWNS_UNITS = True  # the receive and transmit units (RCTL, TCTL, TIPG) are this function's to run
+    SRRCTL_EXTRA = 0  # bits beyond buffer size and descriptor type for SRRCTL
+    HAS_EEPROM = True  # eeprom_word reads the NVM through EERD
 
     def __init__(self, bdf: str, *, impl: str = "c"):
         from drivers.ring import require_dma_ordering
-        from hw.pci import LIST_HINT, PciDevice
+        from hw.pci import PciDevice
         from hw.vfio import VfioDevice
 
         if impl not in IMPLS:
@@ -107,17 +138,16 @@ class IntelNic:
         self.vfio = self.bar = self.rx = self.tx = None
         self.rx_mem = self.tx_mem = self.pool = None
         dev = PciDevice.open(bdf)
-        part = find_part(dev.vendor_id, dev.device_id)
-        if part is None:
-            raise HardwareError(f"{dev.bdf} ({dev.ids}) is not a NIC this driver supports "
-                                f"({', '.join(f'{p.vendor:04x}:{p.device:04x}' for p in PARTS.values())}); "
-                                f"{LIST_HINT}")
+        part = self._find_part(dev)
         if dev.driver not in (None, "vfio-pci"):
             raise HardwareError(f"{dev.bdf} is still bound to its kernel driver {dev.driver}; run "
                            f"`romlab vfio bind {dev.bdf}` first")
         if dev.driver is None:
             raise HardwareError(f"{dev.bdf} is bound to no driver; run `romlab vfio bind {dev.bdf}` first")
+        from drivers.descriptors import ADVANCED, LEGACY
+
         self.part, self.impl = part, impl
+        self.fmt = ADVANCED if part.flags & F_ADVANCED else LEGACY
         self.bdf = str(dev.bdf)
         self.vfio = VfioDevice(dev)
         self._totals = {"rx_good": 0, "tx_good": 0, "rx_missed": 0}
@@ -133,6 +163,22 @@ class IntelNic:
             except RomlabError:
                 pass  # the error that stopped the open says what went wrong first
             raise
+
+    @staticmethod
+    def _find_part(dev) -> Part:
+        """The part this class runs for ``dev``, or the one-line error saying why not."""
+        from hw.pci import LIST_HINT
+
+        part = find_part(dev.vendor_id, dev.device_id)
+        vf = DRIVER_PARTS.get((dev.vendor_id, dev.device_id))
+        if part is None and vf is not None and vf.flags & F_VF:
+            raise HardwareError(f"{dev.bdf} ({dev.ids}) is an SR-IOV virtual function ({vf.name}); it is driven "
+                                f"through its PF's mailbox by drivers.intelvf (drivers.open_nic picks it)")
+        if part is None:
+            raise HardwareError(f"{dev.bdf} ({dev.ids}) is not a NIC this driver supports "
+                                f"({', '.join(f'{p.vendor:04x}:{p.device:04x}' for p in DRIVER_PARTS.values())}); "
+                                f"{LIST_HINT}")
+        return part
 
     def _is_pcie(self) -> bool:
         """Whether the part sits on PCI Express (has the capability), which decides the
@@ -166,7 +212,10 @@ class IntelNic:
             bar.write32(CTRL_EXT, bar.read32(CTRL_EXT) & ~(1 << 27))
         if self.part.flags & F_ITR:
             bar.write32(ITR, 0)
-        bar.write32(CTRL, bar.read32(CTRL) | CTRL_SLU)
+        ctrl = bar.read32(CTRL) | CTRL_SLU
+        if self.part.flags & F_QUEUE_ENABLE:
+            ctrl &= ~CTRL_LRST  # the igb generation comes out of reset with its link held in reset
+        bar.write32(CTRL, ctrl)
         for i in range(128):
             bar.write32(MTA + 4 * i, 0)
         if self.part.flags & F_AUTONEG:
@@ -199,7 +248,7 @@ class IntelNic:
         it, else the 8254x's fixed AUTO_RD_WAIT. False if the bit never came."""
         if self.part.family.key in AUTO_RD_FAMILIES:
             return self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_TIMEOUT)
-        time.sleep(AUTO_RD_WAIT)
+        time.sleep(AUTO_RD_WAITS.get(self.part.family.key, AUTO_RD_WAIT))
         return True
 
     def _phy_write(self, reg: int, value: int) -> None:
@@ -216,34 +265,57 @@ class IntelNic:
             time.sleep(0.01)
         return True
 
+    def _queue_enable(self, reg: int, on: bool) -> None:
+        """Set or clear a queue's ENABLE bit and poll until the device reports it so (datasheet 82576:
+        a queue is programmed while disabled, and its tail is written only once it reads enabled)."""
+        bar = self.bar
+        bar.write32(reg, (XDCTL_ENABLE | 1 << 16) if on else 0)  # WTHRESH 1: every descriptor written back
+        if not self._poll(reg, XDCTL_ENABLE, on, QUEUE_TIMEOUT):
+            which = "receive" if reg == RXDCTL0 else "transmit"
+            raise HardwareError(f"{self.bdf}: the {which} queue did not {'start' if on else 'stop'} within "
+                                f"{QUEUE_TIMEOUT:g} s ({'RX' if reg == RXDCTL0 else 'TX'}DCTL.ENABLE)")
+
     def _init_rings(self) -> None:
-        from drivers.descriptors import LEGACY
         from drivers.mempool import Mempool
         from drivers.ring import CRing, PyRing, RingMemory
 
-        bar = self.bar
+        bar, fmt = self.bar, self.fmt
+        queues = bool(self.part.flags & F_QUEUE_ENABLE)
         ring_cls = CRing if self.impl == "c" else PyRing
-        dsize = LEGACY.desc_size
-        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, LEGACY)
-                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, LEGACY))
-        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, LEGACY)
-        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, LEGACY)
-        self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True, fmt=LEGACY)
-        self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False, fmt=LEGACY)
+        dsize = fmt.desc_size
+        self.pool = Mempool(self.vfio, RingMemory.pool_size(self.RX_COUNT, self.BUF_SIZE, fmt)
+                            + RingMemory.pool_size(self.TX_COUNT, self.BUF_SIZE, fmt))
+        self.rx_mem = RingMemory(self.pool, self.RX_COUNT, self.BUF_SIZE, fmt)
+        self.tx_mem = RingMemory(self.pool, self.TX_COUNT, self.BUF_SIZE, fmt)
+        self.rx = ring_cls(self.rx_mem, bar, RDT, rx=True, fmt=fmt)
+        self.tx = ring_cls(self.tx_mem, bar, TDT, rx=False, fmt=fmt)
+        if queues:
+            self._queue_enable(RXDCTL0, False)
+            self._queue_enable(TXDCTL0, False)
         for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
             bar.write32(base, mem.desc.iova & 0xFFFFFFFF)
             bar.write32(base + 4, mem.desc.iova >> 32)
             bar.write32(base + 8, mem.count * dsize)
             bar.write32(base + 0x10, 0)
+        if queues:
+            bar.write32(SRRCTL0, srrctl(self.BUF_SIZE, fmt) | self.SRRCTL_EXTRA)
         if self.part.flags & F_RFCTL:
             bar.write32(RFCTL, 0)
             bar.write32(RXCSUM, 0)
-        bar.write32(TDT, 0)
-        bar.write32(RDT, self.RX_COUNT - 1)
-        bar.write32(TIPG, 0x0060200A)
+        if not queues:
+            bar.write32(TDT, 0)
+            bar.write32(RDT, self.RX_COUNT - 1)
+        if self.OWNS_UNITS:
+            bar.write32(TIPG, 0x0060200A)
         self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
-        bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
-        bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE[self.BUF_SIZE])
+        if queues:  # enabled queues first, then their tails, then the units (Linux igb's order)
+            self._queue_enable(TXDCTL0, True)
+            self._queue_enable(RXDCTL0, True)
+            bar.write32(TDT, 0)
+            bar.write32(RDT, self.RX_COUNT - 1)
+        if self.OWNS_UNITS:
+            bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
+            bar.write32(RCTL, RCTL_EN | RCTL_UPE | RCTL_MPE | RCTL_BAM | RCTL_SECRC | RCTL_BSIZE[self.BUF_SIZE])
 
     # -- operations -------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""A register model of an 8254x/8257x (e1000/e1000e) NIC: what a driver sees through BAR0.
+"""A register model of an 8254x/8257x (e1000/e1000e) or 82576 (igb) NIC: what a driver sees through BAR0.
 
 It serves two kinds of caller that must agree on what the hardware does: tests of romlab's own
 driver (tests/intel_double.py puts a VFIO fake around it and logs every access), and the UNDI
@@ -21,6 +21,13 @@ manuals describe, as far as those drivers use them:
   RS asks, TDH follows, ICR.TXDW is raised. Frames put in ``rx_queue`` are written into the
   receive ring while RCTL.EN is set and a descriptor is free (RDH != RDT), raising ICR.RXT0.
 
+- The 82576 (device 0x10C9, ``advanced``) walks its rings in the advanced format (82576 datasheet:
+  transmit data descriptor with cmd_type_len at byte 8 and olinfo_status at 12, DD written back into
+  bit 0 of olinfo_status; receive write-back with status_error at byte 8 and length at 12, its
+  first 8 bytes overwriting the buffer address) and only while queue 0 is enabled: RXDCTL0/TXDCTL0
+  bit 25, set by reset, and reading back what was written ``queue_reads`` reads later. SRRCTL0's
+  BSIZEPKT (1 KiB units) is the receive buffer size; a frame longer than it is not taken.
+
 The device reaches memory only through ``memory_at(address, size)``, the bus-master view its
 owner gives it, so a driver's bad descriptor address shows up as that owner's error.
 """
@@ -36,6 +43,10 @@ RCTL, TCTL = 0x0100, 0x0400
 RDBAL, RDBAH, RDLEN, RDH, RDT = 0x2800, 0x2804, 0x2808, 0x2810, 0x2818
 TDBAL, TDBAH, TDLEN, TDH, TDT = 0x3800, 0x3804, 0x3808, 0x3810, 0x3818
 GPRC, GPTC, MPC = 0x4074, 0x4080, 0x4010
+SRRCTL0, RXDCTL0, TXDCTL0 = 0x280C, 0x2828, 0x3828
+XDCTL_ENABLE = 1 << 25
+ADV_DCMD_EOP, ADV_DCMD_RS, ADV_DCMD_DEXT, ADV_DTYP_DATA = 1 << 24, 1 << 27, 1 << 29, 0x3 << 20
+ADVANCED_PARTS = (0x10C9, 0x10CA)  # the 82576 and its virtual function
 RAL0, RAH0 = 0x5400, 0x5404
 EECD_AUTO_RD = 1 << 9
 CTRL_RST, CTRL_GIO_MASTER_DISABLE, CTRL_SLU = 1 << 26, 1 << 2, 1 << 6
@@ -69,8 +80,11 @@ class IntelModel:
 
     def __init__(self, device_id: int = 0x100E, pcie: bool = False, mac: bytes = bytes.fromhex("525400123456"),
                  rst_reads: int | None = 0, gio_reads: int | None = 0, auto_rd_reads: int | None = 0,
-                 regs=None, memory_at: Callable[[int, int], memoryview] | None = None):
+                 regs=None, memory_at: Callable[[int, int], memoryview] | None = None, queue_reads: int = 0):
         self.device_id, self.pcie = device_id, pcie
+        self.advanced = device_id in ADVANCED_PARTS
+        self.queue_reads = queue_reads
+        self._queue_shown: dict[int, tuple[int, int]] = {}  # xDCTL -> (value shown, reads left before the new one)
         self.rst_reads, self.gio_reads, self.auto_rd_reads = rst_reads, gio_reads, auto_rd_reads
         self._rst_left = self._gio_left = self._auto_rd_left = 0
         self._u32 = memoryview(regs if regs is not None else bytearray(BAR0_SIZE)).cast("B").cast("I")
@@ -83,6 +97,7 @@ class IntelModel:
         self.set(STATUS, STATUS_LU | STATUS_FD | STATUS_SPEED_1000 | STATUS_GIO_MASTER_ENABLE)
         self.set(CTRL, CTRL_SLU)
         self._load_mac()
+        self._reset_queues()
 
     # -- raw register storage -----------------------------------------------------------------
     def reg(self, off: int) -> int:
@@ -138,6 +153,12 @@ class IntelModel:
             return (value << 16) | done
         if off == MDIC:
             return self.reg(MDIC) | MDIC_READY
+        if self.advanced and off in (RXDCTL0, TXDCTL0) and off in self._queue_shown:
+            shown, left = self._queue_shown[off]
+            if left > 0:
+                self._queue_shown[off] = (shown, left - 1)
+                return shown
+            del self._queue_shown[off]
         value = self.reg(off)
         if off in CLEAR_ON_READ:
             self.set(off, 0)
@@ -158,6 +179,8 @@ class IntelModel:
         elif off == ICS:
             self.set(ICR, self.reg(ICR) | value)
             return
+        elif self.advanced and off in (RXDCTL0, TXDCTL0) and self.queue_reads:
+            self._queue_shown[off] = (self.reg(off), self.queue_reads)
         self.set(off, value)
         if off == TDT and self.memory_at is not None:
             self._transmit()
@@ -172,6 +195,19 @@ class IntelModel:
         self._load_mac()
         self._rst_left = self.rst_reads
         self._auto_rd_left = self.auto_rd_reads
+        self._reset_queues()
+
+    def _reset_queues(self) -> None:
+        """The 82576's queue 0 comes out of reset enabled, with 2 KiB receive buffers (datasheet
+        defaults; QEMU's igb the same)."""
+        if self.advanced:
+            self._queue_shown.clear()
+            self.set(RXDCTL0, XDCTL_ENABLE | 1 << 16)
+            self.set(TXDCTL0, XDCTL_ENABLE)
+            self.set(SRRCTL0, 2)
+
+    def queue_enabled(self, reg: int) -> bool:
+        return not self.advanced or bool(self.reg(reg) & XDCTL_ENABLE)
 
     # -- the device's side of the rings -------------------------------------------------------
     def ring_geometry(self, bal: int, bah: int, length: int) -> tuple[int, int]:
@@ -180,7 +216,7 @@ class IntelModel:
         return (self.reg(bah) << 32) | self.reg(bal), (self.reg(length) & LEN_MASK) // DESC
 
     def _transmit(self) -> None:
-        if not self.reg(TCTL) & TCTL_EN:
+        if not self.reg(TCTL) & TCTL_EN or not self.queue_enabled(TXDCTL0):
             return
         base, count = self.ring_geometry(TDBAL, TDBAH, TDLEN)
         if not count:
@@ -189,7 +225,14 @@ class IntelModel:
         sent = False
         while head != tail:
             desc = self.memory_at(base + head * DESC, DESC)
-            addr, length, _cso, cmd = struct.unpack_from("<QHBB", desc, 0)
+            if self.advanced:
+                addr, cmd_type_len = struct.unpack_from("<QI", desc, 0)
+                assert cmd_type_len & (ADV_DCMD_DEXT | ADV_DTYP_DATA) == ADV_DCMD_DEXT | ADV_DTYP_DATA, (
+                    f"descriptor {head}: {cmd_type_len:#x} is not an advanced data descriptor")
+                length = cmd_type_len & 0xFFFF
+                cmd = (TX_CMD_EOP if cmd_type_len & ADV_DCMD_EOP else 0) | (TX_CMD_RS if cmd_type_len & ADV_DCMD_RS else 0)
+            else:
+                addr, length, _cso, cmd = struct.unpack_from("<QHBB", desc, 0)
             if len(self._tx_partial) + length > MAX_FRAME:
                 self._tx_partial.clear()  # a frame with no end: the manuals' device drops it
             self._tx_partial += self.memory_at(addr, length)
@@ -199,7 +242,7 @@ class IntelModel:
                 self.count(GPTC, 1)
                 sent = True
             if cmd & TX_CMD_RS:
-                desc[12] |= TX_STA_DD
+                desc[12] |= TX_STA_DD  # legacy STA and advanced olinfo_status both start at byte 12
             head = (head + 1) % count
             self.set(TDH, head)
         if sent:
@@ -210,14 +253,20 @@ class IntelModel:
         interrupt cause; False when the driver left no descriptor free."""
         base, count = self.ring_geometry(RDBAL, RDBAH, RDLEN)
         head = self.reg(RDH)
-        if not count or head == self.reg(RDT) % count:
+        if not count or head == self.reg(RDT) % count or not self.queue_enabled(RXDCTL0):
             return False
         desc = self.memory_at(base + head * DESC, DESC)
         addr = struct.unpack_from("<Q", desc, 0)[0]
+        if self.advanced:
+            assert len(data) <= (self.reg(SRRCTL0) & 0x7F) * 1024, "a frame longer than SRRCTL0's buffer size"
         self.memory_at(addr, len(data))[:] = data
-        struct.pack_into("<H", desc, 8, len(data))
-        desc[13] = errors
-        desc[12] = RX_STA_DD | (RX_STA_EOP if eop else 0)
+        if self.advanced:  # the write-back: packet information over the address, then status, errors, length
+            desc[0:8] = bytes(8)
+            struct.pack_into("<IHH", desc, 8, RX_STA_DD | (RX_STA_EOP if eop else 0) | errors << 24, len(data), 0)
+        else:
+            struct.pack_into("<H", desc, 8, len(data))
+            desc[13] = errors
+            desc[12] = RX_STA_DD | (RX_STA_EOP if eop else 0)
         self.set(RDH, (head + 1) % count)
         return True
 
@@ -234,7 +283,7 @@ class IntelModel:
     def _deliver(self) -> None:
         while self.rx_queue and self.reg(RCTL) & RCTL_EN:
             count = (self.reg(RDLEN) & LEN_MASK) // DESC
-            if not count or self.reg(RDH) == self.reg(RDT) % count:
+            if not count or self.reg(RDH) == self.reg(RDT) % count or not self.queue_enabled(RXDCTL0):
                 return
             self.receive(self.rx_queue.popleft())
 

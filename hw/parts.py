@@ -20,8 +20,9 @@ to; everything about the flash and NVM is the same across a family:
 * ``fwe``: whether EECD.FWE gates flash writes (not on I210/I211).
 
 Device IDs and names come from pci.ids, flashrom's nicintel_spi/nicintel_eeprom tables,
-Linux's e1000/e1000e/igb/ixgbe ID lists and QEMU's emulated models (82540EM 0x100e,
-82544GC 0x100c, 82545EM 0x100f, 82574L 0x10d3); the name in brackets is Linux's driver.
+Linux's e1000/e1000e/igb/igbvf/ixgbe ID lists and QEMU's emulated models (82540EM 0x100e,
+82544GC 0x100c, 82545EM 0x100f, 82574L 0x10d3, 82576 0x10c9 with its virtual function 0x10ca);
+the name in brackets is Linux's driver.
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ F_IAME = 1 << 2  # CTRL_EXT: interrupt-acknowledge auto-mask is there to clear
 F_AUTONEG = 1 << 3  # reset drops the link until the PHY renegotiates: restart it through MDIC
 F_RFCTL = 1 << 4  # receive filter control survives a reset: clear EXTEN so legacy descriptors are used
 F_DRIVEN = 1 << 5  # romlab's driver runs this part (it has been brought up on it)
+F_ADVANCED = 1 << 6  # advanced descriptors (igb): the rings run drivers.descriptors.Advanced
+F_QUEUE_ENABLE = 1 << 7  # per-queue RXDCTL/TXDCTL.ENABLE, polled; SRRCTL gives buffer size and descriptor type
+F_VF = 1 << 8  # an SR-IOV virtual function: its own register map and a mailbox to its PF (drivers.intelvf)
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,21 @@ I82580 = Family("82580", "Intel 82580", base=0, eerd=(1, 2), flash=None, nvm_wri
                 note="romlab reaches the 82580's NVM EEPROM (romlab nvm), not its option-ROM flash: clip a "
                      "ch341a or serprog programmer on the flash chip")
 
-FAMILIES: tuple[Family, ...] = (I8254X, I8257X, I82599, I210, I211, I82580)
+I82576 = Family("82576", "Intel 82576 (igb, SR-IOV)", base=0, eerd=(1, 2), flash=None,
+                note="flashrom's nicintel_spi does not list the 82576, so romlab claims no in-system flash "
+                     "access for it; clip a ch341a or serprog programmer on the flash chip")
+# A virtual function has no NVM and no flash of its own (they are its PF's); its own family keeps the
+# PF's facts from being claimed for it. Not in FAMILIES: nothing is reached through a VF's flash.
+I82576_VF = Family("82576vf", "Intel 82576 virtual function", base=0, eerd=(1, 2), flash=None,
+                   note="a virtual function has no NVM or flash of its own; they belong to its PF")
+
+FAMILIES: tuple[Family, ...] = (I8254X, I8257X, I82599, I210, I211, I82580, I82576)
 
 # 82574L: ITR, IAME, autonegotiation restart and RFCTL, as iPXE's intel.c and Linux's e1000e set it up.
 _82574 = F_ITR | F_IAME | F_AUTONEG | F_RFCTL
+# 82576: advanced descriptors and per-queue enables, as Linux igb sets it up (iPXE's intel.c runs it
+# with legacy descriptors); its MAC reset drops the link until the PHY renegotiates (QEMU's igb too).
+_82576 = F_ADVANCED | F_QUEUE_ENABLE | F_AUTONEG
 
 _TABLE: tuple[tuple[Family, int, str, int], ...] = (
     (I8254X, 0x1008, "82544EI copper (e1000)", 0),
@@ -162,6 +177,8 @@ _TABLE: tuple[tuple[Family, int, str, int], ...] = (
     (I82580, 0x1510, "82580 SerDes (igb)", 0),
     (I82580, 0x1511, "82580 SGMII (igb)", 0),
     (I82580, 0x1516, "82580 copper dual port (igb)", 0),
+    (I82576, 0x10C9, "82576 (igb)", F_DRIVEN | _82576),
+    (I82576_VF, 0x10CA, "82576 virtual function (igbvf)", F_DRIVEN | F_VF | F_ADVANCED | F_QUEUE_ENABLE),
 )
 
 

@@ -36,6 +36,8 @@ from drivers.intel_model import (  # noqa: F401  (register names the tests use t
     RDLEN,
     RDT,
     RESET_TO_ZERO,
+    RXDCTL0,
+    SRRCTL0,
     STATUS,
     STATUS_GIO_MASTER_ENABLE,
     STATUS_LU,
@@ -45,6 +47,8 @@ from drivers.intel_model import (  # noqa: F401  (register names the tests use t
     TDH,
     TDLEN,
     TDT,
+    TXDCTL0,
+    XDCTL_ENABLE,
     IntelModel,
 )
 from hw.pci import parse_bdf
@@ -90,13 +94,13 @@ class FakeNic(IntelModel):
     what the driver did."""
 
     def __init__(self, device_id: int = 0x10D3, pcie: bool = True, rst_reads: int | None = 2,
-                 gio_reads: int | None = 3, auto_rd_reads: int | None = 2):
+                 gio_reads: int | None = 3, auto_rd_reads: int | None = 2, queue_reads: int = 2):
         self.log: list[tuple] = []
         self.bar = RecordingBar(self)
         self.dma: dict[int, DmaBuffer] = {}
         super().__init__(device_id=device_id, pcie=pcie, mac=bytes.fromhex("5254000010d3"),
                          rst_reads=rst_reads, gio_reads=gio_reads, auto_rd_reads=auto_rd_reads,
-                         regs=self.bar.mm, memory_at=self.memory_at)
+                         regs=self.bar.mm, memory_at=self.memory_at, queue_reads=queue_reads)
         self.config = bytearray(256)
         struct.pack_into("<HH", self.config, 0, 0x8086, device_id)
         struct.pack_into("<H", self.config, 0x06, 0x10)  # capability list present
@@ -127,6 +131,7 @@ class FakePciDevice:
         self.nic = nic
         self.bdf = parse_bdf(bdf)
         self.vendor_id, self.device_id = 0x8086, nic.device_id
+        self.ids = f"{self.vendor_id:04x}:{self.device_id:04x}"
         self.driver = "vfio-pci"
 
 
@@ -199,3 +204,85 @@ def bus_master(event) -> bool | None:
     if event[0] == "cfg" and event[1] == PCI_COMMAND:
         return bool(event[2] & COMMAND_BUS_MASTER)
     return None
+
+
+class FakeVf(FakeNic):
+    """An 82576 virtual function (0x10CA) and the PF's side of its mailbox, for IntelVf.
+
+    The VF's own registers that share an offset and a meaning with the PF's are the model's:
+    VTCTRL.RST is CTRL.RST at 0 (self-clearing after ``rst_reads`` reads), VTSTATUS.LU is STATUS.LU,
+    and queue 0's ring registers are where the PF's are. The units are the PF's: RCTL and TCTL stay
+    enabled whatever a reset does, and the VF never writes them. The statistics are the VF's
+    (VFGPRC/VFGPTC), which count up and wrap instead of clearing when read. The mailbox (VMMB at
+    0x0C40, message memory at 0x0800) behaves as the 82576 datasheet and QEMU's igb give it: VFU taken
+    when written (and let go when a write leaves it out), REQ delivers the message to the PF, which
+    acknowledges (PFACK) and posts its reply (PFSTS); reading VMMB clears PFSTS, PFACK and RSTD; RSTI
+    reads set while the PF is not ready. The PF answers RESET with ``pf_mac`` (ACK) or, with None,
+    NACK; SET_MAC with ACK when ``accept_mac``; nothing at all when ``pf_silent``."""
+
+    VMMB, VMBMEM = 0x0C40, 0x0800
+    VFGPRC, VFGPTC = 0x0F10, 0x0F14
+    MB_REQ, MB_ACK, MB_VFU, MB_PFU, MB_PFSTS, MB_PFACK, MB_RSTI, MB_RSTD = (1 << i for i in range(8))
+
+    def __init__(self, pf_mac: bytes | None = bytes.fromhex("525400007610"), accept_mac: bool = True,
+                 pf_ready: bool = True, pf_silent: bool = False, **kw):
+        self.pf_mac, self.accept_mac, self.pf_ready, self.pf_silent = pf_mac, accept_mac, pf_ready, pf_silent
+        self.messages: list[list[int]] = []  # what the VF sent, in order
+        self.vmmb = 0
+        super().__init__(0x10CA, True, **kw)
+        self._units_on()
+
+    def _units_on(self) -> None:
+        self.set(RCTL, 1 << 1)
+        self.set(TCTL, 1 << 1)
+
+    def reset(self) -> None:
+        super().reset()
+        self._units_on()
+        self.set(RXDCTL0, 0)  # a VF reset takes its queues away (QEMU's igb_vf_reset)
+        self.set(TXDCTL0, 0)
+
+    def count(self, reg: int, n: int) -> None:
+        reg = {GPRC: self.VFGPRC, GPTC: self.VFGPTC}.get(reg, reg)
+        self.set(reg, self.reg(reg) + n)
+
+    def on_read(self, off: int) -> int:
+        if off == self.VMMB:
+            value = self.vmmb | (0 if self.pf_ready else self.MB_RSTI)
+            self.vmmb &= ~(self.MB_PFSTS | self.MB_PFACK | self.MB_RSTD)
+            return value
+        return super().on_read(off)
+
+    def on_write(self, off: int, value: int) -> None:
+        if off in (RCTL, TCTL, 0x0410):
+            raise AssertionError(f"a VF wrote the PF's register {off:#x}")
+        if off != self.VMMB:
+            super().on_write(off, value)
+            return
+        if value & self.MB_VFU:
+            if not self.vmmb & self.MB_PFU:
+                self.vmmb |= self.MB_VFU
+        else:
+            self.vmmb &= ~self.MB_VFU
+        if value & self.MB_REQ and not self.pf_silent:
+            self._pf_answers([self.reg(self.VMBMEM + 4 * i) for i in range(16)])
+
+    def _pf_answers(self, msg: list[int]) -> None:
+        self.messages.append(msg)
+        self.vmmb |= self.MB_PFACK
+        kind = msg[0] & 0xFFFF
+        if kind == 0x01:
+            if self.pf_mac is None:
+                reply = [0x01 | 1 << 30]
+            else:
+                reply = [0x01 | 1 << 31, int.from_bytes(self.pf_mac[:4], "little"),
+                         int.from_bytes(self.pf_mac[4:], "little"), 0]
+        elif kind == 0x02:
+            if self.accept_mac:
+                self.pf_mac = msg[1].to_bytes(4, "little") + (msg[2] & 0xFFFF).to_bytes(2, "little")
+            reply = [0x02 | (1 << 31 if self.accept_mac else 1 << 30)]
+        else:
+            reply = [kind | 1 << 30]
+        for i in range(16):
+            self.set(self.VMBMEM + 4 * i, reply[i] if i < len(reply) else 0)
+        self.vmmb |= self.MB_PFSTS

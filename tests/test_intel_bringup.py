@@ -14,6 +14,9 @@ import pytest
 from hw.errors import RomlabError
 
 PARTS = pytest.mark.parametrize("device_id,pcie", [(0x10D3, True), (0x100E, False)], ids=["82574L", "82540EM"])
+# The same bring-up and close order holds for the 82576 (igb), whose queues add steps of their own.
+PARTS_AND_IGB = pytest.mark.parametrize("device_id,pcie", [(0x10D3, True), (0x100E, False), (0x10C9, True)],
+                                        ids=["82574L", "82540EM", "82576"])
 
 
 def open_nic(monkeypatch, nic, impl="c"):
@@ -36,7 +39,7 @@ def is_read(off, mask, value):
 
 
 # -- defect 6 ------------------------------------------------------------------------------------
-@PARTS
+@PARTS_AND_IGB
 def test_defect6_bus_master_enabled_after_reset(monkeypatch, device_id, pcie):
     fake = D.FakeNic(device_id, pcie)
     nic = open_nic(monkeypatch, fake)
@@ -51,7 +54,7 @@ def test_defect6_bus_master_enabled_after_reset(monkeypatch, device_id, pcie):
     nic.close()
 
 
-@PARTS
+@PARTS_AND_IGB
 def test_defect6_close_stops_quiesces_resets_then_frees(monkeypatch, device_id, pcie):
     import drivers.intel
 
@@ -79,8 +82,9 @@ def test_defect6_close_stops_quiesces_resets_then_frees(monkeypatch, device_id, 
     assert rst_done < bme_off < frees[0]
     assert log[-1] == ("vfio_close",)
     # no sleep beyond a datasheet minimum: short polls, and on the 8254x (no completion bit to poll)
-    # the 10 ms quiesce before the reset and the 5 ms NVM auto-read after it
-    allowed = 0.002 if pcie else 0.010
+    # the 10 ms quiesce before the reset and the 5 ms NVM auto-read after it; on the 82576 the 10 ms
+    # Linux igb gives the NVM auto-read
+    allowed = 0.002 if pcie and device_id != 0x10C9 else 0.010
     assert all(s <= allowed for s in sleeps), f"close slept a fixed {max(sleeps)} s instead of polling"
 
 
@@ -120,7 +124,7 @@ def test_defect6_close_when_the_reset_never_ends_frees_then_says_so(monkeypatch)
     nic.close()  # and closing again is still safe
 
 
-@PARTS
+@PARTS_AND_IGB
 def test_open_turns_bus_mastering_off_and_units_off_before_the_reset(monkeypatch, device_id, pcie):
     fake = D.FakeNic(device_id, pcie)
     fake.config[D.PCI_COMMAND] |= D.COMMAND_BUS_MASTER  # a previous user left it mastering
@@ -248,3 +252,64 @@ def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_
     assert "did not come out of reset" in str(exc.value) and "on close" not in str(exc.value)
     assert fake.log[-1] == ("vfio_close",) and not fake.dma
     assert not any(D.bus_master(e) for e in fake.log)  # never mastered the bus
+
+
+# -- the 82576 (igb) ------------------------------------------------------------------------------
+def test_82576_queues_programmed_disabled_then_enabled_before_their_tails(monkeypatch):
+    """82576 datasheet and Linux igb: a queue is disabled (RXDCTL/TXDCTL.ENABLE cleared and seen
+    clear) before its ring is programmed, SRRCTL gives 2 KiB buffers and the advanced one-buffer
+    descriptor type (BSIZEPKT 2 in bits 6:0, DESCTYPE 001b in bits 27:25), and the tail is written
+    only once the queue reads enabled; the link reset bit the part comes out of reset with is cleared."""
+    fake = D.FakeNic(0x10C9, True)
+    fake.set(D.CTRL, fake.reg(D.CTRL) | 1 << 3)  # CTRL.LRST, as the part leaves its reset
+    nic = open_nic(monkeypatch, fake)
+    log = fake.log
+    for ctl, base, tail, tail_value in ((D.RXDCTL0, D.RDBAL, D.RDT, 255), (D.TXDCTL0, D.TDBAL, D.TDT, 0)):
+        off = first(log, is_write(ctl, D.XDCTL_ENABLE, False))
+        seen_off = first(log, is_read(ctl, D.XDCTL_ENABLE, False), off)
+        programmed = first(log, is_write(base), seen_off)
+        on = first(log, is_write(ctl, D.XDCTL_ENABLE, True), programmed)
+        seen_on = first(log, is_read(ctl, D.XDCTL_ENABLE, True), on)
+        assert any(is_read(ctl, D.XDCTL_ENABLE, False)(e) for e in log[on:seen_on]), "the enable was not polled"
+        assert first(log, lambda e: e[:3] == ("w", tail, tail_value), programmed) > seen_on
+    srrctl = [e[2] for e in log if e[:2] == ("w", D.SRRCTL0)]
+    assert srrctl == [2 | 1 << 25]
+    slu = [e[2] for e in log if e[0] == "w" and e[1] == D.CTRL and e[2] & D.CTRL_SLU]
+    assert slu and not slu[-1] & 1 << 3
+    assert nic.fmt.name == "advanced"
+    nic.close()
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_82576_frames_cross_both_ways_in_the_advanced_format(monkeypatch, impl):
+    """The model walks the rings in the datasheet's advanced layout; more frames than the receive ring
+    holds make every descriptor go round, so a refill that kept the written-back packet information
+    instead of the buffer address would send frames to the wrong place."""
+    from drivers import frames
+
+    fake = D.FakeNic(0x10C9, True)
+    with open_nic(monkeypatch, fake, impl) as nic:
+        data, lens = frames.batch(nic.mac, frames.BROADCAST, 7, 0, 40, 200)
+        assert nic.tx_batch(data, lens) == 40
+        fake.on_write(D.TDT, fake.reg(D.TDT))  # the doorbell the C ring wrote straight into the mapping
+        assert nic.tx_flush(1.0)
+        assert [frames.check(f, 7) for f in fake.tx_frames] == list(range(40))
+        got = []
+        out = bytearray(65536)
+        for start in range(0, 600, 100):
+            for i in range(start, start + 100):
+                fake.inject(frames.frame(b"\x02" * 6, nic.mac, 8, i, 60 + i % 200))
+            while len(got) < start + 100:
+                n, lens = nic.rx_batch(out)
+                assert n, f"the ring stopped after {len(got)} frames"
+                got += [frames.check(f, 8) for f in frames.split(out, lens, n)]
+        assert got == list(range(600)) and nic.stats()["rx_dropped"] == 0
+
+
+def test_82576_queue_that_never_enables_fails_the_open_and_leaves_nothing_open(monkeypatch):
+    fake = D.FakeNic(0x10C9, True, queue_reads=10**9)
+    with pytest.raises(RomlabError) as exc:
+        open_nic(monkeypatch, fake)
+    msg = str(exc.value)
+    assert "queue did not stop" in msg and "DCTL.ENABLE" in msg and "\n" not in msg
+    assert fake.log[-1] == ("vfio_close",) and not fake.dma

@@ -50,7 +50,7 @@ def test_nvm_on_virtio_net_points_to_list(tmp_path):
     env = _device(tmp_path, 0x1AF4, 0x1041)
     assert _err(run_romlab("nvm", "--pci", "03:00.0", "show", env=env)) == (
         "romlab nvm: error: 0000:03:00.0 (1af4:1041) is not an Intel NIC with an NVM romlab knows "
-        f"(Intel 8254x, 8257x/82583, 82599, I210, I211, 82580); {LIST_HINT}")
+        f"(Intel 8254x, 8257x/82583, 82599, I210, I211, 82580, 82576); {LIST_HINT}")
 
 
 def test_flash_on_virtio_net_says_it_has_no_flash_chip(tmp_path):

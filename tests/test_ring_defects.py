@@ -7,12 +7,14 @@ from __future__ import annotations
 from array import array
 
 import pytest
-from ring_double import RDT, TDT, device_rx, make_ring, received
+from ring_double import DEVICES, RDT, TDT, device_rx, make_ring, received, ring_format
 
 from drivers.ring import CRing, PyRing
 from hw.errors import RomlabError
 
 IMPLS = pytest.mark.parametrize("cls", [CRing, PyRing], ids=["c", "python"])
+# Each descriptor format meets the same expectations (tests/ring_double.py plays the device in both).
+FORMATS = pytest.mark.parametrize("fmt", ["legacy", "advanced"])
 
 
 def frame(seq: int, size: int) -> bytes:
@@ -38,8 +40,9 @@ def refused(ring, bar, mem, pkts, lens) -> str:
 
 # -- defect 1 ------------------------------------------------------------------------------------
 @IMPLS
-def test_defect1_tx_lengths_beyond_buffer_refused(cls):
-    ring, bar, mem = make_ring(cls, rx=False)
+@FORMATS
+def test_defect1_tx_lengths_beyond_buffer_refused(cls, fmt):
+    ring, bar, mem = make_ring(cls, rx=False, fmt=ring_format(fmt))
     pkts = frame(1, 100)
     msg = refused(ring, bar, mem, pkts, [60, 60])  # 120 bytes of lengths, 100 bytes of frames
     assert "120" in msg and "100" in msg
@@ -49,13 +52,14 @@ def test_defect1_tx_lengths_beyond_buffer_refused(cls):
 
 # -- defect 4 ------------------------------------------------------------------------------------
 @IMPLS
-def test_defect4_multi_descriptor_frame_dropped_through_eop(cls):
-    ring, bar, mem = make_ring(cls, rx=True)
+@FORMATS
+def test_defect4_multi_descriptor_frame_dropped_through_eop(cls, fmt):
+    ring, bar, mem = make_ring(cls, rx=True, fmt=ring_format(fmt))
     # a 3-descriptor frame (no EOP on the first two), then an ordinary frame
-    device_rx(mem, 0, frame(0, 2048), eop=False)
-    device_rx(mem, 1, frame(1, 2048), eop=False)
-    device_rx(mem, 2, frame(2, 100))
-    device_rx(mem, 3, frame(3, 80))
+    device_rx(mem, 0, frame(0, 2048), eop=False, dev=DEVICES[fmt])
+    device_rx(mem, 1, frame(1, 2048), eop=False, dev=DEVICES[fmt])
+    device_rx(mem, 2, frame(2, 100), dev=DEVICES[fmt])
+    device_rx(mem, 3, frame(3, 80), dev=DEVICES[fmt])
     out = bytearray(65536)
     n, lens = ring.rx_batch(out, 32)
     assert received(out, lens, n) == [frame(3, 80)]
@@ -64,22 +68,24 @@ def test_defect4_multi_descriptor_frame_dropped_through_eop(cls):
 
 
 @IMPLS
-def test_defect4_multi_descriptor_drop_spans_batches(cls):
-    ring, bar, mem = make_ring(cls, rx=True)
-    device_rx(mem, 0, frame(0, 2048), eop=False)  # the device has not yet written the frame's end
+@FORMATS
+def test_defect4_multi_descriptor_drop_spans_batches(cls, fmt):
+    ring, bar, mem = make_ring(cls, rx=True, fmt=ring_format(fmt))
+    device_rx(mem, 0, frame(0, 2048), eop=False, dev=DEVICES[fmt])  # the frame's end is not written yet
     out = bytearray(65536)
     assert ring.rx_batch(out, 32)[0] == 0 and ring.dropped == 1
-    device_rx(mem, 1, frame(1, 500))  # the end of the dropped frame: not a frame of its own
-    device_rx(mem, 2, frame(2, 64))
+    device_rx(mem, 1, frame(1, 500), dev=DEVICES[fmt])  # the end of the dropped frame, no frame of its own
+    device_rx(mem, 2, frame(2, 64), dev=DEVICES[fmt])
     n, lens = ring.rx_batch(out, 32)
     assert received(out, lens, n) == [frame(2, 64)] and ring.dropped == 1
 
 
 @IMPLS
-def test_defect4_rx_length_beyond_buf_size_dropped(cls):
-    ring, bar, mem = make_ring(cls, rx=True, count=4)
-    device_rx(mem, 0, frame(0, 2048), length=3000)  # a length no 2048-byte buffer can hold
-    device_rx(mem, 1, frame(1, 70))
+@FORMATS
+def test_defect4_rx_length_beyond_buf_size_dropped(cls, fmt):
+    ring, bar, mem = make_ring(cls, rx=True, count=4, fmt=ring_format(fmt))
+    device_rx(mem, 0, frame(0, 2048), length=3000, dev=DEVICES[fmt])  # no 2048-byte buffer holds that
+    device_rx(mem, 1, frame(1, 70), dev=DEVICES[fmt])
     out = bytearray(65536)
     n, lens = ring.rx_batch(out, 32)
     assert received(out, lens, n) == [frame(1, 70)]
@@ -87,11 +93,12 @@ def test_defect4_rx_length_beyond_buf_size_dropped(cls):
 
 
 @IMPLS
-def test_defect4_frame_that_fits_a_later_batch_waits_for_it(cls):
+@FORMATS
+def test_defect4_frame_that_fits_a_later_batch_waits_for_it(cls, fmt):
     """Not a drop: a frame that does not fit what is left of the buffer comes in the next batch."""
-    ring, bar, mem = make_ring(cls, rx=True, size=64)
-    device_rx(mem, 0, frame(0, 60))
-    device_rx(mem, 1, frame(1, 60))
+    ring, bar, mem = make_ring(cls, rx=True, size=64, fmt=ring_format(fmt))
+    device_rx(mem, 0, frame(0, 60), dev=DEVICES[fmt])
+    device_rx(mem, 1, frame(1, 60), dev=DEVICES[fmt])
     out = bytearray(100)  # one 64-byte buffer's worth and then some, not two frames
     n, lens = ring.rx_batch(out, 32)
     assert received(out, lens, n) == [frame(0, 60)] and bar.read32(RDT) == 0
@@ -100,8 +107,9 @@ def test_defect4_frame_that_fits_a_later_batch_waits_for_it(cls):
 
 
 @IMPLS
-def test_defect4_tx_frame_over_buf_size_refused(cls):
-    ring, bar, mem = make_ring(cls, rx=False)
+@FORMATS
+def test_defect4_tx_frame_over_buf_size_refused(cls, fmt):
+    ring, bar, mem = make_ring(cls, rx=False, fmt=ring_format(fmt))
     pkts = frame(1, 3000)
     msg = refused(ring, bar, mem, pkts, [3000])
     assert "3000" in msg and "2048" in msg
@@ -183,20 +191,21 @@ def check_read_order(log):
 
 
 @IMPLS
-def test_defect5_done_bit_read_before_length(cls, monkeypatch):
+@FORMATS
+def test_defect5_done_bit_read_before_length(cls, fmt, monkeypatch):
     import drivers.ring as ring_mod
-    from drivers.descriptors import LEGACY
 
     log: list = []
+    real = ring_format(fmt)
     if cls is PyRing:
-        ring, bar, mem = make_ring(cls, rx=True, fmt=Logged(LEGACY, log, LEGACY.desc_size))
+        ring, bar, mem = make_ring(cls, rx=True, fmt=Logged(real, log, real.desc_size))
         monkeypatch.setattr(ring_mod, "dma_rmb", lambda: log.append(("dma_rmb", None, None)))
     else:
-        ring, bar, mem = make_ring(cls, rx=True)
+        ring, bar, mem = make_ring(cls, rx=True, fmt=real)
         keep = c_logged_ops(ring, log)  # noqa: F841 (the callbacks must outlive the batch)
     log.clear()  # the descriptors described when the ring was made
-    device_rx(mem, 0, frame(0, 64))
-    device_rx(mem, 1, frame(1, 65))
+    device_rx(mem, 0, frame(0, 64), dev=DEVICES[fmt])
+    device_rx(mem, 1, frame(1, 65), dev=DEVICES[fmt])
     n, lens = ring.rx_batch(bytearray(4096), 32)
     assert n == 2
     ops = [(op, idx) for op, idx, _ in log]

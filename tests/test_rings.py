@@ -86,3 +86,43 @@ def test_descriptor_layout_in_the_header_is_the_manuals():
     # command bits EOP, IFCS, RS and status bits DD, EOP, as the manual numbers them
     assert (lib.LEGACY_TXD_CMD_EOP, lib.LEGACY_TXD_CMD_IFCS, lib.LEGACY_TXD_CMD_RS) == (1 << 0, 1 << 1, 1 << 3)
     assert (lib.LEGACY_DESC_DD, lib.LEGACY_RXD_EOP) == (1 << 0, 1 << 1)
+
+
+def test_advanced_descriptor_layout_in_the_header_is_the_datasheets():
+    """The 82576 datasheet's advanced layouts (as iPXE's intel.h and Linux's e1000_82575.h give them):
+    transmit data descriptor address 0, cmd_type_len 8, olinfo_status 12; receive read format packet
+    address 0, header address 8; receive write-back packet information 0, status_error 8, length 12,
+    VLAN 14; 16 bytes each. Bits: DTYP data 0011b at 23:20, DCMD EOP/IFCS/RS/DEXT at bits 24/25/27/29,
+    PAYLEN from bit 14, DD bit 0, receive EOP bit 1, frame errors CE/SE/SEQ/CXE/RXE at 24/25/26/28/31."""
+    from drivers._ring import ffi, lib
+
+    def layout(name):
+        return {field: f.offset for field, f in ffi.typeof(name).fields}
+
+    assert layout("struct adv_txd") == {"addr": 0, "cmd_type_len": 8, "olinfo_status": 12}
+    assert layout("struct adv_rxd_read") == {"pkt_addr": 0, "hdr_addr": 8}
+    assert layout("struct adv_rxd_wb") == {"pkt_info": 0, "hdr_info": 2, "rss": 4, "status_error": 8, "length": 12,
+                                           "vlan": 14}
+    assert ffi.sizeof("struct adv_txd") == ffi.sizeof("struct adv_rxd_read") == ffi.sizeof("struct adv_rxd_wb") == 16
+    assert lib.ADV_TXD_DTYP_DATA == 0b0011 << 20
+    assert (lib.ADV_TXD_DCMD_EOP, lib.ADV_TXD_DCMD_IFCS, lib.ADV_TXD_DCMD_RS, lib.ADV_TXD_DCMD_DEXT) == (
+        1 << 24, 1 << 25, 1 << 27, 1 << 29)
+    assert lib.ADV_TXD_PAYLEN_SHIFT == 14
+    assert (lib.ADV_TXD_STAT_DD, lib.ADV_RXD_STAT_DD, lib.ADV_RXD_STAT_EOP) == (1, 1, 2)
+    assert lib.ADV_RXD_ERR_FRAME == (1 << 24) | (1 << 25) | (1 << 26) | (1 << 28) | (1 << 31)
+
+
+@pytest.mark.parametrize("cls", [CRing, PyRing], ids=["c", "python"])
+def test_advanced_checksum_results_are_not_frame_errors(cls):
+    """IPE and L4E (bits 30 and 29) report a checksum the device checked, not a damaged frame: the
+    frame is delivered, as Linux igb delivers it; a frame error (RXE, bit 31) is dropped."""
+    from ring_double import ADVANCED_DEV, device_rx, make_ring, received, ring_format
+
+    ring, bar, mem = make_ring(cls, rx=True, fmt=ring_format("advanced"))
+    good = frames.frame(b"\x02" * 6, frames.BROADCAST, 5, 0, 80)
+    device_rx(mem, 0, good, dev=ADVANCED_DEV)
+    struct.pack_into("<I", mem.desc.mem, 8, 0x3 | 1 << 30 | 1 << 29)  # DD, EOP, IPE, L4E
+    device_rx(mem, 1, good, errors=0x80, dev=ADVANCED_DEV)  # RXE
+    out = bytearray(4096)
+    n, lens = ring.rx_batch(out, 8)
+    assert received(out, lens, n) == [good] and ring.dropped == 1

@@ -113,21 +113,23 @@ def pair_run(romlab_bdf: str, kernel_bdf: str, count: int, size: int, mode: str 
 
 
 def kernel_to_romlab(s: socket.socket, ifname: str, romlab_bdf: str, count: int, size: int, mode: str,
-                     impl: str, seed: int) -> dict:
-    """Start romlab's receiver (ring implementation ``impl``), then send ``count`` frames to it from
-    the kernel's side; what romlab received and verified."""
+                     impl: str, seed: int, dst: bytes = frames.BROADCAST, timeout: float = 30) -> dict:
+    """Start romlab's receiver (ring implementation ``impl``), then send ``count`` frames to ``dst``
+    from the kernel's side; what romlab received and verified (``timeout``: romlab's receive timeout)."""
     res: dict = {"recv_impl": impl}
     recv = subprocess.Popen(ROMLAB + ["nic", "recv", "--pci", romlab_bdf, "--count", str(count), "--seed",
-                                      str(seed), "--timeout", "30", "--mode", mode, "--impl", impl, "--json"],
+                                      str(seed), "--timeout", str(timeout), "--mode", mode, "--impl", impl, "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready = recv.stderr.readline()  # "romlab nic: ... up, receiving" once the ring is live, link up
     res["recv_ready"] = ready.strip()
     src = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip().replace(":", ""))
+    t0 = time.monotonic()
     for i in range(count):
-        s.send(frames.frame(src, frames.BROADCAST, seed, i, size))
+        s.send(frames.frame(src, dst, seed, i, size))
         if i % 8 == 7:
             time.sleep(0.002)
-    out, err = recv.communicate(timeout=60)
+    res["kernel_send_s"] = time.monotonic() - t0
+    out, err = recv.communicate(timeout=timeout + 30)
     res["recv_rc"] = recv.returncode
     doc = json.loads(out) if out.strip().startswith("{") else {"error": err}
     res["romlab_received"] = doc.get("received")

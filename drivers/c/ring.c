@@ -99,6 +99,56 @@ struct ring_format ring_legacy = {
     .rx_result = legacy_rx_result,
 };
 
+/* -- the advanced format (82575/82576 and later) --------------------------------------------------- */
+static void adv_tx_describe(uint8_t *desc, uint64_t addr, uint16_t len)
+{
+    struct adv_txd d = {0};
+    d.addr = addr;
+    d.cmd_type_len = (uint32_t)len | ADV_TXD_DTYP_DATA | ADV_TXD_DCMD_DEXT | ADV_TXD_DCMD_EOP |
+                     ADV_TXD_DCMD_IFCS | ADV_TXD_DCMD_RS;
+    d.olinfo_status = (uint32_t)len << ADV_TXD_PAYLEN_SHIFT;
+    memcpy(desc, &d, sizeof(d));
+}
+
+/* The read format: the buffer address, and a zero header address, whose bit 0 is where the device
+ * will write DD; the whole descriptor is rewritten, as the last write-back overwrote the address. */
+static void adv_rx_describe(uint8_t *desc, uint64_t addr)
+{
+    struct adv_rxd_read d = {0};
+    d.pkt_addr = addr;
+    memcpy(desc, &d, sizeof(d));
+}
+
+static int adv_tx_done(const uint8_t *desc)
+{
+    return FIELD(desc, adv_txd, olinfo_status, const uint32_t) & ADV_TXD_STAT_DD;
+}
+
+static int adv_rx_done(const uint8_t *desc)
+{
+    return FIELD(desc, adv_rxd_wb, status_error, const uint32_t) & ADV_RXD_STAT_DD;
+}
+
+static uint32_t adv_rx_result(const uint8_t *desc, uint16_t *len)
+{
+    uint32_t staterr = FIELD(desc, adv_rxd_wb, status_error, const uint32_t);
+    *len = FIELD(desc, adv_rxd_wb, length, const uint16_t);
+    return ((staterr & ADV_RXD_STAT_EOP) ? RING_RX_EOP : 0) | ((staterr & ADV_RXD_ERR_FRAME) ? RING_RX_ERROR : 0);
+}
+
+/* Both layouts of a receive descriptor and the transmit layout fill the same 16 bytes. */
+typedef char adv_layouts_are_16_bytes[(sizeof(struct adv_txd) == 16 && sizeof(struct adv_rxd_read) == 16 &&
+                                       sizeof(struct adv_rxd_wb) == 16) ? 1 : -1];
+
+struct ring_format ring_advanced = {
+    .desc_size = sizeof(struct adv_rxd_read),
+    .tx_describe = adv_tx_describe,
+    .rx_describe = adv_rx_describe,
+    .tx_done = adv_tx_done,
+    .rx_done = adv_rx_done,
+    .rx_result = adv_rx_result,
+};
+
 /* -- the rings ----------------------------------------------------------------------------------- */
 static inline uint8_t *desc_at(struct ring *r, uint32_t i)
 {

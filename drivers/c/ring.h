@@ -1,7 +1,8 @@
 #ifndef ROMLAB_RING_H
 #define ROMLAB_RING_H
 /*
- * Descriptor rings for Intel-style NICs: the one declaration of the descriptor layouts, the ring
+ * Descriptor rings for Intel-style NICs: the one declaration of the descriptor layouts (legacy and
+ * advanced), the ring
  * state and the entry points. The C ring (ring.c) compiles against it; the Python ring
  * (drivers/ring.py, drivers/descriptors.py) reads the same layouts and constants through cffi, so
  * there is no second copy of a descriptor format anywhere.
@@ -38,6 +39,48 @@ struct legacy_rxd {
 #define LEGACY_DESC_DD 0x01       /* descriptor done */
 #define LEGACY_RXD_EOP 0x02       /* this descriptor ends the frame */
 
+/* Advanced descriptors, 16 bytes, little-endian, of the 82575/82576 (igb) and later (82576 datasheet
+ * "Advanced Transmit Data Descriptor", "Advanced Receive Descriptors"; Linux e1000_82575.h's
+ * e1000_adv_tx_desc and e1000_adv_rx_desc). One transmit layout serves both directions of use (the
+ * device writes DD back into the low bit of olinfo_status). A receive descriptor has two layouts in
+ * the same 16 bytes: the one software writes (read format: buffer address, header address) and the
+ * one the device writes back over it, which overwrites the buffer address, so a receive descriptor is
+ * described afresh every time it goes back to the device. */
+struct adv_txd {
+    uint64_t addr;           /* buffer address (IOVA) */
+    uint32_t cmd_type_len;   /* length (15:0), DTYP (23:20), DCMD (31:24) */
+    uint32_t olinfo_status;  /* PAYLEN (31:14); written back: ADV_TXD_STAT_DD once sent */
+};
+
+struct adv_rxd_read {
+    uint64_t pkt_addr;       /* packet buffer address (IOVA) */
+    uint64_t hdr_addr;       /* header buffer address: unused (one-buffer mode); its bit 0 is where DD lands */
+};
+
+struct adv_rxd_wb {
+    uint16_t pkt_info;       /* packet type, RSS type */
+    uint16_t hdr_info;
+    uint32_t rss;            /* RSS hash, or IP identification and checksum */
+    uint32_t status_error;   /* extended status (19:0) and errors (31:20): ADV_RXD_STAT_*, ADV_RXD_ERR_FRAME */
+    uint16_t length;         /* bytes the device put in the buffer */
+    uint16_t vlan;
+};
+
+#define ADV_TXD_DTYP_DATA 0x00300000  /* descriptor type 0011b: advanced data */
+#define ADV_TXD_DCMD_EOP 0x01000000   /* end of packet */
+#define ADV_TXD_DCMD_IFCS 0x02000000  /* insert the frame check sequence */
+#define ADV_TXD_DCMD_RS 0x08000000    /* report status */
+#define ADV_TXD_DCMD_DEXT 0x20000000  /* descriptor extension: an advanced descriptor */
+#define ADV_TXD_PAYLEN_SHIFT 14       /* olinfo_status: payload length, the whole frame here */
+#define ADV_TXD_LEN_MASK 0xFFFF
+#define ADV_TXD_STAT_DD 0x00000001    /* written back: descriptor done */
+#define ADV_RXD_STAT_DD 0x00000001    /* descriptor done */
+#define ADV_RXD_STAT_EOP 0x00000002   /* this descriptor ends the frame */
+/* Frame errors that make the frame unusable: CE, SE, SEQ, CXE and RXE (bits 24, 25, 26, 28, 31), the
+ * set Linux igb drops on (E1000_RXDEXT_ERR_FRAME_ERR_MASK); checksum results (IPE, L4E) are not
+ * among them, as no offload is asked for. */
+#define ADV_RXD_ERR_FRAME 0x97000000
+
 /* What a format's rx_result reports, whatever its own bits are. */
 #define RING_RX_EOP 0x01
 #define RING_RX_ERROR 0x02
@@ -63,6 +106,7 @@ struct ring_format {
 };
 
 extern struct ring_format ring_legacy;  /* not const: cffi gives Python the address of a variable only */
+extern struct ring_format ring_advanced;
 
 struct ring {
     const struct ring_format *fmt;

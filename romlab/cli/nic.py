@@ -74,11 +74,11 @@ def add_arguments(p) -> None:
 
 
 def _open(args):
-    from drivers.intel import IntelNic
+    from drivers import open_nic
     from romlab.cli import detail
 
     detail(f"romlab nic: opening {args.pci} through VFIO: reset, then rings and DMA buffers ({args.impl} ring code)")
-    nic = IntelNic(args.pci, impl=args.impl)
+    nic = open_nic(args.pci, impl=args.impl)
     detail(f"romlab nic: {nic.bdf} is {nic.part.name}; RX ring {nic.RX_COUNT}, TX ring {nic.TX_COUNT} descriptors "
            f"of {nic.BUF_SIZE}-byte buffers on {'huge pages' if nic.pool.hugepages else 'normal pages'}; "
            f"link {'up' if nic.link_up else 'down'}")
@@ -97,17 +97,19 @@ def _info(args) -> int:
     from drivers.frames import fmt_mac
 
     with _open(args) as nic:
-        words = [nic.eeprom_word(i) for i in range(0x40)]
+        # a virtual function has no EEPROM of its own: its MAC is the one its PF assigned
+        words = [nic.eeprom_word(i) for i in range(0x40)] if nic.HAS_EEPROM else None
         doc = document("romlab.nic-info/2", input=device_input(nic.bdf), part=nic.part.name, mac=fmt_mac(nic.mac),
                        link_up=nic.link_up, hugepages=nic.pool.hugepages,
-                       eeprom_mac=fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])),
-                       eeprom_checksum=sum(words) & 0xFFFF)
+                       eeprom_mac=fmt_mac(b"".join(w.to_bytes(2, "little") for w in words[:3])) if words else None,
+                       eeprom_checksum=sum(words) & 0xFFFF if words else None)
     if args.json:
         print_json(doc)
     else:
         for k, v in doc.items():
             if k != "schema":
-                print(f"{k:16} {v:#06x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:16} {v}")
+                if v is not None:
+                    print(f"{k:16} {v:#06x}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:16} {v}")
     return 0
 
 
