@@ -53,6 +53,18 @@ def test_nvm_on_virtio_net_points_to_list(tmp_path):
         f"(Intel 8254x, 8257x/82583, 82599, I210, I211, 82580, 82576); {LIST_HINT}")
 
 
+@pytest.mark.parametrize("verb", [["nvm", "--pci", "03:00.0", "show"], ["flash", "--pci", "03:00.0", "--dry-run"]],
+                         ids=lambda v: v[0])
+def test_nvm_and_flash_on_an_82576_vf_point_to_its_pf(tmp_path, verb):
+    """8086:10ca is the 82576's virtual function: its NVM and flash are its PF's."""
+    env = _device(tmp_path, 0x8086, 0x10CA)
+    args = verb + ([corpus(PXE)] if verb[0] == "flash" else [])
+    assert _err(run_romlab(*args, env=env)) == (
+        f"romlab {verb[0]}: error: 0000:03:00.0 (8086:10ca) is an SR-IOV virtual function: a virtual function "
+        "has no NVM or flash of its own; they belong to its PF; give romlab its PF (`romlab nic vfs --pci PF` "
+        "lists a PF's VFs)")
+
+
 def test_flash_on_virtio_net_says_it_has_no_flash_chip(tmp_path):
     env = _device(tmp_path, 0x1AF4, 0x1041)
     assert _err(run_romlab("flash", "--pci", "03:00.0", "--dry-run", corpus(PXE), env=env)) == (

@@ -115,25 +115,11 @@ class NicResult:
 
 
 # --------------------------------------------------------------------------- romlab's side
-def open_nic(bdf: str, impl: str):
-    """romlab's driver for the NIC at ``bdf``.
-
-    The drivers package's ``open_nic`` factory picks the driver for the part (e1000 family, igb
-    PF, igb VF) where the package has one; until then the e1000-family driver, which refuses a
-    part it does not drive in one line."""
-    import drivers
-
-    factory = getattr(drivers, "open_nic", None)
-    if factory is None:
-        from drivers.intel import IntelNic as factory
-    return factory(bdf, impl=impl)
-
-
 def romlab_tx(bdf: str, impl: str, size: int, batch: int, seconds: float) -> Run:
     """Send ``batch``-frame batches for ``seconds`` through romlab's driver; the NIC's count of them."""
-    from drivers import frames
+    from drivers import frames, open_nic
 
-    with open_nic(bdf, impl) as nic:
+    with open_nic(bdf, impl=impl) as nic:
         data, lens = frames.batch(nic.mac, frames.BROADCAST, 1, 0, batch, size)
         sent = 0
         t0 = time.perf_counter()

@@ -7,8 +7,9 @@ from romlab.conventions import device_input, document
 NAME = "nic"
 HELP = "drive a NIC with romlab's user-space driver: info, send, recv; make SR-IOV VFs: vfs"
 DESCRIPTION = """\
-Drive an Intel e1000/e1000e NIC from user space through VFIO with romlab's own driver: reset it,
-set up its rings and DMA buffers, then one action. The NIC must be bound to vfio-pci first
+Drive an Intel NIC from user space through VFIO with romlab's own driver (82540EM/82545EM e1000,
+82574L e1000e, 82576 igb PF and its SR-IOV VF): reset it, set up its rings and DMA buffers, then
+one action. A VF takes the MAC its PF assigned (the PF drops frames from any other source MAC). The NIC must be bound to vfio-pci first
 (`romlab vfio bind BDF`); romlab does not take it from its kernel driver by itself.
 `vfs` makes or removes the SR-IOV virtual functions of a physical function (an 82576 on igb) and
 lists them; it needs no VFIO, since the PF's own kernel driver makes them."""

@@ -87,10 +87,15 @@ def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
     from hw.parts import find_part
     from hw.pci import LIST_HINT
 
+    from hw.parts import F_VF
+
     part = find_part(vendor, device)
+    ids = "%04x:%04x" % (vendor, device)
+    if part is not None and part.flags & F_VF:
+        raise FlashError(f"{who} ({ids}) is an SR-IOV virtual function: {part.family.note}; "
+                         "give romlab its PF (`romlab nic vfs --pci PF` lists a PF's VFs)")
     if part is not None:
         return part
-    ids = "%04x:%04x" % (vendor, device)
     if purpose == "nvm":
         raise FlashError(f"{who} ({ids}) is not an Intel NIC with an NVM romlab knows ({_families(False)}); "
                          f"{LIST_HINT}")
