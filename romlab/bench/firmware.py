@@ -105,19 +105,26 @@ def retarget_rom(src: str, device: int, out: str) -> str:
     return out
 
 
-def run_size(size: int, seconds: float, min_run_s: float, floor: int) -> int:
-    """The payload for the runs, from one sizing transfer of ``size`` bytes that took ``seconds``:
-    what lasts ``min_run_s`` times :data:`MARGIN` at that speed, in whole MiB, at least ``floor``
-    and at most :data:`MAX_RUN_BYTES`."""
-    want = size * min_run_s * MARGIN / seconds
+def run_size(sizing: list[tuple[int, float]], min_run_s: float, floor: int) -> int:
+    """The payload for the runs, from the sizing transfers (bytes, seconds): what lasts ``min_run_s``
+    times :data:`MARGIN` at the fastest pace among them, in whole MiB, at least ``floor`` and at most
+    :data:`MAX_RUN_BYTES`. The fastest, because a stall (a lost segment waiting out a retransmission
+    timer, the boot's first connection) only ever makes a transfer slower: sized from a stalled one,
+    the runs would come out short."""
+    pace = max(size / seconds for size, seconds in sizing)
+    want = pace * min_run_s * MARGIN
     return max(floor, min(MAX_RUN_BYTES, -(-int(want) // MIB) * MIB))
 
 
-def next_sizing(size: int, seconds: float, min_run_s: float) -> int | None:
-    """The next sizing transfer after one of ``size`` bytes in ``seconds``; None when that one was long
-    enough (:data:`SIZING_S`, or ``min_run_s`` if shorter) or already the largest run there can be."""
-    if seconds >= min(SIZING_S, min_run_s) or size >= MAX_RUN_BYTES:
+def next_sizing(size: int, seconds: float, min_run_s: float, count: int = 2) -> int | None:
+    """The next sizing transfer after the ``count``-th, of ``size`` bytes in ``seconds``; None when
+    that one was long enough (:data:`SIZING_S`, or ``min_run_s`` if shorter) or already the largest
+    run there can be. A first transfer long enough is taken again at its size: it may carry the
+    boot's one-off costs, and a second gives a pace without them."""
+    if size >= MAX_RUN_BYTES:
         return None
+    if seconds >= min(SIZING_S, min_run_s):
+        return size if count == 1 else None
     grow = max(2.0, SIZING_S * MARGIN / max(seconds, 1e-3))
     return min(MAX_RUN_BYTES, -(-int(size * grow) // MIB) * MIB)
 
@@ -277,7 +284,8 @@ class PhasePlan:
     """Per-boot planner: which script a client gets, decided by the driver it reports."""
 
     def __init__(self, path: str, tag: str, runs: int, size: int, undionly_url: str | None = None,
-                 min_run_s: float = 0.0, http: LabHttp | None = None, block: bytes | None = None):
+                 min_run_s: float = 0.0, http: LabHttp | None = None, block: bytes | None = None,
+                 say=None):
         self.path, self.tag, self.runs, self.size = path, tag, runs, size
         self.undionly_url = undionly_url  # None: from this HTTP server
         self.lock = threading.Lock()
@@ -287,6 +295,7 @@ class PhasePlan:
         # Sizing (min_run_s > 0): the server whose transfers are read and whose payload is set, and
         # the seeded block payloads are made of.
         self.min_run_s, self.http, self.block = min_run_s, http, block
+        self.say = say or (lambda msg: None)
         self.sizing: list[dict] = []
         self.run_size: int | None = None if min_run_s > 0 else size
 
@@ -301,11 +310,14 @@ class PhasePlan:
             self.error = f"sizing transfer {ident} did not complete"
             return "#!ipxe\nexit 1\n"
         self.sizing.append({"size_bytes": tr.size, "duration_s": tr.seconds, "mbit_s": mbit(tr.size, tr.seconds)})
-        nxt = next_sizing(tr.size, tr.seconds, self.min_run_s)
+        self.say(f"sizing transfer {len(self.sizing)}: {human_size(tr.size)} in {tr.seconds:.2f} s = "
+                 f"{mbit(tr.size, tr.seconds):.1f} Mbit/s")
+        nxt = next_sizing(tr.size, tr.seconds, self.min_run_s, len(self.sizing))
         if nxt is not None:
             self._serve(nxt)
             return sizing_script(req.base, f"{self.tag}-size{len(self.sizing) + 1}", nxt)
-        self.run_size = run_size(tr.size, tr.seconds, self.min_run_s, self.size)
+        self.run_size = run_size([(x["size_bytes"], x["duration_s"]) for x in self.sizing], self.min_run_s,
+                                 self.size)
         self._serve(self.run_size)
         return bench_script(req.base, self.path, self.tag, self.runs, self.run_size, mark_start=True)
 
@@ -373,7 +385,7 @@ def run_phase(*, nic: str, rom: str, images, path: str, size: int, runs: int, pa
     res = PathResult(path)
     ipxe_rom = is_ipxe(images)
     tag = re.sub(r"[^A-Za-z0-9]+", "_", f"{nic}_{path}")
-    plan = PhasePlan(path, tag, runs, size, min_run_s=min_run_s, block=payload)
+    plan = PhasePlan(path, tag, runs, size, min_run_s=min_run_s, block=payload, say=say)
     timeout = timeout or phase_timeout(size, runs, min_run_s)
     ids = None
     with contextlib.ExitStack() as stack:
