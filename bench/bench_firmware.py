@@ -4,8 +4,10 @@ The reference is in the same run: each NIC's native-driver figure is the yardsti
 figure is read against (the ratio), so a busy machine moves both. Each path's runs are sized in
 its boot to last at least ROMLAB_BENCH_MIN_SECONDS. Writes the JSON, PNG and HTML report next to
 each other in $ROMLAB_BENCH_OUT (default $TMPDIR/romlab-firmware-bench) and prints the table, then
-one line per NIC: its ratio, or why it has none, and for a path whose runs spread more than 10%,
-what the runs show about why (the QEMU process's CPU share in each run, the host's load).
+one line per NIC: its ratio, or why it has none, and each path's Mbit per second of QEMU CPU time
+with its spread (a figure other jobs on the host move far less than the wall-clock one); then, for a
+path whose runs spread more than 10%, what the runs show about why (the QEMU process's CPU share
+in each run, the host's load).
 
 igb (QEMU's 82576) runs Debian's e1000e ROM retargeted to 8086:10c9. iPXE's intel driver takes
 the part, but QEMU's igb model brings the link up only after an autonegotiation the driver never
@@ -43,6 +45,14 @@ def cpu_shares(path: dict) -> str:
     return ", ".join(shares) or "not read"
 
 
+def per_cpu(path: dict) -> str:
+    st = path.get("cpu_stats")
+    if not st:
+        return "no CPU times"
+    spread = "1 run" if st["runs"] == 1 else f"spread {st['spread_pct']:.0f}%"
+    return f"{st['median_mbit_per_cpu_s']:.1f} ({spread})"
+
+
 def main() -> int:
     out = Path(os.environ.get("ROMLAB_BENCH_OUT", Path(tempfile.gettempdir()) / "romlab-firmware-bench"))
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +79,8 @@ def main() -> int:
             print(f"{n['nic']}: UNDI is {ratio:.1f}x slower than the native driver "
                   f"({nat['chip']} {nat['stats']['median_mbit_s']:.1f} Mbit/s in runs of "
                   f"{nat['run_size_bytes'] >> 20} MiB, undionly {und['stats']['median_mbit_s']:.1f} Mbit/s in runs "
-                  f"of {und['run_size_bytes'] >> 20} MiB)")
+                  f"of {und['run_size_bytes'] >> 20} MiB); Mbit per QEMU CPU second: native {per_cpu(nat)}, "
+                  f"UNDI {per_cpu(und)}")
             if not ratio > 1:
                 print(f"{n['nic']}: UNDI was not slower than native", file=sys.stderr)
                 status = 1
@@ -89,7 +100,7 @@ def main() -> int:
             st = path["stats"]
             if st and st["runs"] > 1 and st["spread_pct"] > SPREAD_TARGET_PCT:
                 wide.append(f"{n['nic']} {p}: spread {st['spread_pct']:.0f}% over {st['runs']} runs; QEMU's "
-                            f"CPU share per run {cpu_shares(path)}; host load "
+                            f"CPU share per run {cpu_shares(path)}; per QEMU CPU second {per_cpu(path)}; host load "
                             f"{', '.join(f'{x:.1f}' for x in path['host_load'] if x is not None)} "
                             f"on {doc['host_cpu_count']} CPUs")
     if wide:

@@ -22,15 +22,19 @@ def _load():
     return mod
 
 
+def _stats(values, key):
+    med = sorted(values)[len(values) // 2]
+    return {"runs": len(values), f"median_{key}": med, f"min_{key}": min(values), f"max_{key}": max(values),
+            "spread_pct": (max(values) - min(values)) / med * 100}
+
+
 def _path(name, ok, speeds=(), cpu=(), error=None, chip=None):
+    # Runs of 4 s: the megabits of a run are 4 * its Mbit/s, over its CPU seconds.
     runs = [{"run": i + 1, "duration_s": 4.0, "mbit_s": s, "qemu_cpu_s": c} for i, (s, c) in enumerate(zip(speeds, cpu))]
-    stats = None
-    if speeds:
-        med = sorted(speeds)[len(speeds) // 2]
-        stats = {"runs": len(speeds), "median_mbit_s": med, "min_mbit_s": min(speeds), "max_mbit_s": max(speeds),
-                 "spread_pct": (max(speeds) - min(speeds)) / med * 100}
     return {"path": name, "ok": ok, "error": error, "chip": chip, "runs": runs or [{"run": 1, "error": "never requested"}],
-            "stats": stats, "run_size_bytes": 64 << 20 if speeds else None, "host_load": [7.0, 8.5]}
+            "stats": _stats(speeds, "mbit_s") if speeds else None,
+            "cpu_stats": _stats([4 * s / c for s, c in zip(speeds, cpu)], "mbit_per_cpu_s") if speeds else None,
+            "run_size_bytes": 64 << 20 if speeds else None, "host_load": [7.0, 8.5]}
 
 
 def _nic(nic, native, undi, ratio=None):
@@ -59,7 +63,11 @@ def test_igb_link_down_is_accepted_and_explained(tmp_path, monkeypatch, capsys):
     igb = _nic("igb", _path("native", False, error=LINK_DOWN), _path("undi", False, error=LINK_DOWN))
     status, cap = _run(tmp_path, monkeypatch, capsys, [GOOD, igb])
     assert status == 0
-    assert "e1000: UNDI is 20.3x slower than the native driver (82540em 410.0 Mbit/s in runs of 64 MiB" in cap.out
+    # Per CPU second: native 4*400/3.6, 4*420/3.7, 4*410/3.6 = 444.4, 454.1, 455.6: median 454.1,
+    # spread 11.1/454.1 = 2%; UNDI 4*20/3.9, 4*20.5/3.9, 4*20.2/4.0 = 20.5, 21.0, 20.2: 20.5, 4%.
+    assert ("e1000: UNDI is 20.3x slower than the native driver (82540em 410.0 Mbit/s in runs of 64 MiB, "
+            "undionly 20.2 Mbit/s in runs of 64 MiB); Mbit per QEMU CPU second: native 454.1 (spread 2%), "
+            "UNDI 20.5 (spread 4%)") in cap.out
     assert f"igb: no figures, as expected on this QEMU: native: {LINK_DOWN}; undi: {LINK_DOWN}" in cap.out
     assert "spread over" not in cap.out  # 5% and 2.5%
 
@@ -79,9 +87,9 @@ def test_a_wide_spread_is_named_with_cpu_shares_and_load(tmp_path, monkeypatch, 
                 _path("undi", True, (15.0, 15.2, 15.1), (3.8, 3.9, 3.9), chip="undionly"), 26.5)
     status, cap = _run(tmp_path, monkeypatch, capsys, [wide], rc=0)
     assert status == 0
-    # (450 - 300) / 400 = 37.5%; shares 1.0/4, 2.0/4, 1.6/4.
+    # (450 - 300) / 400 = 37.5%; shares 1.0/4, 2.0/4, 1.6/4; per CPU second 1200, 900, 1000: 1000, 30%.
     assert ("  rtl8139 native: spread 38% over 3 runs; QEMU's CPU share per run 0.25, 0.50, 0.40; "
-            "host load 7.0, 8.5 on 2 CPUs") in cap.out.splitlines()
+            "per QEMU CPU second 1000.0 (spread 30%); host load 7.0, 8.5 on 2 CPUs") in cap.out.splitlines()
     assert "rtl8139 undi" not in cap.out
 
 

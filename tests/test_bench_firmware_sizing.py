@@ -182,3 +182,20 @@ def test_link_down_is_read_from_ipxes_error_code(console, expected):
     got = link_down(c)
     # The last matching line: iPXE prints the code in ifstat's status and in the wait line.
     assert got == expected or (expected is None and got is None)
+
+
+def test_cpu_stats_are_megabits_per_qemu_cpu_second_over_complete_runs():
+    from romlab.bench.firmware import PathResult, Run
+
+    p = PathResult("native")
+    # 100 MiB is 838.8608 megabits: in 2, 4 and 2.5 CPU seconds, 419.4, 209.7 and 335.5 Mbit per CPU second.
+    for i, cpu in enumerate((2.0, 4.0, 2.5), 1):
+        p.runs.append(Run(i, 3.0, 100 * MIB, 100 * MIB, 2.9, True, None, cpu))
+    st = p.cpu_stats()
+    assert st["runs"] == 3
+    assert st["median_mbit_per_cpu_s"] == pytest.approx(335.54432)
+    assert st["min_mbit_per_cpu_s"] == pytest.approx(209.7152) and st["max_mbit_per_cpu_s"] == pytest.approx(419.4304)
+    assert st["spread_pct"] == pytest.approx((419.4304 - 209.7152) / 335.54432 * 100)
+    # A run without its CPU time leaves the path without this figure rather than with a partial one.
+    p.runs.append(Run(4, 3.0, 100 * MIB, 100 * MIB, 2.9, True, None, None))
+    assert p.cpu_stats() is None and p.stats()["runs"] == 4

@@ -174,10 +174,18 @@ class Run:
     def mbit_s(self) -> float | None:
         return mbit(self.size, self.seconds) if self.complete and self.seconds else None
 
+    @property
+    def mbit_per_cpu_s(self) -> float | None:
+        """Megabits per second of CPU time QEMU used in the run: what the path moves for the host CPU
+        it was given, which other jobs on the host do not change the way they change the wall-clock
+        figure."""
+        return mbit(self.size, self.qemu_cpu_seconds) if self.complete and self.qemu_cpu_seconds else None
+
     def as_dict(self) -> dict:
         return {"run": self.index, "duration_s": self.seconds, "bytes_sent": self.bytes_sent, "size_bytes": self.size,
                 "socket_s": self.socket_seconds, "complete": self.complete,
-                "mbit_s": self.mbit_s, "qemu_cpu_s": self.qemu_cpu_seconds, "error": self.error}
+                "mbit_s": self.mbit_s, "qemu_cpu_s": self.qemu_cpu_seconds, "mbit_per_cpu_s": self.mbit_per_cpu_s,
+                "error": self.error}
 
 
 @dataclass
@@ -211,12 +219,22 @@ class PathResult:
         return {"runs": len(s), "median_mbit_s": med, "min_mbit_s": min(s), "max_mbit_s": max(s),
                 "spread_pct": (max(s) - min(s)) / med * 100}
 
+    def cpu_stats(self) -> dict | None:
+        """The same over Mbit per QEMU CPU second, when every complete run has its CPU time."""
+        s = [r.mbit_per_cpu_s for r in self.runs if r.mbit_s]
+        if not s or None in s:
+            return None
+        med = statistics.median(s)
+        return {"runs": len(s), "median_mbit_per_cpu_s": med, "min_mbit_per_cpu_s": min(s),
+                "max_mbit_per_cpu_s": max(s), "spread_pct": (max(s) - min(s)) / med * 100}
+
     def as_dict(self) -> dict:
         return {"path": self.path, "chip": self.chip, "driver_reports": self.driver_reports, "ok": self.ok, "error": self.error,
                 "boot_s": self.boot_seconds, "host_load": self.host_load, "sizing": self.sizing,
                 "run_size_bytes": self.run_size,
                 "runs": [r.as_dict() for r in self.runs],
-                "stats": self.stats(), "dhcp_log": self.dhcp, "console_tail": self.console_tail}
+                "stats": self.stats(), "cpu_stats": self.cpu_stats(), "dhcp_log": self.dhcp,
+                "console_tail": self.console_tail}
 
 
 @dataclass
