@@ -10,7 +10,7 @@ For each NIC two QEMU boots download a payload several times over HTTP:
 Each boot sizes its runs before it takes them: sizing transfers, growing from a few MiB, go on
 until one lasts long enough to extrapolate from, and the runs then carry enough bytes to last
 ``min_run_s`` (2 s by default) with a margin, so that a run measures the path and not the HTTP
-request's start-up, TCP's slow start or the timer ticks the guest counts in. The sizing transfers
+request's start-up, TCP's slow start or one stall. The sizing transfers
 are kept in the document apart from the runs; every run is kept, none is retried or dropped.
 
 The client reports which driver it runs (iPXE's ``${netX/chip}``: the native driver's name,
