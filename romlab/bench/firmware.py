@@ -199,7 +199,7 @@ class PathResult:
     dhcp: list[str] = field(default_factory=list)
     console_tail: list[str] = field(default_factory=list)
     sizing: list[dict] = field(default_factory=list)  # the sizing transfers: size_bytes, duration_s, mbit_s
-    run_size: int | None = None  # the payload of each run, chosen from the last sizing transfer
+    run_size: int | None = None  # the payload of each run, chosen from the fastest sizing pace
     host_load: list[float] = field(default_factory=list)  # the host's 1-minute load average at start and end
 
     @property
