@@ -73,6 +73,7 @@ def test_short_bench_on_e1000_reports_every_byte_and_writes_json_png_html(tmp_pa
         pace = max(s["size_bytes"] / s["duration_s"] for s in sizing)
         want = max(SIZE_2M, -(-int(pace * 0.3 * 2) // (1 << 20)) * (1 << 20))
         assert nic[path]["run_size_bytes"] == want
+        assert nic[path]["warmup"]["size_bytes"] == want and nic[path]["warmup"]["duration_s"] > 0
         assert len(nic[path]["host_load"]) == 2
         for x in runs:
             assert x["complete"] and x["error"] is None
@@ -141,7 +142,8 @@ def test_bench_through_dnsmasq_in_a_namespace(tmp_path):
     (nic,) = doc["nics"]
     assert nic["native"]["chip"] == "82540em" and nic["undi"]["chip"] == "undionly"
     # --min-seconds 0: no sizing, every run is --size.
-    assert all(nic[p]["sizing"] == [] and nic[p]["run_size_bytes"] == 1 << 20 for p in ("native", "undi"))
+    assert all(nic[p]["sizing"] == [] and nic[p]["warmup"] is None and nic[p]["run_size_bytes"] == 1 << 20
+               for p in ("native", "undi"))
     assert all(x["complete"] and x["bytes_sent"] == 1 << 20 for p in ("native", "undi") for x in nic[p]["runs"])
     undi_log = nic["undi"]["dhcp_log"]
     # dnsmasq saw the iPXE user class and handed out romlab's script URL on the namespace's address...

@@ -96,13 +96,20 @@ def test_planner_sizes_then_hands_out_runs_of_the_size_the_sizing_transfer_gives
         assert "exit 1" in _get(f"{base}/next?stage=sized&chip=undionly").decode()
         assert "not the bench's '82540em'" in other.error
         lab.planner = plan
-        runs = _get(f"{base}/next?stage=sized&chip=82540em").decode().splitlines()
+        warm = _get(f"{base}/next?stage=sized&chip=82540em").decode().splitlines()
         took = [lab.transfers[f"t-size{k}"].seconds for k in (1, 2)]
         assert took[0] >= 0.3 and took[1] >= 0.4
         # What lasts twice 0.2 s at 1 MiB per the shorter of the two, in whole MiB, at least --size (1 MiB).
         want = max(MIB, math.ceil(MIB * 0.2 * 2 / min(took) / MIB) * MIB)
         assert plan.run_size == want and plan.error is None
         assert plan.sizing == [{"size_bytes": MIB, "duration_s": t, "mbit_s": MIB * 8 / t / 1e6} for t in took]
+        # Then one transfer of the runs' size, before the runs, and back for them.
+        assert f"imgfetch --name romlab_p {base}/payload/t-warm || goto romlab_fail" in warm
+        assert f"chain {base}/next?stage=warmed&chip=${{netX/chip}} || goto romlab_fail" in warm
+        assert len(_get(f"{base}/payload/t-warm")) == want
+        _get(f"{base}/done/t-warm")
+        runs = _get(f"{base}/next?stage=warmed&chip=82540em").decode().splitlines()
+        assert plan.warmup["size_bytes"] == want and plan.warmup["duration_s"] == lab.transfers["t-warm"].seconds
         # The runs: a start mark, the payload, its confirmation.
         for k in (1, 2):
             j = runs.index(f"imgfetch --name romlab_p {base}/payload/t-{k} || goto romlab_fail")
