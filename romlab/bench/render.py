@@ -238,9 +238,16 @@ def spread_cell(st: dict) -> str:
     return _runs_text(1) if st["runs"] == 1 else percent(st["spread_pct"])
 
 
+def _payload_text(doc: dict) -> str:
+    """What a run downloads: a fixed size, or (sized runs) how long each path's runs were sized to last."""
+    if doc.get("min_run_s"):
+        return f"runs sized to last {doc['min_run_s']:g} s or more (at least {human_size(doc['size_bytes'])})"
+    return human_size(doc["size_bytes"])
+
+
 def _caption(doc: dict) -> str:
     several = any((_stats(n, p) or {}).get("runs", 0) > 1 for n in doc["nics"] for p in PATHS)
-    return (f"{human_size(doc['size_bytes'])} over HTTP, {_runs_text(doc['runs'])} per path, {doc['firmware']}, "
+    return (f"{_payload_text(doc)} over HTTP, {_runs_text(doc['runs'])} per path, {doc['firmware']}, "
             f"{doc['accel'].upper()}; " + ("median of runs, spread = (max-min)/median" if several else
                                             "one timed run per path, so no spread"))
 
@@ -306,7 +313,7 @@ def firmware_plot(doc: dict, out: str) -> None:
     ax.set_ylim(0, max(tops) * 1.15 if tops else 1)  # headroom for the value labels
     several = any((_stats(n, p) or {}).get("runs", 0) > 1 for n in nics for p in PATHS)
     ax.set_ylabel("Mbit/s (linear, from 0)")
-    ax.set_title(f"HTTP download of {human_size(doc['size_bytes'])}: "
+    ax.set_title(f"HTTP downloads, {_payload_text(doc)}:\n"
                  + (f"median of {_runs_text(doc['runs'])}, whiskers min-max" if several else "1 run per bar")
                  + f"\n{doc['firmware']} {doc['accel'].upper()}", fontsize=10)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
@@ -346,7 +353,7 @@ def firmware_html(doc: dict, png_path: str | None) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head>
 <body><h1>UNDI against native drivers</h1>
-<p>{h.escape(human_size(doc['size_bytes']))} over HTTP per run, {_runs_text(doc['runs'])} per path, firmware {h.escape(doc['firmware'])},
+<p>{h.escape(_payload_text(doc))} over HTTP per run, {_runs_text(doc['runs'])} per path, firmware {h.escape(doc['firmware'])},
 {h.escape(doc['accel'].upper())}, started {h.escape(doc['started'])}. Each transfer is timed on the server from the
 payload request to the client's confirmation; spread is (max&minus;min)/median over the runs.</p>
 <table><tr><th>NIC</th><th>native Mbit/s</th><th>spread</th><th>UNDI Mbit/s</th><th>spread</th><th>native/UNDI</th><th>drivers</th></tr>
