@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The controller's half of romlab_flash: copy the ROMs to the host, let the module plan and back
 up, fetch every backup into ``backup_dir`` and check its sha256 here, and only then let the module
 write. A backup that did not arrive intact stops the host before its flash is touched."""

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The controller's half of romlab_restore: find the backup, make sure it is this host's and this
 NIC's, copy it (with its record) to the host, and let the module write it."""
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the romlab modules share on the managed host: running romlab's ``--json`` verbs, finding
 the NICs and the interfaces and MACs the kernel gave them, the NIC that carries the management
 connection, and choosing NICs by BDF, PCI IDs or MAC.

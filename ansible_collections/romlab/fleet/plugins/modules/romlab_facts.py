@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -22,7 +22,7 @@ description:
     driver; facts never unbind anything, so a NIC with a driver bound reports why they were not read.
   - Marks the NIC carrying the SSH connection as the management NIC.
 author:
-  - romlab developers
+  - romlab developers (@romlab)
 options:
   romlab:
     description: The romlab program on the managed host.
@@ -61,8 +61,10 @@ attributes:
     description: Only reads.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
   facts:
     support: full
+    description: Sets O(ignore:romlab_nics) and nothing else.
 seealso:
   - module: romlab.fleet.romlab_flash
 """

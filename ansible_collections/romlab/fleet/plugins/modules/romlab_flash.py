@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -25,7 +25,7 @@ description:
   - When a write fails the module fails with romlab's message, the backup's path on the controller,
     and the commands that finish or undo the write.
 author:
-  - romlab developers
+  - romlab developers (@romlab)
 options:
   romlab:
     description: The romlab program on the managed host.

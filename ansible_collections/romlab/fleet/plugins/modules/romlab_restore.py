@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: romlab developers
-# MIT License (see the repository's pyproject.toml)
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -20,7 +20,7 @@ description:
     record says whose it is) unless O(force) is set; romlab refuses one of another chip model.
   - Without O(backup) the newest backup of the NIC under O(backup_dir) is used.
 author:
-  - romlab developers
+  - romlab developers (@romlab)
 options:
   romlab:
     description: The romlab program on the managed host.
@@ -70,6 +70,7 @@ attributes:
     description: Reports what would be erased and programmed (romlab restore --dry-run); writes nothing.
   diff_mode:
     support: none
+    description: The chip's contents are not shown; the result says how many bytes are erased and programmed.
 seealso:
   - module: romlab.fleet.romlab_flash
 """
