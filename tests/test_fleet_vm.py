@@ -13,8 +13,8 @@ One fleet boot (the three TCG guests in parallel) serves every scenario, in orde
 
 A is Debian's pxe-e1000.rom; B the same ROM with another $PnP product string (`romlab patch`),
 so it stays a ROM for the 82540EM. The expected chips are built here from the ROM files (the ROM
-at 0, then 0xFF to the chip's end) and the iPXE build ID read from iPXE's ROM header ("$iPXE",
-then length, checksum, shrunk length, a reserved byte and the 32-bit build ID), not from romlab.
+at 0, then 0xFF to the chip's end) and the iPXE build ID read from iPXE's ROM header (found through
+the word at 0x10: "iPXE", length, checksum, shrunk length, a reserved byte, the 32-bit build ID).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def chip_image(rom: bytes) -> bytes:
 
 
 def ipxe_build_id(rom: bytes) -> str:
-    at = rom.index(b"$iPXE")
+    at = struct.unpack_from("<H", rom, 0x10)[0]      # iPXE's romprefix.S points at its header from 0x10
+    assert rom[at:at + 4] == b"iPXE"
     return "%08x" % struct.unpack_from("<I", rom, at + 8)[0]
 
 
