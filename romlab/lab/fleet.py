@@ -136,9 +136,10 @@ def inventory(lab: Path, hosts: list[dict]) -> str:
              f"    ansible_ssh_private_key_file: {lab}/id_ed25519",
              f"    ansible_ssh_common_args: -o UserKnownHostsFile={lab}/known_hosts -o StrictHostKeyChecking=yes",
              "    ansible_remote_tmp: /tmp/.ansible-tmp",
-             "    # The lab's hosts share the controller's root file system: romlab's dependencies are",
-             "    # taken from the controller's environment instead of an index (real servers: see docs/fleet.md).",
+             "    # The lab's hosts share the controller's root file system: romlab's dependencies (and the pip",
+             "    # that installs it) are the controller's, not an index's (real servers: see docs/fleet.md).",
              f"    romlab_deps_site: {site}",
+             f"    romlab_lab_python: {sys.executable}",
              "  children:", "    romlab_lab:", "      hosts:"]
     for h in hosts:
         lines += [f"        {h['name']}:",

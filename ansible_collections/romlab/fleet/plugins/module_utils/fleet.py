@@ -68,6 +68,78 @@ def run_romlab(romlab, args, env=None, ok=(0,)):
     return proc.returncode, doc
 
 
+# Runs several romlab commands in one Python process through romlab's own entry point
+# (romlab.cli.main), each with its own stdout and stderr: on a slow host (a TCG guest) every
+# Python start and romlab import costs seconds.
+_BATCH = r"""
+import io, json, sys
+from romlab.cli import main
+out = []
+for argv in json.load(sys.stdin):
+    o, e = io.StringIO(), io.StringIO()
+    so, se = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = o, e
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        sys.stdout, sys.stderr = so, se
+    out.append([rc, o.getvalue(), e.getvalue()])
+json.dump(out, sys.stdout)
+"""
+
+
+def romlab_python(romlab):
+    """The interpreter of the romlab program (its script's #! line), or None."""
+    try:
+        with open(romlab, "rb") as fh:
+            first = fh.readline(4096).decode("utf-8", "replace")
+    except (IOError, OSError):
+        return None
+    if first.startswith("#!") and "python" in first:
+        return first[2:].strip().split()[0]
+    return None
+
+
+def run_many(romlab, argvs, env=None):
+    """[(exit status, JSON document or None, message)] of ``romlab ARGV --json`` for each ARGV,
+    in one process when romlab is a Python script, else one process each."""
+    python = romlab_python(romlab)
+    argvs = [["-q"] + list(a) + ["--json"] for a in argvs]
+    if python is None:
+        res = []
+        for a in argvs:
+            try:
+                rc, doc = run_romlab(romlab, a[1:-1], env, ok=tuple(range(256)))
+                res.append((rc, doc, ""))
+            except RomlabFailed as exc:
+                res.append((exc.rc, exc.doc, str(exc)))
+        return res
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    try:
+        proc = subprocess.run([python, "-c", _BATCH], input=json.dumps(argvs).encode(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=full_env, timeout=TIMEOUT, check=False)
+        raw = json.loads(proc.stdout.decode("utf-8", "replace"))
+    except OSError as exc:
+        raise RomlabFailed("cannot run %s: %s (is romlab installed there? see the romlab option)" % (python, exc))
+    except subprocess.TimeoutExpired:
+        raise RomlabFailed("romlab did not finish within %d s" % TIMEOUT)
+    except ValueError:
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        raise RomlabFailed("romlab (%s) failed: %s" % (python, err.splitlines()[-1] if err else "no output"))
+    res = []
+    for rc, out, err in raw:
+        try:
+            doc = json.loads(out) if out.strip() else None
+        except ValueError:
+            doc = None
+        lines = err.strip().splitlines()
+        res.append((rc, doc, lines[-1] if lines else ""))
+    return res
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -200,14 +272,15 @@ def target_of(nic, targets):
     return ["--pci", nic["bdf"], "--unbind"], [], "pci:" + nic["bdf"]
 
 
-def rom_summary(romlab, path):
+def rom_summary(romlab, path, results=None):
     """What matters about an option ROM file for a fleet report: size, sha256, each image's kind,
-    PCI IDs and iPXE build ID and version, every checksum's state, and lint's verdict."""
+    PCI IDs and iPXE build ID and version, every checksum's state, and lint's verdict.
+    ``results`` are the (status, document, message) of ``inspect PATH`` and ``lint PATH`` when
+    the caller ran them already (:func:`summary_argvs`)."""
     summary = {"size": os.path.getsize(path), "sha256": sha256_file(path), "images": []}
-    try:
-        _, doc = run_romlab(romlab, ["inspect", path], ok=(0, 1))
-    except RomlabFailed as exc:
-        summary["error"] = str(exc)
+    (irc, doc, ierr), (lrc, lint, lerr) = results or run_many(romlab, summary_argvs(path))
+    if doc is None or irc not in (0, 1):
+        summary["error"] = ierr or "romlab inspect exited with %s" % irc
         return summary
     for im in doc.get("images", []):
         pcir = im.get("pcir") or {}
@@ -223,16 +296,19 @@ def rom_summary(romlab, path):
             "checksums": dict((c.get("name"), "valid" if c.get("valid") else "bad")
                               for c in im.get("checksums") or []),
         })
-    try:
-        rc, lint = run_romlab(romlab, ["lint", path], ok=(0, 1, 2))
-        findings = lint.get("findings", [])
+    if lint is None:
+        summary["lint"] = {"verdict": "unusable", "error": lerr}
+    else:
         sev = {}
-        for f in findings:
+        for f in lint.get("findings", []):
             sev[f.get("severity", "?")] = sev.get(f.get("severity", "?"), 0) + 1
-        summary["lint"] = {"verdict": {0: "pass", 1: "fail"}.get(rc, "unusable"), "findings": sev}
-    except RomlabFailed as exc:
-        summary["lint"] = {"verdict": "unusable", "error": str(exc)}
+        summary["lint"] = {"verdict": {0: "pass", 1: "fail"}.get(lrc, "unusable"), "findings": sev}
     return summary
+
+
+def summary_argvs(path):
+    """The romlab commands :func:`rom_summary` reads."""
+    return [["inspect", path], ["lint", path]]
 
 
 def hostname():

@@ -107,49 +107,71 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, RomlabFailed, list_nics, management_bdfs, rom_summary, run_romlab, target_of)
+    TARGET_SPEC, RomlabFailed, list_nics, management_bdfs, rom_summary, run_many, summary_argvs, target_of)
 
 
 def _tmpfile(tmpdir, name):
     return os.path.join(tmpdir, name.replace(":", "-"))
 
 
-def describe(module, romlab, nic, targets, read_flash, mgmt, tmpdir):
-    bdf = nic["bdf"]
-    out = dict((k, nic.get(k)) for k in ("bdf", "id", "subsystem", "vendor_name", "device_name", "driver",
-                                         "interfaces", "rom_bar_size"))
-    out["management"] = bdf in mgmt
-    # The ROM BAR, through sysfs: the driver stays bound.
-    rom = {"state": nic.get("rom")}
-    if nic.get("rom") == "valid":
-        path = _tmpfile(tmpdir, bdf + ".rom")
-        try:
-            run_romlab(romlab, ["dump", "--pci", bdf, "-o", path, "--overwrite"])
-            rom.update(rom_summary(romlab, path))
-        except RomlabFailed as exc:
-            rom["error"] = str(exc)
-    out["rom"] = rom
-    target_args, _, desc = target_of(nic, targets)
-    if target_args[0] == "--programmer" and read_flash:
-        path = _tmpfile(tmpdir, bdf + ".flash")
-        try:
-            _, doc = run_romlab(romlab, ["flash"] + target_args + ["--read", path, "--no-progress"])
-            out["flash"] = {"programmer": desc, "chip": doc.get("chip"), "jedec": doc.get("jedec"),
-                            "size": doc.get("size"), "sha256": doc.get("sha256"),
-                            "rom": rom_summary(romlab, path)}
-        except RomlabFailed as exc:
-            out["flash"] = {"programmer": desc, "error": str(exc)}
-    else:
-        # In-system flash access takes BAR 0 from the driver: not something facts do.
-        out["flash"] = {"programmer": desc, "read": False,
-                        "reason": "in-system flash reads need the NIC unbound; facts never unbind"}
-    try:
-        _, doc = run_romlab(romlab, ["nvm", "--pci", bdf, "show"])
-        out["nvm"] = dict(doc, available=True)
-        out["nvm"].pop("schema", None)
-    except RomlabFailed as exc:
-        out["nvm"] = {"available": False, "reason": str(exc)}
-    return out
+def describe_all(romlab, nics, targets, read_flash, mgmt, tmpdir):
+    """Every NIC's facts, from one batch of romlab commands (ROM BAR dump, chip read, inspect,
+    lint, NVM) run in one process."""
+    argvs, plan = [], []
+    for nic in nics:
+        bdf = nic["bdf"]
+        steps = {}
+        if nic.get("rom") == "valid":
+            path = _tmpfile(tmpdir, bdf + ".rom")
+            steps["rom"] = (len(argvs), path)
+            argvs += [["dump", "--pci", bdf, "-o", path, "--overwrite"]] + summary_argvs(path)
+        target_args, _, desc = target_of(nic, targets)
+        if target_args[0] == "--programmer" and read_flash:
+            path = _tmpfile(tmpdir, bdf + ".flash")
+            steps["flash"] = (len(argvs), path)
+            argvs += [["flash"] + target_args + ["--read", path, "--no-progress"]] + summary_argvs(path)
+        steps["nvm"] = (len(argvs), None)
+        argvs.append(["nvm", "--pci", bdf, "show"])
+        plan.append((nic, steps, desc, target_args))
+    res = run_many(romlab, argvs)
+    facts = []
+    for nic, steps, desc, target_args in plan:
+        out = dict((k, nic.get(k)) for k in ("bdf", "id", "subsystem", "vendor_name", "device_name", "driver",
+                                             "interfaces", "rom_bar_size"))
+        out["management"] = nic["bdf"] in mgmt
+        # The ROM BAR, through sysfs: the driver stays bound.
+        rom = {"state": nic.get("rom")}
+        if "rom" in steps:
+            at, path = steps["rom"]
+            rc, _, err = res[at]
+            if rc == 0:
+                rom.update(rom_summary(romlab, path, res[at + 1:at + 3]))
+            else:
+                rom["error"] = err
+        out["rom"] = rom
+        if "flash" in steps:
+            at, path = steps["flash"]
+            rc, doc, err = res[at]
+            if rc == 0 and doc:
+                out["flash"] = {"programmer": desc, "chip": doc.get("chip"), "jedec": doc.get("jedec"),
+                                "size": doc.get("size"), "sha256": doc.get("sha256"),
+                                "rom": rom_summary(romlab, path, res[at + 1:at + 3])}
+            else:
+                out["flash"] = {"programmer": desc, "error": err}
+        elif target_args[0] == "--programmer":
+            out["flash"] = {"programmer": desc, "read": False, "reason": "read_flash is off"}
+        else:
+            # In-system flash access takes BAR 0 from the driver: not something facts do.
+            out["flash"] = {"programmer": desc, "read": False,
+                            "reason": "in-system flash reads need the NIC unbound; facts never unbind"}
+        rc, doc, err = res[steps["nvm"][0]]
+        if rc == 0 and doc:
+            out["nvm"] = dict(doc, available=True)
+            out["nvm"].pop("schema", None)
+        else:
+            out["nvm"] = {"available": False, "reason": err}
+        facts.append(out)
+    return facts
 
 
 def main():
@@ -165,7 +187,7 @@ def main():
         nics = list_nics(p["romlab"])
         tmpdir = tempfile.mkdtemp(prefix="romlab-facts-")
         try:
-            facts = [describe(module, p["romlab"], n, p["targets"], p["read_flash"], mgmt, tmpdir) for n in nics]
+            facts = describe_all(p["romlab"], nics, p["targets"], p["read_flash"], mgmt, tmpdir)
         finally:
             for f in os.listdir(tmpdir):
                 os.unlink(os.path.join(tmpdir, f))

@@ -192,7 +192,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
     RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
-    run_romlab, selected, sha256_file, target_of, TARGET_SPEC)
+    run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
 
 SELECT_SPEC = dict(bdf=dict(type="list", elements="str"), ids=dict(type="list", elements="str"),
                    mac=dict(type="list", elements="str"))
@@ -207,6 +207,12 @@ ARGUMENT_SPEC = dict(
     stage=dict(type="str", choices=["plan", "write"], default="plan"),
     expect=dict(type="dict", default={}),
 )
+
+
+def summaries(romlab, before, after):
+    """The diff's two ROM summaries, from one romlab process."""
+    res = run_many(romlab, summary_argvs(before) + summary_argvs(after))
+    return rom_summary(romlab, before, res[0:2]), rom_summary(romlab, after, res[2:4])
 
 
 def how_to_recover(entry):
@@ -268,19 +274,18 @@ def main():
                     entry["backup"] = bk["backup"]
                     entry["backup_sha256"] = bk["sha256"]
                     if module._diff:
-                        entry["before"] = rom_summary(p["romlab"], bk["backup"])
+                        entry["before"], entry["after"] = summaries(p["romlab"], bk["backup"], rom)
                 elif entry["changed"] and module._diff:
+                    # Check mode: the chip is read into a file that goes again; no backup is kept.
                     fd, tmp = tempfile.mkstemp(prefix="romlab-read-", suffix=".bin")
                     os.close(fd)
                     os.unlink(tmp)
                     try:
                         run_romlab(p["romlab"], ["flash"] + target_args + ["--read", tmp, "--no-progress"], env)
-                        entry["before"] = rom_summary(p["romlab"], tmp)
+                        entry["before"], entry["after"] = summaries(p["romlab"], tmp, rom)
                     finally:
                         if os.path.exists(tmp):
                             os.unlink(tmp)
-                if entry["changed"] and module._diff:
-                    entry["after"] = rom_summary(p["romlab"], rom)
             else:
                 expected = p["expect"].get(nic["bdf"])
                 if expected is None:
