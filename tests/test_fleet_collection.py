@@ -260,3 +260,23 @@ def test_lab_inventory_is_what_ansible_reads(tmp_path):
     assert hv["lab2"]["romlab_targets"] == [{"mac": "52:54:00:aa:00:02", "programmer": "serprog:tcp=10.0.2.2:41002",
                                              "layout": "rom-at-0"}]
     assert f"UserKnownHostsFile={tmp_path}/known_hosts" in hv["lab1"]["ansible_ssh_common_args"]
+
+
+def test_run_many_keeps_each_commands_status_and_message(fleet_utils, tmp_path):
+    res = fleet_utils.run_many(str(BIN / "romlab"), [["inspect", str(IPXE_QEMU / "pxe-e1000.rom")],
+                                                     ["inspect", str(tmp_path / "missing.rom")],
+                                                     ["lint", str(IPXE_QEMU / "pxe-e1000.rom")]])
+    (rc0, doc0, _), (rc1, doc1, err1), (rc2, doc2, _) = res
+    assert rc0 == 0 and doc0["schema"].startswith("romlab.inspect/")
+    assert rc1 == 2 and doc1 is None and "missing.rom" in err1 and "\n" not in err1
+    assert rc2 == 0 and doc2["schema"].startswith("romlab.lint/")
+
+
+def test_lab_verb_refuses_bad_use_in_one_line(tmp_path):
+    r = run_romlab("lab", "fleet", "fault", "--dir", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and "--host" in r.stderr.decode()
+    r = run_romlab("lab", "fleet", "status", "--dir", str(tmp_path))
+    assert r.returncode == 2 and "no fleet in" in r.stderr.decode() and r.stderr.decode().count("\n") == 1
+    r = run_romlab("lab", "fleet", "up", "--hosts", "0", "--dir", str(tmp_path / "lab"))
+    assert r.returncode == 2 and "1 to 16 hosts" in r.stderr.decode()
+    assert not (tmp_path / "lab").exists()
