@@ -228,8 +228,6 @@ def run_example(ex: Example, sandbox) -> tuple[subprocess.CompletedProcess, Path
 PARSED_ONLY = {
     "romlab lab fleet up --hosts 3 --dir lab --rom /usr/lib/ipxe/qemu/pxe-e1000.rom":
         "boots three guests that stay up; tests/test_fleet_vm.py runs the lab fleet",
-    "romlab lab fleet fault --dir ../lab --host 2 --fault lie:0.3": "needs a running lab fleet (tests/test_fleet_vm.py)",
-    "romlab lab fleet fault --dir ../lab --host 2 --fault none": "needs a running lab fleet (tests/test_fleet_vm.py)",
     "romlab lab fleet down --dir ../lab": "needs a running lab fleet (tests/test_fleet_vm.py)",
     "sudo romlab flash --pci 03:00.0 --unbind --read card-flash.bin":
         "in-system flash access needs the NIC's FLA register; QEMU's e1000/e1000e have none "
