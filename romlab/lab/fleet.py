@@ -271,7 +271,7 @@ def fault(lab: str, host: int, faults: list[str], timeout: float = 60.0) -> None
     """Restart host ``host``'s programmer with ``faults`` (serprog-emu's --fault values; none clears)."""
     from romtools.flash.sim.serprog_server import parse_faults
 
-    parse_faults(faults, 1)            # a bad value is refused here, before anything is restarted
+    parse_faults([f for f in faults if f != "none"], 1)   # a bad value is refused before anything restarts
     labp = Path(lab).resolve()
     st = read_state(labp)
     if st.get("status") != "ready" or not _alive(st.get("supervisor", 0)):
