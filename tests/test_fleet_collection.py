@@ -280,3 +280,21 @@ def test_lab_verb_refuses_bad_use_in_one_line(tmp_path):
     r = run_romlab("lab", "fleet", "up", "--hosts", "0", "--dir", str(tmp_path / "lab"))
     assert r.returncode == 2 and "1 to 16 hosts" in r.stderr.decode()
     assert not (tmp_path / "lab").exists()
+
+
+def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
+    galaxy = str(BIN / "ansible-galaxy")
+    # Not the repository's copy: neither through the collections path nor through PYTHONPATH.
+    env = dict(_env(), ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "installed"))
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run([galaxy, "collection", "build", str(COLLECTION), "--output-path", str(tmp_path / "dist")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (tarball,) = (tmp_path / "dist").glob("romlab-fleet-*.tar.gz")
+    r = subprocess.run([galaxy, "collection", "install", str(tarball), "-p", str(tmp_path / "installed")],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    plugins = tmp_path / "installed" / "ansible_collections" / "romlab" / "fleet" / "plugins"
+    assert {p.name for p in (plugins / "modules").glob("*.py")} == {"romlab_facts.py", "romlab_flash.py",
+                                                                   "romlab_restore.py"}
+    assert {p.name for p in (plugins / "action").glob("*.py")} == {"romlab_flash.py", "romlab_restore.py"}
