@@ -11,7 +11,7 @@ DEBS=(
   python3 python3-venv python3-dev gcc make gcc-aarch64-linux-gnu
   ipxe-qemu ipxe ovmf
   flashrom pci.ids pciutils binutils libcap2-bin kmod busybox-static
-  dnsmasq-base iproute2
+  dnsmasq-base iproute2 openssh-client
   man-db bash-completion
 )
 # From bookworm-backports: QEMU 10 (its igb is the 82576, with SR-IOV) and the SeaBIOS it is
@@ -104,6 +104,24 @@ if ! ls "$KERNEL_CACHE"/linux-image-*/boot/vmlinuz-* >/dev/null 2>&1; then
   fi
   step "unpacking the guest kernel $kpkg into $KERNEL_CACHE (not installed on the host)" \
     unpack_kernel "$kpkg" "$KERNEL_CACHE/$kpkg"
+fi
+
+# The lab fleet's SSH server (`romlab lab fleet`): Debian's sshd and sftp-server with the one
+# library sshd needs that a host without openssh-server lacks (libwrap0), fetched with apt-get
+# download and unpacked (dpkg -x) into romlab's cache. Nothing is installed, so no sshd service is
+# enabled or started on the host; the guests run the binary from there.
+SSH_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/romlab/openssh
+unpack_sshd() {  # DEST
+  local tmp; tmp=$(mktemp -d "${1%/*}/.unpack.XXXXXX")
+  (cd "$tmp" && apt-get download -q openssh-server openssh-sftp-server libwrap0) || { rm -rf "$tmp"; return 1; }
+  for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$tmp/root" || { rm -rf "$tmp"; return 1; }; done
+  [ -x "$tmp/root/usr/sbin/sshd" ] || { echo "no usr/sbin/sshd in openssh-server" >&2; rm -rf "$tmp"; return 1; }
+  rm -rf "$1" && mv "$tmp/root" "$1" && rm -rf "$tmp"
+}
+mkdir -p "${SSH_CACHE%/*}"
+if [ ! -x "$SSH_CACHE/usr/sbin/sshd" ]; then
+  apt_update
+  step "unpacking Debian's sshd into $SSH_CACHE for the lab fleet (not installed on the host)" unpack_sshd "$SSH_CACHE"
 fi
 
 PY=${PYTHON:-python3}

@@ -64,7 +64,7 @@ FIXTURES = {
 NEEDS = {
     "hardware": lambda w: bool({"--pci", "--programmer", "--interface"} & set(w)) or w[0] == "sudo"
     or w[1] == "vfio",
-    "qemu": lambda w: w[1] in ("vm", "boot") or w[1:3] == ["bench", "firmware"] or "--qemu" in w,
+    "qemu": lambda w: w[1] in ("vm", "boot", "lab") or w[1:3] == ["bench", "firmware"] or "--qemu" in w,
 }
 
 FENCE = re.compile(r"^\s*```\s*(\S*)")
@@ -226,6 +226,9 @@ def run_example(ex: Example, sandbox) -> tuple[subprocess.CompletedProcess, Path
 
 # Examples no real part here can run, by their text (the comment left off), and why.
 PARSED_ONLY = {
+    "romlab lab fleet up --hosts 3 --dir lab --rom /usr/lib/ipxe/qemu/pxe-e1000.rom":
+        "boots three guests that stay up; tests/test_fleet_vm.py runs the lab fleet",
+    "romlab lab fleet down --dir ../lab": "needs a running lab fleet (tests/test_fleet_vm.py)",
     "sudo romlab flash --pci 03:00.0 --unbind --read card-flash.bin":
         "in-system flash access needs the NIC's FLA register; QEMU's e1000/e1000e have none "
         "(tests/test_flash_vm.py checks that refusal)",

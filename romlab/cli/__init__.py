@@ -44,6 +44,7 @@ VERBS = {
     "dump": "dump",
     "vfio": "vfio",
     "vm": "vm",
+    "lab": "lab",
     "boot": "boot",
     "bench": "bench",
     "serve": "serve",

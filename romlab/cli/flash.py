@@ -15,6 +15,7 @@ programmers (--programmer):
 
 modes (default: write ROM):
   --read OUT     read the whole chip into OUT
+  --backup       read the whole chip and save it as a backup (with its record), write nothing
   --verify-only  compare the chip with ROM, change nothing
   --dry-run      show chip, layout, blocks to erase and bytes to write, change nothing
   --resume       finish an interrupted write from its journal
@@ -61,6 +62,8 @@ def add_arguments(p):
     p.add_argument("--layout", metavar="rom-at-0|i210|FILE", help="where the ROM goes on the flash")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--read", metavar="OUT", help="only read the whole chip into OUT")
+    mode.add_argument("--backup", action="store_true",
+                      help="only read the whole chip and save it as a backup that `romlab restore` takes")
     mode.add_argument("--verify-only", action="store_true", help="compare the chip with ROM, change nothing")
     mode.add_argument("--dry-run", action="store_true",
                       help="show chip, layout, blocks to erase and bytes to write; change nothing")
@@ -81,10 +84,23 @@ def _report(args, result: dict, lines: list[str]) -> None:
             print(line)
 
 
+def _rom_ids(data: bytes) -> str | None:
+    """The PCI IDs of the option ROM at the start of a chip image, for a backup's record (None if none)."""
+    from hw.errors import RomlabError
+    from romtools.flash import image
+
+    if data[:2] != b"\x55\xaa":
+        return None
+    try:
+        return image.check_option_rom(data, "flash").pci_ids
+    except RomlabError:
+        return None
+
+
 def run(args) -> int:
     from pathlib import Path
 
-    from hw.errors import FlashError, RomlabError, UsageError
+    from hw.errors import FlashError, UsageError
     from romlab.cli import detail, quiet
     from romlab.cli._common import check_outputs, open_programmer, write_output
     from romlab.conventions import device_input, document, hexid, pci_id
@@ -124,8 +140,28 @@ def run(args) -> int:
                  f"read {len(data)} bytes into {args.read} (sha256 {session.sha256(data)})"])
         return 0
 
+    if args.backup:
+        # A backup on its own, before any write is decided (a fleet copies it off the machine first).
+        if args.rom:
+            raise UsageError("--backup takes no ROM argument")
+        prog, nor, pci = open_target()
+        with prog:
+            data = session.read_stable(nor, progress)
+        chip = nor.chip
+        path = backupmod.save(data, {"target": prog.describe(), "programmer": pci.spec if pci else args.programmer,
+                                     "chip": chip.name, "jedec": chip.jedec_hex,
+                                     "pci_ids_in_backup": _rom_ids(data),
+                                     **({"pci": pci.bdf, "card_pci_ids": pci.ids} if pci else {})})
+        target = device_input(args.pci) if args.pci else args.programmer
+        _report(args, document("romlab.flash/1", input=target, target=target, chip=chip.name,
+                               jedec=chip.jedec_hex, size=len(data), sha256=session.sha256(data),
+                               backup=str(path)),
+                [f"chip: {chip.vendor} {chip.name} ({len(data) // 1024} KiB, JEDEC {chip.jedec_hex})",
+                 f"backup: {path} (sha256 {session.sha256(data)})"])
+        return 0
+
     if not args.rom:
-        raise UsageError("give the ROM file to write (or --read OUT)")
+        raise UsageError("give the ROM file to write (or --read OUT, or --backup)")
     rom = read_input(args.rom)
     info = image.check_option_rom(rom, args.rom)
     if sum(rom[:info.length]) & 0xFF and not args.force:
@@ -232,11 +268,7 @@ def run(args) -> int:
             return 0
 
         if backup_path is None:
-            found = None
-            try:
-                found = image.check_option_rom(current, "flash").pci_ids if current[:2] == b"\x55\xaa" else None
-            except RomlabError:
-                pass
+            found = _rom_ids(current)
             backup_path = str(backupmod.save(current, {
                 "target": prog.describe(), "programmer": key, "chip": chip.name,
                 **({"pci": pci.bdf, "card_pci_ids": pci.ids} if pci else {}),

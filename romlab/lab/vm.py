@@ -134,6 +134,14 @@ class VmResult:
     accel: str
 
 
+def management_args(port: int, mac: str) -> list[str]:
+    """A management NIC: virtio-net on QEMU's user networking (the guest is 10.0.2.15, the host
+    10.0.2.2), its SSH port forwarded from 127.0.0.1:``port`` on the host. It is never one of the
+    NICs under test: it sits on the root complex, not in a root port, and has no ROM BAR."""
+    return ["-netdev", f"user,id=romlab_mgmt,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", f"virtio-net-pci,netdev=romlab_mgmt,mac={mac},romfile="]
+
+
 def run(command: list[str], nics: list[NicSpec], *, memory: str = "1G", cpus: int = 2,
         timeout: float = DEFAULT_TIMEOUT, accel: str = "auto", shares: list[str] = (),
         cwd: str | None = None, verbose: bool = False, stdout=None, stderr=None) -> VmResult:
@@ -143,6 +151,34 @@ def run(command: list[str], nics: list[NicSpec], *, memory: str = "1G", cpus: in
     objects). A guest still running after ``timeout`` seconds is killed and RomlabError
     raised.
     """
+    ctl = tempfile.mkdtemp(prefix="romlab-vm-")
+    try:
+        cmd, accel = _command(command, nics, ctl, memory=memory, cpus=cpus, accel=accel, shares=shares,
+                              cwd=cwd, verbose=verbose)
+        return _supervise(cmd, timeout, accel, stdout, stderr)
+    finally:
+        shutil.rmtree(ctl, ignore_errors=True)
+
+
+def start(command: list[str], nics: list[NicSpec], ctl: str, *, memory: str = "1G", cpus: int = 1,
+          accel: str = "auto", cwd: str | None = None, overlays: list[str] = (), extra: list[str] = (),
+          stdout=None, stderr=None) -> subprocess.Popen:
+    """Start a long-lived guest running ``command`` (a server) and return at once.
+
+    ``ctl`` is a directory of the caller's that holds the guest's script for as long as it runs;
+    ``overlays`` are host directories the guest may write to, the writes kept in its memory;
+    ``extra`` are more QEMU arguments (e.g. :func:`management_args`). The guest dies with the
+    caller, like every lab process: stop it with :func:`romlab.lab.process.stop`.
+    """
+    cmd, _ = _command(command, nics, ctl, memory=memory, cpus=cpus, accel=accel, cwd=cwd,
+                      overlays=overlays, extra=extra)
+    return launch(cmd, what="virtme-run", stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+
+
+def _command(command: list[str], nics: list[NicSpec], ctl: str, *, memory: str, cpus: int, accel: str,
+             shares: list[str] = (), cwd: str | None = None, verbose: bool = False, overlays: list[str] = (),
+             extra: list[str] = ()) -> tuple[list[str], str]:
+    """virtme-run's command line for the guest, and the accelerator chosen."""
     if not command:
         raise LabError("no command to run in the guest; put it after --")
     if accel not in ("auto", "kvm", "tcg"):
@@ -157,28 +193,26 @@ def run(command: list[str], nics: list[NicSpec], *, memory: str = "1G", cpus: in
         if not os.path.isdir(s):
             raise LabError(f"shared directory {s} does not exist")
 
-    ctl = tempfile.mkdtemp(prefix="romlab-vm-")
-    try:
-        script = Path(ctl) / "run.sh"
-        script.write_text(guest_script(command, cwd, dict(os.environ)))
-        cmd = [virtme_run(), "--kimg", kernel, "--mods", "auto", "--disable-microvm",
-               "--memory", memory, "--cpus", str(cpus), "--cwd", cwd,
-               "--rwdir", ctl, "--overlay-rwdir", cwd]
-        if accel != "kvm":
-            cmd.append("--disable-kvm")
-        for s in shares:
-            cmd += ["--rwdir", s]
-        for opt in GUEST_CMDLINE:
-            cmd += ["-a", opt]
-        cmd += ["--script-sh", f"sh {shlex.quote(str(script))}"]
-        qemu = ["-machine", "q35,kernel-irqchip=split",
-                "-device", "intel-iommu,intremap=on,caching-mode=on,aw-bits=48", *nic_args(nics)]
-        cmd += [f"-q={a}" for a in qemu]
-        if log:
-            log(" ".join(shlex.quote(c) for c in cmd))
-        return _supervise(cmd, timeout, accel, stdout, stderr)
-    finally:
-        shutil.rmtree(ctl, ignore_errors=True)
+    script = Path(ctl) / "run.sh"
+    script.write_text(guest_script(command, cwd, dict(os.environ)))
+    cmd = [virtme_run(), "--kimg", kernel, "--mods", "auto", "--disable-microvm",
+           "--memory", memory, "--cpus", str(cpus), "--cwd", cwd,
+           "--rwdir", ctl, "--overlay-rwdir", cwd]
+    for o in overlays:
+        cmd += ["--overlay-rwdir", o]
+    if accel != "kvm":
+        cmd.append("--disable-kvm")
+    for s in shares:
+        cmd += ["--rwdir", s]
+    for opt in GUEST_CMDLINE:
+        cmd += ["-a", opt]
+    cmd += ["--script-sh", f"sh {shlex.quote(str(script))}"]
+    qemu = ["-machine", "q35,kernel-irqchip=split",
+            "-device", "intel-iommu,intremap=on,caching-mode=on,aw-bits=48", *nic_args(nics), *extra]
+    cmd += [f"-q={a}" for a in qemu]
+    if log:
+        log(" ".join(shlex.quote(c) for c in cmd))
+    return cmd, accel
 
 
 def _supervise(cmd: list[str], timeout: float, accel: str, stdout, stderr) -> VmResult:

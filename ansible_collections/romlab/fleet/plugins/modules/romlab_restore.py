@@ -1,0 +1,161 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: romlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: romlab_restore
+short_description: Put a controller-held backup of a NIC's flash back on its chip
+version_added: "0.1.0"
+description:
+  - Copies a backup that M(romlab.fleet.romlab_flash) fetched to the controller back to the host
+    and writes it with C(romlab restore), which checks the backup against its record and the chip
+    it finds (same JEDEC ID and size), saves what the chip holds now, writes only the blocks that
+    differ and verifies.
+  - The action plugin refuses a backup taken from another host or another NIC (its C(.fleet.json)
+    record says whose it is) unless O(force) is set; romlab refuses one of another chip model.
+  - Without O(backup) the newest backup of the NIC under O(backup_dir) is used.
+author:
+  - romlab developers (@romlab)
+options:
+  romlab:
+    description: The romlab program on the managed host.
+    type: path
+    default: /opt/romlab/bin/romlab
+  bdf:
+    description: The NIC whose flash is restored (C(0000:03:00.0) or C(03:00.0)).
+    type: str
+    required: true
+  backup:
+    description:
+      - The backup (C(.bin), its C(.json) record beside it) on the controller.
+      - The action plugin copies it to the host and passes the host path on to the module.
+    type: path
+  backup_dir:
+    description: The controller directory romlab_flash fetched backups into; searched when O(backup) is not given.
+    type: path
+  targets:
+    description: How NICs' flashes are reached, as for M(romlab.fleet.romlab_flash).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      bdf:
+        description: The NIC, by PCI address. One of O(targets[].bdf) and O(targets[].mac) is required.
+        type: str
+      mac:
+        description: The NIC, by the MAC address of one of its interfaces.
+        type: str
+      programmer:
+        description: A romlab programmer spec clipped onto this NIC's flash.
+        type: str
+      layout:
+        description: Not used by a restore (the whole chip is written); accepted so one targets list serves both modules.
+        type: str
+  remote_backup_dir:
+    description: Directory on the managed host where romlab saves what the chip held before the restore.
+    type: path
+    default: /var/lib/romlab/backups
+  force:
+    description: Restore a backup whose record names another host or NIC (the chip model is checked regardless).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be erased and programmed (romlab restore --dry-run); writes nothing.
+  diff_mode:
+    support: none
+    description: The chip's contents are not shown; the result says how many bytes are erased and programmed.
+seealso:
+  - module: romlab.fleet.romlab_flash
+"""
+
+EXAMPLES = r"""
+- name: Put the newest backup of one NIC back
+  romlab.fleet.romlab_restore:
+    bdf: "0000:01:00.0"
+    backup_dir: "{{ playbook_dir }}/backups"
+
+- name: A given backup, through the programmer on that NIC's flash
+  romlab.fleet.romlab_restore:
+    bdf: "0000:01:00.0"
+    backup: backups/host2/0000-01-00.0/20260101T120000Z-ef3011-1a2b3c4d.bin
+    targets:
+      - bdf: "0000:01:00.0"
+        programmer: serprog:tcp=10.0.2.2:4242
+"""
+
+RETURN = r"""
+bdf:
+  description: The NIC restored.
+  returned: always
+  type: str
+  sample: "0000:01:00.0"
+target:
+  description: How its flash was reached.
+  returned: always
+  type: str
+backup:
+  description: The backup written (its path on the controller).
+  returned: always
+  type: str
+erase_bytes:
+  description: Bytes erased (or, in check mode, that would be).
+  returned: always
+  type: int
+program_bytes:
+  description: Bytes programmed (or, in check mode, that would be).
+  returned: always
+  type: int
+previous_contents:
+  description: Where romlab saved what the chip held before (on the host).
+  returned: when changed
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
+    TARGET_SPEC, RomlabFailed, list_nics, normalize_bdf, run_romlab, target_of)
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        romlab=dict(type="path", default="/opt/romlab/bin/romlab"),
+        bdf=dict(type="str", required=True),
+        backup=dict(type="path"),
+        backup_dir=dict(type="path"),
+        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+        remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
+        force=dict(type="bool", default=False),
+    ), required_one_of=[("backup", "backup_dir")], supports_check_mode=True)
+    p = module.params
+    if not p["backup"]:
+        module.fail_json(msg="backup is not set: run romlab_restore through its action plugin, which copies "
+                             "the controller's backup to the host")
+    try:
+        bdf = normalize_bdf(p["bdf"])
+        nics = [n for n in list_nics(p["romlab"]) if n["bdf"] == bdf]
+        if not nics:
+            module.fail_json(msg="no NIC at %s on this host" % bdf)
+        target_args, _, desc = target_of(nics[0], p["targets"])
+        _, doc = run_romlab(p["romlab"], ["restore", p["backup"]] + target_args + ["--no-progress"] +
+                            (["--dry-run"] if module.check_mode else []),
+                            {"ROMLAB_BACKUP_DIR": p["remote_backup_dir"]})
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    except RomlabFailed as exc:
+        module.fail_json(msg="%s: %s" % (p["bdf"], exc), romlab_rc=exc.rc)
+    would = bool(doc.get("erase_bytes") or doc.get("program_bytes"))
+    module.exit_json(changed=bool(doc.get("changed")) or (module.check_mode and would), bdf=bdf, target=desc,
+                     backup=p["backup"], erase_bytes=doc.get("erase_bytes", 0),
+                     program_bytes=doc.get("program_bytes", 0),
+                     **({"previous_contents": doc["previous_contents"]} if doc.get("previous_contents") else {}))
+
+
+if __name__ == "__main__":
+    main()
