@@ -166,9 +166,14 @@ def _wait(what: str, ready, timeout: float) -> None:
 
 
 def _carrier(ifname: str) -> bool:
+    """The interface's carrier, through hw.sysfs so that ``ROMLAB_SYSFS`` moves it with the rest
+    of sysfs; an interface that is down refuses the read (EINVAL), which is no carrier too."""
+    from hw import sysfs
+    from hw.errors import HardwareError
+
     try:
-        return Path(f"/sys/class/net/{ifname}/carrier").read_text().strip() == "1"
-    except OSError:
+        return sysfs.read_text(sysfs.root() / "class" / "net" / ifname / "carrier", "") == "1"
+    except HardwareError:
         return False
 
 
