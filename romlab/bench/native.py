@@ -5,8 +5,11 @@ What makes the comparison fair:
 
 * the same work per call: romlab hands the ring ``batch`` frames and writes the tail once; pktgen
   is set to ``burst`` = that batch, so it hands the kernel driver ``burst`` frames with
-  ``xmit_more`` set on all but the last, and e1000, e1000e, igb and igbvf then also write their
-  tail once per burst (each driver's xmit path defers the doorbell while ``netdev_xmit_more()``);
+  ``xmit_more`` set on all but the last, and e1000, e1000e and igb then also write their tail once
+  per burst (their xmit paths defer the doorbell while ``netdev_xmit_more()``). igbvf does not:
+  its ``igbvf_tx_queue_adv`` writes the tail for every frame and never reads ``xmit_more``, so on
+  a VF the kernel pays one doorbell per frame whatever the burst, and that row is not like for
+  like (``KERNEL_DEFERS_TAIL``; the table, plot and JSON say so);
 * the same counter: every figure is what the NIC itself counted as transmitted, its GPTC register
   (VFGPTC on a VF): romlab reads it through its driver (``stats()["tx_good"]``), the kernel's
   driver reports it as the ethtool statistic ``tx_packets`` (``hw.ethtool``), read before and after;
@@ -34,6 +37,13 @@ PATHS = ("kernel", "c", "python")
 # The ethtool statistic e1000, e1000e and igb fill from GPTC and igbvf from VFGPTC.
 KERNEL_TX_COUNTER = "tx_packets"
 MIN_RUNS = 3
+# Whether the kernel driver's transmit writes its tail once per pktgen burst (it defers the write
+# while netdev_xmit_more(), Linux 6.12), and so does the same doorbell work as romlab's batch.
+# A driver not listed here has not been checked: None.
+KERNEL_DEFERS_TAIL = {"e1000": True, "e1000e": True, "igb": True, "igbvf": False}
+KERNEL_TAIL_NOTES = {
+    "igbvf": "igbvf: one tail write per frame (no xmit_more), so C/kernel on this row is not like for like",
+}
 
 
 @dataclass
@@ -105,12 +115,23 @@ class NicResult:
     pf: str | None = None          # for a VF, the PF it was made on
     romlab_error: str | None = None  # why romlab's paths have no figures, if they have none
 
+    @property
+    def kernel_defers_tail(self) -> bool | None:
+        """Whether the kernel's figure was taken at romlab's doorbell batching (None: not known)."""
+        return KERNEL_DEFERS_TAIL.get(self.kernel_driver)
+
+    @property
+    def kernel_tail_note(self) -> str | None:
+        """Why the kernel's figure is not at romlab's doorbell batching, where it is not."""
+        return KERNEL_TAIL_NOTES.get(self.kernel_driver) if self.kernel_defers_tail is False else None
+
     def as_dict(self) -> dict:
         from romlab.conventions import device_input
 
         return {"nic": self.label, "input": device_input(self.bdf), "id": self.ids,
                 "kernel_driver": self.kernel_driver, "interface": self.interface,
                 "pf": device_input(self.pf) if self.pf else None, "romlab_error": self.romlab_error,
+                "kernel_defers_tail": self.kernel_defers_tail, "kernel_tail_note": self.kernel_tail_note,
                 "figures": [f.as_dict() for f in self.figures]}
 
 
