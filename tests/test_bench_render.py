@@ -67,7 +67,7 @@ def test_native_plot_carries_every_figure_in_its_metadata(tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
         meta = json.loads(im.text[PNG_KEY_NATIVE])
-    assert meta["schema"] == "romlab.bench-native/4"
+    assert meta["schema"] == "romlab.bench-native/5"
     figs = [(n["nic"], f["path"], f["frame_bytes"], f["batch"], f["median_pps"], f["min_pps"], f["max_pps"])
             for n in meta["nics"] for f in n["figures"]]
     assert figs == [("e1000", "kernel", 64, 32, 1_000_000.0, 900_000.0, 1_100_000.0),
@@ -93,7 +93,7 @@ def test_native_cli_document_keeps_the_conventions(monkeypatch, capsys):
                         seen.append((bdfs, sizes, batches, seconds, runs, vf)) or list(RESULTS))
     assert main(["bench", "native", "--pci", "00:03.0", "--pci", "00:05.0", "--vf", "--json", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert check(doc, "romlab.bench-native/4") == []  # docs/conventions.md
+    assert check(doc, "romlab.bench-native/5") == []  # docs/conventions.md
     assert doc["inputs"] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
     assert seen == [(["00:03.0", "00:05.0"], [64, 1514], [1, 32, 256], 2.0, 3, True)]
     assert [n["input"] for n in doc["nics"]] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
