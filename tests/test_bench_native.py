@@ -115,3 +115,14 @@ def test_a_nic_romlab_does_not_take_keeps_its_kernel_rounds(monkeypatch):
     assert order == ["kernel", "bind", "unbind", "kernel", "kernel"]
     assert [(f.path, len(f.runs)) for f in res.figures] == [("kernel", 3)]
     assert res.romlab_error == "0000:00:03.0 is not a NIC this driver supports"
+
+
+def test_the_result_is_read_once_pktgen_has_written_it(tmp_path, monkeypatch):
+    """pktgen clears its running flag before it writes the result (pktgen_stop_device), so the
+    file can still say "Starting" just after the stop returns: the run's result is waited for."""
+    from romlab.bench import native
+
+    dev = tmp_path / "eth1"
+    reads = iter(["Result: Starting\n", "Result: Starting\n", PKTGEN_FILE])
+    monkeypatch.setattr(type(dev), "read_text", lambda self: next(reads))
+    assert native._run_result(dev) == (2_000_512, 321_000, 68)

@@ -252,6 +252,18 @@ def parse_pktgen_result(text: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
+def _run_result(dev: Path) -> tuple[int, int, int]:
+    """The stopped run's result. pktgen clears the device's running flag before it writes the
+    result, so the writes of "start" and "stop" can return while the file still says "Starting":
+    read it until the result is there (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = dev.read_text()
+        if _RESULT.search(text) or time.monotonic() > deadline:
+            return parse_pktgen_result(text)
+        time.sleep(0.01)
+
+
 def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
     """pktgen on the kernel driver's interface for about ``seconds``, ``burst`` frames per call
     into the driver (``xmit_more`` on all but the last); the NIC's count of what it sent over the
@@ -290,7 +302,7 @@ def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise LabError(f"pktgen on {ifname} did not stop when told to") from None
-    usec, sent, pkt_size = parse_pktgen_result(dev.read_text())
+    usec, sent, pkt_size = _run_result(dev)
     if pkt_size != size + 4 or usec <= 0:
         raise LabError(f"pktgen's result on {ifname} is for {pkt_size}-byte frames over {usec} us, "
                        f"not the {size + 4}-byte run just made")
