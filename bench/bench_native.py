@@ -2,8 +2,10 @@
 
 Boots one guest (TCG) with an e1000, an e1000e and an igb (QEMU 10's 82576, SR-IOV), and in it
 measures on each NIC the kernel's driver (pktgen, burst = romlab's batch), romlab's C batch path and
-its pure-Python path, every figure counted by the NIC and the median of 3 runs; with --vf the bench
-also makes one VF on the igb PF and measures it against igbvf. It prints the table with the ratios.
+its pure-Python path, every figure counted by the NIC and the median of 3 interleaved rounds; with
+--vf the bench also makes one VF on the igb PF and measures it against igbvf, which writes its tail
+for every frame whatever pktgen's burst, so the table marks that row's C/kernel as not like for like.
+It prints the table with the ratios.
 The guest writes the JSON and the PNG into $ROMLAB_BENCH_OUT (default $TMPDIR/romlab-native-bench),
 a host directory shared with it.
 """

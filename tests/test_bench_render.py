@@ -67,7 +67,7 @@ def test_native_plot_carries_every_figure_in_its_metadata(tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
         meta = json.loads(im.text[PNG_KEY_NATIVE])
-    assert meta["schema"] == "romlab.bench-native/4"
+    assert meta["schema"] == "romlab.bench-native/5"
     figs = [(n["nic"], f["path"], f["frame_bytes"], f["batch"], f["median_pps"], f["min_pps"], f["max_pps"])
             for n in meta["nics"] for f in n["figures"]]
     assert figs == [("e1000", "kernel", 64, 32, 1_000_000.0, 900_000.0, 1_100_000.0),
@@ -93,7 +93,7 @@ def test_native_cli_document_keeps_the_conventions(monkeypatch, capsys):
                         seen.append((bdfs, sizes, batches, seconds, runs, vf)) or list(RESULTS))
     assert main(["bench", "native", "--pci", "00:03.0", "--pci", "00:05.0", "--vf", "--json", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert check(doc, "romlab.bench-native/4") == []  # docs/conventions.md
+    assert check(doc, "romlab.bench-native/5") == []  # docs/conventions.md
     assert doc["inputs"] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
     assert seen == [(["00:03.0", "00:05.0"], [64, 1514], [1, 32, 256], 2.0, 3, True)]
     assert [n["input"] for n in doc["nics"]] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
@@ -283,3 +283,32 @@ def test_native_png_bars_are_as_tall_as_their_values(tmp_path):
         ("e1000", "c", 64, 32, 800_000.0), ("e1000", "c", 1514, 1, 45_000.0), ("e1000", "kernel", 64, 32, 1_000_000.0),
         ("e1000", "python", 64, 32, 100_000.0), ("igb PF", "kernel", 64, 32, 500_000.0)]
     assert_heights_proportional(im, meta["bars"], "median_pps")
+
+
+def test_igbvf_row_is_marked_as_not_like_for_like(tmp_path):
+    """igbvf writes its tail for every frame (Linux's igbvf_tx_queue_adv ends in a writel of the
+    tail, and its xmit path never reads netdev_xmit_more), so the VF's kernel figure is not at the
+    batch's doorbell count: the row, the caption, the plot and the JSON say so; igb's do not."""
+    from romlab.bench.render import PNG_KEY_NATIVE, native_plot, native_table
+
+    pf = NicResult("igb PF", "0000:00:05.0", "8086:10c9", "igb", "eth2",
+                   figures=[_fig("kernel", 64, 32, 500_000, 500_000, 500_000), _fig("c", 64, 32, 250_000, 250_000, 250_000)])
+    vf = NicResult("igb VF", "0000:00:05.1", "8086:10ca", "igbvf", "eth3", pf="0000:00:05.0",
+                   figures=[_fig("kernel", 64, 32, 100_000, 100_000, 100_000), _fig("c", 64, 32, 300_000, 300_000, 300_000)])
+    assert (pf.kernel_defers_tail, vf.kernel_defers_tail) == (True, False)
+    assert pf.as_dict()["kernel_tail_note"] is None
+    note = "igbvf: one tail write per frame (no xmit_more), so C/kernel on this row is not like for like"
+    assert vf.as_dict()["kernel_defers_tail"] is False and vf.as_dict()["kernel_tail_note"] == note
+    lines = native_table([pf, vf]).splitlines()
+    assert lines[1] == "* " + note
+    rows = [ln.split() for ln in lines[4:6]]
+    assert rows[0][:2] == ["igb", "PF"] and rows[0][-2] == "0.50x"      # 250,000 / 500,000
+    assert rows[1][:2] == ["igb", "VF*"] and rows[1][-2] == "3.00x"     # 300,000 / 100,000
+    # a driver not checked is neither like for like nor not: null, and no mark
+    other = NicResult("virtio", "0000:00:06.0", "1af4:1000", "virtio_net", "eth4")
+    assert other.as_dict()["kernel_defers_tail"] is None and other.kernel_tail_note is None
+    png = tmp_path / "vf.png"
+    native_plot([pf, vf], str(png))
+    with Image.open(png) as im:
+        meta = json.loads(im.text[PNG_KEY_NATIVE])
+    assert [(n["nic"], n["kernel_defers_tail"]) for n in meta["nics"]] == [("igb PF", True), ("igb VF", False)]

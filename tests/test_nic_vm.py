@@ -81,7 +81,7 @@ def test_native_bench_runs_all_three_paths(guest):
     the stack sends on its own (IPv6 solicitations) while the interface is up."""
     b = guest["bench"]
     assert "error" not in b, b.get("error")
-    assert b["schema"] == "romlab.bench-native/4" and b["started"].endswith("+00:00")
+    assert b["schema"] == "romlab.bench-native/5" and b["started"].endswith("+00:00")
     assert len(b["inputs"]) == 1 and b["inputs"][0].startswith("pci:0000:")
     assert b["runs"] == 3 and b["kernel_counter"] == "ethtool tx_packets" and b["count_mismatches"] == []
     (nic,) = b["nics"]

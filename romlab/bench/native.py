@@ -5,14 +5,22 @@ What makes the comparison fair:
 
 * the same work per call: romlab hands the ring ``batch`` frames and writes the tail once; pktgen
   is set to ``burst`` = that batch, so it hands the kernel driver ``burst`` frames with
-  ``xmit_more`` set on all but the last, and e1000, e1000e, igb and igbvf then also write their
-  tail once per burst (each driver's xmit path defers the doorbell while ``netdev_xmit_more()``);
+  ``xmit_more`` set on all but the last, and e1000, e1000e and igb then also write their tail once
+  per burst (their xmit paths defer the doorbell while ``netdev_xmit_more()``). igbvf does not:
+  its ``igbvf_tx_queue_adv`` writes the tail for every frame and never reads ``xmit_more``, so on
+  a VF the kernel pays one doorbell per frame whatever the burst, and that row is not like for
+  like (``KERNEL_DEFERS_TAIL``; the table, plot and JSON say so);
 * the same counter: every figure is what the NIC itself counted as transmitted, its GPTC register
   (VFGPTC on a VF): romlab reads it through its driver (``stats()["tx_good"]``), the kernel's
   driver reports it as the ethtool statistic ``tx_packets`` (``hw.ethtool``), read before and after;
 * the same clock and machine: all paths send the same frame sizes for the same wall-clock time in
-  one run, each figure the median of ``runs`` runs with its spread, so a noisy 2-core host shows
-  as spread rather than as a ratio.
+  one run, each figure the median of ``runs`` runs with its spread. The runs are interleaved in
+  rounds (kernel, C, Python; again), so a noisy 2-core host's drift shows as spread rather than as
+  a ratio;
+* the same window: romlab's run is timed around its own sending; the kernel's run is timed by
+  pktgen itself (the usec of its result line, from its start on the device to its stop), so
+  neither the poll that waits for pktgen to run nor the shell's exit after the stop is in it, and
+  the NIC's count (the ethtool delta) is taken over exactly that run.
 
 With ``vf=True`` an SR-IOV PF is measured, then one VF is made on it and measured the same way
 (the kernel's reference there is the VF's driver, igbvf), and the VF is removed again.
@@ -20,6 +28,7 @@ With ``vf=True`` an SR-IOV PF is measured, then one VF is made on it and measure
 """
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import time
@@ -29,11 +38,18 @@ from pathlib import Path
 from hw.errors import LabError, RomlabError
 
 PKTGEN = Path("/proc/net/pktgen")
-SCHEMA = "romlab.bench-native/4"
+SCHEMA = "romlab.bench-native/5"
 PATHS = ("kernel", "c", "python")
 # The ethtool statistic e1000, e1000e and igb fill from GPTC and igbvf from VFGPTC.
 KERNEL_TX_COUNTER = "tx_packets"
 MIN_RUNS = 3
+# Whether the kernel driver's transmit writes its tail once per pktgen burst (it defers the write
+# while netdev_xmit_more(), Linux 6.12), and so does the same doorbell work as romlab's batch.
+# A driver not listed here has not been checked: None.
+KERNEL_DEFERS_TAIL = {"e1000": True, "e1000e": True, "igb": True, "igbvf": False}
+KERNEL_TAIL_NOTES = {
+    "igbvf": "igbvf: one tail write per frame (no xmit_more), so C/kernel on this row is not like for like",
+}
 
 
 @dataclass
@@ -105,12 +121,23 @@ class NicResult:
     pf: str | None = None          # for a VF, the PF it was made on
     romlab_error: str | None = None  # why romlab's paths have no figures, if they have none
 
+    @property
+    def kernel_defers_tail(self) -> bool | None:
+        """Whether the kernel's figure was taken at romlab's doorbell batching (None: not known)."""
+        return KERNEL_DEFERS_TAIL.get(self.kernel_driver)
+
+    @property
+    def kernel_tail_note(self) -> str | None:
+        """Why the kernel's figure is not at romlab's doorbell batching, where it is not."""
+        return KERNEL_TAIL_NOTES.get(self.kernel_driver) if self.kernel_defers_tail is False else None
+
     def as_dict(self) -> dict:
         from romlab.conventions import device_input
 
         return {"nic": self.label, "input": device_input(self.bdf), "id": self.ids,
                 "kernel_driver": self.kernel_driver, "interface": self.interface,
                 "pf": device_input(self.pf) if self.pf else None, "romlab_error": self.romlab_error,
+                "kernel_defers_tail": self.kernel_defers_tail, "kernel_tail_note": self.kernel_tail_note,
                 "figures": [f.as_dict() for f in self.figures]}
 
 
@@ -166,9 +193,14 @@ def _wait(what: str, ready, timeout: float) -> None:
 
 
 def _carrier(ifname: str) -> bool:
+    """The interface's carrier, through hw.sysfs so that ``ROMLAB_SYSFS`` moves it with the rest
+    of sysfs; an interface that is down refuses the read (EINVAL), which is no carrier too."""
+    from hw import sysfs
+    from hw.errors import HardwareError
+
     try:
-        return Path(f"/sys/class/net/{ifname}/carrier").read_text().strip() == "1"
-    except OSError:
+        return sysfs.read_text(sysfs.root() / "class" / "net" / ifname / "carrier", "") == "1"
+    except HardwareError:
         return False
 
 
@@ -203,9 +235,39 @@ def _load_pktgen() -> None:
         raise LabError("the kernel's pktgen module is not available (modprobe pktgen failed)")
 
 
+# pktgen's result once a run has stopped (net/core/pktgen.c, show_results): "OK: " elapsed
+# "(c" busy "+d" idle ") usec, " frames sent " (" pkt_size "byte," frags "frags)", then on the next
+# line its own pps, Mb/sec, bps and errors; the device's file shows it after "Result: ".
+_RESULT = re.compile(r"Result: OK: (\d+)\(c\d+\+d\d+\) usec, (\d+) \((\d+)byte,\d+frags\)")
+
+
+def parse_pktgen_result(text: str) -> tuple[int, int, int]:
+    """``(usec, frames, pkt_size)`` from a pktgen device file's result after a run: the time
+    pktgen itself measured from its start to its stop, the frames it handed the driver in it,
+    and the frame size it sent (FCS included). Raises LabError where the file has no such line."""
+    m = _RESULT.search(text)
+    if not m:
+        line = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("Result:")), "no result line")
+        raise LabError(f"pktgen gave no run result ({line!r}); see dmesg")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def _run_result(dev: Path) -> tuple[int, int, int]:
+    """The stopped run's result. pktgen clears the device's running flag before it writes the
+    result, so the writes of "start" and "stop" can return while the file still says "Starting":
+    read it until the result is there (at most 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = dev.read_text()
+        if _RESULT.search(text) or time.monotonic() > deadline:
+            return parse_pktgen_result(text)
+        time.sleep(0.01)
+
+
 def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
     """pktgen on the kernel driver's interface for about ``seconds``, ``burst`` frames per call
-    into the driver (``xmit_more`` on all but the last); the NIC's count of what it sent."""
+    into the driver (``xmit_more`` on all but the last); the NIC's count of what it sent over the
+    time pktgen itself measured from its start to its stop."""
     _load_pktgen()
     thread = PKTGEN / "kpktgend_0"
     _pg(thread, "rem_device_all")
@@ -218,9 +280,11 @@ def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
         if not _pg_result(dev).startswith("Result: OK"):
             raise LabError(f"pktgen refused {cmd!r} on {ifname}: {_pg_result(dev)}")
     before = _settled_counter(ifname)
-    # The write of "start" returns only when pktgen stops, so a shell makes it; the clock
-    # starts when the thread reports the device running (a fresh shell can take seconds under
-    # emulation, and a "stop" sent before the "start" would leave pktgen running for ever).
+    # The write of "start" returns only when pktgen stops, so a shell makes it. The "stop" is sent
+    # once the thread reports the device running (a fresh shell can take seconds under emulation,
+    # and a "stop" sent before the "start" would leave pktgen running for ever). The run's time is
+    # not taken here: pktgen's result line has its own, from its start of the device to its stop, so
+    # neither the wait for "Running:" nor the shell's exit is in it.
     proc = subprocess.Popen(["sh", "-c", f"echo start > {PKTGEN / 'pgctrl'}"])
     try:
         deadline = time.monotonic() + 60
@@ -230,7 +294,6 @@ def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
             if time.monotonic() > deadline:
                 raise LabError(f"pktgen did not start on {ifname} within 60 s")
             time.sleep(0.01)
-        t0 = time.perf_counter()
         time.sleep(seconds)
     finally:
         _pg(PKTGEN / "pgctrl", "stop")
@@ -239,15 +302,13 @@ def kernel_tx(ifname: str, size: int, burst: int, seconds: float) -> Run:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise LabError(f"pktgen on {ifname} did not stop when told to") from None
-    dt = time.perf_counter() - t0
+    usec, sent, pkt_size = _run_result(dev)
+    if pkt_size != size + 4 or usec <= 0:
+        raise LabError(f"pktgen's result on {ifname} is for {pkt_size}-byte frames over {usec} us, "
+                       f"not the {size + 4}-byte run just made")
     hw = _settled_counter(ifname) - before
-    sent = 0
-    for line in dev.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("pkts-sofar:"):
-            sent = int(line.split()[1])
     _pg(thread, "rem_device_all")
-    return Run(sent, hw, dt)
+    return Run(sent, hw, usec / 1e6)
 
 
 # --------------------------------------------------------------------------- one NIC, and the whole bench
@@ -278,9 +339,12 @@ def _label(dev) -> str:
 
 
 def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: int, progress=None) -> NicResult:
-    """One NIC: the kernel's figures first (its driver bound), then romlab's through VFIO; the
-    NIC goes back to its kernel driver afterwards. A NIC romlab's driver does not take keeps its
-    kernel figures and says why in ``romlab_error``."""
+    """One NIC, in ``runs`` rounds: each round takes one kernel run (its driver bound) of every
+    frame size and batch, then one C and one Python run of each through VFIO, and gives the NIC
+    back to its kernel driver. Interleaved so, a host whose load drifts during the bench shows it
+    in every path's spread, not as a ratio between paths measured minutes apart. A NIC romlab's
+    driver does not take (its first romlab run fails) keeps its kernel figures and says why in
+    ``romlab_error``."""
     from hw import vfio_bind
     from hw.pci import PciDevice
 
@@ -288,44 +352,55 @@ def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: i
     if dev.driver in (None, "vfio-pci"):
         raise LabError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
                        "so the kernel's figure can be taken on the same device")
-    res = NicResult(_label(dev), str(dev.bdf), dev.ids, dev.driver, _interface(dev),
-                    pf=str(dev.physfn) if dev.physfn else None)
-    if res.pf:
-        _link_up(_interface(PciDevice.open(res.pf)))  # a VF has a link only while its PF's is up
-    _link_up(res.interface)
-    for size in sizes:
-        for batch in batches:
-            say(f"{res.label} {dev.bdf}: kernel ({dev.driver}, pktgen burst {batch}), {size}-byte frames")
-            res.figures.append(Figure("kernel", size, batch, [kernel_tx(res.interface, size, batch, seconds)
-                                                                for _ in range(runs)]))
-    vfio_bind.bind(dev)
-    try:
+    bdf = str(dev.bdf)
+    res = NicResult(_label(dev), bdf, dev.ids, dev.driver, _interface(dev), pf=str(dev.physfn) if dev.physfn else None)
+    figs = {(p, size, batch): Figure(p, size, batch) for size in sizes for batch in batches for p in PATHS}
+    for rnd in range(1, runs + 1):
+        dev = PciDevice.open(bdf)
+        _wait_interface(bdf)
+        res.interface = _interface(dev)   # a rebind can bring it back under another name
+        if res.pf:
+            _link_up(_interface(PciDevice.open(res.pf)))  # a VF has a link only while its PF's is up
+        _link_up(res.interface)
         for size in sizes:
             for batch in batches:
-                for impl in ("c", "python"):
-                    say(f"{res.label} {dev.bdf}: romlab {impl}, batch {batch}, {size}-byte frames")
-                    fig = Figure(impl, size, batch)
-                    for _ in range(runs):
+                say(f"{res.label} {bdf} round {rnd}/{runs}: kernel ({res.kernel_driver}, pktgen burst {batch}), "
+                    f"{size}-byte frames")
+                figs["kernel", size, batch].runs.append(kernel_tx(res.interface, size, batch, seconds))
+        if res.romlab_error:
+            continue
+        vfio_bind.bind(dev)
+        try:
+            for size in sizes:
+                for batch in batches:
+                    for impl in ("c", "python"):
+                        say(f"{res.label} {bdf} round {rnd}/{runs}: romlab {impl}, batch {batch}, {size}-byte frames")
                         try:
-                            fig.runs.append(romlab_tx(str(dev.bdf), impl, size, batch, seconds))
+                            figs[impl, size, batch].runs.append(romlab_tx(bdf, impl, size, batch, seconds))
                         except RomlabError as exc:
-                            if res.figures[-1].path != "kernel" or fig.runs:
+                            if any(figs[p, s, b].runs for p in ("c", "python") for s in sizes for b in batches):
                                 raise          # it worked before: a failure now is the bench's to report
                             res.romlab_error = str(exc)
-                            return res
-                    res.figures.append(fig)
-    finally:
-        vfio_bind.unbind(PciDevice.open(dev.bdf))
+                            break
+                    if res.romlab_error:
+                        break
+                if res.romlab_error:
+                    break
+        finally:
+            vfio_bind.unbind(PciDevice.open(bdf))
+    res.figures = [f for f in figs.values() if f.runs]
     return res
 
 
-def _wait_vf_interface(vf_bdf) -> None:
+def _wait_interface(bdf) -> None:
+    """Until ``bdf`` has a kernel driver and that driver its network interface (after a VF is
+    made, or the NIC is given back from vfio-pci)."""
     from hw.pci import PciDevice
 
     def ready():
-        vf = PciDevice.open(vf_bdf)
-        return vf.driver is not None and bool(vf.net_interfaces())
-    _wait(f"VF {vf_bdf} got no kernel driver and network interface", ready, 60)
+        d = PciDevice.open(bdf)
+        return d.driver not in (None, "vfio-pci") and bool(d.net_interfaces())
+    _wait(f"{bdf} got no kernel driver and network interface", ready, 60)
 
 
 def run(bdfs: list[str], sizes: list[int], batches: list[int], seconds: float = 2.0, runs: int = MIN_RUNS,
@@ -342,7 +417,7 @@ def run(bdfs: list[str], sizes: list[int], batches: list[int], seconds: float = 
         dev.set_sriov_numvfs(1)
         try:
             vf_bdf = dev.virtfns()[0]
-            _wait_vf_interface(vf_bdf)
+            _wait_interface(vf_bdf)
             out.append(bench_nic(PciDevice.open(vf_bdf), sizes, batches, seconds, runs, progress))
         finally:
             dev.set_sriov_numvfs(0)

@@ -119,12 +119,19 @@ def _native_spread(f) -> str:
 
 
 def native_caption(results) -> str:
-    """What every figure of the table is, in one line."""
+    """What every figure of the table is, in one line; then one line, marked "*", for each kernel
+    driver whose figure is not at romlab's doorbell batching (igbvf writes its tail per frame)."""
     runs = sorted({len(f.runs) for r in results for f in r.figures})
     secs = sorted({round(x.seconds) for r in results for f in r.figures for x in f.runs})
     many = f"median of {'/'.join(map(str, runs)) or '0'} runs" + (f" of about {secs[0]} s" if len(secs) == 1 else "")
-    return (f"pkt/s counted by the NIC (GPTC; ethtool tx_packets under the kernel's driver), {many}; "
-            "spread = (max-min)/median; the kernel sends with pktgen burst = romlab's batch")
+    notes = list(dict.fromkeys(f"* {r.kernel_tail_note}" for r in results if r.kernel_tail_note))
+    return "\n".join([f"pkt/s counted by the NIC (GPTC; ethtool tx_packets under the kernel's driver), {many}; "
+                      "spread = (max-min)/median; the kernel sends with pktgen burst = romlab's batch", *notes])
+
+
+def _native_label(r) -> str:
+    """A NIC's name in the table and plot, with "*" where its kernel figure is not like for like."""
+    return f"{r.label}*" if r.kernel_tail_note else r.label
 
 
 def native_table(results) -> str:
@@ -140,7 +147,7 @@ def native_table(results) -> str:
         for size, batch in keys:
             got = {f.path: f for f in r.figures if (f.size, f.batch) == (size, batch)}
             k, c, p = got.get("kernel"), got.get("c"), got.get("python")
-            rows.append([r.label, str(size), str(batch),
+            rows.append([_native_label(r), str(size), str(batch),
                          packets_s(k.pps) if k else "-", _native_spread(k),
                          packets_s(c.pps) if c else "-", _native_spread(c),
                          packets_s(p.pps) if p else "-", _native_spread(p),
@@ -190,7 +197,8 @@ def native_plot(results, path: str) -> None:
                       error_kw={"elinewidth": 1, "ecolor": "#111111"})
         drawn += [(b, label, which, size, batch, v) for b, (label, size, batch), v in zip(bars, keys, vals)]
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{label}\n{s} B\nbatch {b}" for label, s, b in groups], fontsize=7)
+    starred = {r.label: _native_label(r) for r in results}
+    ax.set_xticklabels([f"{starred[label]}\n{s} B\nbatch {b}" for label, s, b in groups], fontsize=7)
     ax.set_xlim(-0.6, len(groups) - 0.4)
     top = max((max(f.max_pps for f in r.figures if f.runs) for r in results if any(f.runs for f in r.figures)),
               default=0)
@@ -198,6 +206,9 @@ def native_plot(results, path: str) -> None:
     ax.set_ylabel("packets/s counted by the NIC (linear, from 0)")
     ax.set_title("Transmit throughput: median of runs, whiskers min-max; kernel at pktgen burst = batch", fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8, frameon=False)
+    notes = list(dict.fromkeys(f"* {r.kernel_tail_note}" for r in results if r.kernel_tail_note))
+    if notes:
+        ax.text(0.5, -0.38, "\n".join(notes), transform=ax.transAxes, ha="center", va="top", fontsize=7)
     renderer = _laid_out(fig)
     height = _image_height(fig)
     bars = [{"nic": label, "path": which, "frame_bytes": size, "batch": batch, "median_pps": round(v, METADATA_DECIMALS),

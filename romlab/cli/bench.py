@@ -101,7 +101,7 @@ Each NIC is given back to its kernel driver afterwards. Needs root.""")
     n.add_argument("--runs", type=int, default=3, metavar="N", help="runs per figure, at least 3 (default 3)")
     n.add_argument("--vf", action="store_true", help="also make one VF on each SR-IOV PF, measure it, remove it")
     n.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-native/4 JSON document instead of the table")
+                   help="print the romlab.bench-native/5 JSON document instead of the table")
     n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per NIC, path, size and batch")
     n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
