@@ -231,6 +231,7 @@ class _FakeNic:
     """What romlab.cli.nic needs of a NIC, for a machine without one VFIO can take (the documents'
     shape is under test here; the driver itself is tested in the VM tier)."""
     bdf, interrupts, link_up, mac = "0000:00:04.0", 0, True, bytes.fromhex("525400123456")
+    HAS_EEPROM = True
 
     class part:
         name = "82540EM"
