@@ -292,26 +292,28 @@ class IntelNic:
         if queues:
             self._queue_enable(RXDCTL0, False)
             self._queue_enable(TXDCTL0, False)
-        for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
+        # Head and tail both zeroed while the queue is off (iPXE's intel_create_ring, Linux's
+        # igb_configure_*_ring): a VF's reset leaves its tails where the last user put them, and a
+        # stale tail would hand the device descriptors the moment its queue is enabled.
+        for base, head, tail, mem in ((RDBAL, RDH, RDT, self.rx_mem), (TDBAL, TDH, TDT, self.tx_mem)):
             bar.write32(base, mem.desc.iova & 0xFFFFFFFF)
             bar.write32(base + 4, mem.desc.iova >> 32)
             bar.write32(base + 8, mem.count * dsize)
-            bar.write32(base + 0x10, 0)
+            bar.write32(head, 0)
+            bar.write32(tail, 0)
         if queues:
             bar.write32(SRRCTL0, srrctl(self.BUF_SIZE, fmt) | self.SRRCTL_EXTRA)
         if self.part.flags & F_RFCTL:
             bar.write32(RFCTL, 0)
             bar.write32(RXCSUM, 0)
         if not queues:
-            bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
         if self.OWNS_UNITS:
             bar.write32(TIPG, 0x0060200A)
         self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
-        if queues:  # enabled queues first, then their tails, then the units (Linux igb's order)
+        if queues:  # enabled queues first, then the receive tail, then the units (Linux igb's order)
             self._queue_enable(TXDCTL0, True)
             self._queue_enable(RXDCTL0, True)
-            bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
         if self.OWNS_UNITS:
             bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 
-from drivers.intel import RXDCTL0, SRRCTL_DROP_EN, TXDCTL0, IntelNic
+from drivers.intel import RDH, RDT, RXDCTL0, SRRCTL_DROP_EN, TDH, TDT, TXDCTL0, IntelNic
 from hw.errors import HardwareError, RomlabError
 from hw.parts import DRIVER_PARTS, F_VF, Part
 
@@ -220,8 +220,8 @@ class IntelVf(IntelNic):
 
     # -- teardown -------------------------------------------------------------------------------
     def _stop(self) -> str | None:
-        """Mask, stop both queues, reset the VF (the PF sees it and takes its queues back), bus
-        mastering off. Returns what went wrong, if anything."""
+        """Mask, stop both queues and zero their heads and tails, reset the VF (the PF sees it and takes
+        its queues back), bus mastering off. Returns what went wrong, if anything."""
         bar = self.bar
         problem = None
         bar.write32(VTEIMC, ALL_CAUSES)
@@ -231,6 +231,8 @@ class IntelVf(IntelNic):
             except RomlabError as exc:
                 problem = problem or (f"{exc}; bus mastering is off and its DMA memory freed, but reset the VF "
                                       f"before trusting it")
+        for reg in (RDH, RDT, TDH, TDT):  # a VF reset keeps them: the next user must not inherit ours
+            bar.write32(reg, 0)
         bar.write32(VTCTRL, VTCTRL_RST)
         time.sleep(0.0001)
         if not self._poll(VTCTRL, VTCTRL_RST, False, RESET_TIMEOUT) and problem is None:

@@ -236,8 +236,15 @@ class FakeVf(FakeNic):
         self.set(RCTL, 1 << 1)
         self.set(TCTL, 1 << 1)
 
+    # What a VF reset leaves alone: QEMU's igb_vf_reset clears only the queues' enable bits (and the
+    # PF's VFRE/VFTE for the VF); the ring registers keep what the last user wrote, tails included.
+    KEPT_BY_RESET = (RDBAL, RDBAH, RDLEN, RDH, RDT, TDBAL, TDBAH, TDLEN, TDH, TDT, SRRCTL0)
+
     def reset(self) -> None:
+        kept = {reg: self.reg(reg) for reg in self.KEPT_BY_RESET}
         super().reset()
+        for reg, value in kept.items():
+            self.set(reg, value)
         self._units_on()
         self.set(RXDCTL0, 0)  # a VF reset takes its queues away (QEMU's igb_vf_reset)
         self.set(TXDCTL0, 0)

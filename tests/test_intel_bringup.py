@@ -256,22 +256,29 @@ def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_
 
 # -- the 82576 (igb) ------------------------------------------------------------------------------
 def test_82576_queues_programmed_disabled_then_enabled_before_their_tails(monkeypatch):
-    """82576 datasheet and Linux igb: a queue is disabled (RXDCTL/TXDCTL.ENABLE cleared and seen
-    clear) before its ring is programmed, SRRCTL gives 2 KiB buffers and the advanced one-buffer
-    descriptor type (BSIZEPKT 2 in bits 6:0, DESCTYPE 001b in bits 27:25), and the tail is written
-    only once the queue reads enabled; the link reset bit the part comes out of reset with is cleared."""
+    """82576 datasheet, iPXE's intel_create_ring and Linux igb_configure_rx_ring/tx_ring: a queue is
+    disabled (RXDCTL/TXDCTL.ENABLE cleared and seen clear) before its ring is programmed, its head AND
+    tail are written 0 while it is disabled, SRRCTL gives 2 KiB buffers and the advanced one-buffer
+    descriptor type (BSIZEPKT 2 in bits 6:0, DESCTYPE 001b in bits 27:25), and the receive tail gets
+    its first non-zero value (count - 1 = 255) only once the queue reads enabled; the link reset bit
+    the part comes out of reset with is cleared."""
     fake = D.FakeNic(0x10C9, True)
     fake.set(D.CTRL, fake.reg(D.CTRL) | 1 << 3)  # CTRL.LRST, as the part leaves its reset
     nic = open_nic(monkeypatch, fake)
     log = fake.log
-    for ctl, base, tail, tail_value in ((D.RXDCTL0, D.RDBAL, D.RDT, 255), (D.TXDCTL0, D.TDBAL, D.TDT, 0)):
+    for ctl, base, head, tail in ((D.RXDCTL0, D.RDBAL, D.RDH, D.RDT), (D.TXDCTL0, D.TDBAL, D.TDH, D.TDT)):
         off = first(log, is_write(ctl, D.XDCTL_ENABLE, False))
         seen_off = first(log, is_read(ctl, D.XDCTL_ENABLE, False), off)
         programmed = first(log, is_write(base), seen_off)
         on = first(log, is_write(ctl, D.XDCTL_ENABLE, True), programmed)
         seen_on = first(log, is_read(ctl, D.XDCTL_ENABLE, True), on)
         assert any(is_read(ctl, D.XDCTL_ENABLE, False)(e) for e in log[on:seen_on]), "the enable was not polled"
-        assert first(log, lambda e: e[:3] == ("w", tail, tail_value), programmed) > seen_on
+        for reg in (head, tail):
+            assert any(e[:3] == ("w", reg, 0) for e in log[seen_off:on]), f"{reg:#x} not zeroed while disabled"
+        nonzero = [i for i, e in enumerate(log) if e[:2] == ("w", tail) and e[2]]
+        assert all(i > seen_on for i in nonzero), "a tail was moved before its queue read enabled"
+    assert first(log, lambda e: e[:2] == ("w", D.RDT) and e[2]) > first(log, is_read(D.RXDCTL0, D.XDCTL_ENABLE, True))
+    assert [e[2] for e in log if e[:2] == ("w", D.RDT) and e[2]] == [255]
     srrctl = [e[2] for e in log if e[:2] == ("w", D.SRRCTL0)]
     assert srrctl == [2 | 1 << 25]
     slu = [e[2] for e in log if e[0] == "w" and e[1] == D.CTRL and e[2] & D.CTRL_SLU]

@@ -48,15 +48,40 @@ def test_open_resets_the_vf_then_asks_the_pf_and_takes_the_mac_it_assigned(monke
     assert any(e[:2] == ("r", fake.VMMB) and e[2] & fake.MB_PFSTS for e in log[posted:reply_read])
     assert any(e[0] == "w" and e[1] == fake.VMMB and e[2] & fake.MB_ACK for e in log[posted:])
     # the rings: SRRCTL with 2 KiB buffers, advanced one-buffer descriptors and drop-when-full; the
-    # queues enabled (and seen enabled) before their tails; bus mastering after the reset
+    # queues enabled (and seen enabled) before a tail moves off 0; bus mastering after the reset
     assert writes(log, D.SRRCTL0) == [2 | 1 << 25 | 1 << 31]
     for ctl, tail in ((D.RXDCTL0, D.RDT), (D.TXDCTL0, D.TDT)):
         seen_on = first(log, lambda e: e[:2] == ("r", ctl) and e[2] & D.XDCTL_ENABLE)
-        assert first(log, lambda e: e[:2] == ("w", tail)) > seen_on
+        assert all(i > seen_on for i, e in enumerate(log) if e[:2] == ("w", tail) and e[2])
     assert first(log, lambda e: D.bus_master(e) is True) > rst_done
     assert nic.fmt.name == "advanced" and nic.link_up
     nic.close()
     assert log[-1] == ("vfio_close",) and not fake.dma
+
+
+def test_tails_a_previous_user_left_are_zeroed_while_disabled_and_on_close(monkeypatch):
+    """A VF reset clears only the queue enables (QEMU's igb_vf_reset), so the tails of the last user
+    survive it: open writes head and tail 0 while each queue is disabled, before enabling it (iPXE's
+    intel_create_ring, Linux igbvf_configure_rx/tx), and close leaves them 0 for the next user."""
+    fake = D.FakeVf(pf_mac=MAC)
+    stale = {D.RDH: 17, D.RDT: 200, D.TDH: 5, D.TDT: 300}
+    for reg, value in stale.items():
+        fake.set(reg, value)
+    fake.reset()
+    assert all(fake.reg(reg) == value for reg, value in stale.items()), "the double's VF reset lost the tails"
+    nic = open_vf(monkeypatch, fake)
+    log = fake.log
+    for ctl, head, tail in ((D.RXDCTL0, D.RDH, D.RDT), (D.TXDCTL0, D.TDH, D.TDT)):
+        on = first(log, lambda e: e[:2] == ("w", ctl) and e[2] & D.XDCTL_ENABLE)
+        for reg in (head, tail):
+            zeroed = first(log, lambda e: e[:3] == ("w", reg, 0))
+            assert zeroed < on, f"{reg:#x} was not zeroed before the queue was enabled"
+    assert fake.reg(D.TDT) == 0 and fake.reg(D.RDT) == 255
+    start = len(log)
+    nic.close()
+    assert all(fake.reg(reg) == 0 for reg in stale), {hex(r): fake.reg(r) for r in stale}
+    disabled = first(log, lambda e: e[:2] == ("r", D.TXDCTL0) and not e[2] & D.XDCTL_ENABLE, start)
+    assert all(i > disabled for i, e in enumerate(log) if i >= start and e[:2] in (("w", D.RDT), ("w", D.TDT)))
 
 
 def test_a_pf_that_assigns_no_mac_is_asked_for_a_random_local_one(monkeypatch):
