@@ -54,7 +54,7 @@ XDCTL_ENABLE = 1 << 25
 # one buffer), and drop-when-no-descriptor (bit 31) for a VF, whose stall would block the others.
 SRRCTL_BSIZEPKT_SHIFT, SRRCTL_BSIZEPKT_MASK = 10, 0x7F
 SRRCTL_DESCTYPE_ADV_ONEBUF, SRRCTL_DROP_EN = 1 << 25, 1 << 31
-QUEUE_TIMEOUT = 0.1  # s; iPXE's INTEL_DISABLE_MAX_WAIT_MS, Linux igb polls its enable 10 ms
+QUEUE_TIMEOUT = 1.0  # s; iPXE waits 100 ms (INTEL_DISABLE_MAX_WAIT_MS), Linux igb 10 ms: room for a loaded host
 
 CTRL_LRST, CTRL_SLU, CTRL_RST = 1 << 3, 1 << 6, 1 << 26
 STATUS_LU = 1 << 1
@@ -187,14 +187,20 @@ class IntelNic:
 
         return any(c.id == PCIE_CAP_ID and not c.extended for c in parse_capabilities(self.vfio.read_config(0, 256)))
 
-    def _poll(self, reg: int, mask: int, want_set: bool, timeout: float) -> bool:
-        """Read ``reg`` until the ``mask`` bit reads set (or clear); False if ``timeout`` ran out."""
+    def _poll(self, reg: int, mask: int, want_set: bool, timeout: float, interval: float = POLL_INTERVAL) -> bool:
+        """Read ``reg`` until the ``mask`` bit reads set (or clear); False if ``timeout`` ran out.
+
+        Whether the time is up is decided before each read, so the last read always comes after the
+        deadline: a process stalled by the scheduler past the deadline still looks once more instead
+        of failing on a read taken before the stall."""
         deadline = time.monotonic() + timeout
-        while bool(self.bar.read32(reg) & mask) != want_set:
-            if time.monotonic() > deadline:
+        while True:
+            expired = time.monotonic() > deadline
+            if bool(self.bar.read32(reg) & mask) == want_set:
+                return True
+            if expired:
                 return False
-            time.sleep(POLL_INTERVAL)
-        return True
+            time.sleep(interval)
 
     # -- bring-up ---------------------------------------------------------------------------
     def _reset(self) -> None:

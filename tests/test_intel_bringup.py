@@ -314,9 +314,51 @@ def test_82576_frames_cross_both_ways_in_the_advanced_format(monkeypatch, impl):
 
 
 def test_82576_queue_that_never_enables_fails_the_open_and_leaves_nothing_open(monkeypatch):
+    import drivers.intel
+
+    monkeypatch.setattr(drivers.intel, "QUEUE_TIMEOUT", 0.05)
     fake = D.FakeNic(0x10C9, True, queue_reads=10**9)
     with pytest.raises(RomlabError) as exc:
         open_nic(monkeypatch, fake)
     msg = str(exc.value)
     assert "queue did not stop" in msg and "DCTL.ENABLE" in msg and "\n" not in msg
     assert fake.log[-1] == ("vfio_close",) and not fake.dma
+
+
+def test_a_stall_longer_than_the_queue_timeout_right_after_a_read_still_opens(monkeypatch):
+    """A loaded host can stop the process for longer than the timeout between a register read and
+    the clock check after it; the queue started meanwhile. The poll must read once more after the
+    deadline instead of failing on the read taken before the stall. The clock is the fake's: the
+    stall moves it on by twice the timeout just after the first read of TXDCTL that still shows the
+    queue disabled, and the device shows it enabled from the next read on (queue_reads=1)."""
+    import time
+    import types
+
+    import drivers.intel
+
+    fake = D.FakeNic(0x10C9, True, queue_reads=1)
+    clock = {"offset": 0.0, "stalls": 0}
+    monkeypatch.setattr(drivers.intel, "time", types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() + clock["offset"], sleep=time.sleep))
+    real_on_read = fake.on_read
+    enabling = {"on": False}
+
+    def on_read(off):
+        value = real_on_read(off)
+        if off == D.TXDCTL0 and enabling["on"] and not value & D.XDCTL_ENABLE and not clock["stalls"]:
+            clock["offset"] += 2 * drivers.intel.QUEUE_TIMEOUT
+            clock["stalls"] += 1
+        return value
+
+    real_on_write = fake.on_write
+
+    def on_write(off, value):
+        if off == D.TXDCTL0:
+            enabling["on"] = bool(value & D.XDCTL_ENABLE)
+        real_on_write(off, value)
+
+    fake.on_read, fake.on_write = on_read, on_write
+    nic = open_nic(monkeypatch, fake)
+    assert clock["stalls"] == 1, "the test never stalled the poll"
+    assert fake.reg(D.TXDCTL0) & D.XDCTL_ENABLE and fake.reg(D.RDT) == 255
+    nic.close()
