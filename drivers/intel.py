@@ -116,6 +116,12 @@ def srrctl(buf_size: int, fmt) -> int:
 class IntelNic:
     """Open one NIC of the family through VFIO. Use as a context manager."""
 
+    # The receive interrupt: the register that unmasks a cause, the one that masks it, the cause
+    # register and the receive cause's bit in all three. The PF's cause register clears when read,
+    # a VF's when 1 is written to the bit (IRQ_CAUSE_WRITE_CLEARS).
+    IRQ_UNMASK, IRQ_MASK, IRQ_CAUSE, IRQ_RX = IMS, IMC, ICR, ICR_RXT0
+    IRQ_CAUSE_WRITE_CLEARS = False
+
     RX_COUNT = 256
     TX_COUNT = 512
     BUF_SIZE = 2048
@@ -414,13 +420,15 @@ class IntelNic:
     def wait_rx(self, timeout: float) -> bool:
         """Sleep until the NIC raises a receive interrupt (or ``timeout``); True if one came.
 
-        The cause is armed only while waiting, so a busy poll loop pays nothing for it."""
+        The cause is armed only while waiting, so a busy poll loop pays nothing for it; one already
+        pending fires as soon as it is. The registers are the class's IRQ_* (a VF's differ)."""
         import os
         import select
 
         if getattr(self, "_irq_fd", None) is None:
             self.irq_enable()
-        self.bar.write32(IMS, ICR_RXT0)
+        bar = self.bar
+        bar.write32(self.IRQ_UNMASK, self.IRQ_RX)
         try:
             ready, _, _ = select.select([self._irq_fd], [], [], timeout)
             if ready:
@@ -428,8 +436,11 @@ class IntelNic:
                 self.interrupts += 1
             return bool(ready)
         finally:
-            self.bar.write32(IMC, ICR_RXT0)
-            self.bar.read32(ICR)  # reading clears the causes
+            bar.write32(self.IRQ_MASK, self.IRQ_RX)
+            if self.IRQ_CAUSE_WRITE_CLEARS:
+                bar.write32(self.IRQ_CAUSE, self.IRQ_RX)  # the next frame raises it afresh
+            else:
+                bar.read32(self.IRQ_CAUSE)
             from hw import vfio
 
             if self._irq_index == vfio.IRQ_INTX:

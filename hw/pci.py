@@ -481,7 +481,7 @@ class PciDevice:
     def _write_numvfs(self, value: int, wanted: int) -> None:
         path = self.path / "sriov_numvfs"
         try:
-            write_attribute(path, f"{value}\n")
+            sysfs.write_text(path, f"{value}\n", raw=True)
         except OSError as exc:
             raise self._numvfs_error(exc, value, wanted) from None
 
@@ -514,16 +514,6 @@ class PciDevice:
             "class": self.class_code, "driver": self.driver, "iommu_group": self.iommu_group,
             "bars": [r.to_json() for r in self.bars()], "rom_bar_size": self.rom_bar_size,
         }
-
-
-def write_attribute(path: Path, value: str) -> None:
-    """One write(2) of ``value`` to a sysfs attribute, its OSError kept as it is: the errno is what
-    says why the kernel refused (``set_sriov_numvfs`` maps each to its own message)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _rom_attr_enabled(fd: int) -> bool:

@@ -72,9 +72,9 @@ def test_tails_a_previous_user_left_are_zeroed_while_disabled_and_on_close(monke
     nic = open_vf(monkeypatch, fake)
     log = fake.log
     for ctl, head, tail in ((D.RXDCTL0, D.RDH, D.RDT), (D.TXDCTL0, D.TDH, D.TDT)):
-        on = first(log, lambda e: e[:2] == ("w", ctl) and e[2] & D.XDCTL_ENABLE)
+        on = first(log, lambda e, ctl=ctl: e[:2] == ("w", ctl) and e[2] & D.XDCTL_ENABLE)
         for reg in (head, tail):
-            zeroed = first(log, lambda e: e[:3] == ("w", reg, 0))
+            zeroed = first(log, lambda e, reg=reg: e[:3] == ("w", reg, 0))
             assert zeroed < on, f"{reg:#x} was not zeroed before the queue was enabled"
     assert fake.reg(D.TDT) == 0 and fake.reg(D.RDT) == 255
     start = len(log)
@@ -176,3 +176,33 @@ def test_open_nic_picks_the_class_by_pci_id_and_intelnic_points_a_vf_to_it(monke
     D.install(monkeypatch, pf)
     with pytest.raises(RomlabError, match="not a virtual function"):
         IntelVf("0000:01:00.0")
+
+
+@pytest.mark.parametrize("kind", ["pf", "vf"])
+def test_wait_rx_arms_and_clears_each_functions_own_interrupt_registers(monkeypatch, kind):
+    """One wait_rx for both: the PF unmasks ICR.RXT0 in IMS, masks it in IMC and clears the cause by
+    reading ICR (8257x manuals); the VF unmasks its queue-0 cause in VTEIMS (0x1524), masks it in
+    VTEIMC (0x1528) and clears it by writing 1 to VTEICR (0x1580; 82576 datasheet, Linux igbvf). The
+    vector's eventfd is a pipe here with one event already in it."""
+    import os
+
+    from hw import vfio
+
+    fake = D.FakeVf(pf_mac=MAC) if kind == "vf" else D.FakeNic(0x10C9, True)
+    nic = open_vf(monkeypatch, fake)
+    r, w = os.pipe()
+    try:
+        nic._irq_fd, nic._irq_index, nic.interrupts = r, vfio.IRQ_MSIX, 0
+        os.write(w, (1).to_bytes(8, "little"))
+        start = len(fake.log)
+        assert nic.wait_rx(5.0) and nic.interrupts == 1
+        got = [e[:2] + ((e[2],) if e[0] == "w" else ()) for e in fake.log[start:]]
+        if kind == "vf":
+            assert got == [("w", 0x1524, 1), ("w", 0x1528, 1), ("w", 0x1580, 1)]
+        else:
+            assert got == [("w", 0x00D0, 1 << 7), ("w", 0x00D8, 1 << 7), ("r", 0x00C0)]
+        nic._irq_fd = None
+    finally:
+        os.close(r)
+        os.close(w)
+        nic.close()
