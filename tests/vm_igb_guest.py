@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vm_nic_guest as G
 
 from drivers import frames
+from hw import ethtool
 from hw.pci import list_devices
 
 result = G.result
@@ -30,26 +31,12 @@ SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/if_packet.h
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-SIOCETHTOOL, ETHTOOL_GRINGPARAM, ETHTOOL_SRINGPARAM = 0x8946, 0x10, 0x11  # linux/sockios.h, ethtool.h
-
-
 def set_rx_ring(ifname: str, want: int = 4096) -> int:
     """Give the kernel driver's receive ring ``want`` descriptors (or its most), as `ethtool -G rx`
     does (the guest has no ethtool): QEMU's igb drops, without counting, what arrives while the ring
     is full, and a peer whose NAPI poll waits on a loaded host needs the room. Returns the size set."""
-    import ctypes
-    import fcntl
-    import struct
-
-    ring = ctypes.create_string_buffer(struct.pack("<9I", ETHTOOL_GRINGPARAM, *[0] * 8))
-    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(ring))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
-        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
-        vals = list(struct.unpack("<9I", ring.raw[:36]))
-        vals[0], vals[5] = ETHTOOL_SRINGPARAM, min(want, vals[1])  # rx_pending up to rx_max_pending
-        ctypes.memmove(ring, struct.pack("<9I", *vals), 36)
-        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
-    return vals[5]
+    most = ethtool.get_ring(ifname)["rx_max_pending"]
+    return ethtool.set_ring(ifname, rx=min(want, most))["rx_pending"]
 
 
 def peer_socket(bdf: str) -> tuple[socket.socket, str, int]:
