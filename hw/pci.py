@@ -464,7 +464,8 @@ class PciDevice:
         """Enable ``count`` VFs (0 removes them all).
 
         The kernel refuses to change a non-zero count to another non-zero one (EBUSY), so a
-        change goes through 0 first. Its refusals come back as one line each: above the total
+        change goes through 0 first; if the new count then fails, the message says the old VFs are
+        gone. Its refusals come back as one line each: above the total
         (ERANGE), no PF driver or one without SR-IOV support (ENOENT).
         """
         self.require_sriov()
@@ -476,7 +477,14 @@ class PciDevice:
             return
         if now and count:
             self._write_numvfs(0, count)
-        self._write_numvfs(count, count)
+        try:
+            self._write_numvfs(count, count)
+        except RomlabError as exc:
+            if now and count:  # the 0 went through: the VFs that were there are gone
+                raise type(exc)(f"{exc}; the {now} VFs {self.bdf} had before were removed on the way (a count "
+                                f"changes only through 0): `romlab nic vfs --pci {self.bdf} --count {now}` "
+                                f"makes them again") from None
+            raise
 
     def _write_numvfs(self, value: int, wanted: int) -> None:
         path = self.path / "sriov_numvfs"

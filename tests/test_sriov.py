@@ -209,6 +209,24 @@ def test_the_kernels_erange_is_mapped_when_the_total_changed_under_romlab(tmp_pa
     assert code == 2 and "offers 1 VFs; 4 is more than that" in one_line(err)
 
 
+def test_a_change_that_fails_after_the_zero_says_the_old_vfs_are_gone(tmp_path, monkeypatch, capsys):
+    """2 -> 4 is written as 0 then 4; the 0 removes the two VFs, and if the kernel then refuses 4 (its
+    limit lowered meanwhile) the message must say the two are gone, not only that 4 failed."""
+    iov = FakeIov(tmp_path, monkeypatch, numvfs=2)
+    real = iov.write
+
+    def lower_after_zero(path, value, raw=False):
+        if value.strip() != "0":
+            (iov.pf / "sriov_totalvfs").write_text("1\n")
+        real(path, value, raw=raw)
+    monkeypatch.setattr(sysfs, "write_text", lower_after_zero)
+    code, _out, err = run(capsys, "nic", "vfs", "--pci", PF, "--count", "4")
+    assert code == 2 and iov.writes == ["0", "4"]
+    assert "offers 1 VFs; 4 is more than that" in one_line(err)
+    assert f"the 2 VFs {PF} had before were removed" in err and f"--count 2` makes them again" in err
+    assert (iov.pf / "sriov_numvfs").read_text() == "0\n"
+
+
 def test_a_device_without_sr_iov_is_refused(tmp_path, monkeypatch, capsys):
     _dev(tmp_path / "sys", "0000:02:00.0", 0x8086, 0x10D3, "e1000e")
     monkeypatch.setattr(sysfs, "write_text", lambda *a, **k: pytest.fail("nothing may be written"))
