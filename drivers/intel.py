@@ -72,9 +72,9 @@ EECD_AUTO_RD = 1 << 9
 AUTO_RD_FAMILIES = ("8257x",)
 AUTO_RD_TIMEOUT = 0.05  # s
 AUTO_RD_WAIT = 0.005  # s, 8254x
-# The 82576 has EECD.AUTO_RD, but QEMU's igb never sets it and Linux igb goes on without it after
-# 10 ms ("Auto Read Done did not complete"): the same 10 ms, then go on.
-AUTO_RD_WAITS = {"82576": 0.010}
+# The 82576 has EECD.AUTO_RD, but QEMU's igb never sets it: Linux's igb_get_auto_rd_done polls it
+# for up to 10 ms and goes on without it ("Auto Read Done did not complete"). Polled the same way.
+AUTO_RD_OPTIONAL = {"82576": 0.010}  # family: s to poll before going on without the bit
 QUIESCE_WAIT = 0.010  # s, 8254x
 POLL_INTERVAL = 0.0001  # s between register polls
 IMPLS = ("c", "python")
@@ -257,10 +257,15 @@ class IntelNic:
 
     def _auto_read_done(self) -> bool:
         """Wait for the NVM auto-read a MAC reset starts: poll EECD.AUTO_RD where the family has
-        it, else the 8254x's fixed AUTO_RD_WAIT. False if the bit never came."""
-        if self.part.family.key in AUTO_RD_FAMILIES:
+        it (on the 82576 for AUTO_RD_OPTIONAL's time, then on either way), else the 8254x's fixed
+        AUTO_RD_WAIT. False if a bit the family must set never came."""
+        key = self.part.family.key
+        if key in AUTO_RD_FAMILIES:
             return self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_TIMEOUT)
-        time.sleep(AUTO_RD_WAITS.get(self.part.family.key, AUTO_RD_WAIT))
+        if key in AUTO_RD_OPTIONAL:
+            self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_OPTIONAL[key])
+            return True
+        time.sleep(AUTO_RD_WAIT)
         return True
 
     def _phy_write(self, reg: int, value: int) -> None:

@@ -164,6 +164,37 @@ def test_reset_waits_for_the_nvm_auto_read(monkeypatch, device_id, pcie):
     nic.close()
 
 
+@pytest.mark.parametrize("auto_rd_reads", [3, None], ids=["sets", "never-sets"])
+def test_82576_polls_the_nvm_auto_read_and_goes_on_without_it(monkeypatch, auto_rd_reads):
+    """82576: EECD.AUTO_RD (bit 9) polled after the MAC reset for up to 10 ms, as Linux's
+    igb_get_auto_rd_done does; the open goes on as soon as it sets, and also when it never does
+    (QEMU's igb never sets it), once the 10 ms are over; no fixed sleep in its place."""
+    import time
+
+    import drivers.intel
+
+    sleeps = []
+    real_sleep = drivers.intel.time.sleep
+    monkeypatch.setattr(drivers.intel.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    fake = D.FakeNic(0x10C9, True, auto_rd_reads=auto_rd_reads)
+    stamps = []
+    real_on_read = fake.on_read
+    fake.on_read = lambda off: (stamps.append(time.monotonic()) if off == D.EECD else None, real_on_read(off))[1]
+    nic = open_nic(monkeypatch, fake)
+    log = fake.log
+    rst_done = first(log, is_read(D.CTRL, D.CTRL_RST, False), first(log, is_write(D.CTRL, D.CTRL_RST, True)))
+    programmed = first(log, is_write(D.RDBAL), rst_done)
+    eecd = [i for i, e in enumerate(log[:programmed]) if e[:2] == ("r", D.EECD) and i > rst_done]
+    assert eecd, "EECD was not polled after the reset"
+    if auto_rd_reads is not None:
+        assert log[eecd[-1]][2] & D.EECD_AUTO_RD and len(eecd) == auto_rd_reads + 1
+    else:
+        assert not any(log[i][2] & D.EECD_AUTO_RD for i in eecd) and len(eecd) > 1
+        assert stamps[len(eecd) - 1] - stamps[0] >= 0.010
+    assert all(s < 0.002 for s in sleeps)
+    nic.close()
+
+
 def test_an_nvm_auto_read_that_never_ends_fails_the_open(monkeypatch):
     fake = D.FakeNic(auto_rd_reads=None)
     with pytest.raises(RomlabError) as exc:
