@@ -116,6 +116,28 @@ def test_a_pf_still_in_reset_is_named(monkeypatch):
     assert fake.messages == [] and fake.log[-1] == ("vfio_close",) and not fake.dma
 
 
+@pytest.mark.parametrize("pf_mac,msg", [(MAC, 0x01), (None, 0x02)], ids=["during-reset", "during-set-mac"])
+def test_a_pf_that_resets_during_a_message_is_one_line_and_leaves_nothing_open(monkeypatch, pf_mac, msg):
+    """The PF acknowledges the message (PFACK) and then resets (VMMB.RSTI, bit 6) instead of replying:
+    iPXE's intelvf_mbox_msg and Linux's igbvf give up on the message at RSTI; so does IntelVf, at
+    once (not after the mailbox timeout), in one line, with everything it had opened closed."""
+    import time
+
+    import drivers.intelvf
+
+    monkeypatch.setattr(drivers.intelvf, "MBOX_TIMEOUT", 60.0)
+    fake = D.FakeVf(pf_mac=pf_mac, reset_on_msg=msg)
+    t0 = time.monotonic()
+    with pytest.raises(RomlabError) as exc:
+        open_vf(monkeypatch, fake)
+    text = str(exc.value)
+    assert "the PF reset while the VF was talking to it (VMMB.RSTI)" in text and "\n" not in text
+    assert time.monotonic() - t0 < 30.0, "the reset was noticed only when the mailbox timed out"
+    assert [m[0] & 0xFFFF for m in fake.messages][-1] == msg
+    assert any(e[:2] == ("r", fake.VMMB) and e[2] & fake.MB_PFACK for e in fake.log)
+    assert fake.log[-1] == ("vfio_close",) and not fake.dma
+
+
 def test_a_silent_pf_times_out(monkeypatch):
     import drivers.intelvf
 
