@@ -54,7 +54,7 @@ XDCTL_ENABLE = 1 << 25
 # one buffer), and drop-when-no-descriptor (bit 31) for a VF, whose stall would block the others.
 SRRCTL_BSIZEPKT_SHIFT, SRRCTL_BSIZEPKT_MASK = 10, 0x7F
 SRRCTL_DESCTYPE_ADV_ONEBUF, SRRCTL_DROP_EN = 1 << 25, 1 << 31
-QUEUE_TIMEOUT = 0.1  # s; iPXE's INTEL_DISABLE_MAX_WAIT_MS, Linux igb polls its enable 10 ms
+QUEUE_TIMEOUT = 1.0  # s; iPXE waits 100 ms (INTEL_DISABLE_MAX_WAIT_MS), Linux igb 10 ms: room for a loaded host
 
 CTRL_LRST, CTRL_SLU, CTRL_RST = 1 << 3, 1 << 6, 1 << 26
 STATUS_LU = 1 << 1
@@ -72,9 +72,9 @@ EECD_AUTO_RD = 1 << 9
 AUTO_RD_FAMILIES = ("8257x",)
 AUTO_RD_TIMEOUT = 0.05  # s
 AUTO_RD_WAIT = 0.005  # s, 8254x
-# The 82576 has EECD.AUTO_RD, but QEMU's igb never sets it and Linux igb goes on without it after
-# 10 ms ("Auto Read Done did not complete"): the same 10 ms, then go on.
-AUTO_RD_WAITS = {"82576": 0.010}
+# The 82576 has EECD.AUTO_RD, but QEMU's igb never sets it: Linux's igb_get_auto_rd_done polls it
+# for up to 10 ms and goes on without it ("Auto Read Done did not complete"). Polled the same way.
+AUTO_RD_OPTIONAL = {"82576": 0.010}  # family: s to poll before going on without the bit
 QUIESCE_WAIT = 0.010  # s, 8254x
 POLL_INTERVAL = 0.0001  # s between register polls
 IMPLS = ("c", "python")
@@ -115,6 +115,12 @@ def srrctl(buf_size: int, fmt) -> int:
 
 class IntelNic:
     """Open one NIC of the family through VFIO. Use as a context manager."""
+
+    # The receive interrupt: the register that unmasks a cause, the one that masks it, the cause
+    # register and the receive cause's bit in all three. The PF's cause register clears when read,
+    # a VF's when 1 is written to the bit (IRQ_CAUSE_WRITE_CLEARS).
+    IRQ_UNMASK, IRQ_MASK, IRQ_CAUSE, IRQ_RX = IMS, IMC, ICR, ICR_RXT0
+    IRQ_CAUSE_WRITE_CLEARS = False
 
     RX_COUNT = 256
     TX_COUNT = 512
@@ -187,14 +193,20 @@ class IntelNic:
 
         return any(c.id == PCIE_CAP_ID and not c.extended for c in parse_capabilities(self.vfio.read_config(0, 256)))
 
-    def _poll(self, reg: int, mask: int, want_set: bool, timeout: float) -> bool:
-        """Read ``reg`` until the ``mask`` bit reads set (or clear); False if ``timeout`` ran out."""
+    def _poll(self, reg: int, mask: int, want_set: bool, timeout: float, interval: float = POLL_INTERVAL) -> bool:
+        """Read ``reg`` until the ``mask`` bit reads set (or clear); False if ``timeout`` ran out.
+
+        Whether the time is up is decided before each read, so the last read always comes after the
+        deadline: a process stalled by the scheduler past the deadline still looks once more instead
+        of failing on a read taken before the stall."""
         deadline = time.monotonic() + timeout
-        while bool(self.bar.read32(reg) & mask) != want_set:
-            if time.monotonic() > deadline:
+        while True:
+            expired = time.monotonic() > deadline
+            if bool(self.bar.read32(reg) & mask) == want_set:
+                return True
+            if expired:
                 return False
-            time.sleep(POLL_INTERVAL)
-        return True
+            time.sleep(interval)
 
     # -- bring-up ---------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -245,10 +257,15 @@ class IntelNic:
 
     def _auto_read_done(self) -> bool:
         """Wait for the NVM auto-read a MAC reset starts: poll EECD.AUTO_RD where the family has
-        it, else the 8254x's fixed AUTO_RD_WAIT. False if the bit never came."""
-        if self.part.family.key in AUTO_RD_FAMILIES:
+        it (on the 82576 for AUTO_RD_OPTIONAL's time, then on either way), else the 8254x's fixed
+        AUTO_RD_WAIT. False if a bit the family must set never came."""
+        key = self.part.family.key
+        if key in AUTO_RD_FAMILIES:
             return self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_TIMEOUT)
-        time.sleep(AUTO_RD_WAITS.get(self.part.family.key, AUTO_RD_WAIT))
+        if key in AUTO_RD_OPTIONAL:
+            self._poll(EECD, EECD_AUTO_RD, True, AUTO_RD_OPTIONAL[key])
+            return True
+        time.sleep(AUTO_RD_WAIT)
         return True
 
     def _phy_write(self, reg: int, value: int) -> None:
@@ -292,26 +309,28 @@ class IntelNic:
         if queues:
             self._queue_enable(RXDCTL0, False)
             self._queue_enable(TXDCTL0, False)
-        for base, mem in ((RDBAL, self.rx_mem), (TDBAL, self.tx_mem)):
+        # Head and tail both zeroed while the queue is off (iPXE's intel_create_ring, Linux's
+        # igb_configure_*_ring): a VF's reset leaves its tails where the last user put them, and a
+        # stale tail would hand the device descriptors the moment its queue is enabled.
+        for base, head, tail, mem in ((RDBAL, RDH, RDT, self.rx_mem), (TDBAL, TDH, TDT, self.tx_mem)):
             bar.write32(base, mem.desc.iova & 0xFFFFFFFF)
             bar.write32(base + 4, mem.desc.iova >> 32)
             bar.write32(base + 8, mem.count * dsize)
-            bar.write32(base + 0x10, 0)
+            bar.write32(head, 0)
+            bar.write32(tail, 0)
         if queues:
             bar.write32(SRRCTL0, srrctl(self.BUF_SIZE, fmt) | self.SRRCTL_EXTRA)
         if self.part.flags & F_RFCTL:
             bar.write32(RFCTL, 0)
             bar.write32(RXCSUM, 0)
         if not queues:
-            bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
         if self.OWNS_UNITS:
             bar.write32(TIPG, 0x0060200A)
         self.vfio.set_bus_master(True)  # the rings are in place: now the device may use them
-        if queues:  # enabled queues first, then their tails, then the units (Linux igb's order)
+        if queues:  # enabled queues first, then the receive tail, then the units (Linux igb's order)
             self._queue_enable(TXDCTL0, True)
             self._queue_enable(RXDCTL0, True)
-            bar.write32(TDT, 0)
             bar.write32(RDT, self.RX_COUNT - 1)
         if self.OWNS_UNITS:
             bar.write32(TCTL, TCTL_EN | TCTL_PSP | TCTL_CT | TCTL_COLD)
@@ -406,13 +425,15 @@ class IntelNic:
     def wait_rx(self, timeout: float) -> bool:
         """Sleep until the NIC raises a receive interrupt (or ``timeout``); True if one came.
 
-        The cause is armed only while waiting, so a busy poll loop pays nothing for it."""
+        The cause is armed only while waiting, so a busy poll loop pays nothing for it; one already
+        pending fires as soon as it is. The registers are the class's IRQ_* (a VF's differ)."""
         import os
         import select
 
         if getattr(self, "_irq_fd", None) is None:
             self.irq_enable()
-        self.bar.write32(IMS, ICR_RXT0)
+        bar = self.bar
+        bar.write32(self.IRQ_UNMASK, self.IRQ_RX)
         try:
             ready, _, _ = select.select([self._irq_fd], [], [], timeout)
             if ready:
@@ -420,8 +441,11 @@ class IntelNic:
                 self.interrupts += 1
             return bool(ready)
         finally:
-            self.bar.write32(IMC, ICR_RXT0)
-            self.bar.read32(ICR)  # reading clears the causes
+            bar.write32(self.IRQ_MASK, self.IRQ_RX)
+            if self.IRQ_CAUSE_WRITE_CLEARS:
+                bar.write32(self.IRQ_CAUSE, self.IRQ_RX)  # the next frame raises it afresh
+            else:
+                bar.read32(self.IRQ_CAUSE)
             from hw import vfio
 
             if self._irq_index == vfio.IRQ_INTX:

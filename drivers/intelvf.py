@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 
-from drivers.intel import RXDCTL0, SRRCTL_DROP_EN, TXDCTL0, IntelNic
+from drivers.intel import RDH, RDT, RXDCTL0, SRRCTL_DROP_EN, TDH, TDT, TXDCTL0, IntelNic
 from hw.errors import HardwareError, RomlabError
 from hw.parts import DRIVER_PARTS, F_VF, Part
 
@@ -66,6 +66,8 @@ class IntelVf(IntelNic):
     """Open one 82576 virtual function through VFIO; the same interface as IntelNic."""
 
     OWNS_UNITS = False  # RCTL/TCTL are the PF's
+    IRQ_UNMASK, IRQ_MASK, IRQ_CAUSE, IRQ_RX = VTEIMS, VTEIMC, VTEICR, RX_CAUSE
+    IRQ_CAUSE_WRITE_CLEARS = True
     SRRCTL_EXTRA = SRRCTL_DROP_EN
     HAS_EEPROM = False
 
@@ -108,13 +110,10 @@ class IntelVf(IntelNic):
 
     def _wait_pf_ready(self) -> None:
         """VMMB.RSTI stays set while the PF is in reset or has no driver to finish it (CTRL_EXT.PFRSTD)."""
-        deadline = time.monotonic() + PF_READY_TIMEOUT
-        while self.bar.read32(VMMB) & MB_RSTI:
-            if time.monotonic() > deadline:
-                raise HardwareError(f"{self.bdf}: the PF has not finished its reset (VMMB.RSTI still set after "
-                                    f"{PF_READY_TIMEOUT:g} s); load its driver and bring it up "
-                                    f"(`ip link set PF up`)")
-            time.sleep(MBOX_POLL)
+        if not self._poll(VMMB, MB_RSTI, False, PF_READY_TIMEOUT, MBOX_POLL):
+            raise HardwareError(f"{self.bdf}: the PF has not finished its reset (VMMB.RSTI still set after "
+                                f"{PF_READY_TIMEOUT:g} s); load its driver and bring it up "
+                                f"(`ip link set PF up`)")
 
     def _mbox_msg(self, words: list[int]) -> list[int]:
         """Send one message to the PF and return its reply (sixteen dwords), iPXE's intelvf_mbox_msg:
@@ -200,28 +199,10 @@ class IntelVf(IntelNic):
         self.bar.write32(VTEIAC, RX_CAUSE)
         return self._irq_fd
 
-    def wait_rx(self, timeout: float) -> bool:
-        """Sleep until the VF's receive vector fires (or ``timeout``); True if it did. The cause is
-        unmasked only while waiting; one already pending fires as soon as it is."""
-        import select
-
-        if getattr(self, "_irq_fd", None) is None:
-            self.irq_enable()
-        self.bar.write32(VTEIMS, RX_CAUSE)
-        try:
-            ready, _, _ = select.select([self._irq_fd], [], [], timeout)
-            if ready:
-                os.read(self._irq_fd, 8)
-                self.interrupts += 1
-            return bool(ready)
-        finally:
-            self.bar.write32(VTEIMC, RX_CAUSE)
-            self.bar.write32(VTEICR, RX_CAUSE)  # write 1 to clear: the next frame raises it afresh
-
     # -- teardown -------------------------------------------------------------------------------
     def _stop(self) -> str | None:
-        """Mask, stop both queues, reset the VF (the PF sees it and takes its queues back), bus
-        mastering off. Returns what went wrong, if anything."""
+        """Mask, stop both queues and zero their heads and tails, reset the VF (the PF sees it and takes
+        its queues back), bus mastering off. Returns what went wrong, if anything."""
         bar = self.bar
         problem = None
         bar.write32(VTEIMC, ALL_CAUSES)
@@ -231,6 +212,8 @@ class IntelVf(IntelNic):
             except RomlabError as exc:
                 problem = problem or (f"{exc}; bus mastering is off and its DMA memory freed, but reset the VF "
                                       f"before trusting it")
+        for reg in (RDH, RDT, TDH, TDT):  # a VF reset keeps them: the next user must not inherit ours
+            bar.write32(reg, 0)
         bar.write32(VTCTRL, VTCTRL_RST)
         time.sleep(0.0001)
         if not self._poll(VTCTRL, VTCTRL_RST, False, RESET_TIMEOUT) and problem is None:

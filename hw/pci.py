@@ -464,7 +464,8 @@ class PciDevice:
         """Enable ``count`` VFs (0 removes them all).
 
         The kernel refuses to change a non-zero count to another non-zero one (EBUSY), so a
-        change goes through 0 first. Its refusals come back as one line each: above the total
+        change goes through 0 first; if the new count then fails, the message says the old VFs are
+        gone. Its refusals come back as one line each: above the total
         (ERANGE), no PF driver or one without SR-IOV support (ENOENT).
         """
         self.require_sriov()
@@ -476,12 +477,19 @@ class PciDevice:
             return
         if now and count:
             self._write_numvfs(0, count)
-        self._write_numvfs(count, count)
+        try:
+            self._write_numvfs(count, count)
+        except RomlabError as exc:
+            if now and count:  # the 0 went through: the VFs that were there are gone
+                raise type(exc)(f"{exc}; the {now} VFs {self.bdf} had before were removed on the way (a count "
+                                f"changes only through 0): `romlab nic vfs --pci {self.bdf} --count {now}` "
+                                f"makes them again") from None
+            raise
 
     def _write_numvfs(self, value: int, wanted: int) -> None:
         path = self.path / "sriov_numvfs"
         try:
-            write_attribute(path, f"{value}\n")
+            sysfs.write_text(path, f"{value}\n", raw=True)
         except OSError as exc:
             raise self._numvfs_error(exc, value, wanted) from None
 
@@ -514,16 +522,6 @@ class PciDevice:
             "class": self.class_code, "driver": self.driver, "iommu_group": self.iommu_group,
             "bars": [r.to_json() for r in self.bars()], "rom_bar_size": self.rom_bar_size,
         }
-
-
-def write_attribute(path: Path, value: str) -> None:
-    """One write(2) of ``value`` to a sysfs attribute, its OSError kept as it is: the errno is what
-    says why the kernel refused (``set_sriov_numvfs`` maps each to its own message)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
 
 
 def _rom_attr_enabled(fd: int) -> bool:

@@ -61,15 +61,23 @@ def read_int(path: Path, default: int | None = None) -> int:
         raise HardwareError(f"{path} holds {text!r}, not a number") from None
 
 
-def write_text(path: Path, value: str) -> None:
-    """Write one attribute in a single write(2), as sysfs expects."""
+def write_text(path: Path, value: str, *, raw: bool = False) -> None:
+    """Write one attribute in a single write(2), as sysfs expects.
+
+    With ``raw`` the OSError is raised as it is, for a caller whose message depends on the errno
+    the kernel refused the value with (SR-IOV's sriov_numvfs: ERANGE, ENOENT, EBUSY each mean
+    something else); otherwise it becomes one line a user can act on."""
     try:
         fd = os.open(path, os.O_WRONLY)
     except OSError as exc:
+        if raw:
+            raise
         raise explain(exc, "write", path) from None
     try:
         os.write(fd, value.encode())
     except OSError as exc:
+        if raw:
+            raise
         raise HardwareError(f"writing {value.strip()!r} to {path} failed: {exc.strerror or exc}") from None
     finally:
         os.close(fd)

@@ -218,15 +218,18 @@ class FakeVf(FakeNic):
     when written (and let go when a write leaves it out), REQ delivers the message to the PF, which
     acknowledges (PFACK) and posts its reply (PFSTS); reading VMMB clears PFSTS, PFACK and RSTD; RSTI
     reads set while the PF is not ready. The PF answers RESET with ``pf_mac`` (ACK) or, with None,
-    NACK; SET_MAC with ACK when ``accept_mac``; nothing at all when ``pf_silent``."""
+    NACK; SET_MAC with ACK when ``accept_mac``; nothing at all when ``pf_silent``. With
+    ``reset_on_msg`` (a message type) the PF acknowledges that message (PFACK) and then goes into a
+    reset of its own instead of replying: RSTI reads set from then on."""
 
     VMMB, VMBMEM = 0x0C40, 0x0800
     VFGPRC, VFGPTC = 0x0F10, 0x0F14
     MB_REQ, MB_ACK, MB_VFU, MB_PFU, MB_PFSTS, MB_PFACK, MB_RSTI, MB_RSTD = (1 << i for i in range(8))
 
     def __init__(self, pf_mac: bytes | None = bytes.fromhex("525400007610"), accept_mac: bool = True,
-                 pf_ready: bool = True, pf_silent: bool = False, **kw):
+                 pf_ready: bool = True, pf_silent: bool = False, reset_on_msg: int | None = None, **kw):
         self.pf_mac, self.accept_mac, self.pf_ready, self.pf_silent = pf_mac, accept_mac, pf_ready, pf_silent
+        self.reset_on_msg = reset_on_msg
         self.messages: list[list[int]] = []  # what the VF sent, in order
         self.vmmb = 0
         super().__init__(0x10CA, True, **kw)
@@ -236,8 +239,15 @@ class FakeVf(FakeNic):
         self.set(RCTL, 1 << 1)
         self.set(TCTL, 1 << 1)
 
+    # What a VF reset leaves alone: QEMU's igb_vf_reset clears only the queues' enable bits (and the
+    # PF's VFRE/VFTE for the VF); the ring registers keep what the last user wrote, tails included.
+    KEPT_BY_RESET = (RDBAL, RDBAH, RDLEN, RDH, RDT, TDBAL, TDBAH, TDLEN, TDH, TDT, SRRCTL0)
+
     def reset(self) -> None:
+        kept = {reg: self.reg(reg) for reg in self.KEPT_BY_RESET}
         super().reset()
+        for reg, value in kept.items():
+            self.set(reg, value)
         self._units_on()
         self.set(RXDCTL0, 0)  # a VF reset takes its queues away (QEMU's igb_vf_reset)
         self.set(TXDCTL0, 0)
@@ -271,6 +281,9 @@ class FakeVf(FakeNic):
         self.messages.append(msg)
         self.vmmb |= self.MB_PFACK
         kind = msg[0] & 0xFFFF
+        if kind == self.reset_on_msg:
+            self.pf_ready = False
+            return
         if kind == 0x01:
             if self.pf_mac is None:
                 reply = [0x01 | 1 << 30]

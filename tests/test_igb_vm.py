@@ -1,7 +1,7 @@
 """romlab's igb-family driver on QEMU's 82576 (igb) behind a vIOMMU, against the Linux kernel's igb on
 a second 82576 on the same link: the PF both ways through the C ring (10,000 frames each way) and the
 Python ring, then a virtual function of the same PF (the PF back on the kernel's igb) both ways
-(2,000 frames each way). One guest boot runs tests/vm_igb_guest.py; this test asserts on the JSON
+(2,000 frames each way), and a second VF the PF gave no MAC (200 frames each way). One guest boot runs tests/vm_igb_guest.py; this test asserts on the JSON
 it writes."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.vm
 
-PF_COUNT, VF_COUNT, PY_COUNT = 10_000, 2_000, 1_000
+PF_COUNT, VF_COUNT, PY_COUNT, VF1_COUNT = 10_000, 2_000, 1_000, 200
 VF_MAC = "52:54:00:00:76:10"
 
 
@@ -82,6 +82,25 @@ def test_vf_exchanges_frames_with_the_kernel_both_ways(guest):
     assert f["romlab_received"] == VF_COUNT and f["romlab_verified"] == VF_COUNT and f["romlab_sequences_ok"]
     assert f["recv_stats"]["rx_dropped"] == 0 and f["recv_stats"]["rx_good"] >= VF_COUNT
     assert f["recv_interrupts"] >= 1  # the receiver slept on the VF's MSI-X vector and was woken
+    assert v["unbind_rc"] == 0
+
+
+def test_vf_without_an_admin_mac_picks_one_and_exchanges_frames(guest):
+    """VF 1 has no MAC from the PF (6.12's igb gives VFs none): the PF NACKs the reset, romlab picks a
+    random locally administered unicast address (first octet: bit 1 set, bit 0 clear) and the PF
+    accepts it with SET_MAC; anti-spoofing then passes frames from it."""
+    v = guest["vf"]["vf1"]
+    assert v["bind_rc"] == 0
+    info = v["info"]
+    assert info["part"] == "82576 virtual function (igbvf)" and info["link_up"] is True, info
+    assert int(info["mac"].split(":")[0], 16) & 0x03 == 0x02 and info["mac"] != VF_MAC, info
+    t = v["to_kernel"]
+    assert t["send_rc"] == 0, t["send_err"]
+    assert t["sent"] == VF1_COUNT and t["kernel_received_intact"] == VF1_COUNT and t["kernel_sequences_ok"]
+    assert t["send_stats"]["tx_good"] == VF1_COUNT
+    f = v["from_kernel"]
+    assert f["recv_rc"] == 0, f.get("recv_error")
+    assert f["romlab_verified"] == VF1_COUNT and f["romlab_sequences_ok"]
     assert v["unbind_rc"] == 0
 
 

@@ -164,6 +164,37 @@ def test_reset_waits_for_the_nvm_auto_read(monkeypatch, device_id, pcie):
     nic.close()
 
 
+@pytest.mark.parametrize("auto_rd_reads", [3, None], ids=["sets", "never-sets"])
+def test_82576_polls_the_nvm_auto_read_and_goes_on_without_it(monkeypatch, auto_rd_reads):
+    """82576: EECD.AUTO_RD (bit 9) polled after the MAC reset for up to 10 ms, as Linux's
+    igb_get_auto_rd_done does; the open goes on as soon as it sets, and also when it never does
+    (QEMU's igb never sets it), once the 10 ms are over; no fixed sleep in its place."""
+    import time
+
+    import drivers.intel
+
+    sleeps = []
+    real_sleep = drivers.intel.time.sleep
+    monkeypatch.setattr(drivers.intel.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    fake = D.FakeNic(0x10C9, True, auto_rd_reads=auto_rd_reads)
+    stamps = []
+    real_on_read = fake.on_read
+    fake.on_read = lambda off: (stamps.append(time.monotonic()) if off == D.EECD else None, real_on_read(off))[1]
+    nic = open_nic(monkeypatch, fake)
+    log = fake.log
+    rst_done = first(log, is_read(D.CTRL, D.CTRL_RST, False), first(log, is_write(D.CTRL, D.CTRL_RST, True)))
+    programmed = first(log, is_write(D.RDBAL), rst_done)
+    eecd = [i for i, e in enumerate(log[:programmed]) if e[:2] == ("r", D.EECD) and i > rst_done]
+    assert eecd, "EECD was not polled after the reset"
+    if auto_rd_reads is not None:
+        assert log[eecd[-1]][2] & D.EECD_AUTO_RD and len(eecd) == auto_rd_reads + 1
+    else:
+        assert not any(log[i][2] & D.EECD_AUTO_RD for i in eecd) and len(eecd) > 1
+        assert stamps[len(eecd) - 1] - stamps[0] >= 0.010
+    assert all(s < 0.002 for s in sleeps)
+    nic.close()
+
+
 def test_an_nvm_auto_read_that_never_ends_fails_the_open(monkeypatch):
     fake = D.FakeNic(auto_rd_reads=None)
     with pytest.raises(RomlabError) as exc:
@@ -256,22 +287,29 @@ def test_a_reset_that_never_ends_at_open_is_the_error_shown_and_nothing_is_left_
 
 # -- the 82576 (igb) ------------------------------------------------------------------------------
 def test_82576_queues_programmed_disabled_then_enabled_before_their_tails(monkeypatch):
-    """82576 datasheet and Linux igb: a queue is disabled (RXDCTL/TXDCTL.ENABLE cleared and seen
-    clear) before its ring is programmed, SRRCTL gives 2 KiB buffers and the advanced one-buffer
-    descriptor type (BSIZEPKT 2 in bits 6:0, DESCTYPE 001b in bits 27:25), and the tail is written
-    only once the queue reads enabled; the link reset bit the part comes out of reset with is cleared."""
+    """82576 datasheet, iPXE's intel_create_ring and Linux igb_configure_rx_ring/tx_ring: a queue is
+    disabled (RXDCTL/TXDCTL.ENABLE cleared and seen clear) before its ring is programmed, its head AND
+    tail are written 0 while it is disabled, SRRCTL gives 2 KiB buffers and the advanced one-buffer
+    descriptor type (BSIZEPKT 2 in bits 6:0, DESCTYPE 001b in bits 27:25), and the receive tail gets
+    its first non-zero value (count - 1 = 255) only once the queue reads enabled; the link reset bit
+    the part comes out of reset with is cleared."""
     fake = D.FakeNic(0x10C9, True)
     fake.set(D.CTRL, fake.reg(D.CTRL) | 1 << 3)  # CTRL.LRST, as the part leaves its reset
     nic = open_nic(monkeypatch, fake)
     log = fake.log
-    for ctl, base, tail, tail_value in ((D.RXDCTL0, D.RDBAL, D.RDT, 255), (D.TXDCTL0, D.TDBAL, D.TDT, 0)):
+    for ctl, base, head, tail in ((D.RXDCTL0, D.RDBAL, D.RDH, D.RDT), (D.TXDCTL0, D.TDBAL, D.TDH, D.TDT)):
         off = first(log, is_write(ctl, D.XDCTL_ENABLE, False))
         seen_off = first(log, is_read(ctl, D.XDCTL_ENABLE, False), off)
         programmed = first(log, is_write(base), seen_off)
         on = first(log, is_write(ctl, D.XDCTL_ENABLE, True), programmed)
         seen_on = first(log, is_read(ctl, D.XDCTL_ENABLE, True), on)
         assert any(is_read(ctl, D.XDCTL_ENABLE, False)(e) for e in log[on:seen_on]), "the enable was not polled"
-        assert first(log, lambda e: e[:3] == ("w", tail, tail_value), programmed) > seen_on
+        for reg in (head, tail):
+            assert any(e[:3] == ("w", reg, 0) for e in log[seen_off:on]), f"{reg:#x} not zeroed while disabled"
+        nonzero = [i for i, e in enumerate(log) if e[:2] == ("w", tail) and e[2]]
+        assert all(i > seen_on for i in nonzero), "a tail was moved before its queue read enabled"
+    assert first(log, lambda e: e[:2] == ("w", D.RDT) and e[2]) > first(log, is_read(D.RXDCTL0, D.XDCTL_ENABLE, True))
+    assert [e[2] for e in log if e[:2] == ("w", D.RDT) and e[2]] == [255]
     srrctl = [e[2] for e in log if e[:2] == ("w", D.SRRCTL0)]
     assert srrctl == [2 | 1 << 25]
     slu = [e[2] for e in log if e[0] == "w" and e[1] == D.CTRL and e[2] & D.CTRL_SLU]
@@ -307,9 +345,51 @@ def test_82576_frames_cross_both_ways_in_the_advanced_format(monkeypatch, impl):
 
 
 def test_82576_queue_that_never_enables_fails_the_open_and_leaves_nothing_open(monkeypatch):
+    import drivers.intel
+
+    monkeypatch.setattr(drivers.intel, "QUEUE_TIMEOUT", 0.05)
     fake = D.FakeNic(0x10C9, True, queue_reads=10**9)
     with pytest.raises(RomlabError) as exc:
         open_nic(monkeypatch, fake)
     msg = str(exc.value)
     assert "queue did not stop" in msg and "DCTL.ENABLE" in msg and "\n" not in msg
     assert fake.log[-1] == ("vfio_close",) and not fake.dma
+
+
+def test_a_stall_longer_than_the_queue_timeout_right_after_a_read_still_opens(monkeypatch):
+    """A loaded host can stop the process for longer than the timeout between a register read and
+    the clock check after it; the queue started meanwhile. The poll must read once more after the
+    deadline instead of failing on the read taken before the stall. The clock is the fake's: the
+    stall moves it on by twice the timeout just after the first read of TXDCTL that still shows the
+    queue disabled, and the device shows it enabled from the next read on (queue_reads=1)."""
+    import time
+    import types
+
+    import drivers.intel
+
+    fake = D.FakeNic(0x10C9, True, queue_reads=1)
+    clock = {"offset": 0.0, "stalls": 0}
+    monkeypatch.setattr(drivers.intel, "time", types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() + clock["offset"], sleep=time.sleep))
+    real_on_read = fake.on_read
+    enabling = {"on": False}
+
+    def on_read(off):
+        value = real_on_read(off)
+        if off == D.TXDCTL0 and enabling["on"] and not value & D.XDCTL_ENABLE and not clock["stalls"]:
+            clock["offset"] += 2 * drivers.intel.QUEUE_TIMEOUT
+            clock["stalls"] += 1
+        return value
+
+    real_on_write = fake.on_write
+
+    def on_write(off, value):
+        if off == D.TXDCTL0:
+            enabling["on"] = bool(value & D.XDCTL_ENABLE)
+        real_on_write(off, value)
+
+    fake.on_read, fake.on_write = on_read, on_write
+    nic = open_nic(monkeypatch, fake)
+    assert clock["stalls"] == 1, "the test never stalled the poll"
+    assert fake.reg(D.TXDCTL0) & D.XDCTL_ENABLE and fake.reg(D.RDT) == 255
+    nic.close()

@@ -55,14 +55,21 @@ def test_nvm_on_virtio_net_points_to_list(tmp_path):
 
 @pytest.mark.parametrize("verb", [["nvm", "--pci", "03:00.0", "show"], ["flash", "--pci", "03:00.0", "--dry-run"]],
                          ids=lambda v: v[0])
-def test_nvm_and_flash_on_an_82576_vf_point_to_its_pf(tmp_path, verb):
-    """8086:10ca is the 82576's virtual function: its NVM and flash are its PF's."""
+@pytest.mark.parametrize("physfn", [False, True], ids=["no-physfn", "physfn"])
+def test_nvm_and_flash_on_an_82576_vf_point_to_its_pf(tmp_path, verb, physfn):
+    """8086:10ca is the 82576's virtual function: its NVM and flash are its PF's, named from the VF's
+    physfn link (the kernel's sysfs has one in every VF's directory) when it is there."""
     env = _device(tmp_path, 0x8086, 0x10CA)
+    if physfn:
+        pf = tmp_path / "sys" / "devices" / "pci0000:00" / "0000:01:00.0"
+        pf.mkdir()
+        (tmp_path / "sys" / "devices" / "pci0000:00" / "0000:03:00.0" / "physfn").symlink_to("../0000:01:00.0")
     args = verb + ([corpus(PXE)] if verb[0] == "flash" else [])
-    assert _err(run_romlab(*args, env=env)) == (
-        f"romlab {verb[0]}: error: 0000:03:00.0 (8086:10ca) is an SR-IOV virtual function: a virtual function "
-        "has no NVM or flash of its own; they belong to its PF; give romlab its PF (`romlab nic vfs --pci PF` "
-        "lists a PF's VFs)")
+    head = (f"romlab {verb[0]}: error: 0000:03:00.0 (8086:10ca) is an SR-IOV virtual function: a virtual function "
+            "has no NVM or flash of its own; they belong to its PF")
+    assert _err(run_romlab(*args, env=env)) == head + (
+        " 0000:01:00.0; give romlab that" if physfn
+        else "; give romlab its PF (`romlab nic vfs --pci PF` lists a PF's VFs)")
 
 
 def test_flash_on_virtio_net_says_it_has_no_flash_chip(tmp_path):

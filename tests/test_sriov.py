@@ -62,7 +62,8 @@ class FakeIov:
         self.writes: list[str] = []
         self.macs: dict[str, str] = {}
         self._make(numvfs)
-        monkeypatch.setattr(pci, "write_attribute", self.write)
+        self.real_write = sysfs.write_text
+        monkeypatch.setattr(sysfs, "write_text", self.write)
 
     def vf_bdf(self, i: int) -> str:
         devfn = VF_OFFSET + VF_STRIDE * i       # PF is device 0 function 0 on bus 1
@@ -88,9 +89,11 @@ class FakeIov:
                 self.macs[bdf] = mac
         (self.pf / "sriov_numvfs").write_text(f"{n}\n")
 
-    def write(self, path, value: str) -> None:
+    def write(self, path, value: str, *, raw: bool = False) -> None:
         path = Path(path)
-        assert path == self.pf / "sriov_numvfs", path
+        if path != self.pf / "sriov_numvfs":
+            return self.real_write(path, value, raw=raw)
+        assert raw, "sriov_numvfs was written without its errno kept for the message"
         self.writes.append(value.strip())
         n = int(value.strip())
         total = int((self.pf / "sriov_totalvfs").read_text())
@@ -198,17 +201,35 @@ def test_the_kernels_erange_is_mapped_when_the_total_changed_under_romlab(tmp_pa
     iov = FakeIov(tmp_path, monkeypatch)
     real = iov.write
 
-    def lower_first(path, value):
+    def lower_first(path, value, raw=False):
         (iov.pf / "sriov_totalvfs").write_text("1\n")
-        real(path, value)
-    monkeypatch.setattr(pci, "write_attribute", lower_first)
+        real(path, value, raw=raw)
+    monkeypatch.setattr(sysfs, "write_text", lower_first)
     code, _out, err = run(capsys, "nic", "vfs", "--pci", PF, "--count", "4")
     assert code == 2 and "offers 1 VFs; 4 is more than that" in one_line(err)
 
 
+def test_a_change_that_fails_after_the_zero_says_the_old_vfs_are_gone(tmp_path, monkeypatch, capsys):
+    """2 -> 4 is written as 0 then 4; the 0 removes the two VFs, and if the kernel then refuses 4 (its
+    limit lowered meanwhile) the message must say the two are gone, not only that 4 failed."""
+    iov = FakeIov(tmp_path, monkeypatch, numvfs=2)
+    real = iov.write
+
+    def lower_after_zero(path, value, raw=False):
+        if value.strip() != "0":
+            (iov.pf / "sriov_totalvfs").write_text("1\n")
+        real(path, value, raw=raw)
+    monkeypatch.setattr(sysfs, "write_text", lower_after_zero)
+    code, _out, err = run(capsys, "nic", "vfs", "--pci", PF, "--count", "4")
+    assert code == 2 and iov.writes == ["0", "4"]
+    assert "offers 1 VFs; 4 is more than that" in one_line(err)
+    assert f"the 2 VFs {PF} had before were removed" in err and f"--count 2` makes them again" in err
+    assert (iov.pf / "sriov_numvfs").read_text() == "0\n"
+
+
 def test_a_device_without_sr_iov_is_refused(tmp_path, monkeypatch, capsys):
     _dev(tmp_path / "sys", "0000:02:00.0", 0x8086, 0x10D3, "e1000e")
-    monkeypatch.setattr(pci, "write_attribute", lambda *a: pytest.fail("nothing may be written"))
+    monkeypatch.setattr(sysfs, "write_text", lambda *a, **k: pytest.fail("nothing may be written"))
     for argv in (("--count", "2"), ()):
         code, _out, err = run(capsys, "nic", "vfs", "--pci", "02:00.0", *argv)
         assert code == 2 and "0000:02:00.0 (8086:10d3) is not SR-IOV capable" in one_line(err)
@@ -234,3 +255,20 @@ def test_vfio_bind_passes_the_vf_guard_once_the_vfs_are_gone(tmp_path, monkeypat
     FakeIov(tmp_path, monkeypatch, numvfs=0)
     code, _out, err = run(capsys, "vfio", "bind", PF)
     assert code == 2 and "has no IOMMU group" in one_line(err, "vfio")
+
+
+def test_write_text_keeps_the_errno_only_when_asked(tmp_path):
+    """The one sysfs writer: one line a user can act on by default, the kernel's OSError as it is with
+    raw=True (the SR-IOV messages depend on its errno)."""
+    from hw.errors import HardwareError
+
+    missing = tmp_path / "sriov_numvfs"
+    with pytest.raises(OSError) as exc:
+        sysfs.write_text(missing, "2\n", raw=True)
+    assert exc.value.errno == errno.ENOENT and not isinstance(exc.value, HardwareError)
+    with pytest.raises(HardwareError) as exc:
+        sysfs.write_text(missing, "2\n")
+    assert str(exc.value) == f"{missing} does not exist"
+    (tmp_path / "attr").write_text("")
+    sysfs.write_text(tmp_path / "attr", "1\n", raw=True)
+    assert (tmp_path / "attr").read_text() == "1\n"

@@ -1,6 +1,7 @@
 """Runs inside `romlab vm` (tests/test_igb_vm.py) with two QEMU igb NICs (82576) on one link: romlab's
 driver on PF A against the kernel's igb on B, both directions, through the C ring and the Python ring;
-then A back on the kernel's igb with two VFs, romlab driving VF 0 against B both ways. Writes one
+then A back on the kernel's igb with two VFs, romlab driving VF 0 (a MAC set on the PF) against B both
+ways, then VF 1 (no MAC set: NACK, a random address, SET_MAC) briefly both ways. Writes one
 JSON result file the host test asserts on. The helpers are tests/vm_nic_guest.py's.
 """
 from __future__ import annotations
@@ -17,11 +18,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vm_nic_guest as G
 
 from drivers import frames
+from hw import ethtool
 from hw.pci import list_devices
 
 result = G.result
 romlab = G.romlab
-PF_COUNT, VF_COUNT, PY_COUNT, SIZE = 10_000, 2_000, 1_000, 300
+PF_COUNT, VF_COUNT, PY_COUNT, VF1_COUNT, SIZE = 10_000, 2_000, 1_000, 200, 300
 VF_MAC = "52:54:00:00:76:10"
 RATE = 500  # frames/s romlab sends at: the kernel's igb on B, emulated, keeps up with it on a loaded host
 
@@ -30,26 +32,12 @@ SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/if_packet.h
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-SIOCETHTOOL, ETHTOOL_GRINGPARAM, ETHTOOL_SRINGPARAM = 0x8946, 0x10, 0x11  # linux/sockios.h, ethtool.h
-
-
 def set_rx_ring(ifname: str, want: int = 4096) -> int:
     """Give the kernel driver's receive ring ``want`` descriptors (or its most), as `ethtool -G rx`
     does (the guest has no ethtool): QEMU's igb drops, without counting, what arrives while the ring
     is full, and a peer whose NAPI poll waits on a loaded host needs the room. Returns the size set."""
-    import ctypes
-    import fcntl
-    import struct
-
-    ring = ctypes.create_string_buffer(struct.pack("<9I", ETHTOOL_GRINGPARAM, *[0] * 8))
-    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(ring))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ctl:
-        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
-        vals = list(struct.unpack("<9I", ring.raw[:36]))
-        vals[0], vals[5] = ETHTOOL_SRINGPARAM, min(want, vals[1])  # rx_pending up to rx_max_pending
-        ctypes.memmove(ring, struct.pack("<9I", *vals), 36)
-        fcntl.ioctl(ctl.fileno(), SIOCETHTOOL, ifreq)
-    return vals[5]
+    most = ethtool.get_ring(ifname)["rx_max_pending"]
+    return ethtool.set_ring(ifname, rx=min(want, most))["rx_pending"]
 
 
 def peer_socket(bdf: str) -> tuple[socket.socket, str, int]:
@@ -175,19 +163,40 @@ def vf_run(a: str, b: str) -> dict:
     s, ifname, res["peer_rx_ring"] = peer_socket(b)
     G.wait_link(ifname, 20)
     b_mac = open(f"/sys/class/net/{ifname}/address").read().strip()
-    res["bind_rc"] = romlab("vfio", "bind", vf).returncode
+    try:
+        res["bind_rc"] = romlab("vfio", "bind", vf).returncode
+        try:
+            r = romlab("nic", "info", "--pci", vf, "--json")
+            res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
+            res["to_kernel"] = romlab_to_kernel(s, ifname, vf, VF_COUNT, 51, b_mac, RATE)
+            t0 = time.monotonic()
+            res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "adaptive", "c", 52,
+                                                    dst=bytes.fromhex(VF_MAC.replace(":", "")), timeout=120)
+            res["from_kernel"]["wall_s"] = time.monotonic() - t0
+        finally:
+            res["unbind_rc"] = romlab("vfio", "unbind", vf).returncode
+        res["vf1"] = vf_without_mac_run(vfs[1], s, ifname, b_mac)
+    finally:
+        s.close()
+    sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_numvfs", "0")
+    return res
+
+
+def vf_without_mac_run(vf: str, s: socket.socket, ifname: str, b_mac: str) -> dict:
+    """VF 1, given no MAC on the PF (Linux 6.12's igb leaves a VF's MAC zero): the PF answers RESET with
+    NACK, romlab picks a random local address and asks for it with SET_MAC, on every open. A short
+    exchange each way: to B's address, and back to broadcast (romlab's address is new each open;
+    igb accepts broadcast for every VF, VMOLR.BAM)."""
+    t0 = time.monotonic()
+    res: dict = {"vf": vf, "bind_rc": romlab("vfio", "bind", vf).returncode}
     try:
         r = romlab("nic", "info", "--pci", vf, "--json")
         res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
-        res["to_kernel"] = romlab_to_kernel(s, ifname, vf, VF_COUNT, 51, b_mac, RATE)
-        t0 = time.monotonic()
-        res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "adaptive", "c", 52,
-                                                dst=bytes.fromhex(VF_MAC.replace(":", "")), timeout=120)
-        res["from_kernel"]["wall_s"] = time.monotonic() - t0
+        res["to_kernel"] = romlab_to_kernel(s, ifname, vf, VF1_COUNT, 53, b_mac, RATE)
+        res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF1_COUNT, SIZE, "adaptive", "c", 54, timeout=60)
     finally:
-        s.close()
         res["unbind_rc"] = romlab("vfio", "unbind", vf).returncode
-    sysfs_write(f"/sys/bus/pci/devices/{a}/sriov_numvfs", "0")
+    res["wall_s"] = time.monotonic() - t0
     return res
 
 

@@ -69,7 +69,7 @@ def _open(args):
     from hw.pci import PciDevice
 
     dev = PciDevice.open(args.pci)
-    fam = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), purpose="nvm").family
+    fam = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), purpose="nvm", dev=dev).family
     bar = access.open_bar(dev, 0, args.via, unbind=args.unbind and args.via == "sysfs")
     return (Window(bar, fam.base), fam, dev.vendor_id, dev.device_id, f"{dev.bdf} ({dev.ids})",
             f"pci:{dev.bdf}", bar.close)

@@ -79,11 +79,13 @@ def _families(flash_only: bool) -> str:
                                 if f.flash or not flash_only)
 
 
-def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
+def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash", dev=None):
     """The ``hw.parts.Part`` for these IDs, or a RomlabError saying what to use instead.
 
     ``who`` names the device ("0000:03:00.0", "QEMU's e1000"); ``purpose`` is what romlab
-    would do with it: "flash" (its option-ROM flash) or "nvm" (its NVM words)."""
+    would do with it: "flash" (its option-ROM flash) or "nvm" (its NVM words). ``dev``, the
+    ``hw.pci.PciDevice`` when there is one, lets the refusal of a virtual function name its PF
+    (sysfs's physfn link)."""
     from hw.parts import find_part
     from hw.pci import LIST_HINT
 
@@ -92,6 +94,10 @@ def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
     part = find_part(vendor, device)
     ids = "%04x:%04x" % (vendor, device)
     if part is not None and part.flags & F_VF:
+        pf = dev.physfn if dev is not None else None
+        if pf is not None:
+            raise FlashError(f"{who} ({ids}) is an SR-IOV virtual function: {part.family.note} {pf}; "
+                             "give romlab that")
         raise FlashError(f"{who} ({ids}) is an SR-IOV virtual function: {part.family.note}; "
                          "give romlab its PF (`romlab nic vfs --pci PF` lists a PF's VFs)")
     if part is not None:
@@ -112,7 +118,7 @@ def require_part(vendor: int, device: int, who: str, *, purpose: str = "flash"):
 
 def require_flash_part(dev):
     """The part of PCI device ``dev`` if romlab can reach its option-ROM flash in-system."""
-    part = require_part(dev.vendor_id, dev.device_id, str(dev.bdf))
+    part = require_part(dev.vendor_id, dev.device_id, str(dev.bdf), dev=dev)
     if part.family.flash is None:
         raise FlashError(f"{dev.bdf} ({dev.ids}, {part.family.name}): {part.family.note}")
     return part
