@@ -170,7 +170,7 @@ def vf_run(a: str, b: str) -> dict:
             res["info"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-1500:]}
             res["to_kernel"] = romlab_to_kernel(s, ifname, vf, VF_COUNT, 51, b_mac, RATE)
             t0 = time.monotonic()
-            res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "adaptive", "c", 52,
+            res["from_kernel"] = G.kernel_to_romlab(s, ifname, vf, VF_COUNT, SIZE, "irq", "c", 52,
                                                     dst=bytes.fromhex(VF_MAC.replace(":", "")), timeout=120)
             res["from_kernel"]["wall_s"] = time.monotonic() - t0
         finally:
