@@ -24,6 +24,8 @@ from romlab.cli import VERBS, build_parser, main
 NO_JSON = {
     "vm": "runs a command in a guest and passes its output and exit status through unchanged",
     "serprog-emu": "a server: it prints the address it listens on and serves until stopped",
+    "lab": "starts and stops the lab fleet's guests (up, down, fault); `lab fleet status` prints the fleet's "
+           "state, which tests/test_fleet_vm.py reads",
 }
 # Verbs with --json whose documents are checked where their set-up lives.
 ELSEWHERE = {

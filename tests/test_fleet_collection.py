@@ -291,7 +291,9 @@ def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     (tarball,) = (tmp_path / "dist").glob("romlab-fleet-*.tar.gz")
-    r = subprocess.run([galaxy, "collection", "install", str(tarball), "-p", str(tmp_path / "installed")],
+    # --force: the checkout's own ansible_collections is on sys.path (romlab is installed editable), and
+    # ansible-galaxy would otherwise call the collection installed already and copy nothing.
+    r = subprocess.run([galaxy, "collection", "install", "--force", str(tarball), "-p", str(tmp_path / "installed")],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     plugins = tmp_path / "installed" / "ansible_collections" / "romlab" / "fleet" / "plugins"
