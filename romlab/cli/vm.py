@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nic", action="append", default=[], metavar="MODEL[,KEY=VALUE...]",
                    help="an emulated NIC (repeat for more); the keys are listed above")
     p.add_argument("--memory", default="1G", metavar="SIZE", help="guest memory (default 1G)")
-    p.add_argument("--cpus", type=int, default=2, metavar="N", help="guest CPUs (default 2)")
+    p.add_argument("--cpus", type=int, default=None, metavar="N",
+                   help="guest CPUs (default 1: under TCG a second vCPU now and then stalls the guest for good)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="kill the guest after this many seconds (default 600)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
@@ -52,7 +53,12 @@ def run(args) -> int:
     if command and command[0] == "--":
         command = command[1:]
     nics = [NicSpec.parse(s) for s in args.nic]
-    result = vm.run(command, nics, memory=args.memory, cpus=args.cpus, timeout=args.timeout,
+    if args.cpus is not None and not 1 <= args.cpus <= 64:
+        from hw.errors import UsageError
+
+        raise UsageError(f"--cpus {args.cpus}: give 1 to 64 guest CPUs")
+    cpus = vm.DEFAULT_CPUS if args.cpus is None else args.cpus
+    result = vm.run(command, nics, memory=args.memory, cpus=cpus, timeout=args.timeout,
                     accel=args.accel, shares=args.share, verbose=args.verbose and not args.quiet)
     if args.verbose and not args.quiet:
         import sys
