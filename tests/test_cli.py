@@ -16,7 +16,7 @@ VERBS = {
     "inspect", "lint", "disasm", "scan", "diff",                        # README: Reading ROMs
     "patch", "split", "extract", "efi-rom", "combine", "pad",           # README: Changing and building ROMs
     "list", "dump", "vfio", "vm", "nic", "undi", "bench", "boot", "serve",  # README: Hardware, drivers and benches
-    "flash", "restore", "nvm", "serprog-emu",                           # docs/flashing.md
+    "flash", "restore", "nvm", "serprog-emu", "lab",                           # docs/flashing.md
 }
 
 
