@@ -25,9 +25,14 @@ class Ch341aError(FlashError):
 
 
 class PyUsbLink:
-    """Bulk endpoints of the first CH341A pyusb finds (interface 0 claimed)."""
+    """Bulk endpoints of the first CH341A pyusb finds (interface 0 claimed).
 
-    def __init__(self, timeout_ms: int = 1000):
+    One bulk write carries a whole SPI transaction (up to about 4 KiB), which a real CH341A takes in
+    a few milliseconds; the timeout only decides how soon an unresponsive programmer is reported.
+    It is 5 s, not 1 s, because a programmer that is itself a program (the CH341A gadget romlab's
+    tests run in a one-vCPU TCG guest beside the client) can need over a second to drain one."""
+
+    def __init__(self, timeout_ms: int = 5000):
         try:
             import usb.core
             import usb.util
