@@ -300,3 +300,23 @@ def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
     assert {p.name for p in (plugins / "modules").glob("*.py")} == {"romlab_facts.py", "romlab_flash.py",
                                                                    "romlab_restore.py"}
     assert {p.name for p in (plugins / "action").glob("*.py")} == {"romlab_flash.py", "romlab_restore.py"}
+
+
+def test_an_exited_unreaped_supervisor_counts_as_gone():
+    """`lab fleet down` waits for the supervisor to go; one started by this process and exited but
+    not yet waited for (a zombie) must not keep it waiting out its timeout."""
+    import sys
+    import time
+
+    from romlab.lab.fleet import _alive
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        assert not _alive(p.pid)
+    finally:
+        p.wait()
+    assert _alive(os.getpid())

@@ -173,13 +173,19 @@ def _write_state(lab: Path, state: dict) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A process that has exited but is not yet reaped (a zombie: the
+    supervisor when the process that started it, a test say, has not waited for it) counts as gone."""
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
 def prepare(lab: Path, n: int, rom: str) -> list[dict]:
