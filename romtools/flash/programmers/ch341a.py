@@ -30,7 +30,7 @@ class PyUsbLink:
     One bulk write carries a whole SPI transaction (up to about 4 KiB), which a real CH341A takes in
     a few milliseconds; the timeout only decides how soon an unresponsive programmer is reported.
     It is 5 s, not 1 s, because a programmer that is itself a program (the CH341A gadget romlab's
-    tests run in a one-vCPU TCG guest beside the client) can need over a second to drain one."""
+    tests run beside the client in a TCG guest on a loaded host) can need over a second to drain one."""
 
     def __init__(self, timeout_ms: int = 5000):
         try:
