@@ -300,3 +300,60 @@ def test_collection_builds_and_installs_with_ansible_galaxy(tmp_path):
     assert {p.name for p in (plugins / "modules").glob("*.py")} == {"romlab_facts.py", "romlab_flash.py",
                                                                    "romlab_restore.py"}
     assert {p.name for p in (plugins / "action").glob("*.py")} == {"romlab_flash.py", "romlab_restore.py"}
+
+
+# -- a chip with an unfinished write (C1) ----------------------------------------------------
+
+def _fleet_module(name):
+    sys.path.insert(0, str(REPO))
+    try:
+        import importlib
+        return importlib.import_module(f"ansible_collections.romlab.fleet.plugins.{name}")
+    finally:
+        sys.path.remove(str(REPO))
+
+
+def test_backup_and_dry_run_refuse_a_half_written_chip_and_name_its_original(tmp_path, backups):
+    from test_flash_journal import _interrupted
+    from test_serprog_emu import emulator
+
+    chip, original, _ = _interrupted(tmp_path, backups)
+    (first,) = backups.glob("*.bin")
+    assert first.read_bytes() == original                        # the backup taken before the cut write
+    half = chip.read_bytes()
+    assert half != original
+    with emulator(chip) as emu:
+        for argv in (["--backup"], [str(IPXE_QEMU / "pxe-e1000.rom"), "--layout", "rom-at-0", "--dry-run"]):
+            r = run_romlab("flash", "--programmer", emu.spec, *argv, "--json")
+            err = r.stderr.decode()
+            assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert str(first) in err and f"romlab restore {first}" in err and "--resume" in err
+            assert r.stdout == b""
+            # The module reads the original backup out of that line for its failure report.
+            flash_mod = _fleet_module("modules.romlab_flash")
+            assert flash_mod.PENDING_RE.search(err).group(1) == str(first)
+    assert list(backups.glob("*.bin")) == [first]               # the half-written chip was not saved as a backup
+    assert chip.read_bytes() == half
+
+
+def test_restore_default_is_the_oldest_backup_since_the_last_completed_write(tmp_path):
+    default_backup = _fleet_module("action.romlab_restore").default_backup
+    d = tmp_path / "lab2" / "0000-01-00.0"
+    assert default_backup(str(d)) is None
+    d.mkdir(parents=True)
+
+    def backup(name, completed):
+        (d / f"{name}.bin").write_bytes(b"x")
+        (d / f"{name}.fleet.json").write_text(json.dumps({"host": "lab2", "write_completed": completed}))
+        return str(d / f"{name}.bin")
+
+    # Names begin with the UTC time of the backup, so they sort in the order they were taken.
+    a = backup("20261101T000000Z-ef3011", False)
+    b = backup("20261102T000000Z-ef3011", False)
+    assert default_backup(str(d)) == a                          # no write completed: the first one
+    (d / "20261101T000000Z-ef3011.fleet.json").write_text(json.dumps({"host": "lab2", "write_completed": True}))
+    assert default_backup(str(d)) == b                          # what the chip held before the failed write
+    backup("20261103T000000Z-ef3011", False)                     # the re-run backed up the half-written chip
+    assert default_backup(str(d)) == b
+    c = backup("20261104T000000Z-ef3011", True)
+    assert default_backup(str(d)) == c                          # the last write completed: undo that one

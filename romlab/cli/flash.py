@@ -97,10 +97,28 @@ def _rom_ids(data: bytes) -> str | None:
         return None
 
 
+def _refuse_pending(chip, current: bytes, backupmod, doing: str, found=None) -> None:
+    """Refuse to go on over a chip that holds an unfinished write (its journal matches what the chip
+    holds), naming the backup taken before that write; or when a journal could not be checked."""
+    from hw.errors import FlashError, UsageError
+
+    journal, unchecked = found or backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
+    if journal is not None:
+        header, _ = journal.read()
+        raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}), so the chip is "
+                         f"partly written and romlab will not {doing}: its original is the backup "
+                         f"{header['backup']}; put it back with `romlab restore {header['backup']}`, or finish "
+                         "the write with `romlab flash --resume` and the same ROM")
+    if unchecked:
+        raise FlashError(f"a write journal could not be checked against this chip ({unchecked[0]}); it "
+                         "may be this chip's unfinished write: restore that write's backup, or remove the "
+                         "journal if it is not this chip's, and run again")
+
+
 def run(args) -> int:
     from pathlib import Path
 
-    from hw.errors import FlashError, UsageError
+    from hw.errors import UsageError
     from romlab.cli import detail, quiet
     from romlab.cli._common import check_outputs, open_programmer, write_output
     from romlab.conventions import device_input, document, hexid, pci_id
@@ -148,6 +166,8 @@ def run(args) -> int:
         with prog:
             data = session.read_stable(nor, progress)
         chip = nor.chip
+        # A half-written chip is no backup: the one to keep is the journal's, taken before that write.
+        _refuse_pending(chip, data, backupmod, "back it up")
         path = backupmod.save(data, {"target": prog.describe(), "programmer": pci.spec if pci else args.programmer,
                                      "chip": chip.name, "jedec": chip.jedec_hex,
                                      "pci_ids_in_backup": _rom_ids(data),
@@ -202,15 +222,9 @@ def run(args) -> int:
                                f"(journal {journal.path})")
             backup_path = header["backup"]
         else:
-            if unchecked and journal is None and not (args.dry_run or args.verify_only):
-                raise FlashError(f"a write journal could not be checked against this chip ({unchecked[0]}); it "
-                                  "may be this chip's unfinished write: restore that write's backup, or remove the "
-                                  "journal if it is not this chip's, and run again")
-            if journal is not None and not (args.dry_run or args.verify_only):
-                header, _ = journal.read()
-                raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "
-                               f"--resume and the same ROM, or put the backup back with `romlab restore "
-                               f"{header['backup']}`")
+            if not args.verify_only:
+                # A dry run refuses too: what it would report is a plan over a half-written chip.
+                _refuse_pending(chip, current, backupmod, "write it", (journal, unchecked))
             if pci is not None:
                 layout = pci.layout(args.layout, current, force=args.force)
             else:

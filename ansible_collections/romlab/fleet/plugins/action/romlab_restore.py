@@ -24,6 +24,28 @@ def _bdf(text):
     return "0000:" + t if BDF_SHORT.match(t) else t
 
 
+def default_backup(ddir):
+    """The backup to put back when none is named: the oldest one taken since the last write that
+    completed (its .fleet.json says write_completed). A roll-out that failed part-way and was run
+    again may have backed up the half-written chip after the good backup; the newest file is then
+    the wrong one. With no backup after the last completed write, that write's own backup (what
+    the chip held before it). None when the directory holds no backup."""
+    found = sorted(glob.glob(os.path.join(ddir, "*.bin")))      # names start with the UTC time of the backup
+    if not found:
+        return None
+    last_done = None
+    for n, path in enumerate(found):
+        try:
+            with open(path[:-4] + ".fleet.json") as fh:
+                if json.load(fh).get("write_completed"):
+                    last_done = n
+        except (OSError, ValueError):
+            pass
+    if last_done is None:
+        return found[0]
+    return found[last_done + 1] if last_done + 1 < len(found) else found[last_done]
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -40,10 +62,9 @@ class ActionModule(ActionBase):
         elif args.get("backup_dir"):
             ddir = os.path.join(os.path.abspath(os.path.expanduser(to_text(args["backup_dir"]))), host,
                                 bdf.replace(":", "-"))
-            found = sorted(glob.glob(os.path.join(ddir, "*.bin")))
-            if not found:
+            backup = default_backup(ddir)
+            if backup is None:
                 raise AnsibleActionFail("no backup of %s %s under %s" % (host, bdf, ddir))
-            backup = found[-1]      # names start with the UTC time romlab took them
         else:
             raise AnsibleActionFail("give backup (a .bin on the controller) or backup_dir")
         if backup.endswith(".json"):

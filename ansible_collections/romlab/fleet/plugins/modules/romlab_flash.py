@@ -187,6 +187,7 @@ nics:
 """
 
 import os
+import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
@@ -194,6 +195,8 @@ from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
     RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
     run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
 
+# romlab flash's refusal over a chip with an unfinished write names the backup taken before that write.
+PENDING_RE = re.compile(r"its original is the backup (\S+);")
 SELECT_SPEC = dict(bdf=dict(type="list", elements="str"), ids=dict(type="list", elements="str"),
                    mac=dict(type="list", elements="str"))
 ARGUMENT_SPEC = dict(
@@ -315,8 +318,13 @@ def main():
                                              "just before is in %s on the host" %
                                              (nic["bdf"], expected.get("sha256"), seen, done["backup"]))
         except RomlabFailed as exc:
+            extra = {}
+            pending = PENDING_RE.search(str(exc))
+            if pending:
+                # The chip holds an unfinished write; the backup to put back is the one taken before it.
+                extra = dict(pending_backup=pending.group(1), pending_bdf=nic["bdf"])
             module.fail_json(msg="%s %s: %s" % (nic["bdf"], desc, exc), romlab_rc=exc.rc,
-                             nics=[dict((k, v) for k, v in e.items() if k[0] != "_") for e in results])
+                             nics=[dict((k, v) for k, v in e.items() if k[0] != "_") for e in results], **extra)
         entry.pop("_target_args")
         results.append(entry)
     changed = any(e["changed"] for e in results)

@@ -18,7 +18,9 @@ description:
     differ and verifies.
   - The action plugin refuses a backup taken from another host or another NIC (its C(.fleet.json)
     record says whose it is) unless O(force) is set; romlab refuses one of another chip model.
-  - Without O(backup) the newest backup of the NIC under O(backup_dir) is used.
+  - Without O(backup) the backup of the NIC under O(backup_dir) that is used is the oldest one taken
+    since the last write M(romlab.fleet.romlab_flash) completed (what the chip held before a write
+    that failed), else that completed write's own backup, else the oldest.
 author:
   - romlab developers (@romlab)
 options:
@@ -76,7 +78,7 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Put the newest backup of one NIC back
+- name: Put one NIC's backup back (the one taken before its last failed or completed write)
   romlab.fleet.romlab_restore:
     bdf: "0000:01:00.0"
     backup_dir: "{{ playbook_dir }}/backups"
