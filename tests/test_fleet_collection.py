@@ -357,3 +357,54 @@ def test_restore_default_is_the_oldest_backup_since_the_last_completed_write(tmp
     assert default_backup(str(d)) == b
     c = backup("20261104T000000Z-ef3011", True)
     assert default_backup(str(d)) == c                          # the last write completed: undo that one
+
+
+# -- check mode never unbinds (C3) -----------------------------------------------------------
+
+FAKE_ROMLAB = r'''#!{python}
+import json, sys
+argv = sys.argv[1:]
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(argv) + "\n")
+if "list" in argv:
+    print(json.dumps({{"devices": [{{"bdf": "0000:03:00.0", "id": "8086:10d3", "class": "020000"}}]}}))
+elif "--dry-run" in argv:
+    print(json.dumps({{"dry_run": True, "changes": "unknown",
+                      "reason": "unknown without unbinding: the e1000e driver holds BAR 0"}}))
+else:
+    sys.stderr.write("romlab: error: this stand-in only lists and plans\n")
+    sys.exit(2)
+'''
+
+
+def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
+    log = tmp_path / "argv.log"
+    fake = tmp_path / "romlab"
+    fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    rom = tmp_path / "new.rom"
+    rom.write_bytes(A)
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {fake}
+        roms: {{"8086:10d3": {rom}}}
+        backup_dir: {tmp_path / 'backups'}
+      register: out
+    - ansible.builtin.debug:
+        var: out
+""")
+    env = dict(_env(), ROMLAB_BACKUP_DIR=str(tmp_path / "remote"))
+    env.pop("SSH_CONNECTION", None)
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", "--check", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    flashes = [c for c in calls if "flash" in c]
+    assert flashes and all("--dry-run" in c for c in flashes)
+    assert not any(set(c) & {"--backup", "--read", "--verify-only"} for c in flashes)
+    assert "changed=0" in r.stdout and "unknown without unbinding" in r.stdout
+    assert '"would_change": "unknown"' in r.stdout

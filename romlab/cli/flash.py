@@ -66,7 +66,8 @@ def add_arguments(p):
                       help="only read the whole chip and save it as a backup that `romlab restore` takes")
     mode.add_argument("--verify-only", action="store_true", help="compare the chip with ROM, change nothing")
     mode.add_argument("--dry-run", action="store_true",
-                      help="show chip, layout, blocks to erase and bytes to write; change nothing")
+                      help="show chip, layout, blocks to erase and bytes to write; change nothing (never unbinds a "
+                      "driver: with --pci, a chip the driver keeps from romlab is reported unknown)")
     mode.add_argument("--resume", action="store_true", help="finish an interrupted write from its journal")
     p.add_argument("--force", action="store_true",
                    help="write at 0 over an Intel NVM, or a ROM whose checksum is wrong")
@@ -197,7 +198,16 @@ def run(args) -> int:
         if not args.force_ids:
             # Checked before the card is touched: the IDs are those sysfs shows.
             image.check_target_ids(rom[:info.length], card.vendor_id, card.device_id, args.rom)
-    prog, nor, pci = open_target()
+    if args.pci and args.dry_run:
+        pci, why = session.open_for_dry_run(args.pci, args.via, args.unbind, None if args.json else warn)
+        if pci is None:
+            _report(args, document("romlab.flash/1", input=args.rom, target=f"pci:{card.bdf}", bdf=str(card.bdf),
+                                   card_id=card.ids, driver=card.driver, dry_run=True, changes="unknown",
+                                   reason=why), [f"romlab flash: {card.bdf}: {why}"])
+            return 0
+        prog, nor = pci.prog, pci.nor
+    else:
+        prog, nor, pci = open_target()
     with prog:
         chip = nor.chip
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"

@@ -105,8 +105,12 @@ options:
     default: {}
 attributes:
   check_mode:
-    support: full
+    support: partial
     description: Reports what would change (romlab's dry run); reads the chips, writes nothing.
+    details:
+      - A check never unbinds a driver. An in-system NIC (no programmer in O(targets)) whose driver
+        keeps romlab from its flash is reported with RV(nics[].would_change=unknown) and a warning,
+        not as a change.
   diff_mode:
     support: full
     description: Shows the old and the new ROM of each NIC that changes (IDs, iPXE build, size, sha256).
@@ -163,6 +167,14 @@ nics:
     changed:
       description: Whether its flash was (or in check mode would be) written.
       type: bool
+    would_change:
+      description: V(unknown) in check mode when the NIC's flash cannot be read without unbinding its driver.
+      type: str
+      returned: when unknown
+    reason:
+      description: Why it is unknown.
+      type: str
+      returned: when unknown
     erase_bytes:
       description: Bytes romlab erases (or would erase).
       type: int
@@ -267,8 +279,18 @@ def main():
                  "_target_args": target_args}
         try:
             if p["stage"] == "plan":
+                # Check mode: romlab's dry run, which never unbinds a driver. Otherwise --verify-only, which
+                # may unbind (with --unbind) to read an in-system chip: the run is going to write it anyway.
                 _, plan = run_romlab(p["romlab"], ["flash"] + target_args + [rom] + layout_args +
-                                     ["--dry-run", "--no-progress"], env)
+                                     [("--dry-run" if module.check_mode else "--verify-only"), "--no-progress"],
+                                     env, ok=(0, 1))
+                if plan.get("changes") == "unknown":
+                    entry["would_change"] = "unknown"
+                    entry["reason"] = plan.get("reason")
+                    module.warn("%s: %s" % (nic["bdf"], plan.get("reason")))
+                    entry.pop("_target_args")
+                    results.append(entry)
+                    continue
                 entry["erase_bytes"] = plan.get("erase_bytes", 0)
                 entry["program_bytes"] = plan.get("program_bytes", 0)
                 entry["changed"] = bool(plan.get("erase_blocks") or plan.get("program_bytes"))
@@ -284,7 +306,9 @@ def main():
                     os.close(fd)
                     os.unlink(tmp)
                     try:
-                        run_romlab(p["romlab"], ["flash"] + target_args + ["--read", tmp, "--no-progress"], env)
+                        # The dry run read the chip without unbinding, so this read can too.
+                        run_romlab(p["romlab"], ["flash"] + [a for a in target_args if a != "--unbind"] +
+                                   ["--read", tmp, "--no-progress"], env)
                         entry["before"], entry["after"] = summaries(p["romlab"], tmp, rom)
                     finally:
                         if os.path.exists(tmp):

@@ -68,8 +68,11 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
+    support: partial
     description: Reports what would be erased and programmed (romlab restore --dry-run); writes nothing.
+    details:
+      - A check never unbinds a driver. An in-system NIC whose driver keeps romlab from its flash is
+        reported with RV(would_change=unknown) and a warning.
   diff_mode:
     support: none
     description: The chip's contents are not shown; the result says how many bytes are erased and programmed.
@@ -118,6 +121,14 @@ previous_contents:
   description: Where romlab saved what the chip held before (on the host).
   returned: when changed
   type: str
+would_change:
+  description: V(unknown) in check mode when the NIC's flash cannot be read without unbinding its driver.
+  returned: when unknown
+  type: str
+reason:
+  description: Why it is unknown.
+  returned: when unknown
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -152,6 +163,11 @@ def main():
         module.fail_json(msg=str(exc))
     except RomlabFailed as exc:
         module.fail_json(msg="%s: %s" % (p["bdf"], exc), romlab_rc=exc.rc)
+    if doc.get("changes") == "unknown":
+        # Check mode on an in-system NIC whose driver holds its BAR: a check never unbinds.
+        module.warn("%s: %s" % (bdf, doc.get("reason")))
+        module.exit_json(changed=False, bdf=bdf, target=desc, backup=p["backup"], erase_bytes=0, program_bytes=0,
+                         would_change="unknown", reason=doc.get("reason"))
     would = bool(doc.get("erase_bytes") or doc.get("program_bytes"))
     module.exit_json(changed=bool(doc.get("changed")) or (module.check_mode and would), bdf=bdf, target=desc,
                      backup=p["backup"], erase_bytes=doc.get("erase_bytes", 0),
