@@ -408,3 +408,24 @@ def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
     assert not any(set(c) & {"--backup", "--read", "--verify-only"} for c in flashes)
     assert "changed=0" in r.stdout and "unknown without unbinding" in r.stdout
     assert '"would_change": "unknown"' in r.stdout
+
+
+# -- the controller's backup checked before the write (H1) -----------------------------------
+
+def test_expect_sha256_is_checked_before_anything_is_written(tmp_path, backups):
+    chip = tmp_path / "chip.bin"
+    image = b"\xff" * (128 * 1024)
+    chip.write_bytes(image)
+    rom = str(IPXE_QEMU / "pxe-e1000.rom")
+    other = hashlib.sha256(b"what the controller's backup held").hexdigest()
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", other)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert other in err and hashlib.sha256(image).hexdigest() in err and "nothing was written" in err
+    assert chip.read_bytes() == image and not list(backups.glob("*"))      # no write, no backup, no journal
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", "12ab")
+    assert r.returncode == 2 and "64 hex digits" in r.stderr.decode() and chip.read_bytes() == image
+    good = hashlib.sha256(image).hexdigest().upper()
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", good)
+    assert r.returncode == 0, r.stderr
+    assert chip.read_bytes() == A + b"\xff" * (len(image) - len(A))

@@ -71,6 +71,9 @@ def add_arguments(p):
     mode.add_argument("--resume", action="store_true", help="finish an interrupted write from its journal")
     p.add_argument("--force", action="store_true",
                    help="write at 0 over an Intel NVM, or a ROM whose checksum is wrong")
+    p.add_argument("--expect-sha256", metavar="HASH",
+                   help="write only if the whole chip, as read before writing, has this sha256 (e.g. that of a "
+                        "backup copied off the machine); otherwise write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (as -q, which also "
                    "drops other remarks)")
@@ -119,7 +122,7 @@ def _refuse_pending(chip, current: bytes, backupmod, doing: str, found=None) -> 
 def run(args) -> int:
     from pathlib import Path
 
-    from hw.errors import UsageError
+    from hw.errors import FlashError, UsageError
     from romlab.cli import detail, quiet
     from romlab.cli._common import check_outputs, open_programmer, write_output
     from romlab.conventions import device_input, document, hexid, pci_id
@@ -183,6 +186,9 @@ def run(args) -> int:
 
     if not args.rom:
         raise UsageError("give the ROM file to write (or --read OUT, or --backup)")
+    expect = (args.expect_sha256 or "").strip().lower()
+    if args.expect_sha256 is not None and (len(expect) != 64 or set(expect) - set("0123456789abcdef")):
+        raise UsageError(f"--expect-sha256 {args.expect_sha256!r} is not a sha256 (64 hex digits)")
     rom = read_input(args.rom)
     info = image.check_option_rom(rom, args.rom)
     if sum(rom[:info.length]) & 0xFF and not args.force:
@@ -215,6 +221,11 @@ def run(args) -> int:
             raise UsageError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
         detail(f"romlab flash: {chip_line} through {prog.describe()}; reading it twice for the backup")
         current = session.read_stable(nor, progress)
+        if expect and session.sha256(current) != expect:
+            # Checked before anything is written: the backup held elsewhere must be what this chip holds.
+            raise FlashError(f"the {chip.name} holds sha256 {session.sha256(current)}, not the expected {expect} "
+                             "(--expect-sha256); it changed since that backup was taken: nothing was written, back "
+                             "it up again")
         # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
         journal, unchecked = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         if args.resume:

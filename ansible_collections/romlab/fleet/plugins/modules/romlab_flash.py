@@ -323,8 +323,9 @@ def main():
                 entry["backup"] = expected.get("backup")
                 entry["controller_backup"] = expected.get("controller_backup")
                 try:
+                    # romlab checks the chip against the controller's backup after reading it, before writing.
                     _, done = run_romlab(p["romlab"], ["flash"] + target_args + [rom] + layout_args +
-                                         ["--no-progress"], env)
+                                         ["--expect-sha256", expected.get("sha256") or "", "--no-progress"], env)
                 except RomlabFailed as exc:
                     module.fail_json(msg="%s %s: %s; %s" % (nic["bdf"], desc, exc, how_to_recover(entry)),
                                      nics=results + [dict((k, v) for k, v in entry.items() if k[0] != "_")],
