@@ -104,11 +104,64 @@ def test_interfaces_and_the_management_nic(fleet_utils, tmp_path):
     assert fleet_utils.pci_of_interface("enp1s0", net) == "0000:01:00.0"
     assert fleet_utils.pci_of_interface("lo", net) is None
     assert fleet_utils.interfaces("0000:01:00.0", sys_net=net) == [{"name": "enp1s0", "mac": "52:54:00:aa:00:01"}]
-    addrs = {"lo": ["127.0.0.1"], "enp0s11": ["10.0.2.15"], "enp1s0": []}
+    ip = _fake_ip({"enp0s11": ["10.0.2.15"], "enp1s0": []}, via="enp0s11")
     env = {"SSH_CONNECTION": "10.0.2.2 50514 10.0.2.15 22"}
-    assert fleet_utils.management_bdfs(environ=env, addrs=addrs, sys_net=net) == {"0000:00:0b.0"}
+    pci = str(tmp_path / "devices" / "pci0000:00")
+    assert fleet_utils.management_bdfs(environ=env, ip=ip, sys_net=net, sys_pci=pci) == {"0000:00:0b.0"}
     # Not over SSH (a local run): only the NICs named.
-    assert fleet_utils.management_bdfs(["01:00.0"], environ={}, addrs=addrs, sys_net=net) == {"0000:01:00.0"}
+    assert fleet_utils.management_bdfs(["01:00.0"], environ={}, ip=ip, sys_net=net) == {"0000:01:00.0"}
+
+
+def _fake_ip(addrs, via):
+    """`ip -j addr` and `ip -j route get` as iproute2 prints them (the fields the code reads)."""
+    def ip(args):
+        if args[0] == "addr":
+            return [{"ifname": n, "addr_info": [{"local": a} for a in v]} for n, v in addrs.items()]
+        assert args[:2] == ["route", "get"]
+        return [{"dst": args[2], "dev": via, "prefsrc": "x"}]
+    return ip
+
+
+def test_management_nic_behind_bond_bridge_or_vlan_and_its_whole_card(fleet_utils, tmp_path):
+    """br0 (the server address) over bond0 over enp1s0f0 of a two-port card at 01:00; the route back
+    to the client leaves by vlan10 over enp2s0. Every function of both cards is management."""
+    pci = tmp_path / "devices" / "pci0000:00"
+    for bdf in ("0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"):
+        (pci / bdf).mkdir(parents=True)
+    net = tmp_path / "class" / "net"
+    for name, dev in (("enp1s0f0", "0000:01:00.0"), ("enp1s0f1", "0000:01:00.1"), ("enp2s0", "0000:02:00.0"),
+                      ("enp3s0", "0000:03:00.0"), ("bond0", None), ("br0", None), ("vlan10", None), ("lo", None)):
+        (net / name).mkdir(parents=True)
+        if dev:
+            (net / name / "device").symlink_to(pci / dev)
+    (net / "bond0" / "lower_enp1s0f0").symlink_to(net / "enp1s0f0")
+    (net / "br0" / "brif").mkdir()
+    (net / "br0" / "brif" / "bond0").symlink_to(net / "bond0")
+    (net / "vlan10" / "lower_enp2s0").symlink_to(net / "enp2s0")
+    ip = _fake_ip({"lo": ["127.0.0.1"], "br0": ["192.0.2.10"], "enp3s0": []}, via="vlan10")
+    conn = "192.0.2.99 50514 192.0.2.10 22"
+    got = fleet_utils.management_bdfs(ssh_connection=conn, environ={}, ip=ip, sys_net=str(net), sys_pci=str(pci))
+    assert got == {"0000:01:00.0", "0000:01:00.1", "0000:02:00.0"}
+    # The module's environment under become has no SSH_CONNECTION; the one the action plugin read counts.
+    assert fleet_utils.management_bdfs(ssh_connection=conn, environ={"SSH_CONNECTION": ""}, ip=ip,
+                                       sys_net=str(net), sys_pci=str(pci)) == got
+
+    # Fails closed: ip failing, or an interface that leads to no PCI function, is a refusal ...
+    def broken(args):
+        raise fleet_utils.ManagementUnknown("`ip -j %s` could not be run or read (no such file)" % " ".join(args))
+    lo_only = _fake_ip({"lo": ["192.0.2.10"]}, via="lo")
+    for bad_ip in (broken, lo_only):
+        with pytest.raises(fleet_utils.ManagementUnknown, match="management_nics"):
+            fleet_utils.management_bdfs(ssh_connection=conn, environ={}, ip=bad_ip, sys_net=str(net),
+                                        sys_pci=str(pci))
+        # ... unless the operator names the management NICs.
+        assert fleet_utils.management_bdfs(["03:00.0"], ssh_connection=conn, environ={}, ip=bad_ip,
+                                           sys_net=str(net), sys_pci=str(pci)) == {"0000:03:00.0"}
+    # The real `ip` when it is not there: a refusal too, not an empty set.
+    with pytest.raises(fleet_utils.ManagementUnknown):
+        import unittest.mock
+        with unittest.mock.patch.dict(os.environ, {"PATH": str(tmp_path / "nothing")}):
+            fleet_utils.management_bdfs(ssh_connection=conn, environ={}, sys_net=str(net), sys_pci=str(pci))
 
 
 def test_run_romlab_passes_romlabs_one_line_error(fleet_utils, tmp_path):
@@ -429,3 +482,46 @@ def test_expect_sha256_is_checked_before_anything_is_written(tmp_path, backups):
     r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", good)
     assert r.returncode == 0, r.stderr
     assert chip.read_bytes() == A + b"\xff" * (len(image) - len(A))
+
+
+def test_flash_and_restore_refuse_over_ssh_when_the_management_nic_is_unknown(tmp_path):
+    """`ip` failing on the host: over SSH both modules refuse, naming management_nics."""
+    log = tmp_path / "argv.log"
+    fake = tmp_path / "romlab"
+    fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ip").write_text("#!/bin/sh\necho 'Cannot open netlink socket: Permission denied' >&2\nexit 2\n")
+    (bindir / "ip").chmod(0o755)
+    rom = tmp_path / "new.rom"
+    rom.write_bytes(A)
+    d = tmp_path / "backups" / "lab1" / "0000-03-00.0"
+    d.mkdir(parents=True)
+    (d / "b.bin").write_bytes(b"\xff" * 4096)
+    (d / "b.json").write_text("{}")
+    (d / "b.fleet.json").write_text(json.dumps({"host": "lab1", "bdf": "0000:03:00.0"}))
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {fake}
+        roms: {{"8086:10d3": {rom}}}
+        backup_dir: {tmp_path / 'backups'}
+      ignore_errors: true
+    - romlab.fleet.romlab_restore:
+        romlab: {fake}
+        bdf: "03:00.0"
+        backup_dir: {tmp_path / 'backups'}
+""")
+    env = dict(_env(), SSH_CONNECTION="192.0.2.99 50514 192.0.2.10 22", PATH=f"{bindir}:{_env()['PATH']}")
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    flash_task, restore_task = r.stdout.split("TASK [")[1:3]
+    for task in (flash_task, restore_task):
+        assert "refusing to flash without knowing which NIC carries the management connection" in task, task
+    assert "Cannot open netlink socket" in r.stdout and "ignored=1" in r.stdout
+    assert not log.exists()                     # refused before romlab was run at all

@@ -34,6 +34,13 @@ def controller_dir(backup_dir, host, bdf):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    def _ssh_connection(self):
+        """SSH_CONNECTION as the login shell on the host sees it: under become, sudo removes it from
+        the module's environment, and without it the module cannot tell which NIC carries the session."""
+        res = self._low_level_execute_command("echo $SSH_CONNECTION", sudoable=False)
+        text = to_text(res.get("stdout", "")).strip()
+        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
+
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
@@ -59,6 +66,9 @@ class ActionModule(ActionBase):
         self._fixup_perms2([self._connection._shell.tmpdir])
         args["roms"] = remote_roms
 
+        conn = self._ssh_connection()
+        if conn:
+            args["ssh_connection"] = conn
         plan = self._execute_module(module_name="romlab.fleet.romlab_flash", module_args=dict(args, stage="plan"),
                                     task_vars=task_vars)
         if plan.get("failed") and plan.get("pending_backup") and plan.get("pending_bdf"):

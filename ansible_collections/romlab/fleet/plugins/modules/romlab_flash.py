@@ -20,8 +20,11 @@ description:
     written. Run the module through the action plugin (the normal way to call it).
   - Idempotent - a NIC whose flash already holds the image is reported unchanged and is not backed
     up again.
-  - Refuses any NIC that carries the connection Ansible came in on (found from E(SSH_CONNECTION)),
-    and any listed in O(management_nics).
+  - Refuses any NIC that carries the connection Ansible came in on (found from E(SSH_CONNECTION) -
+    the route back to the controller and the interface holding the server address, followed down
+    through bonds, bridges and VLANs to PCI; every function of that card counts), and any listed in
+    O(management_nics). Over SSH, when that NIC cannot be found, refuses to flash at all unless
+    O(management_nics) is given.
   - When a write fails the module fails with romlab's message, the backup's path on the controller,
     and the commands that finish or undo the write.
 author:
@@ -80,6 +83,12 @@ options:
     type: list
     elements: str
     default: []
+  ssh_connection:
+    description:
+      - Set by the action plugin - E(SSH_CONNECTION) as the login shell on the host saw it (C(become)'s
+        sudo removes it from the module's environment). Over SSH the module refuses to flash when it
+        cannot find the NIC carrying that connection, unless O(management_nics) is given.
+    type: str
   backup_dir:
     description:
       - Directory on the controller that receives every backup (one subdirectory per host and NIC).
@@ -204,7 +213,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
+    ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
     run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
 
 # romlab flash's refusal over a chip with an unfinished write names the backup taken before that write.
@@ -217,6 +226,7 @@ ARGUMENT_SPEC = dict(
     select=dict(type="dict", default={}, options=SELECT_SPEC),
     targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
     management_nics=dict(type="list", elements="str", default=[]),
+    ssh_connection=dict(type="str"),
     backup_dir=dict(type="path", required=True),
     remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
     stage=dict(type="str", choices=["plan", "write"], default="plan"),
@@ -244,7 +254,7 @@ def choose(module, p):
         for t in p["targets"]:
             if not (t.get("bdf") or t.get("mac")):
                 raise ValueError("every entry of targets needs bdf or mac")
-        mgmt = management_bdfs(p["management_nics"])
+        mgmt = management_bdfs(p["management_nics"], p["ssh_connection"])
         nics = list_nics(p["romlab"])
         chosen = []
         for nic in nics:
@@ -255,7 +265,8 @@ def choose(module, p):
                 if explicit:
                     module.fail_json(msg="%s (%s) carries the management connection (%s); refusing to flash "
                                          "it: flash it from a console or another network" %
-                                         (nic["bdf"], nic["id"], os.environ.get("SSH_CONNECTION", "listed")))
+                                         (nic["bdf"], nic["id"], p["ssh_connection"] or os.environ.get("SSH_CONNECTION") or
+                                          "listed in management_nics"))
                 continue
             if nic["id"] not in roms:
                 if explicit:
@@ -263,7 +274,7 @@ def choose(module, p):
                                          (nic["bdf"], nic["id"], ", ".join(sorted(roms)) or "none"))
                 continue
             chosen.append((nic, roms[nic["id"]]))
-    except (ValueError, RomlabFailed) as exc:
+    except (ValueError, RomlabFailed, ManagementUnknown) as exc:
         module.fail_json(msg=str(exc))
     return chosen
 

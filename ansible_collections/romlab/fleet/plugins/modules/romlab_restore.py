@@ -66,6 +66,17 @@ options:
     description: Restore a backup whose record names another host or NIC (the chip model is checked regardless).
     type: bool
     default: false
+  management_nics:
+    description:
+      - PCI addresses of NICs never to restore over this connection, in addition to the one carrying
+        the SSH connection (and the other functions of its card).
+      - Over SSH, when the NIC carrying the connection cannot be found, the module refuses unless this is given.
+    type: list
+    elements: str
+    default: []
+  ssh_connection:
+    description: Set by the action plugin - E(SSH_CONNECTION) as the login shell on the host saw it.
+    type: str
 attributes:
   check_mode:
     support: partial
@@ -133,7 +144,8 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, RomlabFailed, list_nics, normalize_bdf, run_romlab, target_of)
+    TARGET_SPEC, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, run_romlab,
+    target_of)
 
 
 def main():
@@ -145,6 +157,8 @@ def main():
         targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
         remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
         force=dict(type="bool", default=False),
+        management_nics=dict(type="list", elements="str", default=[]),
+        ssh_connection=dict(type="str"),
     ), required_one_of=[("backup", "backup_dir")], supports_check_mode=True)
     p = module.params
     if not p["backup"]:
@@ -152,6 +166,11 @@ def main():
                              "the controller's backup to the host")
     try:
         bdf = normalize_bdf(p["bdf"])
+        mgmt = management_bdfs(p["management_nics"], p["ssh_connection"])
+        if bdf in mgmt:
+            module.fail_json(msg="%s carries the management connection (%s) or shares its card; refusing to "
+                                 "restore it over that connection: restore it from a console or another network"
+                             % (bdf, p["ssh_connection"] or "listed in management_nics"))
         nics = [n for n in list_nics(p["romlab"]) if n["bdf"] == bdf]
         if not nics:
             module.fail_json(msg="no NIC at %s on this host" % bdf)
@@ -159,7 +178,7 @@ def main():
         _, doc = run_romlab(p["romlab"], ["restore", p["backup"]] + target_args + ["--no-progress"] +
                             (["--dry-run"] if module.check_mode else []),
                             {"ROMLAB_BACKUP_DIR": p["remote_backup_dir"]})
-    except ValueError as exc:
+    except (ValueError, ManagementUnknown) as exc:
         module.fail_json(msg=str(exc))
     except RomlabFailed as exc:
         module.fail_json(msg="%s: %s" % (p["bdf"], exc), romlab_rc=exc.rc)
