@@ -525,3 +525,49 @@ def test_flash_and_restore_refuse_over_ssh_when_the_management_nic_is_unknown(tm
         assert "refusing to flash without knowing which NIC carries the management connection" in task, task
     assert "Cannot open netlink socket" in r.stdout and "ignored=1" in r.stdout
     assert not log.exists()                     # refused before romlab was run at all
+
+
+# -- bad targets are one-line failures (M1) --------------------------------------------------
+
+def test_bad_targets_fail_in_one_line_before_any_nic_is_touched(tmp_path):
+    flash_mod = _fleet_module("modules.romlab_flash")
+
+    class Failed(Exception):
+        pass
+
+    class Module:
+        def fail_json(self, msg, **kw):
+            raise Failed(msg)
+
+    base = {"romlab": str(tmp_path / "never-run"), "roms": {"8086:100e": "a.rom"}, "select": {},
+            "management_nics": [], "ssh_connection": None}
+    for target, said in (({"mac": "52:54:00:aa:00", "programmer": "ch341a"}, "is not a MAC address"),
+                         ({"bdf": "3:00.0", "programmer": "ch341a"}, "is not a PCI address"),
+                         ({"programmer": "ch341a"}, "needs bdf or mac")):
+        with pytest.raises(Failed) as exc:
+            flash_mod.choose(Module(), dict(base, targets=[target]))
+        assert said in str(exc.value) and "\n" not in str(exc.value)
+
+    # Through Ansible: the argument spec itself wants bdf or mac in every entry of targets.
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {tmp_path / 'never-run'}
+        roms: {{"8086:100e": {IPXE_QEMU / 'pxe-e1000.rom'}}}
+        targets: [{{programmer: ch341a}}]
+        backup_dir: {tmp_path / 'backups'}
+""")
+    env = dict(_env())
+    env.pop("SSH_CONNECTION", None)
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "one of the following is required: bdf, mac" in r.stdout, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_rom_summary_of_an_unreadable_file_is_an_error_entry(fleet_utils, tmp_path):
+    s = fleet_utils.rom_summary(str(BIN / "romlab"), str(tmp_path / "gone.bin"), results=[(0, {}, ""), (0, {}, "")])
+    assert "gone.bin" in s["error"] and s["images"] == []

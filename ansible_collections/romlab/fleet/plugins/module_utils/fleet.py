@@ -350,7 +350,10 @@ def rom_summary(romlab, path, results=None):
     PCI IDs and iPXE build ID and version, every checksum's state, and lint's verdict.
     ``results`` are the (status, document, message) of ``inspect PATH`` and ``lint PATH`` when
     the caller ran them already (:func:`summary_argvs`)."""
-    summary = {"size": os.path.getsize(path), "sha256": sha256_file(path), "images": []}
+    try:
+        summary = {"size": os.path.getsize(path), "sha256": sha256_file(path), "images": []}
+    except (IOError, OSError) as exc:
+        return {"path": path, "error": "cannot read %s: %s" % (path, exc), "images": []}
     (irc, doc, ierr), (lrc, lint, lerr) = results or run_many(romlab, summary_argvs(path))
     if doc is None or irc not in (0, 1):
         summary["error"] = ierr or "romlab inspect exited with %s" % irc

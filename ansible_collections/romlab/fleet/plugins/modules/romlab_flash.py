@@ -213,8 +213,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
-    run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
+    ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, normalize_ids, normalize_mac,
+    rom_summary, run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
 
 # romlab flash's refusal over a chip with an unfinished write names the backup taken before that write.
 PENDING_RE = re.compile(r"its original is the backup (\S+);")
@@ -224,7 +224,7 @@ ARGUMENT_SPEC = dict(
     romlab=dict(type="path", default="/opt/romlab/bin/romlab"),
     roms=dict(type="dict", required=True),
     select=dict(type="dict", default={}, options=SELECT_SPEC),
-    targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+    targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
     management_nics=dict(type="list", elements="str", default=[]),
     ssh_connection=dict(type="str"),
     backup_dir=dict(type="path", required=True),
@@ -254,6 +254,11 @@ def choose(module, p):
         for t in p["targets"]:
             if not (t.get("bdf") or t.get("mac")):
                 raise ValueError("every entry of targets needs bdf or mac")
+            # Checked here, before any NIC is touched, so a typo is a one-line failure, not a traceback later.
+            if t.get("bdf"):
+                normalize_bdf(t["bdf"])
+            if t.get("mac"):
+                normalize_mac(t["mac"])
         mgmt = management_bdfs(p["management_nics"], p["ssh_connection"])
         nics = list_nics(p["romlab"])
         chosen = []
@@ -347,7 +352,10 @@ def main():
                 entry["romlab_backup"] = done.get("backup")
                 # romlab read the chip again before writing; it must be what the controller holds.
                 if done.get("backup"):
-                    seen = sha256_file(done["backup"])
+                    try:
+                        seen = sha256_file(done["backup"])
+                    except (IOError, OSError) as exc:
+                        seen = "unreadable (%s)" % exc
                     if seen != expected.get("sha256"):
                         module.fail_json(msg="%s: the chip changed between the backup the controller holds and "
                                              "the write (sha256 %s, then %s); it was written, and what it held "

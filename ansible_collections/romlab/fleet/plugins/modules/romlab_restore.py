@@ -154,7 +154,7 @@ def main():
         bdf=dict(type="str", required=True),
         backup=dict(type="path"),
         backup_dir=dict(type="path"),
-        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
         remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
         force=dict(type="bool", default=False),
         management_nics=dict(type="list", elements="str", default=[]),
