@@ -35,8 +35,9 @@ def fleet_utils():
 
 
 def _env():
+    # Only the collections path: not a copy that happens to be importable from Python's sys.path.
     return dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}", ANSIBLE_COLLECTIONS_PATH=str(REPO),
-                ANSIBLE_NOCOLOR="1")
+                ANSIBLE_NOCOLOR="1", ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false")
 
 
 # -- shared code -----------------------------------------------------------------------------
