@@ -74,7 +74,7 @@ def open_bar(dev: PciDevice, index: int = 0, via: str = "sysfs", unbind: bool = 
             bar = dev.map_resource(index)
         except BarBusy:
             holder = f"the {dev.driver} driver" if dev.driver else "a driver"
-            raise HardwareError(
+            raise BarBusy(
                 f"{dev.bdf}: {holder} holds BAR {index}, so the kernel will not map it for romlab; add --unbind "
                 "(the driver is unbound for the run and bound again after; the link goes down meanwhile), or "
                 "use --via vfio") from None

@@ -221,3 +221,45 @@ def test_not_root(tmp_path):
     r = cli_subprocess(tmp_path, "flash", "--pci", BDF, PXE_E1000E, drop_root=True)
     assert r.returncode == 2
     assert "permission denied opening" in one_line(r.stderr) and "needs root" in r.stderr
+
+
+def test_a_dry_run_never_unbinds_the_driver(tmp_path, monkeypatch, capsys):
+    """The driver holds BAR 0 (the kernel refuses the mapping): --dry-run --unbind reports the change as
+    unknown instead of taking the NIC from its driver; without the driver's hold it reads as usual."""
+    from hw.mmio import BarBusy
+
+    d = card(tmp_path, 0x8086, 0x10D3, driver="e1000e")
+    unbind = tmp_path / "sys" / "bus" / "pci" / "drivers" / "e1000e" / "unbind"
+    sim, dbl = double("8257x", "W25X10", b"\xff" * 131072)
+
+    def held(self, index=0):
+        raise BarBusy("resource0 busy")
+    monkeypatch.setattr(PciDevice, "map_resource", held)
+    code = cli.main(["flash", "--pci", BDF, "--unbind", "--dry-run", "--json", PXE_E1000E])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    doc = json.loads(out.out)
+    assert doc["changes"] == "unknown" and doc["dry_run"] is True and "unknown without unbinding" in doc["reason"]
+    assert "e1000e" in doc["reason"] and "erase_blocks" not in doc
+    assert unbind.read_text() == "" and (d / "driver").is_symlink()          # nothing was unbound
+    # The same for a restore's dry run.
+    backup = tmp_path / "b.bin"
+    backup.write_bytes(b"\xff" * 131072)
+    (tmp_path / "b.json").write_text(json.dumps({"chip": "W25X10", "jedec": "ef3011", "size": 131072,
+                                                 "sha256": __import__("hashlib").sha256(b"\xff" * 131072).hexdigest()}))
+    code = cli.main(["restore", str(backup), "--pci", BDF, "--unbind", "--dry-run", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["changes"] == "unknown" and unbind.read_text() == ""
+    # Without --unbind a dry run that cannot map the BAR is the usual one-line refusal, still unbinding nothing.
+    monkeypatch.setattr(PciDevice, "map_resource", held)
+    code = cli.main(["flash", "--pci", BDF, "--dry-run", PXE_E1000E])
+    err = capsys.readouterr().err
+    assert code != 0 and "--unbind" in one_line(err) and unbind.read_text() == ""
+    # A BAR the kernel maps with the driver bound: the dry run reads the chip and plans, unbinding nothing.
+    code, out, err = run(monkeypatch, capsys, dbl, "flash", "--pci", BDF, "--unbind", "--dry-run", "--json",
+                         PXE_E1000E)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "changes" not in doc and doc["program_bytes"] > 0 and unbind.read_text() == ""
+    assert bytes(sim.mem) == b"\xff" * 131072

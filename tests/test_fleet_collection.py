@@ -35,8 +35,9 @@ def fleet_utils():
 
 
 def _env():
+    # Only the collections path: not a copy that happens to be importable from Python's sys.path.
     return dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}", ANSIBLE_COLLECTIONS_PATH=str(REPO),
-                ANSIBLE_NOCOLOR="1")
+                ANSIBLE_NOCOLOR="1", ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false")
 
 
 # -- shared code -----------------------------------------------------------------------------
@@ -104,11 +105,64 @@ def test_interfaces_and_the_management_nic(fleet_utils, tmp_path):
     assert fleet_utils.pci_of_interface("enp1s0", net) == "0000:01:00.0"
     assert fleet_utils.pci_of_interface("lo", net) is None
     assert fleet_utils.interfaces("0000:01:00.0", sys_net=net) == [{"name": "enp1s0", "mac": "52:54:00:aa:00:01"}]
-    addrs = {"lo": ["127.0.0.1"], "enp0s11": ["10.0.2.15"], "enp1s0": []}
+    ip = _fake_ip({"enp0s11": ["10.0.2.15"], "enp1s0": []}, via="enp0s11")
     env = {"SSH_CONNECTION": "10.0.2.2 50514 10.0.2.15 22"}
-    assert fleet_utils.management_bdfs(environ=env, addrs=addrs, sys_net=net) == {"0000:00:0b.0"}
+    pci = str(tmp_path / "devices" / "pci0000:00")
+    assert fleet_utils.management_bdfs(environ=env, ip=ip, sys_net=net, sys_pci=pci) == {"0000:00:0b.0"}
     # Not over SSH (a local run): only the NICs named.
-    assert fleet_utils.management_bdfs(["01:00.0"], environ={}, addrs=addrs, sys_net=net) == {"0000:01:00.0"}
+    assert fleet_utils.management_bdfs(["01:00.0"], environ={}, ip=ip, sys_net=net) == {"0000:01:00.0"}
+
+
+def _fake_ip(addrs, via):
+    """`ip -j addr` and `ip -j route get` as iproute2 prints them (the fields the code reads)."""
+    def ip(args):
+        if args[0] == "addr":
+            return [{"ifname": n, "addr_info": [{"local": a} for a in v]} for n, v in addrs.items()]
+        assert args[:2] == ["route", "get"]
+        return [{"dst": args[2], "dev": via, "prefsrc": "x"}]
+    return ip
+
+
+def test_management_nic_behind_bond_bridge_or_vlan_and_its_whole_card(fleet_utils, tmp_path):
+    """br0 (the server address) over bond0 over enp1s0f0 of a two-port card at 01:00; the route back
+    to the client leaves by vlan10 over enp2s0. Every function of both cards is management."""
+    pci = tmp_path / "devices" / "pci0000:00"
+    for bdf in ("0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"):
+        (pci / bdf).mkdir(parents=True)
+    net = tmp_path / "class" / "net"
+    for name, dev in (("enp1s0f0", "0000:01:00.0"), ("enp1s0f1", "0000:01:00.1"), ("enp2s0", "0000:02:00.0"),
+                      ("enp3s0", "0000:03:00.0"), ("bond0", None), ("br0", None), ("vlan10", None), ("lo", None)):
+        (net / name).mkdir(parents=True)
+        if dev:
+            (net / name / "device").symlink_to(pci / dev)
+    (net / "bond0" / "lower_enp1s0f0").symlink_to(net / "enp1s0f0")
+    (net / "br0" / "brif").mkdir()
+    (net / "br0" / "brif" / "bond0").symlink_to(net / "bond0")
+    (net / "vlan10" / "lower_enp2s0").symlink_to(net / "enp2s0")
+    ip = _fake_ip({"lo": ["127.0.0.1"], "br0": ["192.0.2.10"], "enp3s0": []}, via="vlan10")
+    conn = "192.0.2.99 50514 192.0.2.10 22"
+    got = fleet_utils.management_bdfs(ssh_connection=conn, environ={}, ip=ip, sys_net=str(net), sys_pci=str(pci))
+    assert got == {"0000:01:00.0", "0000:01:00.1", "0000:02:00.0"}
+    # The module's environment under become has no SSH_CONNECTION; the one the action plugin read counts.
+    assert fleet_utils.management_bdfs(ssh_connection=conn, environ={"SSH_CONNECTION": ""}, ip=ip,
+                                       sys_net=str(net), sys_pci=str(pci)) == got
+
+    # Fails closed: ip failing, or an interface that leads to no PCI function, is a refusal ...
+    def broken(args):
+        raise fleet_utils.ManagementUnknown("`ip -j %s` could not be run or read (no such file)" % " ".join(args))
+    lo_only = _fake_ip({"lo": ["192.0.2.10"]}, via="lo")
+    for bad_ip in (broken, lo_only):
+        with pytest.raises(fleet_utils.ManagementUnknown, match="management_nics"):
+            fleet_utils.management_bdfs(ssh_connection=conn, environ={}, ip=bad_ip, sys_net=str(net),
+                                        sys_pci=str(pci))
+        # ... unless the operator names the management NICs.
+        assert fleet_utils.management_bdfs(["03:00.0"], ssh_connection=conn, environ={}, ip=bad_ip,
+                                           sys_net=str(net), sys_pci=str(pci)) == {"0000:03:00.0"}
+    # The real `ip` when it is not there: a refusal too, not an empty set.
+    with pytest.raises(fleet_utils.ManagementUnknown):
+        import unittest.mock
+        with unittest.mock.patch.dict(os.environ, {"PATH": str(tmp_path / "nothing")}):
+            fleet_utils.management_bdfs(ssh_connection=conn, environ={}, sys_net=str(net), sys_pci=str(pci))
 
 
 def test_run_romlab_passes_romlabs_one_line_error(fleet_utils, tmp_path):
@@ -320,3 +374,220 @@ def test_an_exited_unreaped_supervisor_counts_as_gone():
     finally:
         p.wait()
     assert _alive(os.getpid())
+
+# -- a chip with an unfinished write (C1) ----------------------------------------------------
+
+def _fleet_module(name):
+    sys.path.insert(0, str(REPO))
+    try:
+        import importlib
+        return importlib.import_module(f"ansible_collections.romlab.fleet.plugins.{name}")
+    finally:
+        sys.path.remove(str(REPO))
+
+
+def test_backup_and_dry_run_refuse_a_half_written_chip_and_name_its_original(tmp_path, backups):
+    from test_flash_journal import _interrupted
+    from test_serprog_emu import emulator
+
+    chip, original, _ = _interrupted(tmp_path, backups)
+    (first,) = backups.glob("*.bin")
+    assert first.read_bytes() == original                        # the backup taken before the cut write
+    half = chip.read_bytes()
+    assert half != original
+    with emulator(chip) as emu:
+        for argv in (["--backup"], [str(IPXE_QEMU / "pxe-e1000.rom"), "--layout", "rom-at-0", "--dry-run"]):
+            r = run_romlab("flash", "--programmer", emu.spec, *argv, "--json")
+            err = r.stderr.decode()
+            assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert str(first) in err and f"romlab restore {first}" in err and "--resume" in err
+            assert r.stdout == b""
+            # The module reads the original backup out of that line for its failure report.
+            flash_mod = _fleet_module("modules.romlab_flash")
+            assert flash_mod.PENDING_RE.search(err).group(1) == str(first)
+    assert list(backups.glob("*.bin")) == [first]               # the half-written chip was not saved as a backup
+    assert chip.read_bytes() == half
+
+
+def test_restore_default_is_the_oldest_backup_since_the_last_completed_write(tmp_path):
+    default_backup = _fleet_module("action.romlab_restore").default_backup
+    d = tmp_path / "lab2" / "0000-01-00.0"
+    assert default_backup(str(d)) is None
+    d.mkdir(parents=True)
+
+    def backup(name, completed):
+        (d / f"{name}.bin").write_bytes(b"x")
+        (d / f"{name}.fleet.json").write_text(json.dumps({"host": "lab2", "write_completed": completed}))
+        return str(d / f"{name}.bin")
+
+    # Names begin with the UTC time of the backup, so they sort in the order they were taken.
+    a = backup("20261101T000000Z-ef3011", False)
+    b = backup("20261102T000000Z-ef3011", False)
+    assert default_backup(str(d)) == a                          # no write completed: the first one
+    (d / "20261101T000000Z-ef3011.fleet.json").write_text(json.dumps({"host": "lab2", "write_completed": True}))
+    assert default_backup(str(d)) == b                          # what the chip held before the failed write
+    backup("20261103T000000Z-ef3011", False)                     # the re-run backed up the half-written chip
+    assert default_backup(str(d)) == b
+    c = backup("20261104T000000Z-ef3011", True)
+    assert default_backup(str(d)) == c                          # the last write completed: undo that one
+
+
+# -- check mode never unbinds (C3) -----------------------------------------------------------
+
+FAKE_ROMLAB = r'''#!{python}
+import json, sys
+argv = sys.argv[1:]
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(argv) + "\n")
+if "list" in argv:
+    print(json.dumps({{"devices": [{{"bdf": "0000:03:00.0", "id": "8086:10d3", "class": "020000"}}]}}))
+elif "--dry-run" in argv:
+    print(json.dumps({{"dry_run": True, "changes": "unknown",
+                      "reason": "unknown without unbinding: the e1000e driver holds BAR 0"}}))
+else:
+    sys.stderr.write("romlab: error: this stand-in only lists and plans\n")
+    sys.exit(2)
+'''
+
+
+def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
+    log = tmp_path / "argv.log"
+    fake = tmp_path / "romlab"
+    fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    rom = tmp_path / "new.rom"
+    rom.write_bytes(A)
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {fake}
+        roms: {{"8086:10d3": {rom}}}
+        backup_dir: {tmp_path / 'backups'}
+      register: out
+    - ansible.builtin.debug:
+        var: out
+""")
+    env = dict(_env(), ROMLAB_BACKUP_DIR=str(tmp_path / "remote"))
+    env.pop("SSH_CONNECTION", None)
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", "--check", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    flashes = [c for c in calls if "flash" in c]
+    assert flashes and all("--dry-run" in c for c in flashes)
+    assert not any(set(c) & {"--backup", "--read", "--verify-only"} for c in flashes)
+    assert "changed=0" in r.stdout and "unknown without unbinding" in r.stdout
+    assert '"would_change": "unknown"' in r.stdout
+
+
+# -- the controller's backup checked before the write (H1) -----------------------------------
+
+def test_expect_sha256_is_checked_before_anything_is_written(tmp_path, backups):
+    chip = tmp_path / "chip.bin"
+    image = b"\xff" * (128 * 1024)
+    chip.write_bytes(image)
+    rom = str(IPXE_QEMU / "pxe-e1000.rom")
+    other = hashlib.sha256(b"what the controller's backup held").hexdigest()
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", other)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert other in err and hashlib.sha256(image).hexdigest() in err and "nothing was written" in err
+    assert chip.read_bytes() == image and not list(backups.glob("*"))      # no write, no backup, no journal
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", "12ab")
+    assert r.returncode == 2 and "64 hex digits" in r.stderr.decode() and chip.read_bytes() == image
+    good = hashlib.sha256(image).hexdigest().upper()
+    r = run_romlab("flash", "--programmer", f"file:{chip}", "--layout", "rom-at-0", rom, "--expect-sha256", good)
+    assert r.returncode == 0, r.stderr
+    assert chip.read_bytes() == A + b"\xff" * (len(image) - len(A))
+
+
+def test_flash_and_restore_refuse_over_ssh_when_the_management_nic_is_unknown(tmp_path):
+    """`ip` failing on the host: over SSH both modules refuse, naming management_nics."""
+    log = tmp_path / "argv.log"
+    fake = tmp_path / "romlab"
+    fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ip").write_text("#!/bin/sh\necho 'Cannot open netlink socket: Permission denied' >&2\nexit 2\n")
+    (bindir / "ip").chmod(0o755)
+    rom = tmp_path / "new.rom"
+    rom.write_bytes(A)
+    d = tmp_path / "backups" / "lab1" / "0000-03-00.0"
+    d.mkdir(parents=True)
+    (d / "b.bin").write_bytes(b"\xff" * 4096)
+    (d / "b.json").write_text("{}")
+    (d / "b.fleet.json").write_text(json.dumps({"host": "lab1", "bdf": "0000:03:00.0"}))
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {fake}
+        roms: {{"8086:10d3": {rom}}}
+        backup_dir: {tmp_path / 'backups'}
+      ignore_errors: true
+    - romlab.fleet.romlab_restore:
+        romlab: {fake}
+        bdf: "03:00.0"
+        backup_dir: {tmp_path / 'backups'}
+""")
+    env = dict(_env(), SSH_CONNECTION="192.0.2.99 50514 192.0.2.10 22", PATH=f"{bindir}:{_env()['PATH']}")
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0
+    flash_task, restore_task = r.stdout.split("TASK [")[1:3]
+    for task in (flash_task, restore_task):
+        assert "refusing to flash without knowing which NIC carries the management connection" in task, task
+    assert "Cannot open netlink socket" in r.stdout and "ignored=1" in r.stdout
+    assert not log.exists()                     # refused before romlab was run at all
+
+
+# -- bad targets are one-line failures (M1) --------------------------------------------------
+
+def test_bad_targets_fail_in_one_line_before_any_nic_is_touched(tmp_path):
+    flash_mod = _fleet_module("modules.romlab_flash")
+
+    class Failed(Exception):
+        pass
+
+    class Module:
+        def fail_json(self, msg, **kw):
+            raise Failed(msg)
+
+    base = {"romlab": str(tmp_path / "never-run"), "roms": {"8086:100e": "a.rom"}, "select": {},
+            "management_nics": [], "ssh_connection": None}
+    for target, said in (({"mac": "52:54:00:aa:00", "programmer": "ch341a"}, "is not a MAC address"),
+                         ({"bdf": "3:00.0", "programmer": "ch341a"}, "is not a PCI address"),
+                         ({"programmer": "ch341a"}, "needs bdf or mac")):
+        with pytest.raises(Failed) as exc:
+            flash_mod.choose(Module(), dict(base, targets=[target]))
+        assert said in str(exc.value) and "\n" not in str(exc.value)
+
+    # Through Ansible: the argument spec itself wants bdf or mac in every entry of targets.
+    play = tmp_path / "play.yml"
+    play.write_text(f"""- hosts: lab1
+  gather_facts: false
+  tasks:
+    - romlab.fleet.romlab_flash:
+        romlab: {tmp_path / 'never-run'}
+        roms: {{"8086:100e": {IPXE_QEMU / 'pxe-e1000.rom'}}}
+        targets: [{{programmer: ch341a}}]
+        backup_dir: {tmp_path / 'backups'}
+""")
+    env = dict(_env())
+    env.pop("SSH_CONNECTION", None)
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
+                        "-e", f"ansible_python_interpreter={sys.executable}"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "one of the following is required: bdf, mac" in r.stdout, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_rom_summary_of_an_unreadable_file_is_an_error_entry(fleet_utils, tmp_path):
+    s = fleet_utils.rom_summary(str(BIN / "romlab"), str(tmp_path / "gone.bin"), results=[(0, {}, ""), (0, {}, "")])
+    assert "gone.bin" in s["error"] and s["images"] == []

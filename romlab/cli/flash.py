@@ -66,10 +66,14 @@ def add_arguments(p):
                       help="only read the whole chip and save it as a backup that `romlab restore` takes")
     mode.add_argument("--verify-only", action="store_true", help="compare the chip with ROM, change nothing")
     mode.add_argument("--dry-run", action="store_true",
-                      help="show chip, layout, blocks to erase and bytes to write; change nothing")
+                      help="show chip, layout, blocks to erase and bytes to write; change nothing (never unbinds a "
+                      "driver: with --pci, a chip the driver keeps from romlab is reported unknown)")
     mode.add_argument("--resume", action="store_true", help="finish an interrupted write from its journal")
     p.add_argument("--force", action="store_true",
                    help="write at 0 over an Intel NVM, or a ROM whose checksum is wrong")
+    p.add_argument("--expect-sha256", metavar="HASH",
+                   help="write only if the whole chip, as read before writing, has this sha256 (e.g. that of a "
+                        "backup copied off the machine); otherwise write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr (as -q, which also "
                    "drops other remarks)")
@@ -95,6 +99,24 @@ def _rom_ids(data: bytes) -> str | None:
         return image.check_option_rom(data, "flash").pci_ids
     except RomlabError:
         return None
+
+
+def _refuse_pending(chip, current: bytes, backupmod, doing: str, found=None) -> None:
+    """Refuse to go on over a chip that holds an unfinished write (its journal matches what the chip
+    holds), naming the backup taken before that write; or when a journal could not be checked."""
+    from hw.errors import FlashError, UsageError
+
+    journal, unchecked = found or backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
+    if journal is not None:
+        header, _ = journal.read()
+        raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}), so the chip is "
+                         f"partly written and romlab will not {doing}: its original is the backup "
+                         f"{header['backup']}; put it back with `romlab restore {header['backup']}`, or finish "
+                         "the write with `romlab flash --resume` and the same ROM")
+    if unchecked:
+        raise FlashError(f"a write journal could not be checked against this chip ({unchecked[0]}); it "
+                         "may be this chip's unfinished write: restore that write's backup, or remove the "
+                         "journal if it is not this chip's, and run again")
 
 
 def run(args) -> int:
@@ -148,6 +170,8 @@ def run(args) -> int:
         with prog:
             data = session.read_stable(nor, progress)
         chip = nor.chip
+        # A half-written chip is no backup: the one to keep is the journal's, taken before that write.
+        _refuse_pending(chip, data, backupmod, "back it up")
         path = backupmod.save(data, {"target": prog.describe(), "programmer": pci.spec if pci else args.programmer,
                                      "chip": chip.name, "jedec": chip.jedec_hex,
                                      "pci_ids_in_backup": _rom_ids(data),
@@ -162,6 +186,9 @@ def run(args) -> int:
 
     if not args.rom:
         raise UsageError("give the ROM file to write (or --read OUT, or --backup)")
+    expect = (args.expect_sha256 or "").strip().lower()
+    if args.expect_sha256 is not None and (len(expect) != 64 or set(expect) - set("0123456789abcdef")):
+        raise UsageError(f"--expect-sha256 {args.expect_sha256!r} is not a sha256 (64 hex digits)")
     rom = read_input(args.rom)
     info = image.check_option_rom(rom, args.rom)
     if sum(rom[:info.length]) & 0xFF and not args.force:
@@ -177,7 +204,16 @@ def run(args) -> int:
         if not args.force_ids:
             # Checked before the card is touched: the IDs are those sysfs shows.
             image.check_target_ids(rom[:info.length], card.vendor_id, card.device_id, args.rom)
-    prog, nor, pci = open_target()
+    if args.pci and args.dry_run:
+        pci, why = session.open_for_dry_run(args.pci, args.via, args.unbind, None if args.json else warn)
+        if pci is None:
+            _report(args, document("romlab.flash/1", input=args.rom, target=f"pci:{card.bdf}", bdf=str(card.bdf),
+                                   card_id=card.ids, driver=card.driver, dry_run=True, changes="unknown",
+                                   reason=why), [f"romlab flash: {card.bdf}: {why}"])
+            return 0
+        prog, nor = pci.prog, pci.nor
+    else:
+        prog, nor, pci = open_target()
     with prog:
         chip = nor.chip
         chip_line = f"chip: {chip.vendor} {chip.name} ({chip.size // 1024} KiB, JEDEC {chip.jedec_hex})"
@@ -185,6 +221,11 @@ def run(args) -> int:
             raise UsageError(f"{args.rom} is {len(rom)} bytes; the {chip.name} holds only {chip.size}")
         detail(f"romlab flash: {chip_line} through {prog.describe()}; reading it twice for the backup")
         current = session.read_stable(nor, progress)
+        if expect and session.sha256(current) != expect:
+            # Checked before anything is written: the backup held elsewhere must be what this chip holds.
+            raise FlashError(f"the {chip.name} holds sha256 {session.sha256(current)}, not the expected {expect} "
+                             "(--expect-sha256); it changed since that backup was taken: nothing was written, back "
+                             "it up again")
         # A journal belongs to the chip: found by what the chip holds, not by how it is reached.
         journal, unchecked = backupmod.pending_for(chip.jedec_hex, chip.size, current, chip.sector_size)
         if args.resume:
@@ -202,15 +243,9 @@ def run(args) -> int:
                                f"(journal {journal.path})")
             backup_path = header["backup"]
         else:
-            if unchecked and journal is None and not (args.dry_run or args.verify_only):
-                raise FlashError(f"a write journal could not be checked against this chip ({unchecked[0]}); it "
-                                  "may be this chip's unfinished write: restore that write's backup, or remove the "
-                                  "journal if it is not this chip's, and run again")
-            if journal is not None and not (args.dry_run or args.verify_only):
-                header, _ = journal.read()
-                raise UsageError(f"an interrupted write to this {chip.name} is pending ({journal.path}): finish it with "
-                               f"--resume and the same ROM, or put the backup back with `romlab restore "
-                               f"{header['backup']}`")
+            if not args.verify_only:
+                # A dry run refuses too: what it would report is a plan over a half-written chip.
+                _refuse_pending(chip, current, backupmod, "write it", (journal, unchecked))
             if pci is not None:
                 layout = pci.layout(args.layout, current, force=args.force)
             else:

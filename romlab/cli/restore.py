@@ -41,7 +41,15 @@ def run(args) -> int:
 
     progress = session.Progress(False if args.no_progress or args.json or quiet() else None)
     if args.pci:
-        pci = session.PciSession(args.pci, via=args.via, unbind=args.unbind)
+        if args.dry_run:
+            pci, why = session.open_for_dry_run(args.pci, args.via, args.unbind)
+            if pci is None:
+                result = document("romlab.restore/1", input=str(args.backup), target=f"pci:{args.pci}",
+                                  dry_run=True, changed=False, changes="unknown", reason=why)
+                print_json(result) if args.json else print(f"romlab restore: {args.pci}: {why}")
+                return 0
+        else:
+            pci = session.PciSession(args.pci, via=args.via, unbind=args.unbind)
         prog, nor, key = pci.prog, pci.nor, pci.spec
         if record.get("card_pci_ids") not in (None, pci.ids):
             prog.close()

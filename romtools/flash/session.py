@@ -181,6 +181,23 @@ class PciSession:
         return image.choose_layout(spec, current, force=force)
 
 
+def open_for_dry_run(bdf: str, via: str, unbind: bool, warn=None):
+    """(PciSession, None), or (None, why) when reading the NIC's flash in-system would need its
+    driver taken away. A dry run changes nothing, and unbinding the driver is a change (the link
+    goes down, possibly the one the operator came in on), so a dry run never unbinds: it opens the
+    BAR as it is and, when the driver holds it and --unbind was asked for, says the answer is
+    unknown without unbinding."""
+    from hw.mmio import BarBusy
+
+    try:
+        return PciSession(bdf, via=via, warn=warn, unbind=False), None
+    except BarBusy as exc:
+        if not unbind:
+            raise
+        return None, (f"unknown without unbinding: {exc.args[0].split(';')[0]}; a dry run never unbinds a "
+                      "driver (run without --dry-run to read the chip with the driver unbound)")
+
+
 def read_stable(nor: SpiNor, progress: Progress, label: str = "reading") -> bytes:
     size = nor.chip.size
     return writer.stable_read(nor, 0, size, progress=progress.bar(label, size))

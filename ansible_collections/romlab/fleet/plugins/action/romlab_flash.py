@@ -34,6 +34,13 @@ def controller_dir(backup_dir, host, bdf):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    def _ssh_connection(self):
+        """SSH_CONNECTION as the login shell on the host sees it: under become, sudo removes it from
+        the module's environment, and without it the module cannot tell which NIC carries the session."""
+        res = self._low_level_execute_command("echo $SSH_CONNECTION", sudoable=False)
+        text = to_text(res.get("stdout", "")).strip()
+        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
+
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
@@ -59,8 +66,19 @@ class ActionModule(ActionBase):
         self._fixup_perms2([self._connection._shell.tmpdir])
         args["roms"] = remote_roms
 
+        conn = self._ssh_connection()
+        if conn:
+            args["ssh_connection"] = conn
         plan = self._execute_module(module_name="romlab.fleet.romlab_flash", module_args=dict(args, stage="plan"),
                                     task_vars=task_vars)
+        if plan.get("failed") and plan.get("pending_backup") and plan.get("pending_bdf"):
+            # The chip holds an unfinished write: point at the controller's copy of the backup taken before it.
+            local = os.path.join(controller_dir(backup_dir, host, plan["pending_bdf"]),
+                                 os.path.basename(plan["pending_backup"]))
+            if os.path.isfile(local):
+                plan["controller_backup"] = local
+                plan["msg"] = "%s; on the controller: ansible-playbook restore.yml -l %s -e romlab_restore_bdf=%s " \
+                              "-e romlab_backup=%s" % (plan.get("msg"), host, plan["pending_bdf"], local)
         if plan.get("failed"):
             self._remove_tmp_path(self._connection._shell.tmpdir)
             return dict(result, **plan)
@@ -102,6 +120,15 @@ class ActionModule(ActionBase):
 
         done = self._execute_module(module_name="romlab.fleet.romlab_flash",
                                     module_args=dict(args, stage="write", expect=expect), task_vars=task_vars)
+        # A completed write marks its backup: the restore's default is the oldest backup after the last of these.
+        for nic in done.get("nics", []):
+            if nic.get("bdf") in expect and nic.get("changed") and not nic.get("failed"):
+                fleet = expect[nic["bdf"]]["controller_backup"][:-4] + ".fleet.json"
+                with open(fleet) as fh:
+                    owner = json.load(fh)
+                owner["write_completed"] = True
+                with open(fleet, "w") as fh:
+                    json.dump(owner, fh, indent=2)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         # The plan's diff and backups stay in the report; the write adds what it did.
         by_bdf = dict((n["bdf"], n) for n in done.get("nics", []))

@@ -24,8 +24,37 @@ def _bdf(text):
     return "0000:" + t if BDF_SHORT.match(t) else t
 
 
+def default_backup(ddir):
+    """The backup to put back when none is named: the oldest one taken since the last write that
+    completed (its .fleet.json says write_completed). A roll-out that failed part-way and was run
+    again may have backed up the half-written chip after the good backup; the newest file is then
+    the wrong one. With no backup after the last completed write, that write's own backup (what
+    the chip held before it). None when the directory holds no backup."""
+    found = sorted(glob.glob(os.path.join(ddir, "*.bin")))      # names start with the UTC time of the backup
+    if not found:
+        return None
+    last_done = None
+    for n, path in enumerate(found):
+        try:
+            with open(path[:-4] + ".fleet.json") as fh:
+                if json.load(fh).get("write_completed"):
+                    last_done = n
+        except (OSError, ValueError):
+            pass
+    if last_done is None:
+        return found[0]
+    return found[last_done + 1] if last_done + 1 < len(found) else found[last_done]
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
+
+    def _ssh_connection(self):
+        """SSH_CONNECTION as the login shell on the host sees it: under become, sudo removes it from
+        the module's environment, and without it the module cannot tell which NIC carries the session."""
+        res = self._low_level_execute_command("echo $SSH_CONNECTION", sudoable=False)
+        text = to_text(res.get("stdout", "")).strip()
+        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -40,10 +69,9 @@ class ActionModule(ActionBase):
         elif args.get("backup_dir"):
             ddir = os.path.join(os.path.abspath(os.path.expanduser(to_text(args["backup_dir"]))), host,
                                 bdf.replace(":", "-"))
-            found = sorted(glob.glob(os.path.join(ddir, "*.bin")))
-            if not found:
+            backup = default_backup(ddir)
+            if backup is None:
                 raise AnsibleActionFail("no backup of %s %s under %s" % (host, bdf, ddir))
-            backup = found[-1]      # names start with the UTC time romlab took them
         else:
             raise AnsibleActionFail("give backup (a .bin on the controller) or backup_dir")
         if backup.endswith(".json"):
@@ -74,6 +102,9 @@ class ActionModule(ActionBase):
         args.update(backup=remote, bdf=bdf)
         args.pop("backup_dir", None)
         args["backup_dir"] = os.path.dirname(backup)
+        conn = self._ssh_connection()
+        if conn:
+            args["ssh_connection"] = conn
         out = self._execute_module(module_name="romlab.fleet.romlab_restore", module_args=args, task_vars=task_vars)
         self._remove_tmp_path(tmpdir)
         if "backup" in out:

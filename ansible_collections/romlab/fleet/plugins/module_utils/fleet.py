@@ -206,32 +206,105 @@ def interfaces(bdf, sys_pci=SYS_PCI, sys_net=SYS_NET):
     return out
 
 
-def addresses():
-    """{interface: [IP addresses]} from ``ip -j addr`` (iproute2)."""
+class ManagementUnknown(Exception):
+    """The connection is SSH but the NIC carrying it could not be found: flashing blind could cut
+    the host off, so the modules refuse unless management_nics is given."""
+
+
+def _ip_json(args):
+    """``ip -j ARGS`` (iproute2) as a list; ManagementUnknown when it cannot be run or read."""
     try:
-        proc = subprocess.run(["ip", "-j", "addr"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.run(["ip", "-j"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=30, check=False)
-        data = json.loads(proc.stdout.decode() or "[]")
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return {}
-    return dict((d.get("ifname"), [a.get("local") for a in d.get("addr_info", [])]) for d in data)
+        if proc.returncode != 0:
+            raise ManagementUnknown("`ip -j %s` failed: %s" % (" ".join(args), proc.stderr.decode("utf-8", "replace")
+                                                               .strip() or "exit status %d" % proc.returncode))
+        return json.loads(proc.stdout.decode("utf-8", "replace") or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise ManagementUnknown("`ip -j %s` could not be run or read (%s)" % (" ".join(args), exc))
 
 
-def management_bdfs(extra=(), environ=None, addrs=None, sys_net=SYS_NET):
-    """The PCI functions that carry the connection Ansible came in on (the server address in
-    SSH_CONNECTION), plus any named in ``extra``. Flashing one of them could cut the fleet off."""
+def connection_interfaces(client, server, ip=_ip_json):
+    """The interfaces that carry an SSH connection: the one the route back to the client leaves
+    by (``ip route get CLIENT``) and the one holding the server address."""
+    found = set()
+    for route in ip(["route", "get", client]):
+        if route.get("dev"):
+            found.add(route["dev"])
+    for d in ip(["addr"]):
+        if server in [a.get("local") for a in d.get("addr_info", [])]:
+            found.add(d.get("ifname"))
+    found.discard(None)
+    return found
+
+
+def lower_pci(name, sys_net=SYS_NET, seen=None):
+    """The PCI functions under an interface: its own, or, for a bond, bridge, VLAN or macvlan, those of
+    the interfaces below it (``lower_*`` links, a bridge's ``brif/`` ports), all the way down."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return set()
+    seen.add(name)
+    bdf = pci_of_interface(name, sys_net)
+    if bdf:
+        return set([bdf])
+    out = set()
+    base = os.path.join(sys_net, name)
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        entries = []
+    below = [e[len("lower_"):] for e in entries if e.startswith("lower_")]
+    try:
+        below += os.listdir(os.path.join(base, "brif"))
+    except OSError:
+        pass
+    for lower in below:
+        out |= lower_pci(lower, sys_net, seen)
+    return out
+
+
+def same_card(bdfs, sys_pci=SYS_PCI):
+    """Every PCI function of the same bus:device as any of ``bdfs``: a multi-port card's other ports
+    share its flash, so flashing through one of them rewrites the management port's ROM too."""
+    out = set(bdfs)
+    try:
+        present = os.listdir(sys_pci)
+    except OSError:
+        present = []
+    slots = set(b.rsplit(".", 1)[0] for b in bdfs)
+    for b in present:
+        if BDF_RE.match(b) and b.rsplit(".", 1)[0] in slots:
+            out.add(b)
+    return out
+
+
+def management_bdfs(extra=(), ssh_connection=None, environ=None, ip=_ip_json, sys_net=SYS_NET, sys_pci=SYS_PCI):
+    """The PCI functions that carry the connection Ansible came in on, with every other function of
+    the same card, plus any named in ``extra``. ``ssh_connection`` is SSH_CONNECTION as the login
+    shell saw it (the action plugin reads it before become's sudo strips it from the environment).
+    Over SSH, when no PCI function can be found for the connection (``ip`` fails, or the interface
+    leads to none), ManagementUnknown unless ``extra`` names the management NICs explicitly."""
     environ = os.environ if environ is None else environ
     found = set(normalize_bdf(b) for b in extra)
-    conn = environ.get("SSH_CONNECTION", "").split()
-    if len(conn) == 4:
-        server = conn[2]
-        addrs = addresses() if addrs is None else addrs
-        for ifname, ips in addrs.items():
-            if server in ips:
-                bdf = pci_of_interface(ifname, sys_net)
-                if bdf:
-                    found.add(bdf)
-    return found
+    conn = (ssh_connection or environ.get("SSH_CONNECTION", "")).split()
+    if len(conn) != 4:
+        return found
+    client, server = conn[0], conn[2]
+    try:
+        ifaces = connection_interfaces(client, server, ip)
+        carriers = set()
+        for name in ifaces:
+            carriers |= lower_pci(name, sys_net)
+        if not carriers:
+            raise ManagementUnknown("the SSH connection (%s) runs over %s, which leads to no PCI function" %
+                                    (" ".join(conn), ", ".join(sorted(ifaces)) or "no interface found"))
+    except ManagementUnknown as exc:
+        if found:
+            return found
+        raise ManagementUnknown("%s; refusing to flash without knowing which NIC carries the management "
+                                "connection: list it (and its card's other ports) in management_nics" % exc)
+    return found | same_card(carriers, sys_pci)
 
 
 def list_nics(romlab):
@@ -277,7 +350,10 @@ def rom_summary(romlab, path, results=None):
     PCI IDs and iPXE build ID and version, every checksum's state, and lint's verdict.
     ``results`` are the (status, document, message) of ``inspect PATH`` and ``lint PATH`` when
     the caller ran them already (:func:`summary_argvs`)."""
-    summary = {"size": os.path.getsize(path), "sha256": sha256_file(path), "images": []}
+    try:
+        summary = {"size": os.path.getsize(path), "sha256": sha256_file(path), "images": []}
+    except (IOError, OSError) as exc:
+        return {"path": path, "error": "cannot read %s: %s" % (path, exc), "images": []}
     (irc, doc, ierr), (lrc, lint, lerr) = results or run_many(romlab, summary_argvs(path))
     if doc is None or irc not in (0, 1):
         summary["error"] = ierr or "romlab inspect exited with %s" % irc

@@ -107,7 +107,8 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, RomlabFailed, list_nics, management_bdfs, rom_summary, run_many, summary_argvs, target_of)
+    TARGET_SPEC, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, rom_summary,
+    run_many, summary_argvs, target_of)
 
 
 def _tmpfile(tmpdir, name):
@@ -183,7 +184,12 @@ def main():
     ), supports_check_mode=True)
     p = module.params
     try:
-        mgmt = management_bdfs(p["management_nics"])
+        try:
+            mgmt = management_bdfs(p["management_nics"])
+        except ManagementUnknown as exc:
+            # Facts change nothing, so an unknown management NIC is worth a warning, not a failure.
+            module.warn(str(exc))
+            mgmt = set(normalize_bdf(b) for b in p["management_nics"])
         nics = list_nics(p["romlab"])
         tmpdir = tempfile.mkdtemp(prefix="romlab-facts-")
         try:

@@ -20,8 +20,11 @@ description:
     written. Run the module through the action plugin (the normal way to call it).
   - Idempotent - a NIC whose flash already holds the image is reported unchanged and is not backed
     up again.
-  - Refuses any NIC that carries the connection Ansible came in on (found from E(SSH_CONNECTION)),
-    and any listed in O(management_nics).
+  - Refuses any NIC that carries the connection Ansible came in on (found from E(SSH_CONNECTION) -
+    the route back to the controller and the interface holding the server address, followed down
+    through bonds, bridges and VLANs to PCI; every function of that card counts), and any listed in
+    O(management_nics). Over SSH, when that NIC cannot be found, refuses to flash at all unless
+    O(management_nics) is given.
   - When a write fails the module fails with romlab's message, the backup's path on the controller,
     and the commands that finish or undo the write.
 author:
@@ -80,6 +83,12 @@ options:
     type: list
     elements: str
     default: []
+  ssh_connection:
+    description:
+      - Set by the action plugin - E(SSH_CONNECTION) as the login shell on the host saw it (C(become)'s
+        sudo removes it from the module's environment). Over SSH the module refuses to flash when it
+        cannot find the NIC carrying that connection, unless O(management_nics) is given.
+    type: str
   backup_dir:
     description:
       - Directory on the controller that receives every backup (one subdirectory per host and NIC).
@@ -105,8 +114,12 @@ options:
     default: {}
 attributes:
   check_mode:
-    support: full
+    support: partial
     description: Reports what would change (romlab's dry run); reads the chips, writes nothing.
+    details:
+      - A check never unbinds a driver. An in-system NIC (no programmer in O(targets)) whose driver
+        keeps romlab from its flash is reported with RV(nics[].would_change=unknown) and a warning,
+        not as a change.
   diff_mode:
     support: full
     description: Shows the old and the new ROM of each NIC that changes (IDs, iPXE build, size, sha256).
@@ -163,6 +176,14 @@ nics:
     changed:
       description: Whether its flash was (or in check mode would be) written.
       type: bool
+    would_change:
+      description: V(unknown) in check mode when the NIC's flash cannot be read without unbinding its driver.
+      type: str
+      returned: when unknown
+    reason:
+      description: Why it is unknown.
+      type: str
+      returned: when unknown
     erase_bytes:
       description: Bytes romlab erases (or would erase).
       type: int
@@ -187,21 +208,25 @@ nics:
 """
 
 import os
+import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    RomlabFailed, list_nics, management_bdfs, normalize_ids, rom_summary,
-    run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
+    ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, normalize_ids, normalize_mac,
+    rom_summary, run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
 
+# romlab flash's refusal over a chip with an unfinished write names the backup taken before that write.
+PENDING_RE = re.compile(r"its original is the backup (\S+);")
 SELECT_SPEC = dict(bdf=dict(type="list", elements="str"), ids=dict(type="list", elements="str"),
                    mac=dict(type="list", elements="str"))
 ARGUMENT_SPEC = dict(
     romlab=dict(type="path", default="/opt/romlab/bin/romlab"),
     roms=dict(type="dict", required=True),
     select=dict(type="dict", default={}, options=SELECT_SPEC),
-    targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+    targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
     management_nics=dict(type="list", elements="str", default=[]),
+    ssh_connection=dict(type="str"),
     backup_dir=dict(type="path", required=True),
     remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
     stage=dict(type="str", choices=["plan", "write"], default="plan"),
@@ -229,7 +254,12 @@ def choose(module, p):
         for t in p["targets"]:
             if not (t.get("bdf") or t.get("mac")):
                 raise ValueError("every entry of targets needs bdf or mac")
-        mgmt = management_bdfs(p["management_nics"])
+            # Checked here, before any NIC is touched, so a typo is a one-line failure, not a traceback later.
+            if t.get("bdf"):
+                normalize_bdf(t["bdf"])
+            if t.get("mac"):
+                normalize_mac(t["mac"])
+        mgmt = management_bdfs(p["management_nics"], p["ssh_connection"])
         nics = list_nics(p["romlab"])
         chosen = []
         for nic in nics:
@@ -240,7 +270,8 @@ def choose(module, p):
                 if explicit:
                     module.fail_json(msg="%s (%s) carries the management connection (%s); refusing to flash "
                                          "it: flash it from a console or another network" %
-                                         (nic["bdf"], nic["id"], os.environ.get("SSH_CONNECTION", "listed")))
+                                         (nic["bdf"], nic["id"], p["ssh_connection"] or os.environ.get("SSH_CONNECTION") or
+                                          "listed in management_nics"))
                 continue
             if nic["id"] not in roms:
                 if explicit:
@@ -248,7 +279,7 @@ def choose(module, p):
                                          (nic["bdf"], nic["id"], ", ".join(sorted(roms)) or "none"))
                 continue
             chosen.append((nic, roms[nic["id"]]))
-    except (ValueError, RomlabFailed) as exc:
+    except (ValueError, RomlabFailed, ManagementUnknown) as exc:
         module.fail_json(msg=str(exc))
     return chosen
 
@@ -264,8 +295,18 @@ def main():
                  "_target_args": target_args}
         try:
             if p["stage"] == "plan":
+                # Check mode: romlab's dry run, which never unbinds a driver. Otherwise --verify-only, which
+                # may unbind (with --unbind) to read an in-system chip: the run is going to write it anyway.
                 _, plan = run_romlab(p["romlab"], ["flash"] + target_args + [rom] + layout_args +
-                                     ["--dry-run", "--no-progress"], env)
+                                     [("--dry-run" if module.check_mode else "--verify-only"), "--no-progress"],
+                                     env, ok=(0, 1))
+                if plan.get("changes") == "unknown":
+                    entry["would_change"] = "unknown"
+                    entry["reason"] = plan.get("reason")
+                    module.warn("%s: %s" % (nic["bdf"], plan.get("reason")))
+                    entry.pop("_target_args")
+                    results.append(entry)
+                    continue
                 entry["erase_bytes"] = plan.get("erase_bytes", 0)
                 entry["program_bytes"] = plan.get("program_bytes", 0)
                 entry["changed"] = bool(plan.get("erase_blocks") or plan.get("program_bytes"))
@@ -281,7 +322,9 @@ def main():
                     os.close(fd)
                     os.unlink(tmp)
                     try:
-                        run_romlab(p["romlab"], ["flash"] + target_args + ["--read", tmp, "--no-progress"], env)
+                        # The dry run read the chip without unbinding, so this read can too.
+                        run_romlab(p["romlab"], ["flash"] + [a for a in target_args if a != "--unbind"] +
+                                   ["--read", tmp, "--no-progress"], env)
                         entry["before"], entry["after"] = summaries(p["romlab"], tmp, rom)
                     finally:
                         if os.path.exists(tmp):
@@ -296,8 +339,9 @@ def main():
                 entry["backup"] = expected.get("backup")
                 entry["controller_backup"] = expected.get("controller_backup")
                 try:
+                    # romlab checks the chip against the controller's backup after reading it, before writing.
                     _, done = run_romlab(p["romlab"], ["flash"] + target_args + [rom] + layout_args +
-                                         ["--no-progress"], env)
+                                         ["--expect-sha256", expected.get("sha256") or "", "--no-progress"], env)
                 except RomlabFailed as exc:
                     module.fail_json(msg="%s %s: %s; %s" % (nic["bdf"], desc, exc, how_to_recover(entry)),
                                      nics=results + [dict((k, v) for k, v in entry.items() if k[0] != "_")],
@@ -308,15 +352,23 @@ def main():
                 entry["romlab_backup"] = done.get("backup")
                 # romlab read the chip again before writing; it must be what the controller holds.
                 if done.get("backup"):
-                    seen = sha256_file(done["backup"])
+                    try:
+                        seen = sha256_file(done["backup"])
+                    except (IOError, OSError) as exc:
+                        seen = "unreadable (%s)" % exc
                     if seen != expected.get("sha256"):
                         module.fail_json(msg="%s: the chip changed between the backup the controller holds and "
                                              "the write (sha256 %s, then %s); it was written, and what it held "
                                              "just before is in %s on the host" %
                                              (nic["bdf"], expected.get("sha256"), seen, done["backup"]))
         except RomlabFailed as exc:
+            extra = {}
+            pending = PENDING_RE.search(str(exc))
+            if pending:
+                # The chip holds an unfinished write; the backup to put back is the one taken before it.
+                extra = dict(pending_backup=pending.group(1), pending_bdf=nic["bdf"])
             module.fail_json(msg="%s %s: %s" % (nic["bdf"], desc, exc), romlab_rc=exc.rc,
-                             nics=[dict((k, v) for k, v in e.items() if k[0] != "_") for e in results])
+                             nics=[dict((k, v) for k, v in e.items() if k[0] != "_") for e in results], **extra)
         entry.pop("_target_args")
         results.append(entry)
     changed = any(e["changed"] for e in results)

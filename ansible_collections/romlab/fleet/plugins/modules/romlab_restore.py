@@ -18,7 +18,9 @@ description:
     differ and verifies.
   - The action plugin refuses a backup taken from another host or another NIC (its C(.fleet.json)
     record says whose it is) unless O(force) is set; romlab refuses one of another chip model.
-  - Without O(backup) the newest backup of the NIC under O(backup_dir) is used.
+  - Without O(backup) the backup of the NIC under O(backup_dir) that is used is the oldest one taken
+    since the last write M(romlab.fleet.romlab_flash) completed (what the chip held before a write
+    that failed), else that completed write's own backup, else the oldest.
 author:
   - romlab developers (@romlab)
 options:
@@ -64,10 +66,24 @@ options:
     description: Restore a backup whose record names another host or NIC (the chip model is checked regardless).
     type: bool
     default: false
+  management_nics:
+    description:
+      - PCI addresses of NICs never to restore over this connection, in addition to the one carrying
+        the SSH connection (and the other functions of its card).
+      - Over SSH, when the NIC carrying the connection cannot be found, the module refuses unless this is given.
+    type: list
+    elements: str
+    default: []
+  ssh_connection:
+    description: Set by the action plugin - E(SSH_CONNECTION) as the login shell on the host saw it.
+    type: str
 attributes:
   check_mode:
-    support: full
+    support: partial
     description: Reports what would be erased and programmed (romlab restore --dry-run); writes nothing.
+    details:
+      - A check never unbinds a driver. An in-system NIC whose driver keeps romlab from its flash is
+        reported with RV(would_change=unknown) and a warning.
   diff_mode:
     support: none
     description: The chip's contents are not shown; the result says how many bytes are erased and programmed.
@@ -76,7 +92,7 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Put the newest backup of one NIC back
+- name: Put one NIC's backup back (the one taken before its last failed or completed write)
   romlab.fleet.romlab_restore:
     bdf: "0000:01:00.0"
     backup_dir: "{{ playbook_dir }}/backups"
@@ -116,11 +132,20 @@ previous_contents:
   description: Where romlab saved what the chip held before (on the host).
   returned: when changed
   type: str
+would_change:
+  description: V(unknown) in check mode when the NIC's flash cannot be read without unbinding its driver.
+  returned: when unknown
+  type: str
+reason:
+  description: Why it is unknown.
+  returned: when unknown
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, RomlabFailed, list_nics, normalize_bdf, run_romlab, target_of)
+    TARGET_SPEC, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, run_romlab,
+    target_of)
 
 
 def main():
@@ -129,9 +154,11 @@ def main():
         bdf=dict(type="str", required=True),
         backup=dict(type="path"),
         backup_dir=dict(type="path"),
-        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
         remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
         force=dict(type="bool", default=False),
+        management_nics=dict(type="list", elements="str", default=[]),
+        ssh_connection=dict(type="str"),
     ), required_one_of=[("backup", "backup_dir")], supports_check_mode=True)
     p = module.params
     if not p["backup"]:
@@ -139,6 +166,11 @@ def main():
                              "the controller's backup to the host")
     try:
         bdf = normalize_bdf(p["bdf"])
+        mgmt = management_bdfs(p["management_nics"], p["ssh_connection"])
+        if bdf in mgmt:
+            module.fail_json(msg="%s carries the management connection (%s) or shares its card; refusing to "
+                                 "restore it over that connection: restore it from a console or another network"
+                             % (bdf, p["ssh_connection"] or "listed in management_nics"))
         nics = [n for n in list_nics(p["romlab"]) if n["bdf"] == bdf]
         if not nics:
             module.fail_json(msg="no NIC at %s on this host" % bdf)
@@ -146,10 +178,15 @@ def main():
         _, doc = run_romlab(p["romlab"], ["restore", p["backup"]] + target_args + ["--no-progress"] +
                             (["--dry-run"] if module.check_mode else []),
                             {"ROMLAB_BACKUP_DIR": p["remote_backup_dir"]})
-    except ValueError as exc:
+    except (ValueError, ManagementUnknown) as exc:
         module.fail_json(msg=str(exc))
     except RomlabFailed as exc:
         module.fail_json(msg="%s: %s" % (p["bdf"], exc), romlab_rc=exc.rc)
+    if doc.get("changes") == "unknown":
+        # Check mode on an in-system NIC whose driver holds its BAR: a check never unbinds.
+        module.warn("%s: %s" % (bdf, doc.get("reason")))
+        module.exit_json(changed=False, bdf=bdf, target=desc, backup=p["backup"], erase_bytes=0, program_bytes=0,
+                         would_change="unknown", reason=doc.get("reason"))
     would = bool(doc.get("erase_bytes") or doc.get("program_bytes"))
     module.exit_json(changed=bool(doc.get("changed")) or (module.check_mode and would), bdf=bdf, target=desc,
                      backup=p["backup"], erase_bytes=doc.get("erase_bytes", 0),
