@@ -451,7 +451,7 @@ def fake_lab(monkeypatch):
 
     def romlab_tx(bdf, impl, size, batch, seconds):
         events.append(f"native {impl} {size} batch {batch}")
-        return native.Figure(impl, size, batch, 50_000, 1.0, 50_000)
+        return native.Run(50_000, 50_000, 1.0)
 
     monkeypatch.setattr(native, "romlab_tx", romlab_tx)
     return events

@@ -303,15 +303,15 @@ def run(bdf: str, sizes=SIZES, seconds: float = 2.0, trace_frames: int = 100, *,
             raise LabError(f"{dev.bdf} has no network interface under its kernel driver")
         for size in sizes:
             say(f"kernel: pktgen, {size}-byte frames, {seconds:g} s")
-            f = bn.kernel_tx(netdirs[0].name, size, seconds)
-            reference.append(Throughput("kernel", size, f.packets, f.seconds))
+            r = bn.kernel_tx(netdirs[0].name, size, 1, seconds, nic_counter=False)
+            reference.append(Throughput("kernel", size, r.queued, r.seconds))
     vfio_bind.bind(dev)
     try:
         if kind == "c":
             for size in sizes:
                 say(f"native: romlab C path, {size}-byte frames, {seconds:g} s")
-                f = bn.romlab_tx(str(dev.bdf), "c", size, 1, seconds)
-                reference.append(Throughput("c", size, f.packets, f.seconds, f.hw_packets))
+                r = bn.romlab_tx(str(dev.bdf), "c", size, 1, seconds)
+                reference.append(Throughput("c", size, r.queued, r.seconds, r.hw_packets))
         say("UNDI: to vfio-pci, ROM, init, UNDI loader, START_UNDI .. GET_IFACE_INFO")
         with (open_session or vfio_session)(str(dev.bdf), rom, force_ids) as session:
             if rom is None:
