@@ -27,10 +27,11 @@ ETH_SS_STATS = 1
 ETH_GSTRING_LEN = 32
 IFNAMSIZ = 16
 _IFREQ_SIZE = 40            # struct ifreq on 64-bit Linux: the name and a 24-byte union
-# The kernel's ETHTOOL_GSTRINGS and ETHTOOL_GSTATS copy out as many entries as the driver has at that
-# moment, whatever length the caller gave, and a driver's count can change between two calls (igb's
-# grows when SR-IOV is enabled). So the buffers hold MAX_STATS entries, far above any driver's count,
-# and the length the kernel wrote back is checked against it before anything is read.
+# ETHTOOL_GSTRINGS and ETHTOOL_GSTATS are asked for the count ETHTOOL_GSSET_INFO gave. Current kernels
+# copy nothing and write back a length of 0 when that is not the driver's count any more (a driver's
+# count can change between two calls: igb's grows when SR-IOV is enabled); older ones copied the
+# driver's current count whatever the caller asked. So the buffers hold MAX_STATS entries, far above
+# any driver's count, and the lengths written back are checked before anything is read.
 MAX_STATS = 4096
 # struct ethtool_ringparam (linux/ethtool.h): cmd, then the four maxima, then the four sizes in use.
 RING_FIELDS = ("rx_max_pending", "rx_mini_max_pending", "rx_jumbo_max_pending", "tx_max_pending",
@@ -74,19 +75,19 @@ def stats(ifname: str) -> dict[str, int]:
             raise HardwareError(f"{ifname}'s driver has no ethtool statistics")
         if count > MAX_STATS:
             raise HardwareError(f"{ifname}'s driver reports {count} statistics, more than the {MAX_STATS} romlab reads")
-        names = _buffer(struct.pack("<III", ETHTOOL_GSTRINGS, ETH_SS_STATS, MAX_STATS)
+        names = _buffer(struct.pack("<III", ETHTOOL_GSTRINGS, ETH_SS_STATS, count)
                         + bytes(MAX_STATS * ETH_GSTRING_LEN))
         _ioctl(sock, ifname, names, "the statistics names")
-        values = _buffer(struct.pack("<II", ETHTOOL_GSTATS, MAX_STATS) + bytes(MAX_STATS * 8))
+        values = _buffer(struct.pack("<II", ETHTOOL_GSTATS, count) + bytes(MAX_STATS * 8))
         _ioctl(sock, ifname, values, "the statistics")
     n_names = struct.unpack_from("<I", names.raw, 8)[0]
     n_values = struct.unpack_from("<I", values.raw, 4)[0]
     if max(n_names, n_values) > MAX_STATS:
         raise HardwareError(f"{ifname}'s driver reports {max(n_names, n_values)} statistics, more than the "
                             f"{MAX_STATS} romlab reads")
-    if n_names != n_values:
-        raise HardwareError(f"{ifname}'s driver changed its statistics while romlab read them ({n_names} names, "
-                            f"{n_values} values; SR-IOV being enabled does that); read them again")
+    if n_names != n_values or n_names != count:
+        raise HardwareError(f"{ifname}'s driver changed its statistics while romlab read them ({count} counted, "
+                            f"{n_names} names, {n_values} values; SR-IOV being enabled does that); read them again")
     out = {}
     for i in range(n_names):
         raw = names.raw[12 + i * ETH_GSTRING_LEN:12 + (i + 1) * ETH_GSTRING_LEN]
