@@ -188,7 +188,9 @@ def test_dump_leaves_rom_enable_state_and_driver(guest):
     for role in ("e1000", "e1000e", "own"):
         rec = _ok(guest["results"]["dumps"])[role]
         before = rec["before"]
-        assert before["rom_attr_enabled"] is False
+        # Whatever the ROM BAR's enable state was before (QEMU 10's firmware can leave one set), each
+        # dump leaves it, and the driver, as it found them.
+        assert isinstance(before["rom_attr_enabled"], bool)
         for name, run in rec["runs"].items():
             if name == "short_bdf":
                 continue
