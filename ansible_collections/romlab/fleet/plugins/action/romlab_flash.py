@@ -16,6 +16,7 @@ import time
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.romlab.fleet.plugins.plugin_utils.session import ssh_connection
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import sha256_file
 
 
@@ -26,13 +27,6 @@ def controller_dir(backup_dir, host, bdf):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-
-    def _ssh_connection(self):
-        """SSH_CONNECTION as the login shell on the host sees it: under become, sudo removes it from
-        the module's environment, and without it the module cannot tell which NIC carries the session."""
-        res = self._low_level_execute_command("echo $SSH_CONNECTION", sudoable=False)
-        text = to_text(res.get("stdout", "")).strip()
-        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -59,7 +53,7 @@ class ActionModule(ActionBase):
         self._fixup_perms2([self._connection._shell.tmpdir])
         args["roms"] = remote_roms
 
-        conn = self._ssh_connection()
+        conn = ssh_connection(self)
         if conn:
             args["ssh_connection"] = conn
         plan = self._execute_module(module_name="romlab.fleet.romlab_flash", module_args=dict(args, stage="plan"),

@@ -15,6 +15,7 @@ import re
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.romlab.fleet.plugins.plugin_utils.session import ssh_connection
 
 BDF_SHORT = re.compile(r"^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
@@ -48,13 +49,6 @@ def default_backup(ddir):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-
-    def _ssh_connection(self):
-        """SSH_CONNECTION as the login shell on the host sees it: under become, sudo removes it from
-        the module's environment, and without it the module cannot tell which NIC carries the session."""
-        res = self._low_level_execute_command("echo $SSH_CONNECTION", sudoable=False)
-        text = to_text(res.get("stdout", "")).strip()
-        return text if res.get("rc") == 0 and len(text.split()) == 4 else None
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -102,7 +96,7 @@ class ActionModule(ActionBase):
         args.update(backup=remote, bdf=bdf)
         args.pop("backup_dir", None)
         args["backup_dir"] = os.path.dirname(backup)
-        conn = self._ssh_connection()
+        conn = ssh_connection(self)
         if conn:
             args["ssh_connection"] = conn
         out = self._execute_module(module_name="romlab.fleet.romlab_restore", module_args=args, task_vars=task_vars)

@@ -28,24 +28,6 @@ options:
     description: The romlab program on the managed host.
     type: path
     default: /opt/romlab/bin/romlab
-  targets:
-    description: Programmers clipped onto NICs' flash chips, as for M(romlab.fleet.romlab_flash).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      bdf:
-        description: The NIC, by PCI address. One of O(targets[].bdf) and O(targets[].mac) is required.
-        type: str
-      mac:
-        description: The NIC, by the MAC address of one of its interfaces.
-        type: str
-      programmer:
-        description: A romlab programmer spec.
-        type: str
-      layout:
-        description: Where the ROM sits on the chip (informational here).
-        type: str
   read_flash:
     description: Read the flash chips reached through O(targets).
     type: bool
@@ -55,6 +37,8 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - romlab.fleet.targets
 attributes:
   check_mode:
     support: full

@@ -58,26 +58,6 @@ options:
         description: MAC addresses of the NICs' interfaces.
         type: list
         elements: str
-  targets:
-    description:
-      - How each NIC's flash is reached. A NIC not listed here is flashed in-system
-        (C(romlab flash --pci BDF --unbind), Intel NICs with a flash interface only).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      bdf:
-        description: The NIC, by PCI address. One of O(targets[].bdf) and O(targets[].mac) is required.
-        type: str
-      mac:
-        description: The NIC, by the MAC address of one of its interfaces.
-        type: str
-      programmer:
-        description: A romlab programmer spec clipped onto this NIC's flash, e.g. C(serprog:tcp=10.0.2.2:4242) or C(ch341a).
-        type: str
-      layout:
-        description: Where the ROM goes on the chip (C(rom-at-0), C(i210) or a layout file on the host).
-        type: str
   management_nics:
     description: PCI addresses of NICs never to flash, in addition to the one carrying the SSH connection.
     type: list
@@ -112,6 +92,8 @@ options:
         controller, keyed by PCI address. A NIC that is not listed is not written.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - romlab.fleet.targets
 attributes:
   check_mode:
     support: partial

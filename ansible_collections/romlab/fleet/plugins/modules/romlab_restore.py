@@ -40,24 +40,6 @@ options:
   backup_dir:
     description: The controller directory romlab_flash fetched backups into; searched when O(backup) is not given.
     type: path
-  targets:
-    description: How NICs' flashes are reached, as for M(romlab.fleet.romlab_flash).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      bdf:
-        description: The NIC, by PCI address. One of O(targets[].bdf) and O(targets[].mac) is required.
-        type: str
-      mac:
-        description: The NIC, by the MAC address of one of its interfaces.
-        type: str
-      programmer:
-        description: A romlab programmer spec clipped onto this NIC's flash.
-        type: str
-      layout:
-        description: Not used by a restore (the whole chip is written); accepted so one targets list serves both modules.
-        type: str
   remote_backup_dir:
     description: Directory on the managed host where romlab saves what the chip held before the restore.
     type: path
@@ -77,6 +59,8 @@ options:
   ssh_connection:
     description: Set by the action plugin - E(SSH_CONNECTION) as the login shell on the host saw it.
     type: str
+extends_documentation_fragment:
+  - romlab.fleet.targets
 attributes:
   check_mode:
     support: partial
