@@ -254,6 +254,17 @@ class PciDevice:
         name = sysfs.link_name(self.path / "iommu_group")
         return int(name) if name is not None else None
 
+    @property
+    def iommu_domain(self) -> str | None:
+        """The type of the default DMA domain the kernel gives this device's IOMMU group
+        (``iommu_group/type``: "DMA" maps each buffer and flushes the IOTLB at every unmap,
+        "DMA-FQ" batches those flushes, "identity" passes addresses through untranslated;
+        "unmanaged" while VFIO holds it); None without an IOMMU group."""
+        if self.iommu_group is None:
+            return None
+        text = sysfs.read_text(self.path / "iommu_group" / "type", "")
+        return text or None
+
     def group_members(self) -> list[Bdf]:
         """Every device in this device's IOMMU group, itself included."""
         group = self.iommu_group

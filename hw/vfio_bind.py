@@ -443,3 +443,60 @@ def detached(dev: PciDevice):
                     _restore(dev, target)
                     if settles:
                         _forget(dev)
+
+
+# Default DMA domain types the kernel accepts in iommu_group/type.
+DMA_DOMAINS = ("DMA", "DMA-FQ", "identity")
+
+
+def _set_domain(dev: PciDevice, kind: str) -> None:
+    try:
+        sysfs.write_text(dev.path / "iommu_group" / "type", kind)
+    except HardwareError as exc:
+        raise HardwareError(f"the kernel refused IOMMU domain type {kind} for group {dev.iommu_group} of "
+                            f"{dev.bdf} ({exc}); leave --kernel-dma at as-found") from None
+
+
+@contextlib.contextmanager
+def dma_domain(dev: PciDevice, kind: str):
+    """``dev`` under its own kernel driver with its IOMMU group's default DMA domain of type
+    ``kind`` for the ``with`` block, then back to the type it had; yields that type.
+
+    The kernel driver's cost per frame depends on it: in a "DMA" domain every buffer is mapped
+    and, when unmapped, flushed from the IOTLB one by one (Linux forces that strict mode under a
+    vIOMMU that caches translations), while "identity" passes bus addresses through as a host
+    booted with iommu=pt does. The kernel changes a group's type only while no driver holds any
+    device in it: the driver is taken off (``detached``, so a crash leaves it on record for
+    ``romlab vfio unbind``), the type written, the driver given back; and the same on the way
+    out. A group of more than one device is refused. A crash inside leaves the type as set."""
+    if kind not in DMA_DOMAINS:
+        raise HardwareError(f"IOMMU domain type {kind!r}: choose one of {', '.join(DMA_DOMAINS)}")
+    found = dev.iommu_domain
+    if found is None:
+        raise HardwareError(f"{dev.bdf} has no IOMMU group, so its kernel driver already works without "
+                            "translation; leave --kernel-dma at as-found")
+    if found == kind:
+        yield found
+        return
+    driver = dev.driver
+    if driver in (None, VFIO_DRIVER):
+        raise HardwareError(f"{dev.bdf} is bound to {driver or 'no driver'}; its IOMMU domain is changed "
+                            "for its kernel driver, so that driver must hold it")
+    members = dev.group_members()
+    if len(members) > 1:
+        raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} holds {len(members)} devices; romlab "
+                            "changes the domain type only of a group of one device")
+    with _locked(dev), detached(dev):
+        with signals.held():
+            _set_domain(dev, kind)
+        try:
+            with signals.held():
+                _bind_to(dev, driver)
+                if _wait_driver(dev, driver) != driver:
+                    raise HardwareError(f"{driver} did not take {dev.bdf} back under IOMMU domain type {kind}; "
+                                        "see dmesg")
+            yield found
+        finally:
+            with signals.held():
+                _unbind_current(dev)
+                _set_domain(dev, found)

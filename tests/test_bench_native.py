@@ -56,6 +56,7 @@ class _Dev:
 
     def __init__(self, bdf, driver):
         self.bdf, self.driver, self.ids, self.physfn, self.sriov_capable = bdf, driver, "8086:100e", None, False
+        self.iommu_domain = None
 
     def net_interfaces(self):
         return ["eth1"] if self.driver not in (None, "vfio-pci") else []

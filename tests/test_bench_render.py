@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from romlab.bench.native import Figure, NicResult, Run
@@ -67,7 +68,7 @@ def test_native_plot_carries_every_figure_in_its_metadata(tmp_path):
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] >= 600
         meta = json.loads(im.text[PNG_KEY_NATIVE])
-    assert meta["schema"] == "romlab.bench-native/5"
+    assert meta["schema"] == "romlab.bench-native/6"
     figs = [(n["nic"], f["path"], f["frame_bytes"], f["batch"], f["median_pps"], f["min_pps"], f["max_pps"])
             for n in meta["nics"] for f in n["figures"]]
     assert figs == [("e1000", "kernel", 64, 32, 1_000_000.0, 900_000.0, 1_100_000.0),
@@ -89,13 +90,13 @@ def test_native_cli_document_keeps_the_conventions(monkeypatch, capsys):
     from romlab.cli import main
 
     seen = []
-    monkeypatch.setattr(native, "run", lambda bdfs, sizes, batches, seconds, runs, vf, progress:
-                        seen.append((bdfs, sizes, batches, seconds, runs, vf)) or list(RESULTS))
+    monkeypatch.setattr(native, "run", lambda bdfs, sizes, batches, seconds, runs, vf, progress, kernel_dma:
+                        seen.append((bdfs, sizes, batches, seconds, runs, vf, kernel_dma)) or list(RESULTS))
     assert main(["bench", "native", "--pci", "00:03.0", "--pci", "00:05.0", "--vf", "--json", "--quiet"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert check(doc, "romlab.bench-native/5") == []  # docs/conventions.md
+    assert check(doc, "romlab.bench-native/6") == []  # docs/conventions.md
     assert doc["inputs"] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
-    assert seen == [(["00:03.0", "00:05.0"], [64, 1514], [1, 32, 256], 2.0, 3, True)]
+    assert seen == [(["00:03.0", "00:05.0"], [64, 1514], [1, 32, 256], 2.0, 3, True, None)]
     assert [n["input"] for n in doc["nics"]] == ["pci:0000:00:03.0", "pci:0000:00:05.0"]
     assert doc["runs"] == 3 and doc["kernel_counter"] == "ethtool tx_packets" and doc["count_mismatches"] == []
     # the median of 900,000, 1,000,000 and 1,100,000 pkt/s; spread (1.1M - 0.9M) / 1M = 20%
@@ -312,3 +313,39 @@ def test_igbvf_row_is_marked_as_not_like_for_like(tmp_path):
     with Image.open(png) as im:
         meta = json.loads(im.text[PNG_KEY_NATIVE])
     assert [(n["nic"], n["kernel_defers_tail"]) for n in meta["nics"]] == [("igb PF", True), ("igb VF", False)]
+
+
+def test_the_kernel_drivers_iommu_domain_is_in_the_caption_and_the_json():
+    """The kernel driver maps every frame through its group's domain, romlab its buffers once: the
+    caption says which domain the kernel's runs had, and that it was set for them where it was."""
+    from romlab.bench.render import native_table
+
+    def nic(label, bdf, found, used):
+        return NicResult(label, bdf, "8086:100e", "e1000", "eth0", iommu_domain=found, kernel_dma=used,
+                         figures=[_fig("kernel", 64, 32, 100_000, 100_000, 100_000)])
+
+    a, b = nic("e1000", "0000:00:03.0", "DMA", "identity"), nic("e1000e", "0000:00:04.0", "DMA", "identity")
+    assert native_table([a, b]).splitlines()[1] == \
+        "the kernel driver's IOMMU domain: identity, set for its runs (the group's own: DMA)"
+    assert (a.as_dict()["iommu_domain_found"], a.as_dict()["kernel_iommu_domain"]) == ("DMA", "identity")
+    c = nic("igb PF", "0000:00:05.0", "DMA-FQ", "DMA-FQ")
+    assert native_table([a, c]).splitlines()[1] == ("the kernel driver's IOMMU domain: e1000: identity, set for its "
+                                                    "runs (the group's own: DMA); igb PF: DMA-FQ")
+    # no IOMMU anywhere: nothing is translated for anyone, and nothing is said
+    assert "IOMMU" not in native_table([nic("e1000", "0000:00:03.0", None, None)])
+
+
+def test_kernel_dma_reaches_the_bench_and_a_bad_one_is_refused(monkeypatch, capsys):
+    from romlab.bench import native
+    from romlab.cli import main
+
+    seen = []
+    monkeypatch.setattr(native, "run", lambda bdfs, sizes, batches, seconds, runs, vf, progress, kernel_dma:
+                        seen.append(kernel_dma) or list(RESULTS))
+    assert main(["bench", "native", "--pci", "00:03.0", "--kernel-dma", "identity", "--json", "--quiet"]) == 0
+    assert seen == ["identity"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "native", "--pci", "00:03.0", "--kernel-dma", "strict"])
+    assert exc.value.code == 2 and seen == ["identity"]
+    assert "'strict' is not one of as-found, identity" in capsys.readouterr().err

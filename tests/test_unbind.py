@@ -81,6 +81,8 @@ class FakeKernel:
         elif name == "bind":
             self.real_write(path, value)
             self._bind(bdf, path.parent.name)
+        elif name == "type":                  # an attribute's store replaces what it shows
+            path.write_text(value.strip() + "\n")
         elif name == "drivers_probe":
             if self.driver(bdf) is None:
                 over = (self.dev(bdf) / "driver_override")
@@ -397,3 +399,68 @@ def test_review2_a_second_process_is_refused_while_the_first_has_the_device(tmp_
     sim, dbl = double("8257x", "W25X05", b"\xff" * 65536, nvm=NVM)
     code, out, err = run(monkeypatch, capsys, dbl, "nvm", "--pci", BDF, "--unbind", "show")
     assert code == 0, err
+
+
+def _group(tmp_path, members, kind="DMA", number=7):
+    """IOMMU group ``number`` of the crafted tree holding ``members``, its default domain ``kind``."""
+    grp = tmp_path / "sys" / "kernel" / "iommu_groups" / str(number)
+    (grp / "devices").mkdir(parents=True)
+    for bdf in members:
+        (grp / "devices" / bdf).mkdir()
+        (tmp_path / "sys" / "bus" / "pci" / "devices" / bdf / "iommu_group").symlink_to(grp)
+    (grp / "type").write_text(kind + "\n")
+    return grp
+
+
+def test_a_kernel_dma_domain_is_set_with_no_driver_on_the_group_and_put_back(tmp_path, monkeypatch):
+    """`bench native --kernel-dma identity`: the kernel takes a new group type only while no driver
+    holds the group, so the driver goes, the type is written, the driver comes back; on the way out
+    the same in reverse; and the driver is on record whenever it is away."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x100E, driver="e1000")
+    grp = _group(tmp_path, [BDF])
+    k = FakeKernel(tmp_path, monkeypatch, "e1000")
+    record = tmp_path / STATE / f"{BDF}.json"
+
+    def on_write(path, phase):
+        if path.name == "type" and phase == "before":
+            assert k.driver() is None, "the kernel refuses a new type while a driver holds the group"
+            assert json.loads(record.read_text())["driver"] == "e1000"
+    k.on_write = on_write
+    with vfio_bind.dma_domain(PciDevice.open(BDF), "identity") as found:
+        assert found == "DMA"
+        assert (grp / "type").read_text().strip() == "identity" and k.driver() == "e1000"
+    assert (grp / "type").read_text().strip() == "DMA" and k.driver() == "e1000"
+    assert k.writes == [("unbind", BDF), ("type", "identity"), ("bind", BDF),
+                        ("unbind", BDF), ("type", "DMA"), ("bind", BDF)]
+    assert not record.exists()
+
+
+def test_a_kernel_dma_domain_is_refused_before_any_write(tmp_path, monkeypatch):
+    """A group of two devices, a device on vfio-pci and a device without an IOMMU group are refused
+    in one line each, with nothing written; a group already of the type asked for is left alone."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    other = "0000:03:00.1"
+    card(tmp_path, 0x8086, 0x100E, driver="e1000")
+    card(tmp_path, 0x8086, 0x100E, driver="vfio-pci", bdf=other)
+    k = FakeKernel(tmp_path, monkeypatch, "e1000")
+    with pytest.raises(HardwareError, match="has no IOMMU group"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
+    _group(tmp_path, [BDF, other])
+    with pytest.raises(HardwareError, match="holds 2 devices"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
+    with pytest.raises(HardwareError, match="bound to vfio-pci"):
+        with vfio_bind.dma_domain(PciDevice.open(other), "identity"):
+            pass
+    with vfio_bind.dma_domain(PciDevice.open(BDF), "DMA") as found:
+        assert found == "DMA"
+    with pytest.raises(HardwareError, match="choose one of DMA, DMA-FQ, identity"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "blocked"):
+            pass
+    assert k.writes == [] and k.driver() == "e1000"

@@ -191,9 +191,13 @@ def main() -> None:
         result["pairs"].append(pair_run(e1000e, e1000, 200, 300))
         result["sigint"] = sigint_run(e1000)
         if len(sys.argv) > 2 and sys.argv[2] == "bench":
+            group_type = f"/sys/bus/pci/devices/{e1000}/iommu_group/type"
+            result["group_type_before"] = open(group_type).read().strip()
             r = romlab("bench", "native", "--pci", e1000, "--size", "64,1514", "--batch", "1,32,256",
-                       "--seconds", "1", "--runs", "3", "--json", timeout=1200)
+                       "--seconds", "1", "--runs", "3", "--kernel-dma", "identity", "--json", timeout=1200)
             result["bench"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+            result["group_type_after"] = open(group_type).read().strip()
+            result["driver_after"] = os.path.basename(os.readlink(f"/sys/bus/pci/devices/{e1000}/driver"))
     except Exception as exc:  # recorded for the host test to show
         import traceback
 

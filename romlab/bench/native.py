@@ -22,6 +22,13 @@ What makes the comparison fair:
   neither the poll that waits for pktgen to run nor the shell's exit after the stop is in it, and
   the NIC's count (the ethtool delta) is taken over exactly that run.
 
+* the same address translation, where asked: romlab maps its buffers through the IOMMU once,
+  while the kernel driver maps and unmaps every frame in its group's default DMA domain. Under a
+  vIOMMU that caches translations Linux makes that domain strict ("DMA": an IOTLB flush per
+  unmapped frame, each one emulated), which no host booted with iommu=pt pays. ``kernel_dma=
+  "identity"`` takes the kernel's runs in an identity domain (``hw.vfio_bind.dma_domain``) and
+  puts the group's type back after them; the document says which type each NIC's kernel runs had.
+
 With ``vf=True`` an SR-IOV PF is measured, then one VF is made on it and measured the same way
 (the kernel's reference there is the VF's driver, igbvf), and the VF is removed again.
 :mod:`romlab.bench.render` draws the table and plot.
@@ -38,7 +45,7 @@ from pathlib import Path
 from hw.errors import LabError, RomlabError
 
 PKTGEN = Path("/proc/net/pktgen")
-SCHEMA = "romlab.bench-native/5"
+SCHEMA = "romlab.bench-native/6"
 PATHS = ("kernel", "c", "python")
 # The ethtool statistic e1000, e1000e and igb fill from GPTC and igbvf from VFGPTC.
 KERNEL_TX_COUNTER = "tx_packets"
@@ -120,6 +127,8 @@ class NicResult:
     figures: list[Figure] = field(default_factory=list)
     pf: str | None = None          # for a VF, the PF it was made on
     romlab_error: str | None = None  # why romlab's paths have no figures, if they have none
+    iommu_domain: str | None = None  # the group's default DMA domain type as found (None: no IOMMU)
+    kernel_dma: str | None = None    # the type the kernel's runs had
 
     @property
     def kernel_defers_tail(self) -> bool | None:
@@ -138,6 +147,7 @@ class NicResult:
                 "kernel_driver": self.kernel_driver, "interface": self.interface,
                 "pf": device_input(self.pf) if self.pf else None, "romlab_error": self.romlab_error,
                 "kernel_defers_tail": self.kernel_defers_tail, "kernel_tail_note": self.kernel_tail_note,
+                "iommu_domain_found": self.iommu_domain, "kernel_iommu_domain": self.kernel_dma,
                 "figures": [f.as_dict() for f in self.figures]}
 
 
@@ -342,13 +352,17 @@ def _label(dev) -> str:
     return f"{dev.driver} PF" if dev.sriov_capable else str(dev.driver)
 
 
-def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: int, progress=None) -> NicResult:
+def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: int, progress=None,
+              kernel_dma: str | None = None) -> NicResult:
     """One NIC, in ``runs`` rounds: each round takes one kernel run (its driver bound) of every
     frame size and batch, then one C and one Python run of each through VFIO, and gives the NIC
     back to its kernel driver. Interleaved so, a host whose load drifts during the bench shows it
     in every path's spread, not as a ratio between paths measured minutes apart. A NIC romlab's
     driver does not take (its first romlab run fails) keeps its kernel figures and says why in
-    ``romlab_error``."""
+    ``romlab_error``. ``kernel_dma`` (a domain type, e.g. "identity"): the kernel's runs of each
+    round are taken with the NIC's IOMMU group set to it, and the type it had put back after them."""
+    import contextlib
+
     from hw import vfio_bind
     from hw.pci import PciDevice
 
@@ -357,20 +371,27 @@ def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: i
         raise LabError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
                        "so the kernel's figure can be taken on the same device")
     bdf = str(dev.bdf)
-    res = NicResult(_label(dev), bdf, dev.ids, dev.driver, _interface(dev), pf=str(dev.physfn) if dev.physfn else None)
+    res = NicResult(_label(dev), bdf, dev.ids, dev.driver, _interface(dev), pf=str(dev.physfn) if dev.physfn else None,
+                    iommu_domain=dev.iommu_domain)
+    res.kernel_dma = kernel_dma if kernel_dma and res.iommu_domain else res.iommu_domain
     figs = {(p, size, batch): Figure(p, size, batch) for size in sizes for batch in batches for p in PATHS}
     for rnd in range(1, runs + 1):
         dev = PciDevice.open(bdf)
         _wait_interface(bdf)
-        res.interface = _interface(dev)   # a rebind can bring it back under another name
-        if res.pf:
-            _link_up(_interface(PciDevice.open(res.pf)))  # a VF has a link only while its PF's is up
-        _link_up(res.interface)
-        for size in sizes:
-            for batch in batches:
-                say(f"{res.label} {bdf} round {rnd}/{runs}: kernel ({res.kernel_driver}, pktgen burst {batch}), "
-                    f"{size}-byte frames")
-                figs["kernel", size, batch].runs.append(kernel_tx(res.interface, size, batch, seconds))
+        dma = (vfio_bind.dma_domain(dev, res.kernel_dma) if res.kernel_dma != res.iommu_domain
+               else contextlib.nullcontext())
+        with dma:
+            _wait_interface(bdf)
+            res.interface = _interface(PciDevice.open(bdf))   # a rebind can bring it back under another name
+            if res.pf:
+                _link_up(_interface(PciDevice.open(res.pf)))  # a VF has a link only while its PF's is up
+            _link_up(res.interface)
+            for size in sizes:
+                for batch in batches:
+                    say(f"{res.label} {bdf} round {rnd}/{runs}: kernel ({res.kernel_driver}, pktgen burst {batch}, "
+                        f"IOMMU domain {res.kernel_dma or 'none'}), {size}-byte frames")
+                    figs["kernel", size, batch].runs.append(kernel_tx(res.interface, size, batch, seconds))
+        dev = PciDevice.open(bdf)
         if res.romlab_error:
             continue
         vfio_bind.bind(dev)
@@ -408,21 +429,21 @@ def _wait_interface(bdf) -> None:
 
 
 def run(bdfs: list[str], sizes: list[int], batches: list[int], seconds: float = 2.0, runs: int = MIN_RUNS,
-        vf: bool = False, progress=None) -> list[NicResult]:
+        vf: bool = False, progress=None, kernel_dma: str | None = None) -> list[NicResult]:
     """Every NIC in turn; with ``vf``, after an SR-IOV PF also one VF made on it, removed after."""
     from hw.pci import PciDevice
 
     devs = [PciDevice.open(b) for b in bdfs]
     out = []
     for dev in devs:
-        out.append(bench_nic(dev, sizes, batches, seconds, runs, progress))
+        out.append(bench_nic(dev, sizes, batches, seconds, runs, progress, kernel_dma))
         if not (vf and dev.sriov_capable):
             continue
         dev.set_sriov_numvfs(1)
         try:
             vf_bdf = dev.virtfns()[0]
             _wait_interface(vf_bdf)
-            out.append(bench_nic(PciDevice.open(vf_bdf), sizes, batches, seconds, runs, progress))
+            out.append(bench_nic(PciDevice.open(vf_bdf), sizes, batches, seconds, runs, progress, kernel_dma))
         finally:
             dev.set_sriov_numvfs(0)
     return out

@@ -126,7 +126,25 @@ def native_caption(results) -> str:
     many = f"median of {'/'.join(map(str, runs)) or '0'} runs" + (f" of about {secs[0]} s" if len(secs) == 1 else "")
     notes = list(dict.fromkeys(f"* {r.kernel_tail_note}" for r in results if r.kernel_tail_note))
     return "\n".join([f"pkt/s counted by the NIC (GPTC; ethtool tx_packets under the kernel's driver), {many}; "
-                      "spread = (max-min)/median; the kernel sends with pktgen burst = romlab's batch", *notes])
+                      "spread = (max-min)/median; the kernel sends with pktgen burst = romlab's batch",
+                      *([dma] if (dma := kernel_dma_line(results)) else []), *notes])
+
+
+def kernel_dma_line(results) -> str | None:
+    """The IOMMU domain the kernel driver's runs had, per NIC where they differ: the kernel maps
+    every frame through it, romlab maps its buffers once. None where no NIC has an IOMMU group
+    (nothing is translated for anyone)."""
+    if not any(r.iommu_domain for r in results):
+        return None
+    said = {}
+    for r in results:
+        what = r.kernel_dma or "none (no IOMMU)"
+        if r.iommu_domain and r.kernel_dma != r.iommu_domain:
+            what += f", set for its runs (the group's own: {r.iommu_domain})"
+        said.setdefault(what, []).append(r.label)
+    if len(said) == 1:
+        return f"the kernel driver's IOMMU domain: {next(iter(said))}"
+    return "the kernel driver's IOMMU domain: " + "; ".join(f"{', '.join(labels)}: {what}" for what, labels in said.items())
 
 
 def _native_label(r) -> str:

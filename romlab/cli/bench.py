@@ -100,8 +100,11 @@ Each NIC is given back to its kernel driver afterwards. Needs root.""")
     n.add_argument("--seconds", type=float, default=2.0, help="time per run (default 2)")
     n.add_argument("--runs", type=int, default=3, metavar="N", help="runs per figure, at least 3 (default 3)")
     n.add_argument("--vf", action="store_true", help="also make one VF on each SR-IOV PF, measure it, remove it")
+    n.add_argument("--kernel-dma", choices=("as-found", "identity"), default="as-found",
+                   help="the IOMMU domain of the kernel driver's runs: as-found leaves each NIC's group as it is; "
+                        "identity sets it for those runs (as on a host booted with iommu=pt) and back after")
     n.add_argument("--json", action="store_true",
-                   help="print the romlab.bench-native/5 JSON document instead of the table")
+                   help="print the romlab.bench-native/6 JSON document instead of the table")
     n.add_argument("-o", "--output", metavar="FILE", help="also write the JSON document to FILE")
     n.add_argument("--plot", metavar="OUT.png", help="write a PNG of packets/s per NIC, path, size and batch")
     n.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
@@ -208,7 +211,8 @@ def _run_native(args) -> int:
     started = utc_now()
     quiet = getattr(args, "quiet", False)
     results = bn.run(args.pci, sizes, batches, args.seconds, args.runs, vf=args.vf,
-                     progress=None if quiet else (lambda m: note(f"romlab bench native: {m}")))
+                     progress=None if quiet else (lambda m: note(f"romlab bench native: {m}")),
+                     kernel_dma=None if args.kernel_dma == "as-found" else args.kernel_dma)
     written = []
     if args.plot:
         render.native_plot(results, args.plot)
