@@ -258,8 +258,8 @@ class PciDevice:
     def iommu_domain(self) -> str | None:
         """The type of the default DMA domain the kernel gives this device's IOMMU group
         (``iommu_group/type``: "DMA" maps each buffer and flushes the IOTLB at every unmap,
-        "DMA-FQ" batches those flushes, "identity" passes addresses through untranslated;
-        "unmanaged" while VFIO holds it); None without an IOMMU group."""
+        "DMA-FQ" batches those flushes, "identity" passes addresses through untranslated; VFIO
+        attaches a domain of its own without changing this one); None without an IOMMU group."""
         if self.iommu_group is None:
             return None
         text = sysfs.read_text(self.path / "iommu_group" / "type", "")

@@ -41,6 +41,8 @@ VFIO_DRIVER = "vfio-pci"
 # Drivers that may own other devices of a group without making it unusable for VFIO
 # (the kernel's own list: bridges' port driver, pci-stub and vfio-pci itself).
 GROUP_SAFE_DRIVERS = {None, "vfio-pci", "pci-stub", "pcieport"}
+# Default DMA domain types the kernel accepts in iommu_group/type (it also takes "auto").
+DMA_DOMAINS = ("DMA", "DMA-FQ", "identity")
 
 
 def state_dir() -> Path:
@@ -173,13 +175,17 @@ def _restore(dev: PciDevice, state: dict) -> None:
         except HardwareError as exc:
             errors.append(str(exc))
 
-    leave = dev.driver not in (None, want)
+    domain = state.get("iommu_domain")
+    retype = domain is not None and dev.iommu_domain != domain
+    leave = dev.driver not in (None, want) or (retype and dev.driver is not None)
     if leave and dev.driver == VFIO_DRIVER:
         _release(dev)                     # refused: the device stays as it is
     if dev.driver_override != state.get("driver_override"):
         step(lambda: _set_override(dev, state.get("driver_override")))
     if leave:
         step(lambda: _unbind_current(dev))
+    if retype and dev.driver is None:
+        step(lambda: _set_domain(dev, domain))
     if dev.driver is None:
         if want:
             try:
@@ -194,6 +200,8 @@ def _restore(dev: PciDevice, state: dict) -> None:
     got = _wait_driver(dev, want) if want else dev.driver
     if not errors and want and got != want:
         errors.append(f"{dev.bdf} went back to {got or 'no driver'}, not to {want}; see dmesg")
+    if not errors and domain is not None and dev.iommu_domain != domain:
+        errors.append(f"IOMMU group {dev.iommu_group} of {dev.bdf} is left at {dev.iommu_domain}, not {domain}")
     if errors:
         again = (f"; its driver is on record: `romlab vfio unbind {dev.bdf}` tries again"
                  if _state_file(dev.bdf).exists() else "")
@@ -257,6 +265,8 @@ def _load_state(dev: PciDevice) -> dict | None:
         v = state[key]
         if v is not None and not (isinstance(v, str) and _DRIVER_NAME.fullmatch(v)):
             raise _bad_record(dev, path, f"holds {key} {v!r}, not a driver name")
+    if state.get("iommu_domain") is not None and state["iommu_domain"] not in DMA_DOMAINS:
+        raise _bad_record(dev, path, f"holds iommu_domain {state['iommu_domain']!r}, not one of {', '.join(DMA_DOMAINS)}")
     for key in ("probe", "already_bound"):
         if not isinstance(state.get(key, False), bool):
             raise _bad_record(dev, path, f"holds {key} {state[key]!r}, not true or false")
@@ -315,9 +325,12 @@ def _owed(dev: PciDevice) -> dict | None:
     """The record of a driver romlab still owes ``dev``: one whose device is still on vfio-pci
     or still without a driver. A device back on an ordinary driver owes nothing."""
     state = _load_state(dev)
-    if state is None or dev.driver not in (None, VFIO_DRIVER):
+    if state is None:
         return None
-    return state
+    if dev.driver in (None, VFIO_DRIVER):
+        return state
+    domain = state.get("iommu_domain")
+    return state if domain is not None and dev.iommu_domain != domain else None
 
 
 def _forget(dev: PciDevice) -> None:
@@ -368,7 +381,7 @@ def unbind(dev: PciDevice) -> dict:
     """Give ``dev`` back the driver on record (taking it from vfio-pci, or after a crash left it
     with none); without a record the kernel chooses, by a probe."""
     owed = _owed(dev)
-    if dev.driver != VFIO_DRIVER and not (dev.driver is None and owed):
+    if dev.driver != VFIO_DRIVER and not (dev.driver is None and owed) and not (owed and owed.get("iommu_domain")):
         raise HardwareError(f"{dev.bdf} is not bound to vfio-pci (driver: {dev.driver or 'none'})")
     if os.geteuid() != 0:
         raise HardwareError(f"unbinding {dev.bdf} from vfio-pci needs root (run romlab as root or with sudo)")
@@ -445,58 +458,68 @@ def detached(dev: PciDevice):
                         _forget(dev)
 
 
-# Default DMA domain types the kernel accepts in iommu_group/type.
-DMA_DOMAINS = ("DMA", "DMA-FQ", "identity")
-
-
 def _set_domain(dev: PciDevice, kind: str) -> None:
+    """Write the group's default domain type (the kernel takes it only while no driver holds the
+    group) and read it back."""
     try:
         sysfs.write_text(dev.path / "iommu_group" / "type", kind)
     except HardwareError as exc:
-        raise HardwareError(f"the kernel refused IOMMU domain type {kind} for group {dev.iommu_group} of "
-                            f"{dev.bdf} ({exc}); leave --kernel-dma at as-found") from None
+        raise HardwareError(f"the kernel refused IOMMU domain type {kind} for group {dev.iommu_group} "
+                            f"of {dev.bdf}: {exc}") from exc
+    got = dev.iommu_domain
+    if got != kind:
+        raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} reads {got or 'nothing'} after "
+                            f"{kind} was written to its type")
 
 
 @contextlib.contextmanager
 def dma_domain(dev: PciDevice, kind: str):
     """``dev`` under its own kernel driver with its IOMMU group's default DMA domain of type
-    ``kind`` for the ``with`` block, then back to the type it had; yields that type.
+    ``kind`` for the ``with`` block, then back to the type it had; yields the type read back.
 
     The kernel driver's cost per frame depends on it: in a "DMA" domain every buffer is mapped
     and, when unmapped, flushed from the IOTLB one by one (Linux forces that strict mode under a
     vIOMMU that caches translations), while "identity" passes bus addresses through as a host
-    booted with iommu=pt does. The kernel changes a group's type only while no driver holds any
-    device in it: the driver is taken off (``detached``, so a crash leaves it on record for
-    ``romlab vfio unbind``), the type written, the driver given back; and the same on the way
-    out. A group of more than one device is refused. A crash inside leaves the type as set."""
+    booted with iommu=pt does. The kernel changes a group's type only while no driver holds the
+    group, so the driver is taken off, the type written, the driver given back, and the same on
+    the way out. The record of the driver (as for ``bind``) also holds the type found, from
+    before the first write until both are back: after a crash, ``romlab vfio unbind BDF`` puts
+    back the type and the driver. A group of more than one device is refused, and so is one
+    whose type is not one of ``DMA_DOMAINS`` (the kernel would not take it back)."""
     if kind not in DMA_DOMAINS:
         raise HardwareError(f"IOMMU domain type {kind!r}: choose one of {', '.join(DMA_DOMAINS)}")
-    found = dev.iommu_domain
-    if found is None:
-        raise HardwareError(f"{dev.bdf} has no IOMMU group, so its kernel driver already works without "
-                            "translation; leave --kernel-dma at as-found")
-    if found == kind:
-        yield found
-        return
-    driver = dev.driver
-    if driver in (None, VFIO_DRIVER):
-        raise HardwareError(f"{dev.bdf} is bound to {driver or 'no driver'}; its IOMMU domain is changed "
-                            "for its kernel driver, so that driver must hold it")
-    members = dev.group_members()
-    if len(members) > 1:
-        raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} holds {len(members)} devices; romlab "
-                            "changes the domain type only of a group of one device")
-    with _locked(dev), detached(dev):
-        with signals.held():
-            _set_domain(dev, kind)
+    _require_root(dev, "changing the IOMMU domain of")
+    with _locked(dev):
+        found = dev.iommu_domain
+        if found is None:
+            raise HardwareError(f"{dev.bdf} has no IOMMU group: its kernel driver works without translation "
+                                "already, so there is no domain to change")
+        if found not in DMA_DOMAINS:
+            raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} has domain type {found}, which the "
+                                f"kernel would not take back; romlab changes only {', '.join(DMA_DOMAINS)}")
+        if found == kind:
+            yield found
+            return
+        driver = dev.driver
+        if driver in (None, VFIO_DRIVER):
+            raise HardwareError(f"{dev.bdf} is bound to {driver or 'no driver'}; its IOMMU domain is changed "
+                                "for its kernel driver, so that driver must hold it")
+        members = dev.group_members()
+        if len(members) > 1:
+            raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} holds {len(members)} devices; romlab "
+                                "changes the domain type only of a group of one device")
+        state = {**_now(dev), "iommu_domain": found}
         try:
             with signals.held():
+                _save_state(dev, state)
+                _unbind_current(dev)
+                _set_domain(dev, kind)
                 _bind_to(dev, driver)
                 if _wait_driver(dev, driver) != driver:
                     raise HardwareError(f"{driver} did not take {dev.bdf} back under IOMMU domain type {kind}; "
                                         "see dmesg")
-            yield found
+            yield dev.iommu_domain
         finally:
             with signals.held():
-                _unbind_current(dev)
-                _set_domain(dev, found)
+                _restore(dev, state)          # raises, keeping the record, if anything is not back
+                _forget(dev)

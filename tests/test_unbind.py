@@ -82,6 +82,9 @@ class FakeKernel:
             self.real_write(path, value)
             self._bind(bdf, path.parent.name)
         elif name == "type":                  # an attribute's store replaces what it shows
+            group = path.parent / "devices"
+            if any(self.driver(b) for b in os.listdir(group)):
+                raise HardwareError(f"cannot write {path}: Operation not permitted")   # the kernel's EPERM
             path.write_text(value.strip() + "\n")
         elif name == "drivers_probe":
             if self.driver(bdf) is None:
@@ -426,11 +429,11 @@ def test_a_kernel_dma_domain_is_set_with_no_driver_on_the_group_and_put_back(tmp
 
     def on_write(path, phase):
         if path.name == "type" and phase == "before":
-            assert k.driver() is None, "the kernel refuses a new type while a driver holds the group"
-            assert json.loads(record.read_text())["driver"] == "e1000"
+            assert json.loads(record.read_text()) == {"bdf": BDF, "driver": "e1000", "driver_override": None,
+                                                      "iommu_domain": "DMA"}
     k.on_write = on_write
-    with vfio_bind.dma_domain(PciDevice.open(BDF), "identity") as found:
-        assert found == "DMA"
+    with vfio_bind.dma_domain(PciDevice.open(BDF), "identity") as now:
+        assert now == "identity"
         assert (grp / "type").read_text().strip() == "identity" and k.driver() == "e1000"
     assert (grp / "type").read_text().strip() == "DMA" and k.driver() == "e1000"
     assert k.writes == [("unbind", BDF), ("type", "identity"), ("bind", BDF),
@@ -464,3 +467,48 @@ def test_a_kernel_dma_domain_is_refused_before_any_write(tmp_path, monkeypatch):
         with vfio_bind.dma_domain(PciDevice.open(BDF), "blocked"):
             pass
     assert k.writes == [] and k.driver() == "e1000"
+
+
+def test_a_kernel_dma_domain_goes_back_after_ctrl_c_in_the_block(tmp_path, monkeypatch):
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+
+    card(tmp_path, 0x8086, 0x100E, driver="e1000")
+    grp = _group(tmp_path, [BDF])
+    k = FakeKernel(tmp_path, monkeypatch, "e1000")
+    with pytest.raises(KeyboardInterrupt):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            raise KeyboardInterrupt
+    assert (grp / "type").read_text().strip() == "DMA" and k.driver() == "e1000"
+    assert not (tmp_path / STATE / f"{BDF}.json").exists()
+
+
+def test_a_kernel_dma_domain_the_kernel_will_not_take_back_stays_on_record(tmp_path, monkeypatch, capsys):
+    """The type write on the way out is refused: the error says where the group was left, the
+    record keeps the type found, and `romlab vfio unbind` puts type and driver back later."""
+    from hw import vfio_bind
+    from hw.pci import PciDevice
+    from romlab import cli
+
+    card(tmp_path, 0x8086, 0x100E, driver="e1000")
+    grp = _group(tmp_path, [BDF])
+    k = FakeKernel(tmp_path, monkeypatch, "e1000")
+    refuse = {"on": False}
+
+    def on_write(path, phase):
+        if path.name == "type" and phase == "before" and refuse["on"]:
+            raise HardwareError(f"cannot write {path}: Invalid argument")
+    k.on_write = on_write
+    with pytest.raises(HardwareError) as exc:
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            refuse["on"] = True
+    assert f"restoring {BDF}'s driver: the kernel refused IOMMU domain type DMA for group 7" in str(exc.value)
+    assert f"romlab vfio unbind {BDF}" in str(exc.value)
+    assert (grp / "type").read_text().strip() == "identity"
+    record = json.loads((tmp_path / STATE / f"{BDF}.json").read_text())
+    assert record["iommu_domain"] == "DMA" and record["driver"] == "e1000"
+    refuse["on"] = False
+    assert cli.main(["vfio", "unbind", BDF]) == 0
+    assert (grp / "type").read_text().strip() == "DMA" and k.driver() == "e1000"
+    assert "(IOMMU domain back to DMA)" in capsys.readouterr().err
+    assert not (tmp_path / STATE / f"{BDF}.json").exists()

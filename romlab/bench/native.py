@@ -379,8 +379,9 @@ def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: i
         dev = PciDevice.open(bdf)
         _wait_interface(bdf)
         dma = (vfio_bind.dma_domain(dev, res.kernel_dma) if res.kernel_dma != res.iommu_domain
-               else contextlib.nullcontext())
-        with dma:
+               else contextlib.nullcontext(res.iommu_domain))
+        with dma as used:
+            res.kernel_dma = used            # as the group reads it while the kernel's runs are taken
             _wait_interface(bdf)
             res.interface = _interface(PciDevice.open(bdf))   # a rebind can bring it back under another name
             if res.pf:

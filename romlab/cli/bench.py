@@ -208,6 +208,9 @@ def _run_native(args) -> int:
     inputs = [device_input(b) for b in args.pci]  # a BDF that cannot be one is refused here, before the bench
     if len(set(inputs)) != len(inputs):
         raise UsageError("each --pci NIC once")
+    from romlab.lab.qemu import terminate_on_sigterm
+
+    terminate_on_sigterm()   # a SIGTERM unwinds like Ctrl-C: drivers and IOMMU domains go back
     started = utc_now()
     quiet = getattr(args, "quiet", False)
     results = bn.run(args.pci, sizes, batches, args.seconds, args.runs, vf=args.vf,

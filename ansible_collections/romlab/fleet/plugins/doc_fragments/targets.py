@@ -14,7 +14,7 @@ options:
     description:
       - NICs whose flash chip is reached through an external programmer clipped onto it, each named
         by PCI address or MAC address. A NIC not listed is reached in-system
-        (C(romlab flash --pci BDF), Intel NICs with a flash interface only).
+        (C(romlab flash --pci BDF --unbind), Intel NICs with a flash interface only).
       - M(romlab.fleet.romlab_facts), M(romlab.fleet.romlab_flash) and M(romlab.fleet.romlab_restore)
         take the same list.
     type: list

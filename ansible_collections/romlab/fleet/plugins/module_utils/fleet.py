@@ -24,9 +24,11 @@ BDF_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 SYS_PCI = "/sys/bus/pci/devices"
 SYS_NET = "/sys/class/net"
 TIMEOUT = 900
-# The targets option of romlab_flash and romlab_restore: how each NIC's flash is reached.
+# The targets option of all three modules (documented once, in doc_fragments/targets.py): how
+# each NIC's flash is reached.
 TARGET_SPEC = dict(bdf=dict(type="str"), mac=dict(type="str"), programmer=dict(type="str"),
                    layout=dict(type="str"))
+TARGETS_ARG = dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")])
 
 
 class RomlabFailed(Exception):

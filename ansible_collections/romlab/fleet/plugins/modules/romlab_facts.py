@@ -91,7 +91,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, rom_summary,
+    TARGETS_ARG, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, rom_summary,
     run_many, summary_argvs, target_of)
 
 
@@ -162,7 +162,7 @@ def describe_all(romlab, nics, targets, read_flash, mgmt, tmpdir):
 def main():
     module = AnsibleModule(argument_spec=dict(
         romlab=dict(type="path", default="/opt/romlab/bin/romlab"),
-        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC),
+        targets=TARGETS_ARG,
         read_flash=dict(type="bool", default=True),
         management_nics=dict(type="list", elements="str", default=[]),
     ), supports_check_mode=True)

@@ -196,7 +196,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
     ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, normalize_ids, normalize_mac,
-    rom_summary, run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGET_SPEC)
+    rom_summary, run_many, run_romlab, selected, sha256_file, summary_argvs, target_of, TARGETS_ARG)
 
 # romlab flash's refusal over a chip with an unfinished write names the backup taken before that write.
 PENDING_RE = re.compile(r"its original is the backup (\S+);")
@@ -206,7 +206,7 @@ ARGUMENT_SPEC = dict(
     romlab=dict(type="path", default="/opt/romlab/bin/romlab"),
     roms=dict(type="dict", required=True),
     select=dict(type="dict", default={}, options=SELECT_SPEC),
-    targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
+    targets=TARGETS_ARG,
     management_nics=dict(type="list", elements="str", default=[]),
     ssh_connection=dict(type="str"),
     backup_dir=dict(type="path", required=True),

@@ -128,7 +128,7 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.romlab.fleet.plugins.module_utils.fleet import (
-    TARGET_SPEC, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, run_romlab,
+    TARGETS_ARG, ManagementUnknown, RomlabFailed, list_nics, management_bdfs, normalize_bdf, run_romlab,
     target_of)
 
 
@@ -138,7 +138,7 @@ def main():
         bdf=dict(type="str", required=True),
         backup=dict(type="path"),
         backup_dir=dict(type="path"),
-        targets=dict(type="list", elements="dict", default=[], options=TARGET_SPEC, required_one_of=[("bdf", "mac")]),
+        targets=TARGETS_ARG,
         remote_backup_dir=dict(type="path", default="/var/lib/romlab/backups"),
         force=dict(type="bool", default=False),
         management_nics=dict(type="list", elements="str", default=[]),
