@@ -176,7 +176,7 @@ def _restore(dev: PciDevice, state: dict) -> None:
             errors.append(str(exc))
 
     domain = state.get("iommu_domain")
-    retype = domain is not None and dev.iommu_domain != domain
+    retype = domain is not None and dev.iommu_domain not in (None, domain)   # no group: nothing to put back
     leave = dev.driver not in (None, want) or (retype and dev.driver is not None)
     if leave and dev.driver == VFIO_DRIVER:
         _release(dev)                     # refused: the device stays as it is
@@ -200,7 +200,7 @@ def _restore(dev: PciDevice, state: dict) -> None:
     got = _wait_driver(dev, want) if want else dev.driver
     if not errors and want and got != want:
         errors.append(f"{dev.bdf} went back to {got or 'no driver'}, not to {want}; see dmesg")
-    if not errors and domain is not None and dev.iommu_domain != domain:
+    if not errors and domain is not None and dev.iommu_domain not in (None, domain):
         errors.append(f"IOMMU group {dev.iommu_group} of {dev.bdf} is left at {dev.iommu_domain}, not {domain}")
     if errors:
         again = (f"; its driver is on record: `romlab vfio unbind {dev.bdf}` tries again"
@@ -330,7 +330,7 @@ def _owed(dev: PciDevice) -> dict | None:
     if dev.driver in (None, VFIO_DRIVER):
         return state
     domain = state.get("iommu_domain")
-    return state if domain is not None and dev.iommu_domain != domain else None
+    return state if domain is not None and dev.iommu_domain not in (None, domain) else None
 
 
 def _forget(dev: PciDevice) -> None:
@@ -388,11 +388,11 @@ def unbind(dev: PciDevice) -> dict:
     with _locked(dev):
         owed = _owed(dev)
         state = owed or {"bdf": str(dev.bdf), "driver": None, "driver_override": None, "probe": True}
-        was = dev.driver
+        was, domain_was = dev.driver, dev.iommu_domain
         with signals.held():
             _restore(dev, state)
             _forget(dev)
-    return {**state, "was": was, "now": dev.driver}
+    return {**state, "was": was, "now": dev.driver, "iommu_domain_was": domain_was}
 
 
 @contextlib.contextmanager
@@ -490,6 +490,7 @@ def dma_domain(dev: PciDevice, kind: str):
         raise HardwareError(f"IOMMU domain type {kind!r}: choose one of {', '.join(DMA_DOMAINS)}")
     _require_root(dev, "changing the IOMMU domain of")
     with _locked(dev):
+        refuse_pending(dev)
         found = dev.iommu_domain
         if found is None:
             raise HardwareError(f"{dev.bdf} has no IOMMU group: its kernel driver works without translation "
@@ -508,6 +509,7 @@ def dma_domain(dev: PciDevice, kind: str):
         if len(members) > 1:
             raise HardwareError(f"IOMMU group {dev.iommu_group} of {dev.bdf} holds {len(members)} devices; romlab "
                                 "changes the domain type only of a group of one device")
+        refuse_pf_with_vfs(dev)
         state = {**_now(dev), "iommu_domain": found}
         try:
             with signals.held():
@@ -519,7 +521,23 @@ def dma_domain(dev: PciDevice, kind: str):
                     raise HardwareError(f"{driver} did not take {dev.bdf} back under IOMMU domain type {kind}; "
                                         "see dmesg")
             yield dev.iommu_domain
-        finally:
+        except BaseException as exc:
+            with signals.held():
+                try:
+                    _restore(dev, state)
+                    _forget(dev)
+                except HardwareError as failed:   # the record stays; the body's exception is the one raised
+                    exc.add_note(str(failed))
+            raise
+        else:
             with signals.held():
                 _restore(dev, state)          # raises, keeping the record, if anything is not back
                 _forget(dev)
+
+
+def refuse_pending(dev: PciDevice) -> None:
+    """Refuse to start on a device whose record says an earlier run did not finish putting its
+    driver or IOMMU domain back: a new run would take the half-restored state for the original."""
+    if _load_state(dev) is not None:
+        raise HardwareError(f"{dev.bdf} has a driver record from an earlier romlab run that did not finish "
+                            f"({_state_file(dev.bdf)}); run `romlab vfio unbind {dev.bdf}` first")

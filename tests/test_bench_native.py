@@ -62,16 +62,36 @@ class _Dev:
         return ["eth1"] if self.driver not in (None, "vfio-pci") else []
 
 
-def _fake_bench(monkeypatch, romlab_fails=False):
-    """bench_nic with the device, its binding and each path's run replaced: returns the order
-    the runs and bindings were made in."""
+def _fake_bench(monkeypatch, romlab_fails=False, kernel_dma=None):
+    """bench_nic with the device, its binding, its IOMMU domain and each path's run replaced:
+    returns the order the runs, bindings and domain changes were made in."""
+    import contextlib
+
     from hw import vfio_bind
     from hw.errors import HardwareError
     from hw.pci import PciDevice
     from romlab.bench import native
 
-    order, state = [], {"driver": "e1000"}
-    monkeypatch.setattr(PciDevice, "open", classmethod(lambda cls, bdf: _Dev(bdf, state["driver"])))
+    order, state = [], {"driver": "e1000", "domain": "DMA"}
+
+    def dev(bdf):
+        d = _Dev(bdf, state["driver"])
+        d.iommu_domain = state["domain"]
+        return d
+    monkeypatch.setattr(PciDevice, "open", classmethod(lambda cls, bdf: dev(bdf)))
+
+    @contextlib.contextmanager
+    def dma_domain(d, kind):
+        assert state["driver"] == "e1000"
+        order.append(f"domain {kind}")
+        state["domain"] = kind
+        try:
+            yield kind
+        finally:
+            state["domain"] = "DMA"
+            order.append("domain back")
+    monkeypatch.setattr(vfio_bind, "dma_domain", dma_domain)
+    monkeypatch.setattr(vfio_bind, "refuse_pending", lambda d: order.append("checked"))
     monkeypatch.setattr(native, "_settle", lambda: None)
     monkeypatch.setattr(native, "_link_up", lambda ifname: None)
 
@@ -92,20 +112,21 @@ def _fake_bench(monkeypatch, romlab_fails=False):
 
     def kernel_tx(ifname, size, batch, seconds):
         assert state["driver"] == "e1000" and ifname == "eth1"
-        order.append("kernel")
+        order.append(f"kernel {state['domain']}")
         return native.Run(10, 11, 1.0)
 
     monkeypatch.setattr(vfio_bind, "bind", bind)
     monkeypatch.setattr(vfio_bind, "unbind", unbind)
     monkeypatch.setattr(native, "romlab_tx", romlab_tx)
     monkeypatch.setattr(native, "kernel_tx", kernel_tx)
-    return order, lambda: native.bench_nic(_Dev("0000:00:03.0", "e1000"), [64], [32], 0.1, 3)
+    return order, lambda: native.bench_nic(dev("0000:00:03.0"), [64], [32], 0.1, 3, kernel_dma=kernel_dma)
 
 
 def test_runs_are_interleaved_in_rounds(monkeypatch):
     order, bench = _fake_bench(monkeypatch)
     res = bench()
-    assert order == ["kernel", "bind", "c", "python", "unbind"] * 3
+    assert order == ["checked"] + ["kernel DMA", "bind", "c", "python", "unbind"] * 3
+    assert (res.iommu_domain, res.kernel_dma) == ("DMA", "DMA")
     assert [(f.path, len(f.runs)) for f in res.figures] == [("kernel", 3), ("c", 3), ("python", 3)]
     assert res.romlab_error is None
 
@@ -113,9 +134,19 @@ def test_runs_are_interleaved_in_rounds(monkeypatch):
 def test_a_nic_romlab_does_not_take_keeps_its_kernel_rounds(monkeypatch):
     order, bench = _fake_bench(monkeypatch, romlab_fails=True)
     res = bench()
-    assert order == ["kernel", "bind", "unbind", "kernel", "kernel"]
+    assert order == ["checked", "kernel DMA", "bind", "unbind", "kernel DMA", "kernel DMA"]
     assert [(f.path, len(f.runs)) for f in res.figures] == [("kernel", 3)]
     assert res.romlab_error == "0000:00:03.0 is not a NIC this driver supports"
+
+
+def test_kernel_dma_holds_for_the_kernels_runs_only(monkeypatch):
+    """--kernel-dma identity: each round's kernel runs inside the domain change, romlab's runs
+    through VFIO after the group's own type is back."""
+    order, bench = _fake_bench(monkeypatch, kernel_dma="identity")
+    res = bench()
+    assert order == ["checked"] + ["domain identity", "kernel identity", "domain back", "bind", "c", "python",
+                                   "unbind"] * 3
+    assert (res.iommu_domain, res.kernel_dma) == ("DMA", "identity")
 
 
 def test_the_result_is_read_once_pktgen_has_written_it(tmp_path, monkeypatch):

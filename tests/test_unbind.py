@@ -466,7 +466,34 @@ def test_a_kernel_dma_domain_is_refused_before_any_write(tmp_path, monkeypatch):
     with pytest.raises(HardwareError, match="choose one of DMA, DMA-FQ, identity"):
         with vfio_bind.dma_domain(PciDevice.open(BDF), "blocked"):
             pass
+    # a group type the kernel would not take back
+    grp = tmp_path / "sys" / "kernel" / "iommu_groups" / "7"
+    (grp / "devices" / other).rmdir()
+    (grp / "type").write_text("unmanaged\n")
+    with pytest.raises(HardwareError, match="has domain type unmanaged, which the kernel would not take back"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
+    (grp / "type").write_text("DMA\n")
+    # an SR-IOV PF with VFs: taking its driver away would tear them down
+    (tmp_path / "sys" / "bus" / "pci" / "devices" / BDF / "sriov_totalvfs").write_text("7\n")
+    (tmp_path / "sys" / "bus" / "pci" / "devices" / BDF / "sriov_numvfs").write_text("2\n")
+    with pytest.raises(HardwareError, match="SR-IOV PF with 2 VF"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
+    (tmp_path / "sys" / "bus" / "pci" / "devices" / BDF / "sriov_numvfs").write_text("0\n")
+    # a record an earlier run left: its type is the original, not the one found now
+    (tmp_path / STATE).mkdir(exist_ok=True)
+    (tmp_path / STATE / f"{BDF}.json").write_text(json.dumps(
+        {"bdf": BDF, "driver": "e1000", "driver_override": None, "iommu_domain": "DMA-FQ"}))
+    with pytest.raises(HardwareError, match=f"run `romlab vfio unbind {BDF}` first"):
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
     assert k.writes == [] and k.driver() == "e1000"
+    # and a record whose type is none the kernel takes is refused as a record
+    (tmp_path / STATE / f"{BDF}.json").write_text(json.dumps(
+        {"bdf": BDF, "driver": "e1000", "driver_override": None, "iommu_domain": "../x"}))
+    with pytest.raises(HardwareError, match="holds iommu_domain '../x'"):
+        vfio_bind.unbind(PciDevice.open(BDF))
 
 
 def test_a_kernel_dma_domain_goes_back_after_ctrl_c_in_the_block(tmp_path, monkeypatch):
@@ -499,6 +526,16 @@ def test_a_kernel_dma_domain_the_kernel_will_not_take_back_stays_on_record(tmp_p
         if path.name == "type" and phase == "before" and refuse["on"]:
             raise HardwareError(f"cannot write {path}: Invalid argument")
     k.on_write = on_write
+    with pytest.raises(KeyboardInterrupt) as intr:    # a failed restore does not hide what stopped the block
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            refuse["on"] = True
+            raise KeyboardInterrupt
+    assert any("the kernel refused IOMMU domain type DMA" in n for n in intr.value.__notes__)
+    with pytest.raises(HardwareError, match="earlier romlab run"):    # and the record stops a new run
+        with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
+            pass
+    refuse["on"] = False
+    assert cli.main(["vfio", "unbind", BDF]) == 0
     with pytest.raises(HardwareError) as exc:
         with vfio_bind.dma_domain(PciDevice.open(BDF), "identity"):
             refuse["on"] = True

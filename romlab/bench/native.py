@@ -370,6 +370,7 @@ def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: i
     if dev.driver in (None, "vfio-pci"):
         raise LabError(f"{dev.bdf} must start bound to its kernel driver (it is bound to {dev.driver or 'nothing'}), "
                        "so the kernel's figure can be taken on the same device")
+    vfio_bind.refuse_pending(dev)    # a half-restored record would change the device between rounds
     bdf = str(dev.bdf)
     res = NicResult(_label(dev), bdf, dev.ids, dev.driver, _interface(dev), pf=str(dev.physfn) if dev.physfn else None,
                     iommu_domain=dev.iommu_domain)
@@ -379,7 +380,7 @@ def bench_nic(dev, sizes: list[int], batches: list[int], seconds: float, runs: i
         dev = PciDevice.open(bdf)
         _wait_interface(bdf)
         dma = (vfio_bind.dma_domain(dev, res.kernel_dma) if res.kernel_dma != res.iommu_domain
-               else contextlib.nullcontext(res.iommu_domain))
+               else contextlib.nullcontext(dev.iommu_domain))
         with dma as used:
             res.kernel_dma = used            # as the group reads it while the kernel's runs are taken
             _wait_interface(bdf)

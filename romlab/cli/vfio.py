@@ -67,7 +67,8 @@ def run(args) -> int:
         return 0
     if args.action == "unbind":
         st = vfio_bind.unbind(dev)
-        back = f" (IOMMU domain back to {st['iommu_domain']})" if st.get("iommu_domain") else ""
+        back = (f" (IOMMU domain back to {st['iommu_domain']})"
+                if st.get("iommu_domain") and st.get("iommu_domain_was") != st["iommu_domain"] else "")
         note(f"{dev.bdf}: {st['was'] or 'no driver'} -> {st['now'] or 'no driver'}{back}")
         return 0
     return _info(dev, args)
