@@ -217,7 +217,11 @@ def _command(command: list[str], nics: list[NicSpec], ctl: str, *, memory: str, 
     for opt in GUEST_CMDLINE:
         cmd += ["-a", opt]
     cmd += ["--script-sh", f"sh {shlex.quote(str(script))}"]
-    qemu = ["-machine", "q35,kernel-irqchip=split",
+    # Under TCG a guest of several vCPUs runs them in one host thread, in turn: with a thread per
+    # vCPU, a 2-vCPU guest now and then hung for good (one vCPU spinning, the other halted, as if a
+    # wake-up between them was lost).
+    single = ["-accel", "tcg,thread=single"] if accel != "kvm" and cpus > 1 else []
+    qemu = ["-machine", "q35,kernel-irqchip=split", *single,
             "-device", "intel-iommu,intremap=on,caching-mode=on,aw-bits=48", *nic_args(nics), *extra]
     cmd += [f"-q={a}" for a in qemu]
     if log:
