@@ -450,11 +450,24 @@ else:
 '''
 
 
-def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
+def _fake_romlab(tmp_path):
+    """FAKE_ROMLAB as an executable in ``tmp_path``, and the log it writes each argv to."""
     log = tmp_path / "argv.log"
     fake = tmp_path / "romlab"
     fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
     fake.chmod(0o755)
+    return fake, log
+
+
+def _playbook(play, env, *options):
+    """``play`` against host lab1 over the local connection, with this Python on the host side."""
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", *options, str(play),
+                           "-e", f"ansible_python_interpreter={sys.executable}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
+    fake, log = _fake_romlab(tmp_path)
     rom = tmp_path / "new.rom"
     rom.write_bytes(A)
     play = tmp_path / "play.yml"
@@ -471,9 +484,7 @@ def test_check_mode_reports_unknown_and_never_asks_romlab_to_unbind(tmp_path):
 """)
     env = dict(_env(), ROMLAB_BACKUP_DIR=str(tmp_path / "remote"))
     env.pop("SSH_CONNECTION", None)
-    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", "--check", str(play),
-                        "-e", f"ansible_python_interpreter={sys.executable}"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = _playbook(play, env, "--check")
     assert r.returncode == 0, r.stdout + r.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     flashes = [c for c in calls if "flash" in c]
@@ -506,10 +517,7 @@ def test_expect_sha256_is_checked_before_anything_is_written(tmp_path, backups):
 
 def test_flash_and_restore_refuse_over_ssh_when_the_management_nic_is_unknown(tmp_path):
     """`ip` failing on the host: over SSH both modules refuse, naming management_nics."""
-    log = tmp_path / "argv.log"
-    fake = tmp_path / "romlab"
-    fake.write_text(FAKE_ROMLAB.format(python=sys.executable, log=str(log)))
-    fake.chmod(0o755)
+    fake, log = _fake_romlab(tmp_path)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "ip").write_text("#!/bin/sh\necho 'Cannot open netlink socket: Permission denied' >&2\nexit 2\n")
@@ -536,9 +544,7 @@ def test_flash_and_restore_refuse_over_ssh_when_the_management_nic_is_unknown(tm
         backup_dir: {tmp_path / 'backups'}
 """)
     env = dict(_env(), SSH_CONNECTION="192.0.2.99 50514 192.0.2.10 22", PATH=f"{bindir}:{_env()['PATH']}")
-    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
-                        "-e", f"ansible_python_interpreter={sys.executable}"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = _playbook(play, env)
     assert r.returncode != 0
     flash_task, restore_task = r.stdout.split("TASK [")[1:3]
     for task in (flash_task, restore_task):
@@ -581,9 +587,7 @@ def test_bad_targets_fail_in_one_line_before_any_nic_is_touched(tmp_path):
 """)
     env = dict(_env())
     env.pop("SSH_CONNECTION", None)
-    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "lab1,", "-c", "local", str(play),
-                        "-e", f"ansible_python_interpreter={sys.executable}"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = _playbook(play, env)
     assert r.returncode != 0 and "one of the following is required: bdf, mac" in r.stdout, r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
